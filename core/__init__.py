@@ -1,0 +1,36 @@
+"""Lightweight deepfake face detection: teachers, distilled and pruned students, analyses.
+
+The public Python API (see INTERFACES.md):
+
+- :func:`load_model` rebuilds any checkpoint this project writes, in eval mode,
+  with a single-logit output (logit > 0 means *fake*) and a ``preprocess``
+  attribute: the exact transform (size, normalisation) the checkpoint expects.
+"""
+
+from __future__ import annotations
+
+import os
+
+__version__ = "0.1.0"
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu"):
+    """Load a checkpoint file (or a run directory's best checkpoint) as an eval-mode module.
+
+    The module carries ``preprocess`` (PIL image -> normalised tensor) and
+    ``header`` (the checkpoint's JSON header: method, dataset, metrics, ...).
+    """
+    from core.data.images import Normalization, eval_transform
+    from core.models import build_from_spec
+    from core.training.checkpoint import load_checkpoint, load_state_into
+
+    state, header = load_checkpoint(path)
+    model = build_from_spec(header["model"])
+    load_state_into(model, state, source=str(path))
+    norm = header["normalization"]
+    model.preprocess = eval_transform(header["image_size"], Normalization(tuple(norm["mean"]), tuple(norm["std"])))
+    model.header = header
+    return model.to(device).eval()
+
+
+__all__ = ["__version__", "load_model"]

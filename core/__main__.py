@@ -1,0 +1,242 @@
+"""The command line: ``python -m core <command>`` (see INTERFACES.md).
+
+Human logs and progress bars go to stderr. With ``--json`` the last line of
+stdout is exactly one JSON object. Bad input ends with a one-line ``error: ...``
+on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+def _emit(args: argparse.Namespace, result: dict, human: str) -> None:
+    """Print the human summary to stderr and, with --json, one JSON object to stdout."""
+    print(human, file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps(_finite(result), default=str))
+
+
+def _finite(value):
+    """JSON has no NaN: report undefined metrics as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from core.data.synthetic import SOURCES, SynthConfig, default_root, generate_benchmark
+
+    sources = tuple(args.sources.split(",")) if args.sources else SOURCES
+    config = SynthConfig(image_size=args.image_size, per_source=args.per_source, seed=args.seed,
+                         difficulty=args.difficulty, sources=sources)
+    if not 0 <= args.difficulty <= 1:
+        raise ValueError(f"--difficulty must be in [0, 1], got {args.difficulty}")
+    out = Path(args.out) if args.out else default_root()
+    manifest = generate_benchmark(out, config, workers=args.workers, progress=not args.quiet)
+    counts = {s: {sp: sum(c.values()) for sp, c in v.items()} for s, v in manifest["counts"].items()}
+    _emit(args, {"root": str(out), "sources": list(sources), "counts": manifest["counts"],
+                 "images": manifest["images"], "seconds": manifest["seconds"]},
+          f"wrote {manifest['images']} images ({len(sources)} sources: {counts}) to {out} in {manifest['seconds']} s")
+
+
+def cmd_data_list(args: argparse.Namespace) -> None:
+    from core.data.datasets import DATASETS, describe_datasets
+
+    _emit(args, {"datasets": sorted(DATASETS)}, describe_datasets())
+
+
+def cmd_data_info(args: argparse.Namespace) -> None:
+    from core.data.datasets import resolve_dataset
+
+    dataset = resolve_dataset(args.data, args.data_root)
+    counts = dataset.counts()
+    sources = sorted({s.source for split in dataset.splits.values() for s in split})
+    _emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources},
+          f"{dataset.name} at {dataset.root}: {counts}")
+
+
+# --- train ----------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from core.training.config import build_config
+    from core.training.engine import train
+
+    if args.resume:
+        result = train(resume=args.resume, progress=not args.quiet)
+    else:
+        config = build_config(
+            preset=args.preset, config_file=args.config, method=args.method, data=args.data,
+            data_root=args.data_root, arch=args.arch, pretrained=args.pretrained, trainable=args.trainable,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
+            seed=args.seed, device=args.device, runs_dir=args.runs_dir, teacher=args.teacher,
+            num_workers=args.num_workers, max_train_samples=args.max_train_samples,
+            max_eval_samples=args.max_eval_samples,
+        )
+        result = train(config, progress=not args.quiet)
+    test = result.test
+    _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
+                 "test_accuracy": test["accuracy"], "test_auc": test["auc"]},
+          f"{result.status}: {result.run_dir} (test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f})")
+
+
+# --- evaluate -------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import core
+    from core.data.datasets import resolve_dataset
+    from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
+    from core.models.resnet import default_device
+
+    device = default_device(args.device)
+    model = core.load_model(args.checkpoint, device=str(device))
+    dataset = resolve_dataset(args.data, args.data_root)
+    samples = dataset.split(args.split)
+    started = time.perf_counter()
+    predictions = predict(model, samples, model.preprocess, args.batch_size, device, args.num_workers,
+                          progress=not args.quiet, desc=f"evaluate {dataset.name}/{args.split}")
+    metrics = classification_metrics(predictions.labels, predictions.probabilities, args.threshold)
+    result = {
+        "checkpoint": str(args.checkpoint), "data": dataset.name, "split": args.split, **metrics,
+        "skipped": predictions.skipped, "per_source": per_source_accuracy(samples, predictions, args.threshold),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _emit(args, result, f"{dataset.name}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
+                        f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
+                        f"({predictions.skipped} skipped)")
+
+
+# --- profile --------------------------------------------------------------------------
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from core.models import build_model
+    from core.pruning.flops import profile_model
+
+    if (args.arch is None) == (args.checkpoint is None):
+        raise ValueError("give exactly one of --arch NAME or a checkpoint path")
+    if args.arch:
+        model, image_size, what = build_model(args.arch), args.image_size or 256, args.arch
+    else:
+        import core
+
+        model = core.load_model(args.checkpoint)
+        image_size, what = args.image_size or model.header["image_size"], str(args.checkpoint)
+    cost = profile_model(model, image_size)
+    _emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6},
+          f"{what} at {image_size}x{image_size}: {cost['params'] / 1e6:.2f} M params, {cost['macs'] / 1e6:,.1f} M MACs")
+
+
+# --- the parser -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout as the last line")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    data = commands.add_parser("data", help="datasets: generate the embedded benchmark, list adapters")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    synth = command(data_commands, "synth", cmd_data_synth, "write the embedded synthetic deepfake benchmark")
+    synth.add_argument("--out", help="output folder (default data/synthetic, or $CORE_DATA_DIR/synthetic)")
+    synth.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--per-source", type=int, default=2400, help="images per source over all splits (default 2400)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--difficulty", type=float, default=0.5, help="0 = easy ... 1 = hard (default 0.5)")
+    synth.add_argument("--sources", help="comma-separated subset of sources (default: all five)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    command(data_commands, "list", cmd_data_list, "list the registered real-dataset presets and their layouts")
+    info = command(data_commands, "info", cmd_data_info, "resolve a dataset spec and print its split counts")
+    info.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
+    info.add_argument("--data-root", help="root folder of a registered dataset")
+
+    train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
+    train.add_argument("--method", choices=sorted(METHODS), default="teacher")
+    train.add_argument("--data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
+    train.add_argument("--data-root", help="root folder of a registered dataset")
+    train.add_argument("--preset", help="named preset from configs/presets.yaml (quick, full, paper)")
+    train.add_argument("--config", help="YAML file of TrainConfig keys")
+    train.add_argument("--arch", help="architecture (default resnet50)")
+    train.add_argument("--pretrained", help="'imagenet', a local weights file, or 'none'")
+    train.add_argument("--trainable", choices=["all", "layer4"])
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: automatic)")
+    train.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
+    train.add_argument("--max-train-samples", type=int)
+    train.add_argument("--max-eval-samples", type=int)
+    train.add_argument("--teacher", help="teacher checkpoint (students)")
+    train.add_argument("--runs-dir", help="where run directories go (default runs/)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
+
+    evaluate = command(commands, "evaluate", cmd_evaluate, "metrics of one checkpoint on one dataset split")
+    evaluate.add_argument("checkpoint", help="checkpoint file or run directory")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--data-root")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--threshold", type=float, default=0.5)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--num-workers", type=int, default=0)
+    evaluate.add_argument("--device")
+
+    profile = command(commands, "profile", cmd_profile, "parameters and MACs (thop convention)")
+    profile.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")
+    profile.add_argument("--arch", help="an architecture name instead of a checkpoint")
+    profile.add_argument("--image-size", type=int, help="input side (default: the checkpoint's, or 256)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.data.datasets import DatasetError
+    from core.data.images import ImageLoadError
+    from core.training.checkpoint import CheckpointError
+    from core.training.engine import Cancelled
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (DatasetError, CheckpointError, ImageLoadError, ValueError, FileNotFoundError, RuntimeError) as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Safe image decoding, the dataset wrapper that skips bad files, and the transforms.
+
+Scraped folders hold corrupt, truncated, zero-byte and mislabelled files. Decoding
+happens lazily in ``__getitem__``: a file that fails yields ``None``, and
+:func:`collate_skipping` drops it from the batch and counts it, so training and
+evaluation never crash on one bad file and always report how many they skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from core.data.datasets import Sample
+
+# PIL's decompression-bomb guard, enforced as an error rather than a warning.
+MAX_IMAGE_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+MIN_IMAGE_SIDE = 8
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as an image (reason in the message)."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode ``path`` fully into an upright 8-bit RGB image, or raise ImageLoadError.
+
+    Handles EXIF rotation, palette/CMYK/16-bit/grey+alpha modes (alpha is
+    composited on white), and refuses empty, truncated, tiny or bomb-sized files.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as image:
+            image.load()  # decode now, so truncation fails here and not in a worker later
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                image = image.point(lambda value: value / 256).convert("L")
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(canvas, rgba)
+            image = image.convert("RGB")
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageLoadError(f"{path}: refused, larger than {MAX_IMAGE_PIXELS:,} pixels ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+    if min(image.size) < MIN_IMAGE_SIDE:
+        raise ImageLoadError(f"{path}: too small ({image.size[0]}x{image.size[1]} px, need >= {MIN_IMAGE_SIDE})")
+    return image
+
+
+class ImageDataset(Dataset):
+    """Samples -> (image tensor, label, index); ``None`` for a file that fails to load."""
+
+    def __init__(self, samples: Sequence[Sample], transform) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path)
+        except ImageLoadError:
+            return None
+        return self.transform(image), sample.label, index
+
+
+def collate_skipping(batch: list) -> dict:
+    """Stack the good items; count the ones that failed to load."""
+    good = [item for item in batch if item is not None]
+    if not good:
+        return {"images": None, "labels": None, "indices": None, "skipped": len(batch)}
+    images, labels, indices = zip(*good)
+    return {
+        "images": torch.stack(images),
+        "labels": torch.tensor(labels, dtype=torch.float32),
+        "indices": torch.tensor(indices, dtype=torch.long),
+        "skipped": len(batch) - len(good),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Normalisation statistics (computed once per dataset and cached, as in the paper).
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+STATS_IMAGES = 5000  # an evenly spread subset this large pins mean/std to ~1e-3
+
+
+def _stats_key(samples: Sequence[Sample], image_size: int) -> str:
+    digest = hashlib.sha256(str(image_size).encode())
+    for sample in samples:
+        digest.update(sample.path.encode())
+        try:
+            stat = os.stat(sample.path)
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()[:20]
+
+
+def dataset_statistics(
+    samples: Sequence[Sample], image_size: int, cache_dir: Path | None = None, progress: bool = True
+) -> Normalization:
+    """Per-channel mean/std of the resized training images, cached on disk by content key."""
+    step = max(1, len(samples) // STATS_IMAGES)
+    subset = list(samples)[::step]
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"stats-{_stats_key(subset, image_size)}.json"
+        if cache_file.exists():
+            try:
+                cached = json.loads(cache_file.read_text())
+                return Normalization(tuple(cached["mean"]), tuple(cached["std"]))
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged cache entry is recomputed
+    resize = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)])
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    pixels = 0
+    for sample in tqdm(subset, desc="dataset mean/std", unit="img", disable=not progress, leave=False):
+        try:
+            image = resize(load_image(sample.path)).to(torch.float64) / 255.0
+        except ImageLoadError:
+            continue
+        total += image.sum(dim=(1, 2))
+        total_sq += (image * image).sum(dim=(1, 2))
+        pixels += image.shape[1] * image.shape[2]
+    if pixels == 0:
+        raise ImageLoadError("no readable image to compute the dataset mean/std from")
+    mean = total / pixels
+    std = (total_sq / pixels - mean * mean).clamp_min(1e-12).sqrt()
+    stats = Normalization(tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std))
+    if cache_file is not None:
+        from core.training.io import atomic_write_text
+
+        atomic_write_text(cache_file, json.dumps({"mean": stats.mean, "std": stats.std, "images": len(subset)}))
+    return stats
+
+
+def eval_transform(image_size: int, normalization: Normalization) -> v2.Compose:
+    """Resize to the model's input and normalise: the exact preprocessing of a checkpoint."""
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(normalization.mean), list(normalization.std)),
+    ])
+
+
+def train_transform(image_size: int, normalization: Normalization, strength: float = 1.0) -> v2.Compose:
+    """The paper's augmentation: flip, rotation, random crop, colour jitter, random affine.
+
+    ``strength`` scales the geometric and photometric ranges (0 turns augmentation off).
+    """
+    pad = max(1, round(image_size * 0.0625 * strength))
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize((image_size, image_size), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomRotation(10 * strength),
+        v2.RandomCrop(image_size, padding=pad, padding_mode="reflect"),
+        v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength, hue=0.02 * strength),
+        v2.RandomAffine(degrees=0, translate=(0.05 * strength, 0.05 * strength), scale=(1 - 0.05 * strength, 1 + 0.05 * strength)),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(normalization.mean), list(normalization.std)),
+    ])

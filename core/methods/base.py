@@ -1,0 +1,37 @@
+"""The interface every training method implements."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.training.config import TrainConfig
+
+
+class Method:
+    """A trainable method: builds its model, defines its loss, describes its checkpoint."""
+
+    name: str = ""
+    description: str = ""
+
+    def build(self, config: TrainConfig) -> nn.Module:
+        """The model to train (on CPU; the engine moves it)."""
+        raise NotImplementedError
+
+    def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
+        """The ``model`` entry of the checkpoint header, enough for ``build_from_spec``."""
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
+        """Per-epoch schedules (e.g. a Gumbel temperature)."""
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named detached loss terms; the engine reads them only on log steps)."""
+        raise NotImplementedError
+
+    def predict_logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Single logits (> 0 means fake) for evaluation."""
+        return model(images).reshape(-1)

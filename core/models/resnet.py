@@ -1,0 +1,128 @@
+"""ResNet backbones with a single-logit head (logit > 0 means *fake*).
+
+The registry maps an architecture name to a builder, so configs, the CLI and the
+checkpoint header all name models the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tv
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+# torchvision's ImageNet weights for each architecture (downloaded when online)
+IMAGENET_WEIGHTS = {
+    "resnet18": tv.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": tv.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": tv.ResNet50_Weights.IMAGENET1K_V1,
+}
+
+
+def register_architecture(name: str):
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        ARCHITECTURES[name] = builder
+        return builder
+
+    return decorate
+
+
+@register_architecture("resnet18")
+def resnet18() -> nn.Module:
+    return tv.resnet18(num_classes=1)
+
+
+@register_architecture("resnet34")
+def resnet34() -> nn.Module:
+    return tv.resnet34(num_classes=1)
+
+
+@register_architecture("resnet50")
+def resnet50() -> nn.Module:
+    return tv.resnet50(num_classes=1)
+
+
+@register_architecture("resnet-tiny")
+def resnet_tiny() -> nn.Module:
+    """A one-block-per-stage ResNet for tests and smoke runs (not a paper model)."""
+    return tv.ResNet(tv.resnet.BasicBlock, [1, 1, 1, 1], num_classes=1)
+
+
+def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
+    """Build ``arch`` with one output; ``pretrained`` is None, "imagenet" or a weights file.
+
+    ImageNet weights load everything but the 1000-class head, which stays freshly
+    initialised for the single logit.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{arch}'; choose from {sorted(ARCHITECTURES)}")
+    model = ARCHITECTURES[arch]()
+    if pretrained:
+        state = load_pretrained_state(arch, pretrained)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+            raise ValueError(
+                f"pretrained weights do not fit {arch}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+    return model
+
+
+def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from torchvision's cache/download, or a local ``.pth``/``.safetensors`` file."""
+    if pretrained != "imagenet":
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    if arch not in IMAGENET_WEIGHTS:
+        raise ValueError(f"no ImageNet weights for '{arch}'; available for {sorted(IMAGENET_WEIGHTS)}")
+    weights = IMAGENET_WEIGHTS[arch]
+    try:
+        return weights.get_state_dict(progress=False)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise RuntimeError(
+            f"cannot fetch torchvision ImageNet weights for {arch} ({type(error).__name__}): offline? "
+            f"Download {weights.url} elsewhere and pass it with --pretrained PATH, or put it in {cache}, "
+            "or train from scratch with --pretrained none."
+        ) from None
+
+
+def stages(model: nn.Module) -> list[nn.Module]:
+    """The four residual stages (feature maps that distillation and analyses read)."""
+    return [model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def set_trainable(model: nn.Module, trainable: str) -> None:
+    """"all" trains every layer; "layer4" freezes all but layer4 and the head (the paper's fine-tune)."""
+    if trainable == "all":
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return
+    if trainable != "layer4":
+        raise ValueError(f"trainable must be 'all' or 'layer4', got {trainable!r}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(("layer4.", "fc.")))
+
+
+def default_device(requested: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu, unless ``requested`` (or $CORE_DEVICE) names one."""
+    requested = requested or os.environ.get("CORE_DEVICE")
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

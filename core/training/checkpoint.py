@@ -1,0 +1,112 @@
+"""Checkpoints: tensors in safetensors, plus a JSON header that rebuilds the model.
+
+Nothing here unpickles: weights load through safetensors, and the trainer state
+(optimiser, scheduler, counters) through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.training.io import atomic_write
+
+FORMAT_VERSION = 1
+HEADER_KEY = "core"
+BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint of this project (reason in the message)."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dtype: torch.dtype | None = None) -> None:
+    """Write ``model``'s state with ``header`` atomically; ``dtype`` casts floats (e.g. fp16 to ship)."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[name] = tensor.contiguous()
+    header = {**header, "format_version": FORMAT_VERSION}
+    metadata = {HEADER_KEY: json.dumps(header, sort_keys=True, default=str)}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory (its best, else last, checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: run directory holds no {BEST} or {LAST} (did the run finish an epoch?)")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a checkpoint, without loading its tensors."""
+    path = resolve_checkpoint(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({error})") from None
+    if HEADER_KEY not in metadata:
+        raise CheckpointError(f"{path}: safetensors file without this project's header (not written by core?)")
+    try:
+        header = json.loads(metadata[HEADER_KEY])
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged checkpoint header") from None
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} but this version of core reads format {FORMAT_VERSION}"
+        )
+    return header
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, header) of a checkpoint file or run directory."""
+    path = resolve_checkpoint(path)
+    header = read_header(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error})") from None
+    return state, header
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` (any float dtype) into ``model``, with a clear error on a mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"{source} does not match the architecture its header names: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong_shape[:3]}"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def save_trainer_state(path: str | os.PathLike, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_trainer_state(path: str | os.PathLike) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a trainer state"
+        raise CheckpointError(f"{path}: unreadable trainer state ({type(error).__name__}: {error})") from None

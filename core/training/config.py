@@ -1,0 +1,85 @@
+"""Training configuration: one dataclass of plain values, named presets, overrides.
+
+Precedence, lowest first: the dataclass defaults, the preset
+(``configs/presets.yaml``), a ``--config`` YAML file, then command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESETS_FILE = CONFIG_DIR / "presets.yaml"
+
+
+@dataclass
+class TrainConfig:
+    method: str = "teacher"
+    data: str = "synthetic"
+    data_root: str | None = None
+    arch: str = "resnet50"
+    pretrained: str | None = None  # None, "imagenet" or a local weights file
+    trainable: str = "all"  # "all", or "layer4" (only layer4 and the head, the paper's fine-tune)
+    image_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "cosine"  # cosine | step | none
+    step_size: int = 10  # step scheduler: epochs per 10x decay
+    augment: float = 1.0  # strength of the paper's augmentation, 0 = off
+    max_train_samples: int | None = None  # an evenly spread subset, for quick runs
+    max_eval_samples: int | None = None
+    num_workers: int = -1  # -1 = automatic
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    log_every: int = 5  # steps between progress records in metrics.jsonl
+    runs_dir: str = "runs"
+    teacher: str | None = None  # teacher checkpoint, for students
+    preset: str | None = None
+    method_options: dict = field(default_factory=dict)  # method-specific hyperparameters
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(f.name for f in dataclasses.fields(cls))}")
+        return cls(**values)
+
+
+def load_presets() -> dict[str, dict]:
+    return yaml.safe_load(PRESETS_FILE.read_text()) or {}
+
+
+def build_config(preset: str | None = None, config_file: str | None = None, **overrides) -> TrainConfig:
+    """Merge defaults, a named preset, a YAML file and explicit overrides (None = not given)."""
+    values: dict = {}
+    if preset is not None:
+        presets = load_presets()
+        if preset not in presets:
+            raise ValueError(f"unknown preset '{preset}'; choose from {sorted(presets)}")
+        values.update(presets[preset].get("train", {}))
+        values["preset"] = preset
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping of TrainConfig keys")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("pretrained"), str) and values["pretrained"].lower() in ("none", ""):
+        values["pretrained"] = None
+    return TrainConfig.from_dict(values)

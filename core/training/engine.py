@@ -1,0 +1,286 @@
+"""The one training engine every method shares. It reads top to bottom:
+
+resolve data -> statistics -> model -> optimiser -> (resume) -> epochs of
+[train steps -> validation -> checkpoints] -> test of the best checkpoint.
+
+Determinism: every epoch reseeds all RNGs (and the data order) from
+``(seed, epoch)``, so a run resumed at an epoch boundary replays exactly what an
+unbroken run does. Checkpoints are written at every epoch end.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from core.data.datasets import DatasetSplits, Sample, resolve_dataset
+from core.data.images import (
+    Normalization,
+    collate_skipping,
+    dataset_statistics,
+    eval_transform,
+    train_transform,
+    ImageDataset,
+)
+from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
+from core.methods import get_method
+from core.models.resnet import default_device
+from core.pruning.flops import profile_model
+from core.training.checkpoint import (
+    TRAINER_STATE,
+    load_checkpoint,
+    load_state_into,
+    load_trainer_state,
+    save_checkpoint,
+    save_trainer_state,
+)
+from core.training.config import TrainConfig
+from core.training.runs import Run
+
+log = logging.getLogger(__name__)
+CACHE_DIR = Path(__file__).resolve().parents[2] / "cache"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    status: str
+    test: dict
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the run receives SIGTERM (the dashboard's Cancel)."""
+
+
+def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """An evenly spread, deterministic subset of at most ``limit`` samples (classes stay mixed)."""
+    if limit is None or len(samples) <= limit:
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed python, numpy and torch for ``epoch``; return the data-order generator."""
+    epoch_seed = seed * 100_003 + epoch
+    random.seed(epoch_seed)
+    np.random.seed(epoch_seed % 2**32)
+    torch.manual_seed(epoch_seed)
+    return torch.Generator().manual_seed(epoch_seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer '{config.optimizer}'; choose adam, adamw or sgd")
+
+
+def make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=0.1)
+    if config.scheduler == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"unknown scheduler '{config.scheduler}'; choose cosine, step or none")
+
+
+def _num_workers(config: TrainConfig, device: torch.device) -> int:
+    if config.num_workers >= 0:
+        return config.num_workers
+    import os
+
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled(f"received signal {signum}")
+
+
+def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train ``config`` in a new run directory, or continue the run at ``resume``."""
+    if resume is not None:
+        run = Run.open(resume)
+        config = TrainConfig.from_dict(run.config())
+    else:
+        assert config is not None, "train() needs a config or a run to resume"
+        run = Run.create(config.runs_dir, config.method, config.data)
+        run.write_config(config.to_dict())
+    previous_handler = signal.signal(signal.SIGTERM, _raise_cancelled)
+    run.set_status("running")
+    try:
+        result = _train(run, config, resume is not None, progress)
+    except (Cancelled, KeyboardInterrupt) as error:
+        run.log(f"cancelled: {error}")
+        run.set_status("cancelled")
+        raise
+    except BaseException as error:
+        run.log(f"failed: {type(error).__name__}: {error}")
+        run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    run.set_status("finished", test=result.test)
+    return result
+
+
+def _train(run: Run, config: TrainConfig, resuming: bool, progress: bool) -> TrainResult:
+    device = default_device(config.device)
+    run.write_environment(str(device))
+    method = get_method(config.method)
+    run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device})")
+
+    # --- data ------------------------------------------------------------------
+    dataset: DatasetSplits = resolve_dataset(config.data, config.data_root)
+    train_samples = subsample(dataset.split("train"), config.max_train_samples)
+    val_samples = subsample(dataset.split("val"), config.max_eval_samples)
+    test_samples = subsample(dataset.split("test"), config.max_eval_samples)
+    normalization = dataset_statistics(dataset.split("train"), config.image_size, CACHE_DIR, progress)
+    train_set = ImageDataset(train_samples, train_transform(config.image_size, normalization, config.augment))
+    evaluation = eval_transform(config.image_size, normalization)
+    workers = _num_workers(config, device)
+
+    # --- model and optimiser -----------------------------------------------------
+    torch.manual_seed(config.seed)
+    model = method.build(config)
+    cost = profile_model(model, config.image_size)
+    model = model.to(device)
+    use_amp = config.amp and device.type == "cuda"
+    if config.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, method.trainable_parameters(model))
+    scheduler = make_scheduler(config, optimizer)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best_accuracy = 0, -1.0
+
+    if resuming and (run.dir / TRAINER_STATE).is_file():
+        state, _ = load_checkpoint(run.last_checkpoint)
+        load_state_into(model, state, str(run.last_checkpoint))
+        trainer = load_trainer_state(run.dir / TRAINER_STATE)
+        optimizer.load_state_dict(trainer["optimizer"])
+        scheduler.load_state_dict(trainer["scheduler"])
+        scaler.load_state_dict(trainer["scaler"])
+        start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
+        run.log(f"resumed after epoch {start_epoch}")
+    run.truncate_metrics(from_epoch=start_epoch)
+
+    header = {
+        "method": config.method,
+        "model": method.model_spec(config, model),
+        "image_size": config.image_size,
+        "normalization": {"mean": list(normalization.mean), "std": list(normalization.std)},
+        "dataset": dataset.name,
+        "data_root": config.data_root,
+        "params": cost["params"],
+        "macs": cost["macs"],
+        "config": config.to_dict(),
+    }
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    skipped_total = 0
+
+    # --- epochs --------------------------------------------------------------------
+    for epoch in range(start_epoch, config.epochs):
+        generator = seed_epoch(config.seed, epoch)
+        method.on_epoch_start(model, epoch, config)
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+                            num_workers=workers, collate_fn=collate_skipping, worker_init_fn=_seed_worker,
+                            drop_last=False, pin_memory=device.type == "cuda")
+        model.train()
+        started, seen, loss_sum, loss_count = time.perf_counter(), 0, torch.zeros((), device=device), 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        for step, batch in enumerate(bar):
+            skipped_total += batch["skipped"]
+            if batch["images"] is None:
+                continue
+            images = batch["images"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True)
+            if config.channels_last and device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss, terms = method.loss(model, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(labels)
+            loss_sum += loss.detach() * len(labels)
+            loss_count += len(labels)
+            if (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch:
+                record = {
+                    "type": "step", "epoch": epoch, "step": step + 1, "steps": steps_per_epoch,
+                    "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "images_per_s": seen / (time.perf_counter() - started),
+                }
+                run.append_metrics(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+        scheduler.step()
+        train_seconds = time.perf_counter() - started
+
+        val = predict(model, val_samples, evaluation, config.batch_size * 2, device, workers, progress,
+                      method.predict_logits, desc="validate")
+        val_metrics = classification_metrics(val.labels, val.probabilities)
+        epoch_record = {
+            "type": "epoch", "epoch": epoch, "epochs": config.epochs,
+            "train_loss": float(loss_sum) / max(loss_count, 1),
+            "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
+            "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
+            "skipped": skipped_total + val.skipped,
+        }
+        improved = val_metrics["accuracy"] > best_accuracy
+        if improved:
+            best_accuracy = val_metrics["accuracy"]
+        epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
+        # last checkpoint, then best, then trainer state: a kill between them at worst repeats this epoch
+        save_checkpoint(run.last_checkpoint, model, {**header, "metrics": epoch_metrics})
+        if improved:
+            save_checkpoint(run.best_checkpoint, model, {**header, "metrics": epoch_metrics})
+        save_trainer_state(run.dir / TRAINER_STATE, {
+            "epoch": epoch + 1, "best_accuracy": best_accuracy,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        })
+        run.append_metrics(epoch_record)
+        run.log(f"epoch {epoch + 1}/{config.epochs}: train loss {epoch_record['train_loss']:.4f}, "
+                f"val acc {val_metrics['accuracy']:.4f}, val auc {val_metrics['auc']:.4f}, "
+                f"{epoch_record['images_per_s']:.1f} img/s")
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {epoch_record['train_loss']:.4f} "
+                       f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}")
+
+    # --- test the best checkpoint ------------------------------------------------------
+    state, best_header = load_checkpoint(run.best_checkpoint)
+    load_state_into(model, state, str(run.best_checkpoint))
+    test = predict(model, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
+                   method.predict_logits, desc="test")
+    test_metrics = classification_metrics(test.labels, test.probabilities)
+    test_record = {
+        "type": "test", "split": "test", "skipped": test.skipped,
+        **{k: v for k, v in test_metrics.items() if k != "confusion"},
+        "confusion": test_metrics["confusion"],
+        "per_source": per_source_accuracy(test_samples, test),
+    }
+    run.append_metrics(test_record)
+    final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
+                     "test_eer": test_metrics["eer"]}
+    save_checkpoint(run.best_checkpoint, model, {**header, "metrics": final_metrics})
+    run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
+    return TrainResult(run.dir, run.best_checkpoint, "finished", test_record)

@@ -1,0 +1,164 @@
+"""Run directories: the self-describing record of one training run.
+
+    runs/<time>-<method>-<data>-<suffix>/
+      config.json        resolved TrainConfig
+      env.json           versions, device, host
+      status.json        running | finished | failed | cancelled (+ pid, error, summary)
+      metrics.jsonl      one record per logged step ("step") and per epoch ("epoch"), then "test"
+      log.txt            human log
+      best.safetensors   best checkpoint by validation accuracy
+      last.safetensors   latest epoch's checkpoint
+      trainer_state.pt   optimiser/scheduler/counters for --resume
+
+Every file except the two logs is replaced atomically; the logs are append-only
+and readers skip a torn last line.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.training.checkpoint import BEST, LAST, read_header
+from core.training.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+
+import json
+
+STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "data"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Run:
+    dir: Path
+
+    @classmethod
+    def create(cls, runs_dir: str | os.PathLike, method: str, data: str) -> Run:
+        """A new, uniquely named run directory (safe against concurrent launches)."""
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        while True:
+            path = runs_dir / f"{stamp}-{_slug(method)}-{_slug(data)}-{secrets.token_hex(2)}"
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+        return cls(path)
+
+    # --- files ---------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.dir / BEST
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.dir / LAST
+
+    def config(self) -> dict:
+        return json.loads((self.dir / "config.json").read_text())
+
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.dir / "config.json", config)
+
+    def write_environment(self, device: str) -> None:
+        import numpy
+        import torch
+        import torchvision
+
+        atomic_write_json(self.dir / "env.json", {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "host": socket.gethostname(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "device": device,
+            "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        })
+
+    def set_status(self, status: str, **extra) -> None:
+        assert status in STATUSES, status
+        atomic_write_json(self.dir / "status.json", {"status": status, "pid": os.getpid(), "updated": time.time(), **extra})
+
+    def status(self) -> dict:
+        """The recorded status; a "running" run whose process is gone reads "interrupted"."""
+        try:
+            status = json.loads((self.dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return {"status": "unknown"}
+        if status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname():
+            if not _pid_alive(int(status.get("pid", -1))):
+                status["status"] = "interrupted"
+        return status
+
+    def append_metrics(self, record: dict) -> None:
+        append_jsonl(self.metrics_path, {"time": round(time.time(), 3), **record})
+
+    def metrics(self, kind: str | None = None) -> list[dict]:
+        records = read_jsonl(self.metrics_path)
+        return [r for r in records if kind is None or r.get("type") == kind]
+
+    def truncate_metrics(self, from_epoch: int) -> None:
+        """Drop records of epochs >= ``from_epoch`` (work a killed run lost), atomically."""
+        kept = [r for r in read_jsonl(self.metrics_path) if r.get("epoch", -1) < from_epoch and r.get("type") != "test"]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+    def log(self, message: str) -> None:
+        with open(self.dir / "log.txt", "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def summary(self) -> dict:
+        """One row for run tables: config, status, the best checkpoint's header metrics."""
+        config = self.config()
+        row = {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
+               "status": self.status().get("status")}
+        if self.best_checkpoint.is_file():
+            try:
+                header = read_header(self.best_checkpoint)
+                row.update(header.get("metrics", {}))
+            except ValueError as error:
+                row["error"] = str(error)
+        return row
+
+
+def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
+    """Every run directory under ``runs_dir``, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    runs = [Run(p) for p in runs_dir.iterdir() if (p / "config.json").is_file()]
+    return sorted(runs, key=lambda r: r.dir.name, reverse=True)
