@@ -55,7 +55,7 @@ SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 CLASSES: tuple[str, ...] = ("real", "fake")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -291,8 +291,9 @@ def _upconv(rng, image, strength, face_mask, ctx):
     for i in range(4):
         for j in range(4):
             out[i : i + size : 2, j : j + size : 2] += kernel[i, j] * half
-    out = out[1 : 1 + size, 1 : 1 + size]
-    return np.clip(out, 0, 1)
+    out = np.clip(out[1 : 1 + size, 1 : 1 + size], 0, 1)
+    blend = 0.3 + 0.7 * strength  # weak fakes keep some of the camera's detail
+    return image * (1 - blend) + out * blend
 
 
 def _faceswap(rng, image, strength, face_mask, ctx):
@@ -342,7 +343,7 @@ def _warp(rng, image, strength, face_mask, ctx):
 
 
 def _jpeg2(rng, image, strength, face_mask, ctx):
-    quality = int(round(75 - 40 * strength + rng.uniform(-5, 5)))
+    quality = int(round(50 - 35 * strength + rng.uniform(-5, 5)))
     # compress on a grid shifted by (dy, dx), so its 8x8 blocks miss the final JPEG's grid
     shift = tuple(int(d) for d in rng.integers(1, 8, 2))
     first = np.roll(_jpeg(np.roll(image, shift, axis=(0, 1)), quality), (-shift[0], -shift[1]), axis=(0, 1))

@@ -11,6 +11,7 @@ unbroken run does. Checkpoints are written at every epoch end.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import time
@@ -47,7 +48,6 @@ from core.training.config import TrainConfig
 from core.training.runs import Run
 
 log = logging.getLogger(__name__)
-CACHE_DIR = Path(__file__).resolve().parents[2] / "cache"
 
 
 @dataclass
@@ -104,11 +104,14 @@ def make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.L
     raise ValueError(f"unknown scheduler '{config.scheduler}'; choose cosine, step or none")
 
 
+def cache_dir() -> Path:
+    """Where computed dataset statistics live: ``$CORE_CACHE_DIR`` or ``<repo>/cache``."""
+    return Path(os.environ.get("CORE_CACHE_DIR") or Path(__file__).resolve().parents[2] / "cache")
+
+
 def _num_workers(config: TrainConfig, device: torch.device) -> int:
     if config.num_workers >= 0:
         return config.num_workers
-    import os
-
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
 
@@ -154,7 +157,7 @@ def _train(run: Run, config: TrainConfig, resuming: bool, progress: bool) -> Tra
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
     val_samples = subsample(dataset.split("val"), config.max_eval_samples)
     test_samples = subsample(dataset.split("test"), config.max_eval_samples)
-    normalization = dataset_statistics(dataset.split("train"), config.image_size, CACHE_DIR, progress)
+    normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
     train_set = ImageDataset(train_samples, train_transform(config.image_size, normalization, config.augment))
     evaluation = eval_transform(config.image_size, normalization)
     workers = _num_workers(config, device)

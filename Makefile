@@ -1,0 +1,33 @@
+# make install | make run | make test  (see README)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: install run test lint synth teacher clean-data
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt scripts/install.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
+	touch $(STAMP)
+
+run: install
+	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check core dashboard tests
+
+synth: install
+	$(PY) -m core data synth
+
+teacher: install
+	$(PY) -m core train --method teacher --data synthetic:faceswap --preset full
+
+clean-data:
+	rm -rf data/synthetic cache

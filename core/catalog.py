@@ -1,0 +1,46 @@
+"""What the dashboard lists: shipped checkpoints and run directories, as plain rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.training.checkpoint import CheckpointError, read_header
+from core.training.runs import list_runs
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_DIR = REPO / "checkpoints"
+RUNS_DIR = REPO / "runs"
+
+
+def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
+    """One row per ``*.safetensors`` file: method, dataset, size, params, MACs, metrics.
+
+    A damaged file gives a row with its error instead of breaking the listing.
+    """
+    rows = []
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        row = {"checkpoint": path.name, "path": str(path), "megabytes": round(path.stat().st_size / 2**20, 1)}
+        try:
+            header = read_header(path)
+        except CheckpointError as error:
+            rows.append({**row, "error": str(error)})
+            continue
+        row.update({
+            "method": header.get("method"), "arch": header.get("model", {}).get("arch"),
+            "dataset": header.get("dataset"), "image_size": header.get("image_size"),
+            "params_m": round(header.get("params", 0) / 1e6, 2), "macs_m": round(header.get("macs", 0) / 1e6, 1),
+            **header.get("metrics", {}),
+        })
+        rows.append(row)
+    return rows
+
+
+def run_rows(runs_dir: Path = RUNS_DIR) -> list[dict]:
+    """One summary row per run directory, newest first; damaged runs say so."""
+    rows = []
+    for run in list_runs(runs_dir):
+        try:
+            rows.append(run.summary())
+        except (OSError, ValueError) as error:
+            rows.append({"run": run.dir.name, "path": str(run.dir), "status": "damaged", "error": str(error)})
+    return rows

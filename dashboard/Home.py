@@ -1,0 +1,57 @@
+"""Dashboard entry point (``make run``). A first page: what is shipped and what has run.
+
+The full dashboard (training launcher, pruning, feature maps, ROC, ...) is built
+on the same ``core`` calls; pages stay thin and draw what ``core`` returns.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.catalog import checkpoint_rows, run_rows  # noqa: E402
+from core.data.synthetic import SOURCES, default_root, read_manifest  # noqa: E402
+
+st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
+st.title("Lightweight deepfake face detection")
+st.caption("Teachers, distilled and pruned students, and what the pruning did.")
+
+
+@st.cache_data(ttl=10)
+def _checkpoints() -> list[dict]:
+    return checkpoint_rows()
+
+
+@st.cache_data(ttl=5)
+def _runs() -> list[dict]:
+    return run_rows()
+
+
+st.subheader("Shipped checkpoints")
+checkpoints = _checkpoints()
+if checkpoints:
+    st.dataframe(pd.DataFrame(checkpoints).drop(columns=["path"]), hide_index=True, width="stretch")
+else:
+    st.info("No checkpoints in checkpoints/ yet. Train one: `python -m core train --method teacher --data synthetic --preset quick`.")
+
+st.subheader("Runs")
+runs = _runs()
+if runs:
+    st.dataframe(pd.DataFrame(runs).drop(columns=["path"]), hide_index=True, width="stretch")
+else:
+    st.write("No training runs in runs/ yet.")
+
+st.subheader("Embedded synthetic benchmark")
+manifest = read_manifest(default_root())
+if manifest:
+    counts = {source: {split: sum(c.values()) for split, c in splits.items()} for source, splits in manifest["counts"].items()}
+    st.write(f"{manifest['images']:,} images at {manifest['config']['image_size']} px in `{default_root()}`")
+    st.dataframe(pd.DataFrame(counts).T, width="stretch")
+else:
+    st.write(f"Not generated yet ({len(SOURCES)} sources: {', '.join(SOURCES)}). "
+             "It is generated on first use, or now with `python -m core data synth`.")

@@ -1,0 +1,45 @@
+"""Shared fixtures. The tests never touch the real data/ or runs/ folders: a tiny
+benchmark is generated once per session into a temporary CORE_DATA_DIR."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TINY_SYNTH = {"image_size": 32, "per_source": 60}
+
+
+def pytest_configure(config):
+    base = Path(os.environ.get("PYTEST_CORE_TMP", "/tmp")) / f"core-tests-{os.getpid()}"
+    os.environ["CORE_DATA_DIR"] = str(base / "data")
+    os.environ["CORE_CACHE_DIR"] = str(base / "cache")
+    os.environ.setdefault("CORE_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark() -> Path:
+    """A 5-source, 32 px benchmark with 60 images per source (train 42 / val 6 / test 12)."""
+    from core.data.synthetic import SynthConfig, default_root, ensure_benchmark
+
+    return ensure_benchmark(default_root(), SynthConfig(**TINY_SYNTH), progress=False)
+
+
+@pytest.fixture()
+def tiny_train_args(tiny_benchmark, tmp_path) -> list[str]:
+    """CLI flags for a seconds-long teacher run on the tiny benchmark."""
+    return ["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32",
+            "--epochs", "2", "--batch-size", "16", "--num-workers", "0", "--runs-dir", str(tmp_path / "runs")]
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    data_dir = os.environ.get("CORE_DATA_DIR")
+    if data_dir and Path(data_dir).parent.name.startswith("core-tests-"):
+        shutil.rmtree(Path(data_dir).parent, ignore_errors=True)
