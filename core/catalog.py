@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.training.checkpoint import CheckpointError, read_header
-from core.training.runs import list_runs
+from core.training.runs import default_runs_dir, list_runs
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "checkpoints"
-RUNS_DIR = REPO / "runs"
 
 
 def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
@@ -35,10 +34,10 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
     return rows
 
 
-def run_rows(runs_dir: Path = RUNS_DIR) -> list[dict]:
+def run_rows(runs_dir: Path | None = None) -> list[dict]:
     """One summary row per run directory, newest first; damaged runs say so."""
     rows = []
-    for run in list_runs(runs_dir):
+    for run in list_runs(runs_dir or default_runs_dir()):
         try:
             rows.append(run.summary())
         except (OSError, ValueError) as error:

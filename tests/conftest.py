@@ -19,6 +19,7 @@ def pytest_configure(config):
     base = Path(os.environ.get("PYTEST_CORE_TMP", "/tmp")) / f"core-tests-{os.getpid()}"
     os.environ["CORE_DATA_DIR"] = str(base / "data")
     os.environ["CORE_CACHE_DIR"] = str(base / "cache")
+    os.environ["CORE_RUNS_DIR"] = str(base / "runs")
     os.environ.setdefault("CORE_DEVICE", "cpu")
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
     log_every: int = 5  # steps between progress records in metrics.jsonl
-    runs_dir: str = "runs"
+    runs_dir: str | None = None  # default: $CORE_RUNS_DIR or <repo>/runs
     teacher: str | None = None  # teacher checkpoint, for students
     preset: str | None = None
     method_options: dict = field(default_factory=dict)  # method-specific hyperparameters

@@ -34,7 +34,7 @@ from core.data.images import (
 )
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
 from core.methods import get_method
-from core.models.resnet import default_device
+from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
 from core.training.checkpoint import (
     TRAINER_STATE,
@@ -45,7 +45,7 @@ from core.training.checkpoint import (
     save_trainer_state,
 )
 from core.training.config import TrainConfig
-from core.training.runs import Run
+from core.training.runs import Run, default_runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,15 @@ def _raise_cancelled(signum, frame):
     raise Cancelled(f"received signal {signum}")
 
 
+def _validate(config: TrainConfig) -> None:
+    get_method(config.method)
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
+    dataset = resolve_dataset(config.data, config.data_root)
+    for split in ("train", "val", "test"):
+        dataset.split(split)
+
+
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train ``config`` in a new run directory, or continue the run at ``resume``."""
     if resume is not None:
@@ -126,7 +135,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         config = TrainConfig.from_dict(run.config())
     else:
         assert config is not None, "train() needs a config or a run to resume"
-        run = Run.create(config.runs_dir, config.method, config.data)
+        _validate(config)  # bad input fails here, before a run directory exists
+        run = Run.create(config.runs_dir or default_runs_dir(), config.method, config.data)
         run.write_config(config.to_dict())
     previous_handler = signal.signal(signal.SIGTERM, _raise_cancelled)
     run.set_status("running")

@@ -16,6 +16,7 @@ and readers skip a torn last line.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -29,9 +30,12 @@ from pathlib import Path
 from core.training.checkpoint import BEST, LAST, read_header
 from core.training.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
-import json
-
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+
+
+def default_runs_dir() -> Path:
+    """``$CORE_RUNS_DIR`` or ``<repo>/runs``: where the CLI and the dashboard look by default."""
+    return Path(os.environ.get("CORE_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs")
 
 
 def _slug(text: str) -> str:

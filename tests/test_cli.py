@@ -1,0 +1,85 @@
+"""The command line as INTERFACES.md describes it: --help, --json last line, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, dict | None, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    return code, (json.loads(lines[-1]) if lines else None), captured.err
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "synth"], ["data", "list"], ["data", "info"], ["train"],
+                                     ["evaluate"], ["profile"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m core" in capsys.readouterr().out
+
+
+def test_entry_point_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "core", "profile", "--arch", "resnet18", "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["params"] == 11_177_025 and abs(last["macs"] / 1e6 - 2381) / 2381 < 0.01
+
+
+def test_profile_json(capsys):
+    code, result, _ = _run(capsys, ["profile", "--arch", "resnet50", "--image-size", "256", "--json"])
+    assert code == 0
+    assert round(result["params"] / 1e6, 2) == 23.51
+    assert abs(result["macs"] / 1e6 - 5390) / 5390 < 0.01
+
+
+def test_data_synth_json(tmp_path, capsys):
+    code, result, _ = _run(capsys, ["data", "synth", "--out", str(tmp_path / "s"), "--image-size", "16",
+                                    "--per-source", "20", "--workers", "1", "--quiet", "--json"])
+    assert code == 0
+    assert result["root"] == str(tmp_path / "s") and len(result["sources"]) == 5
+    assert result["counts"]["gan"]["train"] == {"real": 7, "fake": 7}
+
+
+def test_train_evaluate_profile_round_trip(tiny_train_args, capsys):
+    code, trained, err = _run(capsys, ["train", *tiny_train_args, "--epochs", "1", "--quiet", "--json"])
+    assert code == 0, err
+    assert trained["status"] == "finished" and Path(trained["checkpoint"]).is_file()
+
+    code, evaluated, _ = _run(capsys, ["evaluate", trained["run_dir"], "--data", "synthetic:gan", "--quiet", "--json"])
+    assert code == 0
+    assert {"accuracy", "auc", "eer", "ap", "n", "skipped"} <= set(evaluated)
+    assert evaluated["n"] == 12 and evaluated["skipped"] == 0
+    assert set(evaluated["per_source"]) == {"gan"}
+
+    code, profiled, _ = _run(capsys, ["profile", trained["checkpoint"], "--json"])
+    assert code == 0 and profiled["params"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "/nonexistent/model.safetensors", "--data", "synthetic"], "no such checkpoint"),
+    (["train", "--data", "/nonexistent/folder", "--epochs", "1"], "unknown dataset"),
+    (["train", "--preset", "nope"], "unknown preset"),
+    (["train", "--arch", "resnet999", "--data", "synthetic:gan", "--epochs", "1"], "unknown architecture"),
+    (["data", "info", "synthetic:nope"], "nope"),
+    (["profile"], "exactly one"),
+    (["data", "synth", "--difficulty", "3", "--out", "/tmp/never"], "difficulty"),
+])
+def test_bad_input_is_one_clear_line(argv, message, capsys, tiny_benchmark, tmp_path):
+    code = main([*argv, "--quiet"] if argv[0] != "data" or argv[1] != "info" else argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not any("Traceback" in line for line in err)

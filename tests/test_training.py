@@ -1,0 +1,118 @@
+"""End-to-end training on the tiny benchmark: run directory, resume after SIGKILL, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import core
+from core.training.config import build_config
+from core.training.engine import train
+from core.training.runs import Run, list_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, **overrides):
+    values = dict(method="teacher", data="synthetic", arch="resnet-tiny", image_size=32, epochs=2, batch_size=16,
+                  num_workers=0, runs_dir=str(tmp_path / "runs"), log_every=1)
+    values.update(overrides)
+    return build_config(**values)
+
+
+def test_train_writes_a_complete_run(tiny_benchmark, tmp_path):
+    result = train(_config(tmp_path), progress=False)
+    run = Run.open(result.run_dir)
+    assert run.status()["status"] == "finished"
+    for name in ("config.json", "env.json", "status.json", "metrics.jsonl", "log.txt",
+                 "best.safetensors", "last.safetensors", "trainer_state.pt"):
+        assert (run.dir / name).is_file(), name
+    kinds = [record["type"] for record in run.metrics()]
+    assert kinds.count("epoch") == 2 and kinds[-1] == "test" and "step" in kinds
+    test = run.metrics("test")[0]
+    assert test["n"] == 60 and set(test["per_source"]) == {"upconv", "faceswap", "gan", "warp", "jpeg2"}
+    model = core.load_model(result.run_dir)
+    assert model.header["metrics"]["test_accuracy"] == test["accuracy"]
+    assert model.header["dataset"] == "synthetic"
+    assert [r.dir for r in list_runs(tmp_path / "runs")] == [run.dir]
+
+
+def test_two_runs_with_one_seed_are_identical(tiny_benchmark, tmp_path):
+    first = train(_config(tmp_path / "a", epochs=1), progress=False)
+    second = train(_config(tmp_path / "b", epochs=1), progress=False)
+    a, b = load_file(str(first.checkpoint)), load_file(str(second.checkpoint))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _launch(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "core", "train", *args, "--quiet", "--json"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before the kill point: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.005)
+
+
+def _only_run(runs_dir: Path) -> Path:
+    runs = list(runs_dir.glob("*/config.json"))
+    return runs[0].parent if runs else None
+
+
+@pytest.mark.parametrize("kill_epoch", [0, 1])
+def test_sigkill_mid_epoch_then_resume_matches_unbroken_run(tiny_benchmark, tmp_path, tiny_train_args, kill_epoch):
+    args = [*tiny_train_args, "--epochs", "3", "--batch-size", "4", "--max-train-samples", "120"]
+    reference = train(_config(tmp_path / "ref", epochs=3, batch_size=4, max_train_samples=120), progress=False)
+
+    runs_dir = tmp_path / "runs"
+    process = _launch(args)
+
+    def mid_epoch() -> bool:
+        run_dir = _only_run(runs_dir)
+        if run_dir is None:
+            return False
+        steps = [r for r in Run(run_dir).metrics("step") if r["epoch"] == kill_epoch]
+        return len(steps) >= 5
+
+    _wait_for(mid_epoch, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    run_dir = _only_run(runs_dir)
+    assert Run(run_dir).status()["status"] == "interrupted"
+
+    resumed = _launch(["--resume", str(run_dir)])
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "finished"
+
+    ours, theirs = Run(run_dir), Run(reference.run_dir)
+    assert [r["val_accuracy"] for r in ours.metrics("epoch")] == [r["val_accuracy"] for r in theirs.metrics("epoch")]
+    assert [r["train_loss"] for r in ours.metrics("epoch")] == [r["train_loss"] for r in theirs.metrics("epoch")]
+    assert ours.metrics("test")[0]["auc"] == theirs.metrics("test")[0]["auc"]
+    a, b = load_file(str(ours.best_checkpoint)), load_file(str(theirs.best_checkpoint))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_cancels_and_the_run_can_resume(tiny_benchmark, tmp_path, tiny_train_args):
+    runs_dir = tmp_path / "runs"
+    process = _launch([*tiny_train_args, "--epochs", "3", "--batch-size", "4"])
+    _wait_for(lambda: _only_run(runs_dir) is not None and len(Run(_only_run(runs_dir)).metrics("step")) >= 3, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    run = Run(_only_run(runs_dir))
+    assert run.status()["status"] == "cancelled"
