@@ -89,7 +89,7 @@ def collate_skipping(batch: list) -> dict:
     good = [item for item in batch if item is not None]
     if not good:
         return {"images": None, "labels": None, "indices": None, "skipped": len(batch)}
-    images, labels, indices = zip(*good)
+    images, labels, indices = zip(*good, strict=True)
     return {
         "images": torch.stack(images),
         "labels": torch.tensor(labels, dtype=torch.float32),

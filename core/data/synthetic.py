@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 from tqdm.auto import tqdm
 
 SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")

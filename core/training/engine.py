@@ -25,12 +25,11 @@ from tqdm.auto import tqdm
 
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset
 from core.data.images import (
-    Normalization,
+    ImageDataset,
     collate_skipping,
     dataset_statistics,
     eval_transform,
     train_transform,
-    ImageDataset,
 )
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
 from core.methods import get_method
