@@ -14,6 +14,7 @@ $(STAMP): requirements.txt scripts/install.sh
 	touch $(STAMP)
 
 run: install
+	$(PY) -m core data synth --if-missing
 	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 

@@ -41,7 +41,7 @@ def _finite(value):
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
-    from core.data.synthetic import SOURCES, SynthConfig, default_root, generate_benchmark
+    from core.data.synthetic import SOURCES, SynthConfig, default_root, generate_benchmark, read_manifest
 
     sources = tuple(args.sources.split(",")) if args.sources else SOURCES
     config = SynthConfig(image_size=args.image_size, per_source=args.per_source, seed=args.seed,
@@ -49,11 +49,14 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     if not 0 <= args.difficulty <= 1:
         raise ValueError(f"--difficulty must be in [0, 1], got {args.difficulty}")
     out = Path(args.out) if args.out else default_root()
-    manifest = generate_benchmark(out, config, workers=args.workers, progress=not args.quiet)
+    existing = read_manifest(out) if args.if_missing else None
+    manifest = existing or generate_benchmark(out, config, workers=args.workers, progress=not args.quiet)
+    sources = manifest["config"]["sources"]
     counts = {s: {sp: sum(c.values()) for sp, c in v.items()} for s, v in manifest["counts"].items()}
-    _emit(args, {"root": str(out), "sources": list(sources), "counts": manifest["counts"],
-                 "images": manifest["images"], "seconds": manifest["seconds"]},
-          f"wrote {manifest['images']} images ({len(sources)} sources: {counts}) to {out} in {manifest['seconds']} s")
+    verb = "kept" if existing else "wrote"
+    _emit(args, {"root": str(out), "sources": sources, "counts": manifest["counts"],
+                 "images": manifest["images"], "seconds": manifest["seconds"], "generated": existing is None},
+          f"{verb} {manifest['images']} images ({len(sources)} sources: {counts}) in {out} ({manifest['seconds']} s to generate)")
 
 
 def cmd_data_list(args: argparse.Namespace) -> None:
@@ -172,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--difficulty", type=float, default=0.5, help="0 = easy ... 1 = hard (default 0.5)")
     synth.add_argument("--sources", help="comma-separated subset of sources (default: all five)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    synth.add_argument("--if-missing", action="store_true", help="keep an existing benchmark at --out instead of rewriting it")
     command(data_commands, "list", cmd_data_list, "list the registered real-dataset presets and their layouts")
     info = command(data_commands, "info", cmd_data_info, "resolve a dataset spec and print its split counts")
     info.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +115,30 @@ def test_every_source_differs_from_its_reals():
     for source in SOURCES:
         fake, real = _render(source, 1, 8), _render(source, 0, 8)
         assert not np.allclose(fake, real), source
+
+
+def _ensure_in_child(root: str) -> str:
+    config = SynthConfig(image_size=16, per_source=20, sources=("warp",))
+    return str(ensure_benchmark(Path(root), config, progress=False))
+
+
+def test_concurrent_first_use_generates_once(tmp_path):
+    root = tmp_path / "shared"
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(_ensure_in_child, [str(root)] * 3))
+    assert results == [str(root)] * 3
+    assert read_manifest(root)["images"] == 20
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".shared-")]  # no staging left behind
+
+
+def test_cli_if_missing_keeps_an_existing_benchmark(tmp_path, capsys):
+    from core.__main__ import main
+
+    argv = ["data", "synth", "--out", str(tmp_path / "b"), "--image-size", "16", "--per-source", "20",
+            "--sources", "gan", "--workers", "1", "--quiet", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*argv, "--if-missing"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["generated"] and not second["generated"]
+    assert second["counts"] == first["counts"] and second["sources"] == ["gan"]

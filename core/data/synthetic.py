@@ -36,6 +36,7 @@ zero strength), the final JPEG harsher and the sensor noise stronger.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -479,7 +480,17 @@ def ensure_benchmark(root: Path | None = None, config: SynthConfig = SynthConfig
     96``) is kept as it is: the user chose it.
     """
     root = Path(root) if root is not None else default_root()
-    manifest = read_manifest(root)
-    if manifest is None or manifest.get("config", {}).get("version") != GENERATOR_VERSION:
-        generate_benchmark(root, config, progress=progress)
+    if _is_current(root):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one generator at a time: concurrent launches wait, then find it made
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_current(root):
+            generate_benchmark(root, config, progress=progress)
     return root
+
+
+def _is_current(root: Path) -> bool:
+    manifest = read_manifest(root)
+    return manifest is not None and manifest.get("config", {}).get("version") == GENERATOR_VERSION

@@ -64,12 +64,14 @@ def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
     model = ARCHITECTURES[arch]()
     if pretrained:
         state = load_pretrained_state(arch, pretrained)
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
-            raise ValueError(
-                f"pretrained weights do not fit {arch}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong_shape = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong_shape:
+            raise ValueError(f"pretrained weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                             f"wrong shape {wrong_shape[:3]}")
+        model.load_state_dict(state, strict=False)
     return model
 
 

@@ -1,0 +1,60 @@
+"""Teacher construction: single logit, ImageNet/local-weights starts, the paper's fine-tune mode."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+from torchvision import models as tv
+
+from core.models import build_model
+from core.models.resnet import IMAGENET_WEIGHTS, default_device, set_trainable
+
+
+def test_single_logit_head():
+    model = build_model("resnet-tiny").eval()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 1)
+
+
+def test_local_weights_file_loads_everything_but_the_head(tmp_path):
+    torch.manual_seed(0)
+    imagenet_like = tv.resnet18(num_classes=1000)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(imagenet_like.state_dict(), path)
+    model = build_model("resnet18", str(path))
+    torch.testing.assert_close(model.layer4[1].conv2.weight, imagenet_like.layer4[1].conv2.weight)
+    assert model.fc.out_features == 1
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(tv.resnet18().state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit resnet50"):
+        build_model("resnet50", str(path))
+    with pytest.raises(FileNotFoundError):
+        build_model("resnet18", str(tmp_path / "missing.pth"))
+
+
+def test_offline_imagenet_gives_a_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(type(IMAGENET_WEIGHTS["resnet50"]), "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="offline.*--pretrained PATH"):
+        build_model("resnet50", "imagenet")
+
+
+def test_layer4_fine_tune_freezes_the_rest():
+    model = build_model("resnet-tiny")
+    set_trainable(model, "layer4")
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4", "fc"}
+    set_trainable(model, "all")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_device_override(monkeypatch):
+    assert default_device("cpu").type == "cpu"
+    monkeypatch.setenv("CORE_DEVICE", "cpu")
+    assert default_device().type == "cpu"
