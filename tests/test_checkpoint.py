@@ -97,3 +97,17 @@ def test_trainer_state_is_weights_only(tmp_path):
     torch.save({"payload": Evil()}, path)
     with pytest.raises(CheckpointError, match="unreadable trainer state"):
         load_trainer_state(path)
+
+
+def test_ship_checkpoint_halves_and_still_loads(tmp_path):
+    from core.training.checkpoint import ship_checkpoint
+
+    model = build_model("resnet-tiny").eval()
+    run_dir = tmp_path / "run"
+    save_checkpoint(run_dir / "best.safetensors", model, _header())
+    shipped = ship_checkpoint(run_dir, tmp_path / "shipped.safetensors")
+    assert shipped.stat().st_size < 0.6 * (run_dir / "best.safetensors").stat().st_size
+    header = read_header(shipped)
+    assert header["stored_dtype"] == "float16" and header["shipped_from"] == "run"
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(core.load_model(shipped)(x), model(x), rtol=2e-2, atol=2e-2)

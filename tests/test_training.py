@@ -47,8 +47,8 @@ def test_train_writes_a_complete_run(tiny_benchmark, tmp_path):
 
 
 def test_two_runs_with_one_seed_are_identical(tiny_benchmark, tmp_path):
-    first = train(_config(tmp_path / "a", epochs=1), progress=False)
-    second = train(_config(tmp_path / "b", epochs=1), progress=False)
+    first = train(_config(tmp_path / "a", epochs=1, max_train_samples=64), progress=False)
+    second = train(_config(tmp_path / "b", epochs=1, max_train_samples=64), progress=False)
     a, b = load_file(str(first.checkpoint)), load_file(str(second.checkpoint))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -74,10 +74,18 @@ def _only_run(runs_dir: Path) -> Path:
     return runs[0].parent if runs else None
 
 
+RESUME_SETTINGS = {"epochs": 2, "batch_size": 4, "max_train_samples": 80}
+
+
+@pytest.fixture(scope="module")
+def unbroken_run(tiny_benchmark, tmp_path_factory):
+    return train(_config(tmp_path_factory.mktemp("unbroken"), **RESUME_SETTINGS), progress=False)
+
+
 @pytest.mark.parametrize("kill_epoch", [0, 1])
-def test_sigkill_mid_epoch_then_resume_matches_unbroken_run(tiny_benchmark, tmp_path, tiny_train_args, kill_epoch):
-    args = [*tiny_train_args, "--epochs", "3", "--batch-size", "4", "--max-train-samples", "120"]
-    reference = train(_config(tmp_path / "ref", epochs=3, batch_size=4, max_train_samples=120), progress=False)
+def test_sigkill_mid_epoch_then_resume_matches_unbroken_run(unbroken_run, tmp_path, tiny_train_args, kill_epoch):
+    args = [*tiny_train_args, "--epochs", "2", "--batch-size", "4", "--max-train-samples", "80"]
+    reference = unbroken_run
 
     runs_dir = tmp_path / "runs"
     process = _launch(args)

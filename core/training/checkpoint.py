@@ -110,3 +110,18 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a trainer state"
         raise CheckpointError(f"{path}: unreadable trainer state ({type(error).__name__}: {error})") from None
+
+
+def ship_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a checkpoint as ``dtype`` (fp16 halves the size) for ``checkpoints/``.
+
+    Integer buffers (BatchNorm counters) stay as they are; ``core.load_model`` casts
+    the floats back to the model's fp32 on load.
+    """
+    from core import load_model
+
+    source = resolve_checkpoint(source)
+    model = load_model(source)
+    header = {**model.header, "stored_dtype": str(dtype).removeprefix("torch."), "shipped_from": source.parent.name}
+    save_checkpoint(destination, model, header, dtype=dtype)
+    return Path(destination)

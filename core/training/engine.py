@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +119,15 @@ def _raise_cancelled(signum, frame):
     raise Cancelled(f"received signal {signum}")
 
 
-def _validate(config: TrainConfig) -> None:
+def _check_config(config: TrainConfig) -> DatasetSplits:
+    """Fail on bad input before any work (and, for new runs, before a run directory exists)."""
     get_method(config.method)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val", "test"):
         dataset.split(split)
+    return dataset
 
 
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
@@ -132,15 +135,18 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     if resume is not None:
         run = Run.open(resume)
         config = TrainConfig.from_dict(run.config())
+        dataset = _check_config(config)
     else:
         assert config is not None, "train() needs a config or a run to resume"
-        _validate(config)  # bad input fails here, before a run directory exists
+        dataset = _check_config(config)
         run = Run.create(config.runs_dir or default_runs_dir(), config.method, config.data)
         run.write_config(config.to_dict())
-    previous_handler = signal.signal(signal.SIGTERM, _raise_cancelled)
+    # SIGTERM (the dashboard's Cancel) ends the run cleanly; handlers exist only in the main thread
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _raise_cancelled) if in_main_thread else None
     run.set_status("running")
     try:
-        result = _train(run, config, resume is not None, progress)
+        result = _train(run, config, dataset, resume is not None, progress)
     except (Cancelled, KeyboardInterrupt) as error:
         run.log(f"cancelled: {error}")
         run.set_status("cancelled")
@@ -150,19 +156,19 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         run.set_status("failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     run.set_status("finished", test=result.test)
     return result
 
 
-def _train(run: Run, config: TrainConfig, resuming: bool, progress: bool) -> TrainResult:
+def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool) -> TrainResult:
     device = default_device(config.device)
     run.write_environment(str(device))
     method = get_method(config.method)
     run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device})")
 
     # --- data ------------------------------------------------------------------
-    dataset: DatasetSplits = resolve_dataset(config.data, config.data_root)
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
     val_samples = subsample(dataset.split("val"), config.max_eval_samples)
     test_samples = subsample(dataset.split("test"), config.max_eval_samples)
