@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
             seed=args.seed, device=args.device, runs_dir=args.runs_dir, teacher=args.teacher,
             num_workers=args.num_workers, max_train_samples=args.max_train_samples,
-            max_eval_samples=args.max_eval_samples,
+            max_eval_samples=args.max_eval_samples, log_every=args.log_every,
         )
         result = train(config, progress=not args.quiet)
     test = result.test
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
     train.add_argument("--max-train-samples", type=int)
     train.add_argument("--max-eval-samples", type=int)
+    train.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
     train.add_argument("--teacher", help="teacher checkpoint (students)")
     train.add_argument("--runs-dir", help="where run directories go (default runs/)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")

@@ -56,7 +56,7 @@ SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 CLASSES: tuple[str, ...] = ("real", "fake")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST = "manifest.json"
 
 
@@ -272,7 +272,7 @@ def _render_face(rng: np.random.Generator, size: int, p: dict, background: np.nd
 
 def _camera(rng: np.random.Generator, image: np.ndarray, difficulty: float) -> np.ndarray:
     """Optics and sensor: a little blur, then shot/read noise."""
-    image = _blur(image, rng.uniform(0.3, 0.7))
+    image = _blur(image, rng.uniform(0.3, 1.0))  # focus varies: blur alone must not mean "fake"
     sigma = rng.uniform(1.0, 2.0 + 4.0 * difficulty) / 255.0
     noise = rng.standard_normal(image.shape).astype(np.float32) * sigma
     return np.clip(image + noise * (0.5 + image), 0, 1)
@@ -298,21 +298,20 @@ def _upconv(rng, image, strength, face_mask, ctx):
 
 
 def _faceswap(rng, image, strength, face_mask, ctx):
-    p = dict(ctx["params"])
+    p = ctx["params"]
     donor_params = _face_params(rng, image.shape[0])
     for key in ("cy", "cx", "ry", "rx", "angle", "light", "ambient"):
-        donor_params[key] = p[key]
+        donor_params[key] = p[key]  # aligned to the target's pose and lighting, another identity
     tone_shift = strength * rng.normal(0, 0.12, 3).astype(np.float32)
     donor_params["skin"] = np.clip(donor_params["skin"] + tone_shift, 0.05, 1.0)
     donor, _ = _render_face(rng, image.shape[0], donor_params, ctx["background"])
-    # the donor was aligned and resampled by the swapper
     size = image.shape[0]
-    scale = rng.uniform(0.55, 0.8)
+    scale = rng.uniform(0.8, 0.95)  # the swapper's crop is resampled a little
     donor = _resize_bilinear(_resize_bilinear(donor, max(8, int(size * scale))), size)
     yy, xx = _grid(size)
     inner = _soft_ellipse(yy, xx, p["cy"] + 0.08 * p["ry"], p["cx"], p["ry"] * 0.72, p["rx"] * 0.82, p["angle"], edge=1.0)
-    inner = _blur(inner[..., None], rng.uniform(0.8, 2.0))
-    alpha = inner * (0.55 + 0.45 * strength)
+    inner = _blur(inner[..., None], rng.uniform(0.5, 1.5))
+    alpha = inner * (0.6 + 0.4 * strength)
     return image * (1 - alpha) + donor * alpha
 
 
@@ -334,13 +333,18 @@ def _gan(rng, image, strength, face_mask, ctx):
 
 def _warp(rng, image, strength, face_mask, ctx):
     size = image.shape[0]
-    scale = 1 - strength * rng.uniform(0.2, 0.45)
-    resampled = _resize_bilinear(_resize_bilinear(image, max(8, int(size * scale))), size)
     yy, xx = _grid(size)
-    displacement = (0.5 + 2.0 * strength) * _pink_noise(rng, size, beta=2.5, channels=2)
-    warped = _bilinear_sample(resampled, yy - 0.5 + displacement[..., 0], xx - 0.5 + displacement[..., 1])
+    # reenactment-style geometry: a zoom and a smooth displacement field, bilinear resampling
+    zoom = 1 + strength * rng.uniform(0.05, 0.2)
+    displacement = (0.5 + 2.5 * strength) * _pink_noise(rng, size, beta=2.5, channels=2)
+    centre = size / 2
+    ys = centre + (yy - centre) / zoom - 0.5 + displacement[..., 0]
+    xs = centre + (xx - centre) / zoom - 0.5 + displacement[..., 1]
+    warped = _bilinear_sample(image, ys, xs)
+    # the pipeline re-sharpens its output: halos and amplified noise, not smooth skin
+    warped = warped + (0.6 + 1.2 * strength) * (warped - _blur(warped, 1.0))
     mask = _blur(face_mask[..., None], 1.0) * (0.6 + 0.4 * strength)
-    return image * (1 - mask) + warped * mask
+    return np.clip(image * (1 - mask) + warped * mask, 0, 1)
 
 
 def _jpeg2(rng, image, strength, face_mask, ctx):
