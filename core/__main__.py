@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
             seed=args.seed, device=args.device, runs_dir=args.runs_dir, teacher=args.teacher,
             num_workers=args.num_workers, max_train_samples=args.max_train_samples,
-            max_eval_samples=args.max_eval_samples, log_every=args.log_every,
+            max_eval_samples=args.max_eval_samples, log_every=args.log_every, augment=args.augment,
         )
         result = train(config, progress=not args.quiet)
     test = result.test
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
     train.add_argument("--max-train-samples", type=int)
     train.add_argument("--max-eval-samples", type=int)
+    train.add_argument("--augment", choices=["paper", "light", "none"],
+                       help="paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter")
     train.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
     train.add_argument("--teacher", help="teacher checkpoint (students)")
     train.add_argument("--runs-dir", help="where run directories go (default runs/)")

@@ -103,3 +103,15 @@ def test_eval_transform_normalises():
     assert tensor.shape == (3, 8, 8)
     expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(IMAGENET.mean)) / torch.tensor(IMAGENET.std)
     torch.testing.assert_close(tensor[:, 0, 0], expected, atol=1e-4, rtol=0)
+
+
+def test_train_transform_variants():
+    from core.data.images import train_transform
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    torch.testing.assert_close(train_transform(16, IMAGENET, "none")(image), eval_transform(16, IMAGENET)(image))
+    for augment in ("light", "paper"):
+        torch.manual_seed(0)
+        assert train_transform(16, IMAGENET, augment)(image).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        train_transform(16, IMAGENET, "heavy")

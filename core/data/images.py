@@ -173,20 +173,36 @@ def eval_transform(image_size: int, normalization: Normalization) -> v2.Compose:
     ])
 
 
-def train_transform(image_size: int, normalization: Normalization, strength: float = 1.0) -> v2.Compose:
-    """The paper's augmentation: flip, rotation, random crop, colour jitter, random affine.
+AUGMENTATIONS = ("paper", "light", "none")
 
-    ``strength`` scales the geometric and photometric ranges (0 turns augmentation off).
+
+def train_transform(image_size: int, normalization: Normalization, augment: str = "paper") -> v2.Compose:
+    """Training-time preprocessing.
+
+    - ``paper``: the published augmentation: flip, rotation, random crop, colour
+      jitter, random affine.
+    - ``light``: flip, integer-pixel random crop and colour jitter only. Rotation and
+      affine resampling blur away pixel-level generator traces (checkerboards, JPEG
+      grids) that the small embedded images depend on, so the embedded presets use it.
+    - ``none``: resize and normalise only.
     """
-    pad = max(1, round(image_size * 0.0625 * strength))
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomRotation(10 * strength),
-        v2.RandomCrop(image_size, padding=pad, padding_mode="reflect"),
-        v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength, hue=0.02 * strength),
-        v2.RandomAffine(degrees=0, translate=(0.05 * strength, 0.05 * strength), scale=(1 - 0.05 * strength, 1 + 0.05 * strength)),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(normalization.mean), list(normalization.std)),
-    ])
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    pad = max(1, round(image_size * 0.0625))
+    steps: list = [v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)]
+    if augment == "paper":
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(10),
+            v2.RandomCrop(image_size, padding=pad, padding_mode="reflect"),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+            v2.RandomAffine(degrees=0, translate=(0.05, 0.05), scale=(0.95, 1.05)),
+        ]
+    elif augment == "light":
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomCrop(image_size, padding=pad, padding_mode="reflect"),
+            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
+        ]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(normalization.mean), list(normalization.std))]
+    return v2.Compose(steps)

@@ -19,13 +19,14 @@ Signatures (see README, "The embedded benchmark"):
   convolution whose four phase kernels have unequal gains: a period-2
   checkerboard (spectral peaks at Nyquist) and lost fine detail.
 - ``faceswap``: the inner face is replaced by a donor face of another identity and
-  skin tone, resampled and pasted through a feathered mask: a blending boundary and
-  a colour mismatch inside the face.
+  skin tone, slightly resampled and pasted through a feathered mask: a blending
+  boundary, ghosted features and a colour mismatch inside the face.
 - ``gan``: over-smoothed, plastic skin (the 1/f skin texture and the sensor noise
   are filtered away inside the face) plus a faint periodic high-frequency
   fingerprint and a saturation shift.
-- ``warp``: the face region is resampled through a smooth random displacement
-  field and a down/up rescale with bilinear interpolation: resampling traces.
+- ``warp``: the face region is zoomed and resampled through a smooth random
+  displacement field with bilinear interpolation, then re-sharpened: resampling
+  traces, halos and amplified noise.
 - ``jpeg2``: the image is JPEG-compressed at low quality, shifted so the 8x8 block
   grids do not align, then compressed again like every other image: double-JPEG
   blocking traces.
@@ -56,7 +57,7 @@ SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 CLASSES: tuple[str, ...] = ("real", "fake")
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MANIFEST = "manifest.json"
 
 
@@ -342,17 +343,17 @@ def _warp(rng, image, strength, face_mask, ctx):
     xs = centre + (xx - centre) / zoom - 0.5 + displacement[..., 1]
     warped = _bilinear_sample(image, ys, xs)
     # the pipeline re-sharpens its output: halos and amplified noise, not smooth skin
-    warped = warped + (0.6 + 1.2 * strength) * (warped - _blur(warped, 1.0))
+    warped = warped + (1.0 + 1.5 * strength) * (warped - _blur(warped, 0.8))
     mask = _blur(face_mask[..., None], 1.0) * (0.6 + 0.4 * strength)
     return np.clip(image * (1 - mask) + warped * mask, 0, 1)
 
 
 def _jpeg2(rng, image, strength, face_mask, ctx):
-    quality = int(round(50 - 35 * strength + rng.uniform(-5, 5)))
+    quality = int(round(40 - 30 * strength + rng.uniform(-5, 5)))
     # compress on a grid shifted by (dy, dx), so its 8x8 blocks miss the final JPEG's grid
     shift = tuple(int(d) for d in rng.integers(1, 8, 2))
     first = np.roll(_jpeg(np.roll(image, shift, axis=(0, 1)), quality), (-shift[0], -shift[1]), axis=(0, 1))
-    blend = 0.5 + 0.5 * strength  # a weak first compression stays weak
+    blend = 0.7 + 0.3 * strength  # a weak first compression stays weaker
     return image * (1 - blend) + first * blend
 
 
@@ -378,8 +379,8 @@ def render_image(config: SynthConfig, source: str, label: int, rng: np.random.Ge
     image = _camera(rng, face, config.difficulty)
     if label == 1:
         ctx = {"params": params, "background": background}
-        # more fakes near zero strength as difficulty grows: s = u^(0.5 + 2 d)
-        strength = float(rng.uniform() ** (0.5 + 2.0 * config.difficulty))
+        # more fakes near zero strength as difficulty grows: s = u^(0.5 + d)
+        strength = float(rng.uniform() ** (0.5 + config.difficulty))
         image = SIGNATURES[source](rng, image, strength, face_mask, ctx)
         if rng.random() < config.secondary_probability:
             others = [s for s in SIGNATURES if s != source]

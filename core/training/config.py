@@ -33,7 +33,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     scheduler: str = "cosine"  # cosine | step | none
     step_size: int = 10  # step scheduler: epochs per 10x decay
-    augment: float = 1.0  # strength of the paper's augmentation, 0 = off
+    augment: str = "paper"  # paper | light | none (core.data.images.train_transform)
     max_train_samples: int | None = None  # an evenly spread subset, for quick runs
     max_eval_samples: int | None = None
     num_workers: int = -1  # -1 = automatic

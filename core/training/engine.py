@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset
 from core.data.images import (
+    AUGMENTATIONS,
     ImageDataset,
     collate_skipping,
     dataset_statistics,
@@ -124,6 +125,8 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
     get_method(config.method)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
+    if config.augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {config.augment!r}")
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val", "test"):
         dataset.split(split)
