@@ -116,7 +116,8 @@ class Run:
 
     def set_status(self, status: str, **extra) -> None:
         assert status in STATUSES, status
-        atomic_write_json(self.dir / "status.json", {"status": status, "pid": os.getpid(), "updated": time.time(), **extra})
+        atomic_write_json(self.dir / "status.json", {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
+                                                     "updated": time.time(), **extra})
 
     def status(self) -> dict:
         """The recorded status; a "running" run whose process is gone reads "interrupted"."""
