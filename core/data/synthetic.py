@@ -57,7 +57,7 @@ SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 CLASSES: tuple[str, ...] = ("real", "fake")
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MANIFEST = "manifest.json"
 
 
@@ -303,16 +303,16 @@ def _faceswap(rng, image, strength, face_mask, ctx):
     donor_params = _face_params(rng, image.shape[0])
     for key in ("cy", "cx", "ry", "rx", "angle", "light", "ambient"):
         donor_params[key] = p[key]  # aligned to the target's pose and lighting, another identity
-    tone_shift = strength * rng.normal(0, 0.12, 3).astype(np.float32)
+    tone_shift = (0.3 + 0.7 * strength) * rng.normal(0, 0.15, 3).astype(np.float32)
     donor_params["skin"] = np.clip(donor_params["skin"] + tone_shift, 0.05, 1.0)
     donor, _ = _render_face(rng, image.shape[0], donor_params, ctx["background"])
     size = image.shape[0]
-    scale = rng.uniform(0.8, 0.95)  # the swapper's crop is resampled a little
+    scale = rng.uniform(0.7, 0.9)  # the swapper's crop is resampled
     donor = _resize_bilinear(_resize_bilinear(donor, max(8, int(size * scale))), size)
     yy, xx = _grid(size)
     inner = _soft_ellipse(yy, xx, p["cy"] + 0.08 * p["ry"], p["cx"], p["ry"] * 0.72, p["rx"] * 0.82, p["angle"], edge=1.0)
-    inner = _blur(inner[..., None], rng.uniform(0.5, 1.5))
-    alpha = inner * (0.6 + 0.4 * strength)
+    inner = _blur(inner[..., None], rng.uniform(0.3, 1.0))
+    alpha = inner * (0.7 + 0.3 * strength)
     return image * (1 - alpha) + donor * alpha
 
 
@@ -336,24 +336,24 @@ def _warp(rng, image, strength, face_mask, ctx):
     size = image.shape[0]
     yy, xx = _grid(size)
     # reenactment-style geometry: a zoom and a smooth displacement field, bilinear resampling
-    zoom = 1 + strength * rng.uniform(0.05, 0.2)
-    displacement = (0.5 + 2.5 * strength) * _pink_noise(rng, size, beta=2.5, channels=2)
+    zoom = 1 + strength * rng.uniform(0.1, 0.25)
+    displacement = (1.0 + 3.0 * strength) * _pink_noise(rng, size, beta=2.5, channels=2)
     centre = size / 2
     ys = centre + (yy - centre) / zoom - 0.5 + displacement[..., 0]
     xs = centre + (xx - centre) / zoom - 0.5 + displacement[..., 1]
     warped = _bilinear_sample(image, ys, xs)
     # the pipeline re-sharpens its output: halos and amplified noise, not smooth skin
-    warped = warped + (1.0 + 1.5 * strength) * (warped - _blur(warped, 0.8))
+    warped = warped + (1.5 + 2.0 * strength) * (warped - _blur(warped, 0.8))
     mask = _blur(face_mask[..., None], 1.0) * (0.6 + 0.4 * strength)
     return np.clip(image * (1 - mask) + warped * mask, 0, 1)
 
 
 def _jpeg2(rng, image, strength, face_mask, ctx):
-    quality = int(round(40 - 30 * strength + rng.uniform(-5, 5)))
+    quality = int(round(35 - 25 * strength + rng.uniform(-5, 5)))
     # compress on a grid shifted by (dy, dx), so its 8x8 blocks miss the final JPEG's grid
     shift = tuple(int(d) for d in rng.integers(1, 8, 2))
     first = np.roll(_jpeg(np.roll(image, shift, axis=(0, 1)), quality), (-shift[0], -shift[1]), axis=(0, 1))
-    blend = 0.7 + 0.3 * strength  # a weak first compression stays weaker
+    blend = 0.8 + 0.2 * strength  # a weak first compression stays weaker
     return image * (1 - blend) + first * blend
 
 
@@ -379,8 +379,8 @@ def render_image(config: SynthConfig, source: str, label: int, rng: np.random.Ge
     image = _camera(rng, face, config.difficulty)
     if label == 1:
         ctx = {"params": params, "background": background}
-        # more fakes near zero strength as difficulty grows: s = u^(0.5 + d)
-        strength = float(rng.uniform() ** (0.5 + config.difficulty))
+        # more fakes near zero strength as difficulty grows: s = u^(0.5 + 0.6 d)
+        strength = float(rng.uniform() ** (0.5 + 0.6 * config.difficulty))
         image = SIGNATURES[source](rng, image, strength, face_mask, ctx)
         if rng.random() < config.secondary_probability:
             others = [s for s in SIGNATURES if s != source]
