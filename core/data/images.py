@@ -128,7 +128,7 @@ def dataset_statistics(
     samples: Sequence[Sample], image_size: int, cache_dir: Path | None = None, progress: bool = True
 ) -> Normalization:
     """Per-channel mean/std of the resized training images, cached on disk by content key."""
-    step = max(1, len(samples) // STATS_IMAGES)
+    step = max(1, -(-len(samples) // STATS_IMAGES))  # ceil: at most STATS_IMAGES images
     subset = list(samples)[::step]
     cache_file = None
     if cache_dir is not None:
