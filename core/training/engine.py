@@ -194,9 +194,8 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     start_epoch, best_accuracy = 0, -1.0
 
     if resuming and (run.dir / TRAINER_STATE).is_file():
-        state, _ = load_checkpoint(run.last_checkpoint)
-        load_state_into(model, state, str(run.last_checkpoint))
         trainer = load_trainer_state(run.dir / TRAINER_STATE)
+        load_state_into(model, trainer["model"], str(run.dir / TRAINER_STATE))
         optimizer.load_state_dict(trainer["optimizer"])
         scheduler.load_state_dict(trainer["scheduler"])
         scaler.load_state_dict(trainer["scaler"])
@@ -271,12 +270,13 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         if improved:
             best_accuracy = val_metrics["accuracy"]
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
-        # last checkpoint, then best, then trainer state: a kill between them at worst repeats this epoch
+        # The trainer state holds the weights too: one atomic file is the consistent resume point,
+        # so a kill between these writes at worst repeats this epoch.
         save_checkpoint(run.last_checkpoint, model, {**header, "metrics": epoch_metrics})
         if improved:
             save_checkpoint(run.best_checkpoint, model, {**header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
-            "epoch": epoch + 1, "best_accuracy": best_accuracy,
+            "epoch": epoch + 1, "best_accuracy": best_accuracy, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         })
         run.append_metrics(epoch_record)

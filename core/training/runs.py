@@ -8,7 +8,7 @@
       log.txt            human log
       best.safetensors   best checkpoint by validation accuracy
       last.safetensors   latest epoch's checkpoint
-      trainer_state.pt   optimiser/scheduler/counters for --resume
+      trainer_state.pt   weights + optimiser/scheduler/counters: the one atomic resume point
 
 Every file except the two logs is replaced atomically; the logs are append-only
 and readers skip a torn last line.
