@@ -15,7 +15,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.catalog import checkpoint_rows, run_rows  # noqa: E402
-from core.data.synthetic import SOURCES, default_root, read_manifest  # noqa: E402
+from core.data.synthetic import SOURCES, default_root, ensure_benchmark, read_manifest  # noqa: E402
 
 st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
 st.title("Lightweight deepfake face detection")
@@ -47,11 +47,13 @@ else:
     st.write("No training runs in runs/ yet.")
 
 st.subheader("Embedded synthetic benchmark")
+if read_manifest(default_root()) is None:
+    # first launch: generate it here, with a progress bar (about 30 s on 2 cores)
+    bar = st.progress(0.0, text="Generating the embedded benchmark (first launch)...")
+    ensure_benchmark(progress=False, on_progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} images"))
+    bar.empty()
 manifest = read_manifest(default_root())
-if manifest:
-    counts = {source: {split: sum(c.values()) for split, c in splits.items()} for source, splits in manifest["counts"].items()}
-    st.write(f"{manifest['images']:,} images at {manifest['config']['image_size']} px in `{default_root()}`")
-    st.dataframe(pd.DataFrame(counts).T, width="stretch")
-else:
-    st.write(f"Not generated yet ({len(SOURCES)} sources: {', '.join(SOURCES)}). "
-             "It is generated on first use, or now with `python -m core data synth`.")
+counts = {source: {split: sum(c.values()) for split, c in splits.items()} for source, splits in manifest["counts"].items()}
+st.write(f"{manifest['images']:,} images at {manifest['config']['image_size']} px in `{default_root()}` "
+         f"({len(SOURCES)} sources: {', '.join(SOURCES)})")
+st.dataframe(pd.DataFrame(counts).T, width="stretch")

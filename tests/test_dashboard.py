@@ -17,11 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def test_home_renders_without_exceptions():
+def test_home_renders_without_exceptions(tiny_benchmark):
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=60).run()
     assert not app.exception
     assert app.title[0].value == "Lightweight deepfake face detection"
     assert [s.value for s in app.subheader] == ["Shipped checkpoints", "Runs", "Embedded synthetic benchmark"]
+    assert "300 images at 32 px" in app.markdown[-1].value
 
 
 def _free_port() -> int:
@@ -31,7 +32,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served_dashboard():
+def served_dashboard(tiny_benchmark):
     """``streamlit run dashboard/Home.py`` on 127.0.0.1, as ``make run`` starts it."""
     port = _free_port()
     process = subprocess.Popen(
@@ -80,3 +81,15 @@ def test_real_browser_shows_the_home_page(served_dashboard, tmp_path):
         finally:
             browser.close()
     assert exceptions == 0
+
+
+def test_first_launch_generates_the_benchmark_with_progress(tmp_path, monkeypatch):
+    from core.data import synthetic
+
+    monkeypatch.setenv("CORE_DATA_DIR", str(tmp_path / "fresh"))
+    small = synthetic.SynthConfig(image_size=16, per_source=20)
+    original = synthetic.ensure_benchmark
+    monkeypatch.setattr(synthetic, "ensure_benchmark", lambda **kw: original(config=small, **kw))  # a small one, fast
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    assert not app.exception
+    assert synthetic.read_manifest(tmp_path / "fresh" / "synthetic")["images"] == 100

@@ -406,10 +406,12 @@ def generate_benchmark(
     config: SynthConfig = SynthConfig(),
     workers: int | None = None,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write the benchmark to ``out`` atomically (a temp folder renamed at the end).
 
-    Returns the manifest: the config, the per-source/split/class counts and timing.
+    ``on_progress(done, total)`` is called as images are written (e.g. a dashboard
+    progress bar). Returns the manifest: the config, the counts and the timing.
     """
     if config.image_size % 2 or config.image_size < 16:
         raise ValueError(f"image size must be an even number >= 16, got {config.image_size}")
@@ -439,14 +441,20 @@ def generate_benchmark(
     total = sum(len(j[2]) for j in jobs)
     try:
         with tqdm(total=total, desc="synthetic benchmark", unit="img", disable=not progress) as bar:
+
+            def advance(count: int) -> None:
+                bar.update(count)
+                if on_progress is not None:
+                    on_progress(bar.n, total)
+
             if workers == 1:
                 for source, split, indices in jobs:
-                    bar.update(_render_chunk(config, source, split, indices, str(staging)))
+                    advance(_render_chunk(config, source, split, indices, str(staging)))
             else:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
                     futures = [pool.submit(_render_chunk, config, s, sp, idx, str(staging)) for s, sp, idx in jobs]
                     for future in as_completed(futures):
-                        bar.update(future.result())
+                        advance(future.result())
         manifest = {
             "generator": "core.data.synthetic",
             "config": {**asdict(config), "sources": list(config.sources)},
@@ -478,7 +486,12 @@ def default_root() -> Path:
     return Path(base) / "synthetic" if base else Path(__file__).resolve().parents[2] / "data" / "synthetic"
 
 
-def ensure_benchmark(root: Path | None = None, config: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+def ensure_benchmark(
+    root: Path | None = None,
+    config: SynthConfig = SynthConfig(),
+    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Return the benchmark root, generating it first if it is missing or incomplete.
 
     An existing benchmark made with other settings (e.g. ``data synth --image-size
@@ -492,7 +505,7 @@ def ensure_benchmark(root: Path | None = None, config: SynthConfig = SynthConfig
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _is_current(root):
-            generate_benchmark(root, config, progress=progress)
+            generate_benchmark(root, config, progress=progress, on_progress=on_progress)
     return root
 
 
