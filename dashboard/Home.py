@@ -22,29 +22,23 @@ st.title("Lightweight deepfake face detection")
 st.caption("Teachers, distilled and pruned students, and what the pruning did.")
 
 
-@st.cache_data(ttl=10)
-def _checkpoints() -> list[dict]:
-    return checkpoint_rows()
-
-
 @st.cache_data(ttl=5)
-def _runs() -> list[dict]:
-    return run_rows()
+def _listing(kind: str) -> list[dict]:
+    return checkpoint_rows() if kind == "checkpoints" else run_rows()
 
 
-st.subheader("Shipped checkpoints")
-checkpoints = _checkpoints()
-if checkpoints:
-    st.dataframe(pd.DataFrame(checkpoints).drop(columns=["path"]), hide_index=True, width="stretch")
-else:
-    st.info("No checkpoints in checkpoints/ yet. Train one: `python -m core train --method teacher --data synthetic --preset quick`.")
+def _table(title: str, kind: str, empty: str) -> None:
+    st.subheader(title)
+    rows = _listing(kind)
+    if rows:
+        st.dataframe(pd.DataFrame(rows).drop(columns=["path"]), hide_index=True, width="stretch")
+    else:
+        st.info(empty)
 
-st.subheader("Runs")
-runs = _runs()
-if runs:
-    st.dataframe(pd.DataFrame(runs).drop(columns=["path"]), hide_index=True, width="stretch")
-else:
-    st.write("No training runs in runs/ yet.")
+
+_table("Shipped checkpoints", "checkpoints",
+       "No checkpoints in checkpoints/ yet. Train one: `python -m core train --method teacher --data synthetic --preset quick`.")
+_table("Runs", "runs", "No training runs in runs/ yet.")
 
 st.subheader("Embedded synthetic benchmark")
 if read_manifest(default_root()) is None:
