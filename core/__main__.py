@@ -41,7 +41,7 @@ def _finite(value):
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
-    from core.data.synthetic import SOURCES, SynthConfig, default_root, generate_benchmark, read_manifest
+    from core.data.synthetic import SOURCES, SynthConfig, default_root, generate_benchmark, read_manifest, split_totals
 
     sources = tuple(args.sources.split(",")) if args.sources else SOURCES
     config = SynthConfig(image_size=args.image_size, per_source=args.per_source, seed=args.seed,
@@ -52,7 +52,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     existing = read_manifest(out) if args.if_missing else None
     manifest = existing or generate_benchmark(out, config, workers=args.workers, progress=not args.quiet)
     sources = manifest["config"]["sources"]
-    counts = {s: {sp: sum(c.values()) for sp, c in v.items()} for s, v in manifest["counts"].items()}
+    counts = split_totals(manifest)
     verb = "kept" if existing else "wrote"
     _emit(args, {"root": str(out), "sources": sources, "counts": manifest["counts"],
                  "images": manifest["images"], "seconds": manifest["seconds"], "generated": existing is None},

@@ -15,7 +15,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.catalog import checkpoint_rows, run_rows  # noqa: E402
-from core.data.synthetic import SOURCES, default_root, ensure_benchmark, read_manifest  # noqa: E402
+from core.data.synthetic import SOURCES, default_root, ensure_benchmark, read_manifest, split_totals  # noqa: E402
 
 st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
 st.title("Lightweight deepfake face detection")
@@ -47,7 +47,7 @@ if read_manifest(default_root()) is None:
     ensure_benchmark(progress=False, on_progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} images"))
     bar.empty()
 manifest = read_manifest(default_root())
-counts = {source: {split: sum(c.values()) for split, c in splits.items()} for source, splits in manifest["counts"].items()}
+counts = split_totals(manifest)
 st.write(f"{manifest['images']:,} images at {manifest['config']['image_size']} px in `{default_root()}` "
          f"({len(SOURCES)} sources: {', '.join(SOURCES)})")
 st.dataframe(pd.DataFrame(counts).T, width="stretch")

@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from core.data.datasets import Sample
+from core.io import atomic_write_text
 
 # PIL's decompression-bomb guard, enforced as an error rather than a warning.
 MAX_IMAGE_PIXELS = 89_478_485
@@ -157,8 +158,6 @@ def dataset_statistics(
     std = (total_sq / pixels - mean * mean).clamp_min(1e-12).sqrt()
     stats = Normalization(tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std))
     if cache_file is not None:
-        from core.training.io import atomic_write_text
-
         atomic_write_text(cache_file, json.dumps({"mean": stats.mean, "std": stats.std, "images": len(subset)}))
     return stats
 

@@ -76,8 +76,7 @@ class SynthConfig:
 
     def split_sizes(self) -> dict[str, int]:
         """Images per split for one source (even numbers, so classes balance)."""
-        sizes = {s: 2 * round(self.per_source * f / 2) for s, f in SPLIT_FRACTIONS.items()}
-        return sizes
+        return {s: 2 * round(self.per_source * f / 2) for s, f in SPLIT_FRACTIONS.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -470,6 +469,11 @@ def generate_benchmark(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def split_totals(manifest: dict) -> dict[str, dict[str, int]]:
+    """Images per source and split (real + fake) from a manifest, for summaries."""
+    return {source: {split: sum(c.values()) for split, c in splits.items()} for source, splits in manifest["counts"].items()}
 
 
 def read_manifest(root: Path) -> dict | None:

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.training.io import atomic_write
+from core.io import atomic_write
 
 FORMAT_VERSION = 1
 HEADER_KEY = "core"

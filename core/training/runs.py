@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from core.training.checkpoint import BEST, LAST, read_header
-from core.training.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 
