@@ -8,6 +8,8 @@ A method says *what* is trained and *how it is scored*; the shared engine
 from __future__ import annotations
 
 from core.methods.base import Method
+from core.methods.kdfs import KDFSMethod
+from core.methods.pearson import PearsonMethod
 from core.methods.teacher import TeacherMethod
 
 METHODS: dict[str, Method] = {}
@@ -19,6 +21,8 @@ def register_method(method: Method) -> Method:
 
 
 register_method(TeacherMethod())
+register_method(KDFSMethod())
+register_method(PearsonMethod())
 
 
 def get_method(name: str) -> Method:

@@ -14,16 +14,24 @@ class Method:
     name: str = ""
     description: str = ""
 
+    def check(self, config: TrainConfig) -> None:
+        """Validate (and complete, e.g. a default teacher) ``config`` before any work is done."""
+
     def build(self, config: TrainConfig) -> nn.Module:
         """The model to train (on CPU; the engine moves it)."""
         raise NotImplementedError
+
+    def deployable(self, model: nn.Module) -> nn.Module:
+        """The part of the trained module that checkpoints hold and evaluation runs (e.g. a student without decoders)."""
+        return model
 
     def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
         """The ``model`` entry of the checkpoint header, enough for ``build_from_spec``."""
         raise NotImplementedError
 
-    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return [p for p in model.parameters() if p.requires_grad]
+    def parameter_groups(self, model: nn.Module, config: TrainConfig) -> list[dict]:
+        """Optimiser parameter groups (e.g. mask logits apart, without weight decay)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     def on_epoch_start(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
         """Per-epoch schedules (e.g. a Gumbel temperature)."""
@@ -33,5 +41,13 @@ class Method:
         raise NotImplementedError
 
     def predict_logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Single logits (> 0 means fake) for evaluation."""
+        """Single logits (> 0 means fake) of the deployable model, for evaluation."""
         return model(images).reshape(-1)
+
+    def epoch_summary(self, model: nn.Module) -> dict:
+        """Extra per-epoch record fields (e.g. the mask history)."""
+        return {}
+
+    def header_extras(self, model: nn.Module, config: TrainConfig, summary: dict) -> dict:
+        """Extra checkpoint-header fields, given this epoch's summary."""
+        return {}

@@ -8,9 +8,24 @@ from torch import nn
 
 from core.models.resnet import ARCHITECTURES, build_model
 
-# spec["type"] -> builder(spec). Later model kinds (masked, compact students) register here.
+
+def _masked(spec: dict) -> nn.Module:
+    from core.models.masked import MaskedResNet
+
+    return MaskedResNet(spec["arch"])
+
+
+def _compact(spec: dict) -> nn.Module:
+    from core.pruning.surgery import CompactResNet
+
+    return CompactResNet(spec["arch"], spec["active_filters"])
+
+
+# spec["type"] -> builder(spec): every model kind a checkpoint can hold.
 MODEL_TYPES: dict[str, Callable[[dict], nn.Module]] = {
     "resnet": lambda spec: build_model(spec["arch"]),
+    "masked-resnet": _masked,
+    "compact-resnet": _compact,
 }
 
 

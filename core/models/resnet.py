@@ -106,6 +106,16 @@ def stages(model: nn.Module) -> list[nn.Module]:
     return [model.layer1, model.layer2, model.layer3, model.layer4]
 
 
+def forward_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(logits [N], the four stage feature maps)`` of a torchvision ResNet in one pass."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+    features = []
+    for stage in stages(model):
+        x = stage(x)
+        features.append(x)
+    return model.fc(torch.flatten(model.avgpool(x), 1)).reshape(-1), features
+
+
 def set_trainable(model: nn.Module, trainable: str) -> None:
     """"all" trains every layer; "layer4" freezes all but layer4 and the head (the paper's fine-tune)."""
     if trainable == "all":

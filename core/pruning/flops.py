@@ -104,3 +104,64 @@ def profile_model(model: nn.Module, image_size: int) -> dict:
     """``{"params", "macs", "image_size"}`` of ``model`` at one image, thop convention."""
     layers = profile_layers(model, image_size)
     return {"params": count_parameters(model), "macs": sum(layer.macs for layer in layers), "image_size": image_size}
+
+
+class MaskedCost(nn.Module):
+    """MACs and params of the compact network a filter mask gives, differentiable in the mask.
+
+    Built once per input size from one profiled forward pass of the masked model, so it
+    counts exactly what :func:`profile_model` counts on the compact model. With ``k_l``
+    the kept filters of masked layer ``l`` and ``k_in`` those of the masked conv feeding
+    it (or its full input width for a block's first conv):
+
+    ``MACs = const + sum_l a_l * k_in,l * k_l + b_l * k_l``
+
+    where ``a_l`` is the conv's MACs per (input, output) channel pair (``H_out W_out kh kw``),
+    ``b_l`` the BN's MACs per channel, and ``const`` everything unmasked (stem,
+    downsample convs, pooling, head). Parameters follow the same form. With a
+    straight-through mask its value is the hard mask's exact cost and its gradient
+    flows through the keep probabilities.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int):
+        super().__init__()
+        records = {layer.name: layer for layer in profile_layers(model, image_size)}
+        modules = dict(model.named_modules())
+        conv_macs, conv_params, bn_macs, bn_params, full_inputs, previous = [], [], [], [], [], []
+        for layer in model.layers:
+            conv = modules[layer.name]
+            if conv.bias is not None:
+                raise ValueError(f"{layer.name}: masked convs must have no bias")
+            bn_name = layer.name.rsplit(".", 1)[0] + ".bn" + layer.name[-1]
+            pairs = conv.in_channels * layer.channels
+            conv_macs.append(records[layer.name].macs / pairs)
+            conv_params.append(records[layer.name].params / pairs)
+            bn_macs.append(records[bn_name].macs / layer.channels)
+            bn_params.append(records[bn_name].params / layer.channels)
+            full_inputs.append(float(conv.in_channels))
+            previous.append(-1 if layer.previous is None else layer.previous)
+        # buffers: they follow the model to its device; not persistent (rebuilt from the architecture)
+        for name, values in (("conv_macs", conv_macs), ("conv_params", conv_params), ("bn_macs", bn_macs),
+                             ("bn_params", bn_params), ("full_inputs", full_inputs)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float64), persistent=False)
+        self.register_buffer("previous", torch.tensor(previous), persistent=False)
+        self.register_buffer("layer_index", model.sampler.layer_index.clone().cpu(), persistent=False)
+        self.image_size = image_size
+        full = torch.ones(len(self.layer_index), dtype=torch.float64)
+        total_macs = sum(layer.macs for layer in records.values())
+        self.const_macs = total_macs - float(self._masked_terms(full, self.conv_macs, self.bn_macs))
+        self.const_params = count_parameters(model) - model.sampler.logits.numel() - float(
+            self._masked_terms(full, self.conv_params, self.bn_params))
+        self.full_macs, self.full_params = float(total_macs), float(count_parameters(model) - model.sampler.logits.numel())
+
+    def _masked_terms(self, mask: torch.Tensor, per_pair: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
+        kept = torch.zeros(len(self.previous), dtype=mask.dtype, device=mask.device).index_add(0, self.layer_index, mask)
+        kept_inputs = torch.where(self.previous >= 0, kept[self.previous.clamp_min(0)], self.full_inputs.to(mask.dtype))
+        return (per_pair.to(mask.dtype) * kept_inputs * kept).sum() + (per_channel.to(mask.dtype) * kept).sum()
+
+    def macs(self, mask: torch.Tensor) -> torch.Tensor:
+        """MACs of the compact model for ``mask`` (``[sum C_l]``, hard or soft), differentiable."""
+        return self.const_macs + self._masked_terms(mask, self.conv_macs, self.bn_macs)
+
+    def params(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.const_params + self._masked_terms(mask, self.conv_params, self.bn_params)

@@ -44,6 +44,7 @@ class TrainConfig:
     log_every: int = 5  # steps between progress records in metrics.jsonl
     runs_dir: str | None = None  # default: $CORE_RUNS_DIR or <repo>/runs
     teacher: str | None = None  # teacher checkpoint, for students
+    init_checkpoint: str | None = None  # fine-tuning: the student checkpoint to start from
     preset: str | None = None
     method_options: dict = field(default_factory=dict)  # method-specific hyperparameters
 
@@ -62,15 +63,22 @@ def load_presets() -> dict[str, dict]:
     return yaml.safe_load(PRESETS_FILE.read_text()) or {}
 
 
+def _merge(values: dict, layer: dict) -> None:
+    """Update ``values`` with ``layer``; ``method_options`` merge key by key."""
+    for key, value in layer.items():
+        if key == "method_options" and isinstance(value, dict):
+            values["method_options"] = {**values.get("method_options", {}), **value}
+        else:
+            values[key] = value
+
+
 def build_config(preset: str | None = None, config_file: str | None = None, **overrides) -> TrainConfig:
-    """Merge defaults, a named preset, a YAML file and explicit overrides (None = not given)."""
-    values: dict = {}
-    if preset is not None:
-        presets = load_presets()
-        if preset not in presets:
-            raise ValueError(f"unknown preset '{preset}'; choose from {sorted(presets)}")
-        values.update(presets[preset].get("train", {}))
-        values["preset"] = preset
+    """Merge defaults, a named preset, a YAML file and explicit overrides (None = not given).
+
+    A preset has a ``train`` section for every method and optional ``methods.<name>``
+    sections that apply on top for that method (e.g. the papers' KDFS and Pearson tables).
+    """
+    loaded: dict = {}
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -78,8 +86,18 @@ def build_config(preset: str | None = None, config_file: str | None = None, **ov
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a YAML mapping of TrainConfig keys")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    method = given.get("method", loaded.get("method", TrainConfig.method))
+    values: dict = {}
+    if preset is not None:
+        presets = load_presets()
+        if preset not in presets:
+            raise ValueError(f"unknown preset '{preset}'; choose from {sorted(presets)}")
+        _merge(values, presets[preset].get("train", {}))
+        _merge(values, presets[preset].get("methods", {}).get(method, {}))
+        values["preset"] = preset
+    _merge(values, loaded)
+    _merge(values, given)
     if isinstance(values.get("pretrained"), str) and values["pretrained"].lower() in ("none", ""):
         values["pretrained"] = None
     return TrainConfig.from_dict(values)

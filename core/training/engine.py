@@ -6,6 +6,11 @@ resolve data -> statistics -> model -> optimiser -> (resume) -> epochs of
 Determinism: every epoch reseeds all RNGs (and the data order) from
 ``(seed, epoch)``, so a run resumed at an epoch boundary replays exactly what an
 unbroken run does. Checkpoints are written at every epoch end.
+
+A method supplies the model, its loss and its schedules (:class:`core.methods.Method`);
+the engine trains ``model`` and checkpoints ``method.deployable(model)`` (for
+students: the masked student without its decoders or teacher). Under ``torchrun``
+the model is wrapped in DistributedDataParallel (:mod:`core.training.distributed`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset
@@ -37,6 +43,7 @@ from core.evaluation.metrics import classification_metrics, per_source_accuracy,
 from core.methods import get_method
 from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
+from core.training import distributed
 from core.training.checkpoint import (
     TRAINER_STATE,
     load_checkpoint,
@@ -122,7 +129,7 @@ def _raise_cancelled(signum, frame):
 
 def _check_config(config: TrainConfig) -> DatasetSplits:
     """Fail on bad input before any work (and, for new runs, before a run directory exists)."""
-    get_method(config.method)
+    method = get_method(config.method)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     if config.augment not in AUGMENTATIONS:
@@ -130,51 +137,76 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val", "test"):
         dataset.split(split)
+    method.check(config)
     return dataset
 
 
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train ``config`` in a new run directory, or continue the run at ``resume``."""
     if resume is not None:
-        run = Run.open(resume)
-        config = TrainConfig.from_dict(run.config())
-        dataset = _check_config(config)
-    else:
-        assert config is not None, "train() needs a config or a run to resume"
-        dataset = _check_config(config)
-        run = Run.create(config.runs_dir or default_runs_dir(), config.method, config.data)
-        run.write_config(config.to_dict())
+        config = TrainConfig.from_dict(Run.open(resume).config())
+    assert config is not None, "train() needs a config or a run to resume"
+    dataset = _check_config(config)
+    context, device = distributed.setup(default_device(config.device))
+    try:
+        if resume is not None:
+            run = Run.open(resume)
+        else:
+            run_dir = None
+            if context.is_main:
+                run = Run.create(config.runs_dir or default_runs_dir(), config.method, config.data)
+                run.write_config(config.to_dict())
+                run_dir = run.dir
+            run = Run.open(distributed.broadcast(run_dir, context))
+        return _train_guarded(run, config, dataset, resume is not None, progress, context, device)
+    finally:
+        distributed.cleanup(context)
+
+
+def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,
+                   context: distributed.Context, device: torch.device) -> TrainResult:
+    """``_train`` with the run's status kept: running, then finished, cancelled or failed (rank 0 writes)."""
     # SIGTERM (the dashboard's Cancel) ends the run cleanly; handlers exist only in the main thread
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _raise_cancelled) if in_main_thread else None
-    run.set_status("running")
+    main = context.is_main
+    if main:
+        run.set_status("running")
     try:
-        result = _train(run, config, dataset, resume is not None, progress)
+        result = _train(run, config, dataset, resuming, progress and main, context, device)
     except (Cancelled, KeyboardInterrupt) as error:
-        run.log(f"cancelled: {error}")
-        run.set_status("cancelled")
+        if main:
+            run.log(f"cancelled: {error}")
+            run.set_status("cancelled")
         raise
     except BaseException as error:
-        run.log(f"failed: {type(error).__name__}: {error}")
-        run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        if main:
+            run.log(f"failed: {type(error).__name__}: {error}")
+            run.set_status("failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_handler)
-    run.set_status("finished", test=result.test)
+    if main:
+        run.set_status("finished", test=result.test)
     return result
 
 
-def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool) -> TrainResult:
-    device = default_device(config.device)
-    run.write_environment(str(device))
+def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,
+           context: distributed.Context, device: torch.device) -> TrainResult:
+    main = context.is_main
     method = get_method(config.method)
-    run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device})")
+    if main:
+        run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
+        run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device})")
 
     # --- data ------------------------------------------------------------------
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
     val_samples = subsample(dataset.split("val"), config.max_eval_samples)
     test_samples = subsample(dataset.split("test"), config.max_eval_samples)
+    if main:  # rank 0 computes (and caches) the statistics; the others then read the cache
+        dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
+    distributed.barrier(context)
     normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
     train_set = ImageDataset(train_samples, train_transform(config.image_size, normalization, config.augment))
     evaluation = eval_transform(config.image_size, normalization)
@@ -183,12 +215,12 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     # --- model and optimiser -----------------------------------------------------
     torch.manual_seed(config.seed)
     model = method.build(config)
-    cost = profile_model(model, config.image_size)
+    cost = profile_model(method.deployable(model), config.image_size)
     model = model.to(device)
     use_amp = config.amp and device.type == "cuda"
     if config.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, method.trainable_parameters(model))
+    optimizer = make_optimizer(config, method.parameter_groups(model, config))
     scheduler = make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best_accuracy = 0, -1.0
@@ -200,8 +232,13 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         scheduler.load_state_dict(trainer["scheduler"])
         scaler.load_state_dict(trainer["scaler"])
         start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
-        run.log(f"resumed after epoch {start_epoch}")
-    run.truncate_metrics(from_epoch=start_epoch)
+        if main:
+            run.log(f"resumed after epoch {start_epoch}")
+    if main:
+        run.truncate_metrics(from_epoch=start_epoch)
+    # DDP broadcasts rank 0's weights here, so every rank starts (and stays) identical
+    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if context.enabled else model
 
     header = {
         "method": config.method,
@@ -214,15 +251,19 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         "macs": cost["macs"],
         "config": config.to_dict(),
     }
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    shard = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=config.seed) \
+        if context.enabled else None
+    steps_per_epoch = -(-len(train_set) // (config.batch_size * context.world_size))
     skipped_total = 0
 
     # --- epochs --------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
         generator = seed_epoch(config.seed, epoch)
         method.on_epoch_start(model, epoch, config)
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
-                            num_workers=workers, collate_fn=collate_skipping, worker_init_fn=_seed_worker,
+        if shard is not None:
+            shard.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=shard is None, sampler=shard,
+                            generator=generator, num_workers=workers, collate_fn=collate_skipping, worker_init_fn=_seed_worker,
                             drop_last=False, pin_memory=device.type == "cuda")
         model.train()
         started, seen, loss_sum, loss_count = time.perf_counter(), 0, torch.zeros((), device=device), 0
@@ -236,15 +277,15 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
             if config.channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss, terms = method.loss(model, images, labels)
+                loss, terms = method.loss(trained, images, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            seen += len(labels)
+            seen += len(labels) * context.world_size
             loss_sum += loss.detach() * len(labels)
             loss_count += len(labels)
-            if (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch:
+            if main and ((step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch):
                 record = {
                     "type": "step", "epoch": epoch, "step": step + 1, "steps": steps_per_epoch,
                     "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
@@ -255,8 +296,12 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
         scheduler.step()
         train_seconds = time.perf_counter() - started
+        if not main:  # rank 0 validates and checkpoints; the others wait for it
+            distributed.barrier(context)
+            continue
 
-        val = predict(model, val_samples, evaluation, config.batch_size * 2, device, workers, progress,
+        deployable = method.deployable(model)
+        val = predict(deployable, val_samples, evaluation, config.batch_size * 2, device, workers, progress,
                       method.predict_logits, desc="validate")
         val_metrics = classification_metrics(val.labels, val.probabilities)
         epoch_record = {
@@ -266,15 +311,18 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
             "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
             "skipped": skipped_total + val.skipped,
         }
+        summary = method.epoch_summary(model)
+        epoch_record.update(summary)
+        header.update(method.header_extras(model, config, summary))
         improved = val_metrics["accuracy"] > best_accuracy
         if improved:
             best_accuracy = val_metrics["accuracy"]
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
         # The trainer state holds the weights too: one atomic file is the consistent resume point,
         # so a kill between these writes at worst repeats this epoch.
-        save_checkpoint(run.last_checkpoint, model, {**header, "metrics": epoch_metrics})
+        save_checkpoint(run.last_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         if improved:
-            save_checkpoint(run.best_checkpoint, model, {**header, "metrics": epoch_metrics})
+            save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
             "epoch": epoch + 1, "best_accuracy": best_accuracy, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -284,13 +332,19 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                 f"val acc {val_metrics['accuracy']:.4f}, val auc {val_metrics['auc']:.4f}, "
                 f"{epoch_record['images_per_s']:.1f} img/s")
         if progress:
+            pruned = f" active filters {summary['active_fraction']:.3f}" if "active_fraction" in summary else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {epoch_record['train_loss']:.4f} "
-                       f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}")
+                       f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}{pruned}")
+        distributed.barrier(context)
+
+    if not main:
+        return TrainResult(run.dir, run.best_checkpoint, "finished", {})
 
     # --- test the best checkpoint ------------------------------------------------------
     state, best_header = load_checkpoint(run.best_checkpoint)
-    load_state_into(model, state, str(run.best_checkpoint))
-    test = predict(model, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
+    deployable = method.deployable(model)
+    load_state_into(deployable, state, str(run.best_checkpoint))
+    test = predict(deployable, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
                    method.predict_logits, desc="test")
     test_metrics = classification_metrics(test.labels, test.probabilities)
     test_record = {
@@ -302,6 +356,6 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     run.append_metrics(test_record)
     final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
                      "test_eer": test_metrics["eer"]}
-    save_checkpoint(run.best_checkpoint, model, {**header, "metrics": final_metrics})
+    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics})
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     return TrainResult(run.dir, run.best_checkpoint, "finished", test_record)

@@ -1,0 +1,260 @@
+"""The masked-student distillation shared by KDFS and Pearson.
+
+``L = BCE(z_s, y) + lambda_kd * L_KD + lambda_rl * sum_stages L_RL + lambda_prune * L_prune``
+
+- ``L_KD = T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T))``: binary KD with temperature ``T``
+  (BCE with a soft target; its gradient equals the Bernoulli KL's).
+- ``L_RL`` (per stage): the teacher's stage output is reconstructed from the student's
+  through a learnable 1x1 conv decoder, and compared by the KDFS authors' distance,
+  ``mean((a(D(f_s)) - a(f_t))^2)`` with ``a(f) = normalize_L2(mean_c f^2)`` the
+  per-image spatial attention map (``feature_distance: attention``), or by plain
+  ``mean((D(f_s) - f_t)^2)`` (``feature_distance: mse``).
+- ``L_prune`` is the method's: a MACs target (KDFS) or filter correlation (Pearson).
+
+The trained module is a :class:`Distiller` (student + decoders); the frozen
+teacher rides along outside its parameters and state dict, so it is neither
+trained, synchronised by DDP, nor written into the trainer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.methods.base import Method
+from core.models.masked import MaskedResNet
+from core.models.resnet import forward_features, stages
+from core.pruning.flops import MaskedCost
+from core.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@dataclass
+class StudentOptions:
+    """The hyperparameters of the papers' tables (``method_options`` in a TrainConfig)."""
+
+    kd_temperature: float = 3.0  # T
+    tau_start: float = 2.0  # tau_0 of the Gumbel softmax
+    tau_end: float = 0.2  # tau_E, reached at the last epoch
+    lambda_kd: float = 1.0
+    lambda_rl: float = 1.0
+    lambda_prune: float = 0.5
+    target_rate: float = 0.8  # KDFS: the fraction of the teacher's MACs to remove
+    student_init: str = "teacher"  # teacher | scratch
+    feature_distance: str = "attention"  # attention | mse
+    sampler_lr: float | None = None  # learning rate of the mask logits (default: the weights' lr)
+    correlation_weight_gradient: bool = True  # Pearson: let the correlation loss move the weights too
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> StudentOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config.method_options) - known
+        if unknown:
+            raise ValueError(f"unknown {config.method} options {sorted(unknown)}; known: {sorted(known)}")
+        options = cls(**config.method_options)
+        if options.student_init not in ("teacher", "scratch"):
+            raise ValueError(f"student_init must be 'teacher' or 'scratch', got {options.student_init!r}")
+        if options.feature_distance not in ("attention", "mse"):
+            raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
+        if not (options.kd_temperature > 0 and options.tau_start > 0 and options.tau_end > 0):
+            raise ValueError("kd_temperature, tau_start and tau_end must be positive")
+        if not 0 <= options.target_rate < 1:
+            raise ValueError(f"target_rate is the fraction of MACs to remove, in [0, 1); got {options.target_rate}")
+        return options
+
+
+def temperature(options: StudentOptions, epoch: int, epochs: int) -> float:
+    """``tau(e) = tau_0 * (tau_E / tau_0)^(e / E)`` with ``e = epoch + 1`` (1-based, as in the KDFS code): tau_E at the last epoch."""
+    return options.tau_start * (options.tau_end / options.tau_start) ** ((epoch + 1) / epochs)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * BCE(sigmoid(z_s/T), sigmoid(z_t/T))``."""
+    target = torch.sigmoid(teacher_logits.float() / temperature)
+    return F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target) * temperature**2
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """KDFS's reconstruction target: the L2-normalised channel mean of squared activations, ``[N, H*W]``."""
+    return F.normalize(features.float().pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def feature_loss(decoded: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
+    if distance == "attention":
+        return (attention_map(decoded) - attention_map(target)).pow(2).mean()
+    return F.mse_loss(decoded.float(), target.float())
+
+
+def default_teacher(data: str) -> str | None:
+    """A shipped teacher trained on exactly this dataset, if there is one."""
+    from core.training.checkpoint import CheckpointError, read_header
+
+    for path in sorted(SHIPPED_CHECKPOINTS.glob("teacher-*.safetensors")):
+        try:
+            header = read_header(path)
+        except CheckpointError:
+            continue
+        if header.get("method") == "teacher" and header.get("config", {}).get("data") == data:
+            return str(path)
+    return None
+
+
+def load_teacher(config: TrainConfig) -> nn.Module:
+    import core
+
+    path = config.teacher
+    if path is None:
+        raise ValueError(f"the {config.method} student needs a teacher: pass --teacher CKPT (a teacher run or checkpoint); "
+                         "train one with `python -m core train --method teacher --data ...`")
+    teacher = core.load_model(path)
+    spec = teacher.header["model"]
+    if spec.get("type") != "resnet" or spec.get("arch") != config.arch:
+        raise ValueError(f"teacher {path} is a {spec.get('type')} {spec.get('arch')}; the student needs a "
+                         f"{config.arch} teacher (or pass --arch {spec.get('arch')})")
+    if teacher.header.get("image_size") != config.image_size:
+        log.warning("teacher %s was trained at %s px; distilling at %s px", path, teacher.header.get("image_size"),
+                    config.image_size)
+    return teacher
+
+
+class Distiller(nn.Module):
+    """Student + per-stage decoders; ``forward(images, labels)`` returns ``(loss, terms)``."""
+
+    def __init__(self, student: MaskedResNet, teacher: nn.Module, options: StudentOptions, prune_loss,
+                 cost: MaskedCost, teacher_macs: float):
+        super().__init__()
+        self.student = student
+        self.cost = cost
+        self.options = options
+        self.prune_loss = prune_loss
+        self.teacher_macs = teacher_macs
+        widths = [_stage_width(stage) for stage in stages(student)]
+        self.decoders = nn.ModuleList(nn.Conv2d(width, width, kernel_size=1) for width in widths)
+        self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a submodule
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.teacher._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            teacher_logits, teacher_features = forward_features(self.teacher, images)
+        logits, features, mask, keep_probability = self.student.forward_features(images)
+        options = self.options
+        bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        kd = kd_loss(logits, teacher_logits, options.kd_temperature)
+        rl = sum(feature_loss(decoder(f), t, options.feature_distance)
+                 for decoder, f, t in zip(self.decoders, features, teacher_features))
+        prune = self.prune_loss(self, mask, keep_probability)
+        loss = bce + options.lambda_kd * kd + options.lambda_rl * rl + options.lambda_prune * prune
+        return loss, {"bce": bce.detach(), "kd": kd.detach(), "rl": rl.detach(), "prune": prune.detach(),
+                      "mask_macs_ratio": (self.cost.macs(mask.detach().double()) / self.teacher_macs).detach()}
+
+
+def _stage_width(stage: nn.Sequential) -> int:
+    last = stage[-1]
+    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
+
+class MaskedStudentMethod(Method):
+    """A masked ResNet student distilled from a ResNet teacher; subclasses define ``prune_loss``."""
+
+    def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, config: TrainConfig) -> None:
+        StudentOptions.from_config(config)
+        if config.teacher is None:
+            config.teacher = default_teacher(config.data)
+            if config.teacher is not None:
+                log.info("using the shipped teacher %s for %s", config.teacher, config.data)
+        load_teacher(config)
+
+    def build(self, config: TrainConfig) -> Distiller:
+        from core.pruning.flops import profile_model
+
+        options = StudentOptions.from_config(config)
+        teacher = load_teacher(config)
+        student = MaskedResNet(config.arch)
+        if options.student_init == "teacher":
+            missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+            if unexpected or set(missing) != {"sampler.logits"}:
+                raise ValueError(f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        cost = MaskedCost(student, config.image_size)
+        teacher_macs = profile_model(teacher, config.image_size)["macs"]
+        return Distiller(student, teacher, options, self.prune_loss, cost, teacher_macs)
+
+    def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
+        return {"type": "masked-resnet", "arch": config.arch}
+
+    def deployable(self, model: Distiller) -> nn.Module:
+        return model.student
+
+    def parameter_groups(self, model: Distiller, config: TrainConfig) -> list[dict]:
+        options = StudentOptions.from_config(config)
+        sampler = [model.student.sampler.logits]
+        weights = [p for p in model.parameters() if p.requires_grad and p is not sampler[0]]
+        return [{"params": weights},
+                {"params": sampler, "weight_decay": 0.0, "lr": options.sampler_lr or config.lr}]
+
+    def on_epoch_start(self, model: Distiller, epoch: int, config: TrainConfig) -> None:
+        options = StudentOptions.from_config(config)
+        model.student.sampler.temperature = temperature(options, epoch, config.epochs)
+        model.student.sampler.seed(config.seed * 100_003 + epoch)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return model(images, labels)
+
+    @torch.no_grad()
+    def epoch_summary(self, model: Distiller) -> dict:
+        """The mask history record: tau, per-layer keep probability and active filters, compact cost."""
+        student = model.student
+        sampler = student.sampler
+        keep = torch.softmax(sampler.logits.float() / sampler.temperature, dim=-1)[:, 1]
+        eval_mask = sampler.eval_mask()
+        active = student.active_filters()
+        macs = float(model.cost.macs(eval_mask.double()))
+        params = float(model.cost.params(eval_mask.double()))
+        return {
+            "temperature": sampler.temperature,
+            "keep_probability": [round(float(p.mean()), 5) for p in sampler.split(keep)],
+            "active_filters": active,
+            "active_fraction": sum(active) / sum(sampler.channels),
+            "compact_macs": macs, "compact_params": params,
+            "macs_reduction": 1 - macs / model.cost.full_macs,
+            "params_reduction": 1 - params / model.cost.full_params,
+        }
+
+    def header_extras(self, model: Distiller, config: TrainConfig, summary: dict) -> dict:
+        student = model.student
+        return {
+            "teacher": config.teacher,
+            "pruning": {
+                "layers": [layer.name for layer in student.layers],
+                "channels": list(student.sampler.channels),
+                "active_filters": summary["active_filters"],
+                "compact_params": summary["compact_params"], "compact_macs": summary["compact_macs"],
+                "teacher_params": model.cost.full_params, "teacher_macs": model.cost.full_macs,
+                "params_reduction": summary["params_reduction"], "macs_reduction": summary["macs_reduction"],
+                "empty_layers": student.sampler.empty_layers(),
+            },
+        }

@@ -1,0 +1,190 @@
+"""The masked student: a ResNet whose block convs carry learnable keep/drop filter masks.
+
+Every conv inside a residual block (``conv1..conv3`` of a Bottleneck, ``conv1..conv2``
+of a BasicBlock; 48 layers in a ResNet-50) gets a sampler parameter
+``P_l in R^{C_l x 2}`` (columns: drop, keep). The stem, the downsample convs and the
+head are not masked.
+
+- Training: ``pi_l = softmax((P_l + G) / tau)`` with Gumbel noise ``G``; the mask is
+  ``one_hot(argmax pi_l)[:, keep]`` in the forward pass, with the gradient of
+  ``pi_l[:, keep]`` (straight-through).
+- Eval: the mask is ``argmax P_l``, no noise. A layer whose mask would be empty
+  keeps its single most-kept filter.
+
+The mask multiplies the *batch-normalised* output of each conv (conv -> BN -> mask),
+so a dropped filter is exactly zero downstream and removing it
+(:mod:`core.pruning.surgery`) changes nothing.
+
+All layers share one ``[sum C_l, 2]`` parameter, so sampling all 48 masks is one
+vectorised op. State-dict keys are the plain ResNet's plus ``sampler.logits``, so
+a teacher checkpoint initialises a student directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.models.resnet import build_model
+
+DROP, KEEP = 0, 1
+
+
+@dataclass(frozen=True)
+class MaskedLayer:
+    """One masked conv: its name, filters, and the masked conv feeding it inside the block (or None)."""
+
+    name: str
+    channels: int
+    previous: int | None  # index of the masked layer whose output this conv reads; None = block input
+    residual: bool  # the block's last conv: its output is added to the residual stream
+
+
+def block_convs(block: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """The (conv, bn) pairs of a torchvision BasicBlock or Bottleneck, in order."""
+    pairs = []
+    for index in (1, 2, 3):
+        conv = getattr(block, f"conv{index}", None)
+        if conv is not None:
+            pairs.append((conv, getattr(block, f"bn{index}")))
+    return pairs
+
+
+def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(f"layer{s}.{b}", block) for s in range(1, 5) for b, block in enumerate(getattr(model, f"layer{s}"))]
+
+
+def masked_layers(model: nn.Module) -> list[MaskedLayer]:
+    layers: list[MaskedLayer] = []
+    for block_name, block in residual_blocks(model):
+        pairs = block_convs(block)
+        for position, (conv, _) in enumerate(pairs):
+            layers.append(MaskedLayer(
+                name=f"{block_name}.conv{position + 1}",
+                channels=conv.out_channels,
+                previous=len(layers) - 1 if position > 0 else None,
+                residual=position == len(pairs) - 1,
+            ))
+    return layers
+
+
+class FilterSampler(nn.Module):
+    """The keep/drop logits of every masked filter and the Gumbel-softmax sampler over them."""
+
+    def __init__(self, layers: list[MaskedLayer]):
+        super().__init__()
+        self.layers = layers
+        self.channels = [layer.channels for layer in layers]
+        self.logits = nn.Parameter(torch.empty(sum(self.channels), 2))
+        # KDFS initialisation: Kaiming normal over (drop, keep), i.e. N(0, 1) with fan-in 2
+        nn.init.kaiming_normal_(self.logits)
+        self.register_buffer("layer_index", torch.repeat_interleave(
+            torch.arange(len(layers)), torch.tensor(self.channels)), persistent=False)
+        self.temperature = 1.0
+        self.generator: torch.Generator | None = None  # set per epoch: identical noise on every DDP rank
+
+    def seed(self, seed: int) -> None:
+        """Seed the Gumbel noise (the engine calls this each epoch with the same seed on every rank)."""
+        self.generator = torch.Generator(device=self.logits.device).manual_seed(seed)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, keep_probability)``, each ``[sum C_l]``: hard (straight-through) in training, argmax in eval."""
+        logits = self.logits.float()
+        if not self.training:
+            return self.eval_mask(), torch.softmax(logits / self.temperature, dim=-1)[:, KEEP]
+        if self.generator is not None and self.generator.device != logits.device:
+            self.generator = torch.Generator(device=logits.device).manual_seed(self.generator.initial_seed())
+        uniform = torch.rand(logits.shape, device=logits.device, generator=self.generator)
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
+        probabilities = torch.softmax((logits + gumbel) / self.temperature, dim=-1)
+        keep_probability = probabilities[:, KEEP]
+        hard = (probabilities[:, KEEP] > probabilities[:, DROP]).to(keep_probability.dtype)
+        return hard - keep_probability.detach() + keep_probability, keep_probability
+
+    @torch.no_grad()
+    def eval_mask(self) -> torch.Tensor:
+        """``argmax P_l`` per filter; a layer with nothing kept keeps its most-kept filter."""
+        margin = (self.logits[:, KEEP] - self.logits[:, DROP]).float()
+        keep = margin > 0
+        kept = torch.zeros(len(self.channels), device=margin.device).index_add_(0, self.layer_index, keep.float())
+        best = torch.full((len(self.channels),), -torch.inf, device=margin.device).scatter_reduce(
+            0, self.layer_index, margin, reduce="amax")
+        rescue = (margin == best[self.layer_index]) & (kept[self.layer_index] == 0)
+        return (keep | rescue).float()
+
+    def empty_layers(self) -> list[str]:
+        """Layers whose argmax keeps nothing (the eval mask rescues one filter in each)."""
+        margin = (self.logits[:, KEEP] - self.logits[:, DROP]).detach()
+        kept = torch.zeros(len(self.channels)).index_add_(0, self.layer_index.cpu(), (margin > 0).float().cpu())
+        return [layer.name for layer, count in zip(self.layers, kept.tolist()) if count == 0]
+
+    def split(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer views of a ``[sum C_l]`` vector."""
+        return list(torch.split(values, self.channels))
+
+
+class MaskedResNet(nn.Module):
+    """A torchvision ResNet (single logit) with filter masks on every block conv."""
+
+    def __init__(self, arch: str = "resnet50"):
+        super().__init__()
+        self.arch = arch
+        net = build_model(arch)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
+            setattr(self, name, getattr(net, name))
+        self.sampler = FilterSampler(masked_layers(self))
+
+    @property
+    def layers(self) -> list[MaskedLayer]:
+        return self.sampler.layers
+
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``(logits [N], stage features [4 maps], mask, keep_probability)``, masks freshly sampled.
+
+        ``mask`` and ``keep_probability`` are ``[sum C_l]`` (split per layer with ``sampler.split``).
+        """
+        mask, keep_probability = self.sampler()
+        masks = iter(self.sampler.split(mask))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        features = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                x = _masked_block(block, x, masks)
+            features.append(x)
+        logits = self.fc(torch.flatten(self.avgpool(x), 1)).reshape(-1)
+        return logits, features, mask, keep_probability
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(images)[0].reshape(-1, 1)
+
+    @torch.no_grad()
+    def active_filters(self) -> list[int]:
+        """Kept filters per masked layer under the eval (argmax) mask."""
+        counts = torch.zeros(len(self.layers), device=self.sampler.logits.device)
+        counts.index_add_(0, self.sampler.layer_index, self.sampler.eval_mask())
+        return [int(c) for c in counts.tolist()]
+
+    def warn_empty_layers(self) -> list[str]:
+        empty = self.sampler.empty_layers()
+        if empty:
+            warnings.warn(f"{len(empty)} layer(s) would keep no filter; keeping the most-kept one in: {', '.join(empty)}",
+                          stacklevel=2)
+        return empty
+
+
+def _masked_block(block: nn.Module, x: torch.Tensor, masks) -> torch.Tensor:
+    """A BasicBlock/Bottleneck forward with conv -> BN -> mask (-> ReLU) for each conv."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = x
+    pairs = block_convs(block)
+    for position, (conv, bn) in enumerate(pairs):
+        mask = next(masks)
+        out = bn(conv(out)) * mask.to(out.dtype).view(1, -1, 1, 1)
+        if position < len(pairs) - 1:
+            out = F.relu(out)
+    return F.relu(out + identity)
+
