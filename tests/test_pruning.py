@@ -102,7 +102,7 @@ def test_correlation_loss_is_the_mean_over_layers(masked):
     modules = dict(masked.named_modules())
     expected = np.mean([
         float((redundancy_scores(modules[layer.name].weight) * phi).mean())
-        for layer, phi in zip(masked.layers, masked.sampler.split(keep))
+        for layer, phi in zip(masked.layers, masked.sampler.split(keep), strict=True)
     ])
     assert float(correlation_loss(masked, keep)) == pytest.approx(expected, rel=1e-5)
 
@@ -183,7 +183,7 @@ def test_gumbel_sampler_is_hard_in_training_and_argmax_in_eval(masked):
     margin = sampler.logits[:, 1] - sampler.logits[:, 0]
     eval_mask, _ = sampler()
     kept_layers = [bool(m.any()) for m in sampler.split(margin > 0)]
-    for layer_mask, layer_margin, has_any in zip(sampler.split(eval_mask), sampler.split(margin), kept_layers):
+    for layer_mask, layer_margin, has_any in zip(sampler.split(eval_mask), sampler.split(margin), kept_layers, strict=True):
         if has_any:
             assert torch.equal(layer_mask.bool(), layer_margin > 0)
 

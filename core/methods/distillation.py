@@ -163,7 +163,7 @@ class Distiller(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         kd = kd_loss(logits, teacher_logits, options.kd_temperature)
         rl = sum(feature_loss(decoder(f), t, options.feature_distance)
-                 for decoder, f, t in zip(self.decoders, features, teacher_features))
+                 for decoder, f, t in zip(self.decoders, features, teacher_features, strict=True))
         prune = self.prune_loss(self, mask, keep_probability)
         loss = bce + options.lambda_kd * kd + options.lambda_rl * rl + options.lambda_prune * prune
         return loss, {"bce": bce.detach(), "kd": kd.detach(), "rl": rl.detach(), "prune": prune.detach(),
@@ -196,7 +196,7 @@ class MaskedStudentMethod(Method):
         teacher = load_teacher(config)
         student = MaskedResNet(config.arch)
         if options.student_init == "teacher":
-            missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+            missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=True)
             if unexpected or set(missing) != {"sampler.logits"}:
                 raise ValueError(f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
         cost = MaskedCost(student, config.image_size)

@@ -120,7 +120,7 @@ class FilterSampler(nn.Module):
         """Layers whose argmax keeps nothing (the eval mask rescues one filter in each)."""
         margin = (self.logits[:, KEEP] - self.logits[:, DROP]).detach()
         kept = torch.zeros(len(self.channels)).index_add_(0, self.layer_index.cpu(), (margin > 0).float().cpu())
-        return [layer.name for layer, count in zip(self.layers, kept.tolist()) if count == 0]
+        return [layer.name for layer, count in zip(self.layers, kept.tolist(), strict=True) if count == 0]
 
     def split(self, values: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer views of a ``[sum C_l]`` vector."""

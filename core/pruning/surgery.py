@@ -30,7 +30,7 @@ class CompactBlock(nn.Module):
         pairs = block_convs(block)
         in_channels = pairs[0][0].in_channels
         self.depth = len(pairs)
-        for position, ((conv, _), out_channels) in enumerate(zip(pairs, active)):
+        for position, ((conv, _), out_channels) in enumerate(zip(pairs, active, strict=True)):
             setattr(self, f"conv{position + 1}", nn.Conv2d(
                 in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
                 bias=False))
@@ -62,7 +62,7 @@ class CompactResNet(nn.Module):
         layers = masked_layers(net)
         if len(active_filters) != len(layers):
             raise ValueError(f"{arch} has {len(layers)} masked layers, got {len(active_filters)} filter counts")
-        if any(not 1 <= n <= layer.channels for n, layer in zip(active_filters, layers)):
+        if any(not 1 <= n <= layer.channels for n, layer in zip(active_filters, layers, strict=True)):
             raise ValueError("every layer keeps between 1 and all of its filters")
         self.active_filters = list(active_filters)
         counts = iter(active_filters)
@@ -95,9 +95,9 @@ def compact_from_masked(masked: MaskedResNet) -> CompactResNet:
     kept = [torch.nonzero(mask).flatten() for mask in keep_masks]
     compact = CompactResNet(masked.arch, [len(k) for k in kept]).to(masked.sampler.logits.device)
     compact.load_state_dict({k: v for k, v in masked.state_dict().items()
-                             if not k.startswith(("layer", "sampler."))}, strict=False)
+                             if not k.startswith(("layer", "sampler."))}, strict=True)
     kept_iter = iter(kept)
-    for (_, source), (_, target) in zip(residual_blocks(masked), residual_blocks(compact)):
+    for (_, source), (_, target) in zip(residual_blocks(masked), residual_blocks(compact), strict=True):
         previous = None
         for position, (conv, bn) in enumerate(block_convs(source)):
             keep = next(kept_iter).to(conv.weight.device)
