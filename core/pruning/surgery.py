@@ -95,7 +95,7 @@ def compact_from_masked(masked: MaskedResNet) -> CompactResNet:
     kept = [torch.nonzero(mask).flatten() for mask in keep_masks]
     compact = CompactResNet(masked.arch, [len(k) for k in kept]).to(masked.sampler.logits.device)
     compact.load_state_dict({k: v for k, v in masked.state_dict().items()
-                             if not k.startswith(("layer", "sampler."))}, strict=True)
+                             if not k.startswith(("layer", "sampler."))}, strict=False)
     kept_iter = iter(kept)
     for (_, source), (_, target) in zip(residual_blocks(masked), residual_blocks(compact), strict=True):
         previous = None
