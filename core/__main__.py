@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,26 +79,102 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 # --- train ----------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+# student hyperparameters: flag -> StudentOptions field (core/methods/distillation.py)
+STUDENT_FLAGS = {
+    "kd_temperature": (float, "T of the KD loss"),
+    "tau_start": (float, "Gumbel temperature at the start (tau_0)"),
+    "tau_end": (float, "Gumbel temperature at the last epoch (tau_E)"),
+    "lambda_kd": (float, "weight of the KD loss (lambda_1)"),
+    "lambda_rl": (float, "weight of the feature-reconstruction loss (lambda_2)"),
+    "lambda_prune": (float, "weight of the pruning loss (lambda_3)"),
+    "target_rate": (float, "KDFS: fraction of the teacher's MACs to remove (e.g. 0.8)"),
+    "student_init": (str, "teacher (default) or scratch"),
+    "feature_distance": (str, "attention (KDFS's, default) or mse"),
+    "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
+}
+
+
+def _train_config(args: argparse.Namespace, **fixed):
     from core.training.config import build_config
+
+    options = {name: getattr(args, name) for name in STUDENT_FLAGS if getattr(args, name, None) is not None}
+    if getattr(args, "no_correlation_weight_gradient", False):
+        options["correlation_weight_gradient"] = False
+    values = dict(
+        preset=args.preset, config_file=args.config, data=args.data, data_root=args.data_root,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
+        seed=args.seed, device=args.device, runs_dir=args.runs_dir, num_workers=args.num_workers,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        log_every=args.log_every, augment=args.augment, method_options=options or None,
+    )
+    values.update(fixed)
+    return build_config(**values)
+
+
+def _emit_run(args: argparse.Namespace, result) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the job
+        return
+    test = result.test
+    extra = {}
+    pruning = _pruning_summary(result.checkpoint)
+    if pruning:
+        extra = {"params_reduction": pruning["params_reduction"], "macs_reduction": pruning["macs_reduction"],
+                 "compact_params": pruning["compact_params"], "compact_macs": pruning["compact_macs"]}
+    human = f"{result.status}: {result.run_dir} (test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f})"
+    if extra:
+        human += f"; compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs"
+    _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
+                 "test_accuracy": test["accuracy"], "test_auc": test["auc"], **extra}, human)
+
+
+def _pruning_summary(checkpoint) -> dict | None:
+    from core.training.checkpoint import read_header
+
+    return read_header(checkpoint).get("pruning")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
     from core.training.engine import train
 
     if args.resume:
         result = train(resume=args.resume, progress=not args.quiet)
     else:
-        config = build_config(
-            preset=args.preset, config_file=args.config, method=args.method, data=args.data,
-            data_root=args.data_root, arch=args.arch, pretrained=args.pretrained, trainable=args.trainable,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-            seed=args.seed, device=args.device, runs_dir=args.runs_dir, teacher=args.teacher,
-            num_workers=args.num_workers, max_train_samples=args.max_train_samples,
-            max_eval_samples=args.max_eval_samples, log_every=args.log_every, augment=args.augment,
-        )
+        config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
+                               trainable=args.trainable, teacher=args.teacher)
         result = train(config, progress=not args.quiet)
-    test = result.test
-    _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
-                 "test_accuracy": test["accuracy"], "test_auc": test["auc"]},
-          f"{result.status}: {result.run_dir} (test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f})")
+    _emit_run(args, result)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from core.training.checkpoint import read_header
+    from core.training.engine import train
+
+    source = read_header(args.checkpoint)
+    config = _train_config(args, method="finetune", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
+                           data=args.data or source.get("config", {}).get("data"),
+                           data_root=args.data_root or source.get("data_root"),
+                           image_size=args.image_size or source["image_size"])
+    if args.lr is None and config.preset is None:
+        config.lr = FINETUNE_LR
+    result = train(config, progress=not args.quiet)
+    _emit_run(args, result)
+
+
+FINETUNE_LR = 4e-5  # the paper's middle fine-tuning lr, when neither --lr nor a preset gives one
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from core.pruning.export import export
+
+    fmt = args.format
+    out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"-compact.{fmt}"
+    result = export(args.checkpoint, fmt, out)
+    _emit(args, result, f"wrote {result['path']} ({result['kind']}, {result['params'] / 1e6:.2f} M params, "
+                        f"{result['macs'] / 1e6:,.1f} M MACs at {result['image_size']} px); "
+                        f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}")
 
 
 # --- evaluate -------------------------------------------------------------------------
@@ -136,16 +213,31 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
     if (args.arch is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --arch NAME or a checkpoint path")
+    extra, human = {}, ""
     if args.arch:
         model, image_size, what = build_model(args.arch), args.image_size or 256, args.arch
     else:
         import core
+        from core.models.masked import masked_layers
+        from core.pruning.export import compact_of
 
-        model = core.load_model(args.checkpoint)
-        image_size, what = args.image_size or model.header["image_size"], str(args.checkpoint)
+        loaded = core.load_model(args.checkpoint)
+        image_size, what = args.image_size or loaded.header["image_size"], str(args.checkpoint)
+        model, header = compact_of(loaded)  # a masked student counts as the network it prunes to
+        if header["model"]["type"] == "compact-resnet":
+            teacher = profile_model(build_model(header["model"]["arch"]), image_size)
+            active = model.active_filters
+            channels = [layer.channels for layer in masked_layers(model)]
+            extra = {"kind": "compact-resnet", "teacher_params": teacher["params"], "teacher_macs": teacher["macs"],
+                     "active_filters": active, "active_percent": [round(100 * a / c, 2) for a, c in zip(active, channels, strict=True)]}
     cost = profile_model(model, image_size)
-    _emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6},
-          f"{what} at {image_size}x{image_size}: {cost['params'] / 1e6:.2f} M params, {cost['macs'] / 1e6:,.1f} M MACs")
+    if extra:
+        extra["params_reduction"] = 1 - cost["params"] / extra["teacher_params"]
+        extra["macs_reduction"] = 1 - cost["macs"] / extra["teacher_macs"]
+        human = (f" (compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs "
+                 f"than its {header['model']['arch']} teacher; {sum(extra['active_filters'])} of {sum(channels)} block filters kept)")
+    _emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6, **extra},
+          f"{what} at {image_size}x{image_size}: {cost['params'] / 1e6:.2f} M params, {cost['macs'] / 1e6:,.1f} M MACs{human}")
 
 
 # --- the parser -------------------------------------------------------------------------
@@ -181,30 +273,48 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
     info.add_argument("--data-root", help="root folder of a registered dataset")
 
+    def training_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
+        p.add_argument("--data-root", help="root folder of a registered dataset")
+        p.add_argument("--preset", help="named preset from configs/presets.yaml (quick, full, paper, rvf10k, 140k, ...)")
+        p.add_argument("--config", help="YAML file of TrainConfig keys")
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--batch-size", type=int, help="images per step (per process under torchrun)")
+        p.add_argument("--lr", type=float)
+        p.add_argument("--image-size", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: automatic)")
+        p.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
+        p.add_argument("--max-train-samples", type=int)
+        p.add_argument("--max-eval-samples", type=int)
+        p.add_argument("--augment", choices=["paper", "light", "none"],
+                       help="paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter")
+        p.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
+        p.add_argument("--runs-dir", help="where run directories go (default runs/)")
+
     train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
     train.add_argument("--method", choices=sorted(METHODS), default="teacher")
-    train.add_argument("--data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
-    train.add_argument("--data-root", help="root folder of a registered dataset")
-    train.add_argument("--preset", help="named preset from configs/presets.yaml (quick, full, paper)")
-    train.add_argument("--config", help="YAML file of TrainConfig keys")
+    training_flags(train)
     train.add_argument("--arch", help="architecture (default resnet50)")
     train.add_argument("--pretrained", help="'imagenet', a local weights file, or 'none'")
     train.add_argument("--trainable", choices=["all", "layer4"])
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--image-size", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: automatic)")
-    train.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
-    train.add_argument("--max-train-samples", type=int)
-    train.add_argument("--max-eval-samples", type=int)
-    train.add_argument("--augment", choices=["paper", "light", "none"],
-                       help="paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter")
-    train.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
-    train.add_argument("--teacher", help="teacher checkpoint (students)")
-    train.add_argument("--runs-dir", help="where run directories go (default runs/)")
+    train.add_argument("--teacher", help="teacher checkpoint or run (students; default: a shipped teacher of the same data)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
+    student = train.add_argument_group("student options (kdfs, pearson)")
+    for name, (kind, text) in STUDENT_FLAGS.items():
+        student.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    student.add_argument("--no-correlation-weight-gradient", action="store_true",
+                         help="pearson: the correlation loss moves only the masks, not the weights")
+
+    finetune = command(commands, "finetune", cmd_finetune,
+                       "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")
+    finetune.add_argument("checkpoint", help="student checkpoint or run directory (masked or compact)")
+    training_flags(finetune)
+
+    export = command(commands, "export", cmd_export, "write a checkpoint's compact model (pt, onnx, safetensors) and check it")
+    export.add_argument("checkpoint", help="checkpoint file or run directory")
+    export.add_argument("--format", choices=["pt", "onnx", "safetensors"], default="pt")
+    export.add_argument("--out", help="output path (default: next to the checkpoint, <name>-compact.<format>)")
 
     evaluate = command(commands, "evaluate", cmd_evaluate, "metrics of one checkpoint on one dataset split")
     evaluate.add_argument("checkpoint", help="checkpoint file or run directory")

@@ -195,5 +195,6 @@ def test_temperature_schedule_and_kd_loss():
     assert temperature(options, 3, 10) == pytest.approx(2.0 * 0.1 ** 0.4)
     zs, zt, t = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.0, -0.5, 0.1]), 3.0
     p, q = 1 / (1 + np.exp(-zs.numpy() / t)), 1 / (1 + np.exp(-zt.numpy() / t))
-    expected = -np.mean(q * np.log(p) + (1 - q) * np.log(1 - p)) * t**2
+    kl = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))  # Bernoulli KL(q || p)
+    expected = np.mean(kl) * t**2
     assert float(kd_loss(zs, zt, t)) == pytest.approx(expected, rel=1e-5)

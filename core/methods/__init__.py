@@ -8,6 +8,7 @@ A method says *what* is trained and *how it is scored*; the shared engine
 from __future__ import annotations
 
 from core.methods.base import Method
+from core.methods.finetune import FinetuneMethod
 from core.methods.kdfs import KDFSMethod
 from core.methods.pearson import PearsonMethod
 from core.methods.teacher import TeacherMethod
@@ -23,6 +24,7 @@ def register_method(method: Method) -> Method:
 register_method(TeacherMethod())
 register_method(KDFSMethod())
 register_method(PearsonMethod())
+register_method(FinetuneMethod())
 
 
 def get_method(name: str) -> Method:

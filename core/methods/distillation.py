@@ -2,8 +2,10 @@
 
 ``L = BCE(z_s, y) + lambda_kd * L_KD + lambda_rl * sum_stages L_RL + lambda_prune * L_prune``
 
-- ``L_KD = T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T))``: binary KD with temperature ``T``
-  (BCE with a soft target; its gradient equals the Bernoulli KL's).
+- ``L_KD = T^2 * (BCE(sigmoid(z_s / T), q) - H(q))`` with ``q = sigmoid(z_t / T)``: binary KD
+  with temperature ``T``. Subtracting the target's entropy ``H(q)`` (a constant) leaves
+  the gradient of the BCE unchanged and makes the term the Bernoulli KL, 0 at a perfect
+  match, so the logged value reads as a distance.
 - ``L_RL`` (per stage): the teacher's stage output is reconstructed from the student's
   through a learnable 1x1 conv decoder, and compared by the KDFS authors' distance,
   ``mean((a(D(f_s)) - a(f_t))^2)`` with ``a(f) = normalize_L2(mean_c f^2)`` the
@@ -50,6 +52,8 @@ class StudentOptions:
     lambda_prune: float = 0.5
     target_rate: float = 0.8  # KDFS: the fraction of the teacher's MACs to remove
     student_init: str = "teacher"  # teacher | scratch
+    mask_init: str = "kaiming"  # kaiming (the papers': ~half the filters start dropped) | keep (all start kept)
+    keep_margin: float = 3.0  # mask_init keep: P_keep - P_drop at the start (Gumbel keeps a filter w.p. sigmoid(margin))
     feature_distance: str = "attention"  # attention | mse
     sampler_lr: float | None = None  # learning rate of the mask logits (default: the weights' lr)
     correlation_weight_gradient: bool = True  # Pearson: let the correlation loss move the weights too
@@ -63,6 +67,8 @@ class StudentOptions:
         options = cls(**config.method_options)
         if options.student_init not in ("teacher", "scratch"):
             raise ValueError(f"student_init must be 'teacher' or 'scratch', got {options.student_init!r}")
+        if options.mask_init not in ("kaiming", "keep"):
+            raise ValueError(f"mask_init must be 'kaiming' or 'keep', got {options.mask_init!r}")
         if options.feature_distance not in ("attention", "mse"):
             raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
         if not (options.kd_temperature > 0 and options.tau_start > 0 and options.tau_end > 0):
@@ -78,9 +84,12 @@ def temperature(options: StudentOptions, epoch: int, epochs: int) -> float:
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * BCE(sigmoid(z_s/T), sigmoid(z_t/T))``."""
-    target = torch.sigmoid(teacher_logits.float() / temperature)
-    return F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target) * temperature**2
+    """``T^2 * (BCE(sigmoid(z_s/T), q) - H(q))``, ``q = sigmoid(z_t/T)``: the KL form of binary KD."""
+    teacher_scaled = teacher_logits.float() / temperature
+    target = torch.sigmoid(teacher_scaled)
+    cross_entropy = F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target)
+    entropy = F.binary_cross_entropy_with_logits(teacher_scaled, target)
+    return (cross_entropy - entropy) * temperature**2
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -199,6 +208,10 @@ class MaskedStudentMethod(Method):
             missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
             if unexpected or set(missing) != {"sampler.logits"}:
                 raise ValueError(f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if options.mask_init == "keep":  # start as the teacher; the pruning loss then removes filters
+            with torch.no_grad():
+                student.sampler.logits[:, 0] = 0.0
+                student.sampler.logits[:, 1] = options.keep_margin
         cost = MaskedCost(student, config.image_size)
         teacher_macs = profile_model(teacher, config.image_size)["macs"]
         return Distiller(student, teacher, options, self.prune_loss, cost, teacher_macs)

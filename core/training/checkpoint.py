@@ -1,7 +1,8 @@
 """Checkpoints: tensors in safetensors, plus a JSON header that rebuilds the model.
 
-Nothing here unpickles: weights load through safetensors, and the trainer state
-(optimiser, scheduler, counters) through ``torch.load(weights_only=True)``.
+Nothing here unpickles code: weights load through safetensors, and the trainer
+state (optimiser, scheduler, counters) and exported ``.pt`` models through
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from core.io import atomic_write
 
 FORMAT_VERSION = 1
 HEADER_KEY = "core"
+PT_FORMAT = "core-checkpoint-pt-1"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 
 
@@ -52,9 +54,46 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive; safetensors files start with a header length."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(2) == b"PK"
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def save_pt(path: str | os.PathLike, model: nn.Module, header: dict) -> None:
+    """``{"format", "header", "state_dict"}`` via torch.save: loadable with ``weights_only=True``."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": PT_FORMAT, "header": {**header, "format_version": FORMAT_VERSION}, "state_dict": state}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - anything unreadable is "not a checkpoint"
+        raise CheckpointError(f"{path}: not a readable .pt checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != PT_FORMAT:
+        raise CheckpointError(f"{path}: a torch file, but not one written by `python -m core export --format pt`")
+    return payload["state_dict"], _check_version(path, payload["header"])
+
+
+def _check_version(path: Path, header: dict) -> dict:
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} but this version of core reads format {FORMAT_VERSION}"
+        )
+    return header
+
+
 def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of a checkpoint, without loading its tensors."""
     path = resolve_checkpoint(path)
+    if _is_torch_file(path):
+        return _load_pt(path)[1]
     try:
         from safetensors import safe_open
 
@@ -68,17 +107,14 @@ def read_header(path: str | os.PathLike) -> dict:
         header = json.loads(metadata[HEADER_KEY])
     except ValueError:
         raise CheckpointError(f"{path}: damaged checkpoint header") from None
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version} but this version of core reads format {FORMAT_VERSION}"
-        )
-    return header
+    return _check_version(path, header)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, header) of a checkpoint file or run directory."""
     path = resolve_checkpoint(path)
+    if _is_torch_file(path):
+        return _load_pt(path)
     header = read_header(path)
     try:
         state = load_file(str(path))

@@ -65,3 +65,14 @@ def barrier(context: Context) -> None:
 def cleanup(context: Context) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def replicas_identical(model: torch.nn.Module, context: Context) -> bool:
+    """Whether every rank holds bit-identical parameters (masks included): one sum per tensor, gathered."""
+    if not context.enabled:
+        return True
+    fingerprint = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    gathered = [torch.empty_like(fingerprint) for _ in range(context.world_size)]
+    dist.all_gather(gathered, fingerprint)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])

@@ -296,6 +296,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
         scheduler.step()
         train_seconds = time.perf_counter() - started
+        in_sync = distributed.replicas_identical(model, context)  # a collective: every rank takes part
         if not main:  # rank 0 validates and checkpoints; the others wait for it
             distributed.barrier(context)
             continue
@@ -311,6 +312,10 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
             "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
             "skipped": skipped_total + val.skipped,
         }
+        if context.enabled:
+            epoch_record["replicas_identical"] = in_sync
+            if not in_sync:
+                run.log("warning: DDP replicas diverged (parameters differ between ranks)")
         summary = method.epoch_summary(model)
         epoch_record.update(summary)
         header.update(method.header_extras(model, config, summary))
@@ -337,8 +342,8 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                        f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}{pruned}")
         distributed.barrier(context)
 
-    if not main:
-        return TrainResult(run.dir, run.best_checkpoint, "finished", {})
+    if not main:  # rank 0 tests the best checkpoint and shares the result
+        return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
 
     # --- test the best checkpoint ------------------------------------------------------
     state, best_header = load_checkpoint(run.best_checkpoint)
@@ -358,4 +363,5 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                      "test_eer": test_metrics["eer"]}
     save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics})
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
+    distributed.broadcast(test_record, context)
     return TrainResult(run.dir, run.best_checkpoint, "finished", test_record)
