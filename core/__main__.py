@@ -89,6 +89,8 @@ STUDENT_FLAGS = {
     "lambda_prune": (float, "weight of the pruning loss (lambda_3)"),
     "target_rate": (float, "KDFS: fraction of the teacher's MACs to remove (e.g. 0.8)"),
     "student_init": (str, "teacher (default) or scratch"),
+    "mask_init": (str, "kaiming (the papers', default: about half the filters start dropped) or keep (all start kept)"),
+    "keep_margin": (float, "mask_init keep: the starting keep-minus-drop logit (default 3)"),
     "feature_distance": (str, "attention (KDFS's, default) or mse"),
     "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
 }

@@ -14,6 +14,8 @@ SHIPPED_DIR = REPO / "checkpoints"
 def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
     """One row per ``*.safetensors`` file: method, dataset, size, params, MACs, metrics.
 
+    A student's params and MACs are those of its compact (physically pruned) network.
+
     A damaged file gives a row with its error instead of breaking the listing.
     """
     rows = []
@@ -24,10 +26,15 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
         except CheckpointError as error:
             rows.append({**row, "error": str(error)})
             continue
+        pruning = header.get("pruning") or {}
+        params, macs = pruning.get("compact_params", header.get("params", 0)), pruning.get("compact_macs", header.get("macs", 0))
         row.update({
             "method": header.get("method"), "arch": header.get("model", {}).get("arch"),
+            "kind": header.get("model", {}).get("type"),
             "dataset": header.get("dataset"), "image_size": header.get("image_size"),
-            "params_m": round(header.get("params", 0) / 1e6, 2), "macs_m": round(header.get("macs", 0) / 1e6, 1),
+            "params_m": round(params / 1e6, 2), "macs_m": round(macs / 1e6, 1),
+            **({"params_reduction": round(pruning["params_reduction"], 4), "macs_reduction": round(pruning["macs_reduction"], 4)}
+               if "macs_reduction" in pruning else {}),
             **header.get("metrics", {}),
         })
         rows.append(row)

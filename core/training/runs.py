@@ -155,6 +155,11 @@ class Run:
             try:
                 header = read_header(self.best_checkpoint)
                 row.update(header.get("metrics", {}))
+                pruning = header.get("pruning") or {}
+                if "macs_reduction" in pruning:  # students: the compact network's cost
+                    row.update(params_m=round(pruning["compact_params"] / 1e6, 2), macs_m=round(pruning["compact_macs"] / 1e6, 1),
+                               params_reduction=round(pruning["params_reduction"], 4),
+                               macs_reduction=round(pruning["macs_reduction"], 4))
             except ValueError as error:
                 row["error"] = str(error)
         return row
