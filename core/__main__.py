@@ -153,6 +153,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     source = read_header(args.checkpoint)
     config = _train_config(args, method="finetune", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
+                           teacher=args.teacher,
                            data=args.data or source.get("config", {}).get("data"),
                            data_root=args.data_root or source.get("data_root"),
                            image_size=args.image_size or source["image_size"])
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")
     finetune.add_argument("checkpoint", help="student checkpoint or run directory (masked or compact)")
     training_flags(finetune)
+    finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
+    finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float, help="weight of the KD loss (default 1; 0 = BCE only)")
+    finetune.add_argument("--kd-temperature", dest="kd_temperature", type=float, help="T of the KD loss (default 3)")
 
     export = command(commands, "export", cmd_export, "write a checkpoint's compact model (pt, onnx, safetensors) and check it")
     export.add_argument("checkpoint", help="checkpoint file or run directory")

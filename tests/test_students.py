@@ -193,3 +193,19 @@ def test_torchrun_two_gloo_processes(tiny_teacher, tmp_path):
     assert "2 processes" in (run.dir / "env.json").read_text()
     steps = run.metrics("step")
     assert steps[-1]["steps"] == 4  # 64 samples / (8 per process x 2 processes)
+
+
+def test_catalog_rows_show_the_compact_cost(student_run, tmp_path):
+    import shutil
+
+    from core.catalog import checkpoint_rows, run_rows
+
+    _, run_dir = student_run
+    shutil.copy(run_dir / "best.safetensors", tmp_path / "student.safetensors")
+    (row,) = checkpoint_rows(tmp_path)
+    header = core.load_model(run_dir).header["pruning"]
+    assert row["kind"] == "masked-resnet"
+    assert row["macs_m"] == round(header["compact_macs"] / 1e6, 1)
+    assert row["macs_reduction"] == round(header["macs_reduction"], 4)
+    (summary,) = [r for r in run_rows(run_dir.parent) if r["path"] == str(run_dir)]
+    assert summary["params_reduction"] == round(header["params_reduction"], 4)

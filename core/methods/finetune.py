@@ -3,17 +3,41 @@
 The paper fine-tunes the pruned network after the search (lr 8e-5, 2e-5 or 4e-5 with
 Adam, depending on the dataset; see the dataset presets). The start is any student
 checkpoint: a masked student is first made compact (:mod:`core.pruning.surgery`), a
-compact one is taken as it is. The objective is BCE on the hard labels.
+compact one is taken as it is.
+
+Objective: ``BCE + lambda_kd * L_KD`` with the student's teacher (the ``--teacher``
+flag, else the teacher named in the student's checkpoint) and the same binary KD as
+the search (:func:`core.methods.distillation.kd_loss`); ``lambda_kd: 0`` or no teacher
+gives plain BCE.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from core.methods.base import Method
+from core.methods.distillation import kd_loss
 from core.training.config import TrainConfig
+
+
+@dataclass
+class FinetuneOptions:
+    lambda_kd: float = 1.0
+    kd_temperature: float = 3.0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> FinetuneOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config.method_options) - known
+        if unknown:
+            raise ValueError(f"unknown finetune options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**config.method_options)
 
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
@@ -27,30 +51,71 @@ def load_compact(path: str) -> tuple[nn.Module, dict]:
     return compact_of(model)
 
 
+class Finetuned(nn.Module):
+    """The compact student, plus (outside its state) the frozen teacher it distils from."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, options: FinetuneOptions):
+        super().__init__()
+        self.student = student
+        self.options = options
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for teacher in self._teacher:
+            teacher._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> Finetuned:
+        super().train(mode)
+        for teacher in self._teacher:
+            teacher.eval()
+        return self
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.student(images).reshape(-1)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        if not self._teacher or self.options.lambda_kd == 0:
+            return bce, {"bce": bce.detach()}
+        with torch.no_grad():
+            teacher_logits = self._teacher[0](images).reshape(-1)
+        kd = kd_loss(logits, teacher_logits, self.options.kd_temperature)
+        return bce + self.options.lambda_kd * kd, {"bce": bce.detach(), "kd": kd.detach()}
+
+
 class FinetuneMethod(Method):
     name = "finetune"
-    description = "Fine-tune the compact (physically pruned) network of a KDFS/Pearson student with BCE at a small lr."
+    description = "Fine-tune the compact (physically pruned) network of a KDFS/Pearson student: BCE + KD, small lr."
 
     def check(self, config: TrainConfig) -> None:
         if not config.init_checkpoint:
             raise ValueError("finetune needs the student checkpoint to start from (python -m core finetune CKPT ...)")
-        load_compact(config.init_checkpoint)
+        FinetuneOptions.from_config(config)
+        _, header = load_compact(config.init_checkpoint)
+        if config.teacher is None and header.get("teacher") and Path(header["teacher"]).exists():
+            config.teacher = header["teacher"]
 
     def build(self, config: TrainConfig) -> nn.Module:
-        model, header = load_compact(config.init_checkpoint)
-        if model.arch != config.arch:
-            raise ValueError(f"{config.init_checkpoint} is a {model.arch} student, but the config says {config.arch}")
-        model.source_header = header
-        return model.train()
+        import core
 
-    def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
-        return {"type": "compact-resnet", "arch": model.arch, "active_filters": list(model.active_filters)}
+        student, header = load_compact(config.init_checkpoint)
+        if student.arch != config.arch:
+            raise ValueError(f"{config.init_checkpoint} is a {student.arch} student, but the config says {config.arch}")
+        student.source_header = header
+        teacher = core.load_model(config.teacher) if config.teacher else None
+        return Finetuned(student, teacher, FinetuneOptions.from_config(config))
+
+    def deployable(self, model: Finetuned) -> nn.Module:
+        return model.student
+
+    def model_spec(self, config: TrainConfig, model: Finetuned) -> dict:
+        student = model.student
+        return {"type": "compact-resnet", "arch": student.arch, "active_filters": list(student.active_filters)}
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        bce = F.binary_cross_entropy_with_logits(model(images).reshape(-1).float(), labels)
-        return bce, {"bce": bce.detach()}
+        return model(images, labels)
 
-    def header_extras(self, model: nn.Module, config: TrainConfig, summary: dict) -> dict:
-        source = getattr(model, "source_header", {})
+    def header_extras(self, model: Finetuned, config: TrainConfig, summary: dict) -> dict:
+        source = getattr(model.student, "source_header", {})
         return {"finetuned_from": config.init_checkpoint, "pruning": source.get("pruning"),
-                "teacher": source.get("teacher"), "student_method": source.get("method")}
+                "teacher": config.teacher, "student_method": source.get("method")}
