@@ -101,7 +101,7 @@ def test_correlation_loss_is_the_mean_over_layers(masked):
     keep = torch.rand(masked.sampler.logits.shape[0])
     modules = dict(masked.named_modules())
     expected = np.mean([
-        float((redundancy_scores(modules[layer.name].weight) * phi).mean())
+        float((redundancy_scores(modules[layer.name].weight.detach()) * phi).mean())
         for layer, phi in zip(masked.layers, masked.sampler.split(keep), strict=True)
     ])
     assert float(correlation_loss(masked, keep)) == pytest.approx(expected, rel=1e-5)
