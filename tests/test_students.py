@@ -209,3 +209,17 @@ def test_catalog_rows_show_the_compact_cost(student_run, tmp_path):
     assert row["macs_reduction"] == round(header["macs_reduction"], 4)
     (summary,) = [r for r in run_rows(run_dir.parent) if r["path"] == str(run_dir)]
     assert summary["params_reduction"] == round(header["params_reduction"], 4)
+
+
+def test_finetuned_checkpoint_carries_the_mask_history(student_run, tmp_path):
+    from core.training.checkpoint import read_header
+
+    _, run_dir = student_run
+    output = _cli("finetune", str(run_dir / "last.safetensors"), "--epochs", "1", "--batch-size", "8", "--num-workers", "0",
+                  "--max-train-samples", "16", "--runs-dir", str(tmp_path / "runs"), "--lambda-kd", "0")
+    header = read_header(output["checkpoint"])
+    history = header["mask_history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[-1]["active_filters"] == [r["active_filters"] for r in Run(run_dir).metrics("epoch")][-1]
+    steps = Run(Path(output["run_dir"])).metrics("step")
+    assert "kd" not in steps[0], "--lambda-kd 0 trains on BCE alone"

@@ -102,6 +102,7 @@ class FinetuneMethod(Method):
         if student.arch != config.arch:
             raise ValueError(f"{config.init_checkpoint} is a {student.arch} student, but the config says {config.arch}")
         student.source_header = header
+        student.mask_history = mask_history(config.init_checkpoint)
         teacher = core.load_model(config.teacher) if config.teacher else None
         return Finetuned(student, teacher, FinetuneOptions.from_config(config))
 
@@ -118,4 +119,21 @@ class FinetuneMethod(Method):
     def header_extras(self, model: Finetuned, config: TrainConfig, summary: dict) -> dict:
         source = getattr(model.student, "source_header", {})
         return {"finetuned_from": config.init_checkpoint, "pruning": source.get("pruning"),
-                "teacher": config.teacher, "student_method": source.get("method")}
+                "teacher": config.teacher, "student_method": source.get("method"),
+                "mask_history": getattr(model.student, "mask_history", [])}
+
+
+HISTORY_KEYS = ("epoch", "temperature", "active_filters", "keep_probability", "active_fraction", "macs_reduction",
+                "params_reduction", "val_accuracy", "val_auc")
+
+
+def mask_history(checkpoint: str) -> list[dict]:
+    """The search run's per-epoch mask records, when the checkpoint lives in a run directory (for the dashboard)."""
+    from core.training.runs import Run
+
+    path = Path(checkpoint)
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "metrics.jsonl").is_file():
+        return []
+    return [{k: record[k] for k in HISTORY_KEYS if k in record} for record in Run(run_dir).metrics("epoch")
+            if "active_filters" in record]
