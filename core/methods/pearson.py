@@ -8,7 +8,7 @@ sampled ``pi_l``):
 with ``Score`` from :func:`core.pruning.correlation.redundancy_scores`. A filter
 that the others already explain pays to stay, so the sampler learns to drop it.
 Layers of the same weight shape are scored in one batched call (ResNet-50's 48
-layers fall into 17 shapes). ``correlation_weight_gradient: false`` stops the
+layers fall into 16 shapes). ``correlation_weight_gradient: false`` stops the
 gradient into the weights, so only the masks respond to redundancy.
 """
 
@@ -37,15 +37,23 @@ def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weig
     groups = getattr(student, "_shape_groups", None)
     if groups is None:
         groups = student._shape_groups = shape_groups(student)
-    total = keep_probability.new_zeros(())
-    for group in groups:
-        weights = torch.stack([modules[student.layers[i].name].weight for i in group])
-        if not weight_gradient:
-            weights = weights.detach()
-        scores = redundancy_scores(weights)  # [G, C]
-        phi = torch.stack([keep[i] for i in group]).float()
-        total = total + (scores * phi).mean(dim=-1).sum()
+    total = keep_probability.new_zeros((), dtype=torch.float32)
+    # correlations of thousands-long filters lose too much in fp16: score them in fp32 under AMP
+    with torch.autocast(keep_probability.device.type, enabled=False):
+        for group in groups:
+            total = total + _group_loss(student, modules, group, keep, weight_gradient)
     return total / len(student.layers)
+
+
+def _group_loss(student: MaskedResNet, modules: dict, group: list[int], keep: list[torch.Tensor],
+                weight_gradient: bool) -> torch.Tensor:
+    """``sum over the group's layers of (1/C) sum_i Score_i * phi_i``."""
+    weights = torch.stack([modules[student.layers[i].name].weight for i in group])
+    if not weight_gradient:
+        weights = weights.detach()
+    scores = redundancy_scores(weights.float())  # [G, C]
+    phi = torch.stack([keep[i] for i in group]).float()
+    return (scores * phi).mean(dim=-1).sum()
 
 
 class PearsonMethod(MaskedStudentMethod):
