@@ -228,9 +228,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
         image_size, what = args.image_size or loaded.header["image_size"], str(args.checkpoint)
         model, header = compact_of(loaded)  # a masked student counts as the network it prunes to
         if header["model"]["type"] == "compact-resnet":
-            teacher = profile_model(build_model(header["model"]["arch"]), image_size)
+            full = build_model(header["model"]["arch"])
+            teacher = profile_model(full, image_size)
             active = model.active_filters
-            channels = [layer.channels for layer in masked_layers(model)]
+            channels = [layer.channels for layer in masked_layers(full)]
             extra = {"kind": "compact-resnet", "teacher_params": teacher["params"], "teacher_macs": teacher["macs"],
                      "active_filters": active, "active_percent": [round(100 * a / c, 2) for a, c in zip(active, channels, strict=True)]}
     cost = profile_model(model, image_size)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.training.checkpoint import CheckpointError, read_header
+from core.training.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 from core.training.runs import default_runs_dir, list_runs
-
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED_DIR = REPO / "checkpoints"
 
 
 def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:

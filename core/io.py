@@ -21,9 +21,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results are ordinary shared files
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 (and some writers recreate the file): results are shared files
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -223,3 +223,16 @@ def test_finetuned_checkpoint_carries_the_mask_history(student_run, tmp_path):
     assert history[-1]["active_filters"] == [r["active_filters"] for r in Run(run_dir).metrics("epoch")][-1]
     steps = Run(Path(output["run_dir"])).metrics("step")
     assert "kd" not in steps[0], "--lambda-kd 0 trains on BCE alone"
+
+
+@pytest.mark.parametrize("method", ["kdfs", "pearson"])
+def test_shipped_students_are_compact_and_reported(method):
+    path = REPO / "checkpoints" / f"student-{method}-resnet50-synthetic-faceswap.safetensors"
+    profile = _cli("profile", str(path))
+    assert profile["kind"] == "compact-resnet"
+    assert profile["params_reduction"] >= 0.8 and profile["macs_reduction"] >= 0.8
+    assert len(profile["active_percent"]) == 48 and all(0 < p <= 100 for p in profile["active_percent"])
+    header = core.load_model(path).header
+    assert header["metrics"]["test_accuracy"] >= 0.87
+    assert header["teacher"] == "checkpoints/teacher-resnet50-synthetic-faceswap.safetensors"
+    assert len(header["mask_history"]) == 15

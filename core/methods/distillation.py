@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,8 +35,6 @@ from core.pruning.flops import MaskedCost
 from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @dataclass
@@ -105,9 +102,9 @@ def feature_loss(decoded: torch.Tensor, target: torch.Tensor, distance: str) -> 
 
 def default_teacher(data: str) -> str | None:
     """A shipped teacher trained on exactly this dataset, if there is one."""
-    from core.training.checkpoint import CheckpointError, read_header
+    from core.training.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 
-    for path in sorted(SHIPPED_CHECKPOINTS.glob("teacher-*.safetensors")):
+    for path in sorted(SHIPPED_DIR.glob("teacher-*.safetensors")):
         try:
             header = read_header(path)
         except CheckpointError:

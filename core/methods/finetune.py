@@ -14,6 +14,7 @@ gives plain BCE.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,10 @@ from torch.nn import functional as F
 
 from core.methods.base import Method
 from core.methods.distillation import kd_loss
+from core.training.checkpoint import CheckpointError, resolve_checkpoint
 from core.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,8 +96,11 @@ class FinetuneMethod(Method):
             raise ValueError("finetune needs the student checkpoint to start from (python -m core finetune CKPT ...)")
         FinetuneOptions.from_config(config)
         _, header = load_compact(config.init_checkpoint)
-        if config.teacher is None and header.get("teacher") and Path(header["teacher"]).exists():
-            config.teacher = header["teacher"]
+        if config.teacher is None and header.get("teacher"):
+            try:
+                config.teacher = str(resolve_checkpoint(header["teacher"]))
+            except CheckpointError:
+                log.warning("the student's teacher %s is gone; fine-tuning without KD", header["teacher"])
 
     def build(self, config: TrainConfig) -> nn.Module:
         import core

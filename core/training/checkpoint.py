@@ -20,7 +20,9 @@ from core.io import atomic_write
 
 FORMAT_VERSION = 1
 HEADER_KEY = "core"
-PT_FORMAT = "core-checkpoint-pt-1"  # the payload tag of `export --format pt` files
+PT_FORMAT = "core-checkpoint-pt-1"
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 
 
@@ -42,8 +44,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dty
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its best, else last, checkpoint)."""
+    """A checkpoint file, or a run directory (its best, else last, checkpoint).
+
+    A relative path that does not exist from the working directory is tried from the
+    repository root, so ``checkpoints/...`` names in shipped headers work from anywhere.
+    """
     path = Path(path)
+    if not path.is_absolute() and not path.exists() and (REPO / path).exists():
+        path = REPO / path
     if path.is_dir():
         for name in (BEST, LAST):
             if (path / name).is_file():
@@ -159,5 +167,8 @@ def ship_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, d
     source = resolve_checkpoint(source)
     model = load_model(source)
     header = {**model.header, "stored_dtype": str(dtype).removeprefix("torch."), "shipped_from": source.parent.name}
+    teacher = header.get("teacher")
+    if teacher and Path(teacher).resolve().parent == SHIPPED_DIR:  # portable: relative to the repository
+        header["teacher"] = f"checkpoints/{Path(teacher).name}"
     save_checkpoint(destination, model, header, dtype=dtype)
     return Path(destination)
