@@ -104,7 +104,7 @@ def test_correlation_loss_is_the_mean_over_layers(masked):
         float((redundancy_scores(modules[layer.name].weight.detach()) * phi).mean())
         for layer, phi in zip(masked.layers, masked.sampler.split(keep), strict=True)
     ])
-    assert float(correlation_loss(masked, keep)) == pytest.approx(expected, rel=1e-5)
+    assert float(correlation_loss(masked, keep).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def _set_pattern(model: MaskedResNet, pattern: str, rng: np.random.Generator) -> None:
