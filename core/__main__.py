@@ -184,27 +184,20 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import core
-    from core.data.datasets import resolve_dataset
-    from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
+    from core.evaluation.evaluate import evaluate
     from core.models.resnet import default_device
 
-    device = default_device(args.device)
-    model = core.load_model(args.checkpoint, device=str(device))
-    dataset = resolve_dataset(args.data, args.data_root)
-    samples = dataset.split(args.split)
     started = time.perf_counter()
-    predictions = predict(model, samples, model.preprocess, args.batch_size, device, args.num_workers,
-                          progress=not args.quiet, desc=f"evaluate {dataset.name}/{args.split}")
-    metrics = classification_metrics(predictions.labels, predictions.probabilities, args.threshold)
-    result = {
-        "checkpoint": str(args.checkpoint), "data": dataset.name, "split": args.split, **metrics,
-        "skipped": predictions.skipped, "per_source": per_source_accuracy(samples, predictions, args.threshold),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    _emit(args, result, f"{dataset.name}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
+    evaluation = evaluate(args.checkpoint, args.data, args.split, args.data_root, str(default_device(args.device)),
+                          args.batch_size, args.num_workers, progress=not args.quiet, use_cache=not args.no_cache)
+    metrics = evaluation.metrics(args.threshold)
+    result = {**metrics, "seconds": round(time.perf_counter() - started, 2)}
+    if args.roc:
+        result["roc"] = evaluation.roc()
+    video = f", video AUC {metrics['video']['auc']:.4f} on {metrics['video']['videos']} videos" if "video" in metrics else ""
+    _emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
                         f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
-                        f"({predictions.skipped} skipped)")
+                        f"({metrics['skipped']} skipped{', cached predictions' if evaluation.cached else ''}){video}")
 
 
 # --- profile --------------------------------------------------------------------------
@@ -332,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=0)
     evaluate.add_argument("--device")
+    evaluate.add_argument("--no-cache", action="store_true", help="recompute predictions (and do not store them)")
+    evaluate.add_argument("--roc", action="store_true", help="include the ROC curve points in the JSON")
 
     profile = command(commands, "profile", cmd_profile, "parameters and MACs (thop convention)")
     profile.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")

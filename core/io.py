@@ -64,3 +64,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     except FileNotFoundError:
         pass
     return records
+
+
+def cache_dir() -> Path:
+    """Where computed artefacts (dataset statistics, predictions) live: ``$CORE_CACHE_DIR`` or ``<repo>/cache``."""
+    return Path(os.environ.get("CORE_CACHE_DIR") or Path(__file__).resolve().parents[1] / "cache")

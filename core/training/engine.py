@@ -40,6 +40,7 @@ from core.data.images import (
     train_transform,
 )
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
+from core.io import cache_dir
 from core.methods import get_method
 from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
@@ -110,11 +111,6 @@ def make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.L
     if config.scheduler == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     raise ValueError(f"unknown scheduler '{config.scheduler}'; choose cosine, step or none")
-
-
-def cache_dir() -> Path:
-    """Where computed dataset statistics live: ``$CORE_CACHE_DIR`` or ``<repo>/cache``."""
-    return Path(os.environ.get("CORE_CACHE_DIR") or Path(__file__).resolve().parents[2] / "cache")
 
 
 def _num_workers(config: TrainConfig, device: torch.device) -> int:

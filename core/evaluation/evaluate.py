@@ -1,0 +1,147 @@
+"""Evaluate a checkpoint on a dataset split, with predictions cached on disk.
+
+Predictions are keyed by the checkpoint's *content* (SHA-256 of the file), the
+dataset's samples (paths and labels) and the split, so the dashboard and reports
+never recompute them, and a retrained or replaced checkpoint file is never served
+stale results. Each checkpoint is evaluated with its own ``preprocess``: the input
+size and normalisation of the data it was trained on, as the paper does for
+cross-dataset generalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from core.data.datasets import Sample, resolve_dataset
+from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
+from core.io import atomic_write, atomic_write_json, cache_dir
+from core.training.checkpoint import resolve_checkpoint
+
+CACHE_VERSION = 1
+_HASHES: dict[tuple, str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, memoised per (path, size, mtime) within the process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def samples_digest(samples: list[Sample]) -> str:
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(f"{sample.path}\0{sample.label}\0{sample.source}\0{sample.video_id}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class Evaluation:
+    """Predictions of one checkpoint on one split, with the samples they index into."""
+
+    checkpoint: str
+    dataset: str
+    split: str
+    samples: list[Sample]
+    predictions: Predictions
+    cached: bool
+
+    def metrics(self, threshold: float = 0.5) -> dict:
+        p = self.predictions
+        result = {
+            "checkpoint": self.checkpoint, "data": self.dataset, "split": self.split,
+            **classification_metrics(p.labels, p.probabilities, threshold),
+            "skipped": p.skipped,
+            "per_source": per_source_accuracy(self.samples, p, threshold),
+            "cached": self.cached,
+        }
+        video = video_level(self.samples, p)
+        if video is not None:
+            result["video"] = video
+        return result
+
+    def roc(self, points: int = 200) -> dict:
+        """The ROC curve (at most ``points`` points, both ends kept) and its AUC."""
+        return roc_curve(self.predictions.labels, self.predictions.probabilities, points)
+
+    def correct(self, threshold: float = 0.5) -> dict[str, bool]:
+        """Per-sample correctness keyed by image path (for McNemar between checkpoints)."""
+        p = self.predictions
+        hits = (p.probabilities > threshold).astype(int) == p.labels
+        return {self.samples[i].path: bool(hit) for i, hit in zip(p.indices, hits, strict=True)}
+
+
+def roc_curve(labels: np.ndarray, probabilities: np.ndarray, points: int = 200) -> dict:
+    if len(np.unique(labels)) < 2:
+        return {"fpr": [], "tpr": [], "auc": float("nan")}
+    fpr, tpr, _ = skm.roc_curve(labels, probabilities)
+    if len(fpr) > points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.roc_auc_score(labels, probabilities))}
+
+
+def video_level(samples: list[Sample], predictions: Predictions, aggregate: str = "mean") -> dict | None:
+    """Video-level metrics when frames carry a video id: one score per video (mean of its frames' probabilities)."""
+    videos: dict[str, list[int]] = {}
+    for position, index in enumerate(predictions.indices):
+        video_id = samples[index].video_id
+        if video_id:
+            videos.setdefault(video_id, []).append(position)
+    if not videos:
+        return None
+    reduce = {"mean": np.mean, "median": np.median, "max": np.max}[aggregate]
+    scores = np.array([reduce(predictions.probabilities[positions]) for positions in videos.values()])
+    labels = np.array([int(round(predictions.labels[positions].mean())) for positions in videos.values()])
+    metrics = classification_metrics(labels, scores)
+    return {"videos": len(videos), "aggregate": aggregate, "accuracy": metrics["accuracy"], "auc": metrics["auc"]}
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data_root: str | None = None,
+             device: str = "cpu", batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+             use_cache: bool = True) -> Evaluation:
+    """Predictions of ``checkpoint`` on ``data``/``split``, from the cache when they are there."""
+    path = resolve_checkpoint(checkpoint)
+    dataset = resolve_dataset(data, data_root)
+    samples = dataset.split(split)
+    key = hashlib.sha256(json.dumps({
+        "version": CACHE_VERSION, "checkpoint": file_digest(path), "samples": samples_digest(samples), "split": split,
+    }, sort_keys=True).encode()).hexdigest()[:32]
+    entry = cache_dir() / "predictions" / f"{key}.npz"
+    if use_cache and entry.is_file():
+        try:
+            with np.load(entry) as stored:
+                predictions = Predictions(stored["probabilities"], stored["labels"], stored["indices"],
+                                          int(stored["skipped"]), float(stored["loss"]))
+            return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed and replaced
+    import core
+
+    model = core.load_model(path, device=device)
+    predictions = predict(model, samples, model.preprocess, batch_size, device, num_workers, progress,
+                          desc=f"evaluate {path.name} on {dataset.name}/{split}")
+    if use_cache:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, probabilities=predictions.probabilities, labels=predictions.labels,
+                         indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss)
+
+        atomic_write(entry, write)
+        atomic_write_json(entry.with_suffix(".json"), {"checkpoint": str(path), "data": dataset.name, "split": split,
+                                                       "n": len(samples)})
+    return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=False)
