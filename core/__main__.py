@@ -200,6 +200,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                         f"({metrics['skipped']} skipped{', cached predictions' if evaluation.cached else ''}){video}")
 
 
+# --- report -----------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from core.evaluation.report import build_report
+
+    datasets = [d for d in (args.data or "").split(",") if d]
+    out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    result = build_report(args.paths, out, datasets, args.split, args.data_root, latency=not args.no_latency,
+                          progress=not args.quiet)
+    _emit(args, result, f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
+                        f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
+                        f"{result['seconds']} s)")
+
+
 # --- profile --------------------------------------------------------------------------
 
 
@@ -327,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device")
     evaluate.add_argument("--no-cache", action="store_true", help="recompute predictions (and do not store them)")
     evaluate.add_argument("--roc", action="store_true", help="include the ROC curve points in the JSON")
+
+    report = command(commands, "report", cmd_report, "paper-style tables (CSV + Markdown) and figures for runs and checkpoints")
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_CKPT")
+    report.add_argument("--out", help="output folder (default reports/<time>)")
+    report.add_argument("--data", help="comma-separated datasets for the cross-dataset table (each checkpoint's own is added)")
+    report.add_argument("--data-root")
+    report.add_argument("--split", default="test", choices=["train", "val", "test"])
+    report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
 
     profile = command(commands, "profile", cmd_profile, "parameters and MACs (thop convention)")
     profile.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")

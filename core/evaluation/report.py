@@ -1,0 +1,334 @@
+"""Paper-style reports over run directories and checkpoints: CSV + Markdown tables and plotly figures.
+
+Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``report.md``):
+
+- ``main``: method, trained on, compression (MACs reduction), test accuracy (mean ± std
+  over seeds), p-value against KDFS on the same data (Welch's t-test over seeds),
+  Δaccuracy vs the teacher, params, MACs and reductions (the paper's Table 5);
+- ``cross_dataset``: accuracy (AUC) of every checkpoint on every dataset (Table 8);
+- ``mcnemar``: every pair of checkpoints trained on the same data, on its test split;
+- ``training_time``: wall time, epochs, seconds per epoch and throughput per run (Table 6);
+- ``ablation``: runs of one method and dataset that differ in hyperparameters (Table 7);
+- ``deployment``: size on disk, params, MACs and CPU latency at batch 1 and 32, measured
+  side by side in one process (the NTU report's columns).
+
+Figures: ``roc.html`` (ROC curves, AUC in the legend) and ``active_filters.html``
+(per-layer active-filter percentages of the students). Predictions come from the
+cache (:mod:`core.evaluation.evaluate`), so a second report recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from core.evaluation.evaluate import Evaluation, evaluate
+from core.io import atomic_write_text
+from core.training.checkpoint import read_header, resolve_checkpoint
+from core.training.runs import Run
+
+
+@dataclass
+class Entry:
+    """One checkpoint in a report, with its run directory when it has one."""
+
+    name: str
+    checkpoint: Path
+    header: dict
+    run: Run | None = None
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.header.get("student_method") or self.header.get("method", "?")
+
+    @property
+    def trained_on(self) -> str:
+        return self.header.get("config", {}).get("data") or self.header.get("dataset", "?")
+
+    @property
+    def group(self) -> tuple:
+        """Runs that differ only in the seed form one group (mean ± std over seeds)."""
+        config = dict(self.header.get("config", {}))
+        for key in ("seed", "runs_dir", "device", "num_workers", "log_every"):
+            config.pop(key, None)
+        return self.method, self.trained_on, repr(sorted((k, repr(v)) for k, v in config.items()))
+
+
+def collect(paths: list[str | os.PathLike]) -> list[Entry]:
+    entries = []
+    names: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        checkpoint = resolve_checkpoint(path)
+        run = Run(path) if path.is_dir() and (path / "config.json").is_file() else None
+        name = path.name if run else path.name.removesuffix(".safetensors").removesuffix(".pt")
+        while name in names:
+            name += "'"
+        names.add(name)
+        entries.append(Entry(name, checkpoint, read_header(checkpoint), run))
+    return entries
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
+    from core.models import build_model
+    from core.pruning.flops import profile_model
+    from core.stats import mean_std, ttest
+
+    groups: dict[tuple, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.group, []).append(entry)
+    accuracy = {key: [e.evaluations[e.trained_on].metrics()["accuracy"] for e in members] for key, members in groups.items()}
+    teachers = {e.trained_on: accuracy[e.group] for e in entries if e.method == "teacher"}
+    baselines = {key[1]: values for key, values in accuracy.items() if key[0] == "kdfs"}
+    rows = []
+    for key, members in groups.items():
+        method, data = key[0], key[1]
+        first = members[0]
+        pruning = first.header.get("pruning") or {}
+        size = first.header.get("image_size")
+        if pruning:
+            params, macs = pruning["compact_params"], pruning["compact_macs"]
+            full = {"params": pruning["teacher_params"], "macs": pruning["teacher_macs"]}
+        else:
+            params, macs = first.header.get("params"), first.header.get("macs")
+            full = profile_model(build_model(first.header["model"]["arch"]), size) if first.header.get("model", {}).get(
+                "type") == "resnet" else {"params": params, "macs": macs}
+        mean, std = mean_std(accuracy[key])
+        p_value = None
+        if method != "kdfs" and data in baselines and len(baselines[data]) >= 2 and len(accuracy[key]) >= 2:
+            p_value = ttest(accuracy[key], baselines[data])[1]
+        teacher = teachers.get(data)
+        rows.append({
+            "method": method, "trained on": data, "seeds": len(members),
+            "compression (MACs)": _fmt(1 - macs / full["macs"], 3) if full["macs"] else "–",
+            f"{split} accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(members) > 1 else f"{100 * mean:.2f}",
+            "p vs KDFS": _fmt(p_value, 4),
+            "Δacc vs teacher": _fmt(100 * (mean - sum(teacher) / len(teacher)), 2) if teacher and method != "teacher" else "–",
+            "params (M)": f"{params / 1e6:.2f}", "MACs (M)": f"{macs / 1e6:.1f}",
+            "params ↓": f"{100 * (1 - params / full['params']):.1f}%", "MACs ↓": f"{100 * (1 - macs / full['macs']):.1f}%",
+            "image size": size,
+        })
+    return _table(rows)
+
+
+def cross_dataset_table(entries: list[Entry], datasets: list[str]) -> pd.DataFrame:
+    rows = []
+    for entry in entries:
+        row = {"checkpoint": entry.name, "trained on": entry.trained_on}
+        for data in datasets:
+            metrics = entry.evaluations[data].metrics()
+            row[data] = f"{metrics['accuracy']:.3f} ({_fmt(metrics['auc'], 3)})"
+        rows.append(row)
+    return _table(rows)
+
+
+def mcnemar_table(entries: list[Entry]) -> pd.DataFrame:
+    from core.stats import mcnemar_report
+
+    rows = []
+    for a, b in itertools.combinations(entries, 2):
+        if a.trained_on != b.trained_on:
+            continue
+        data = a.trained_on
+        correct_a, correct_b = a.evaluations[data].correct(), b.evaluations[data].correct()
+        common = sorted(correct_a.keys() & correct_b.keys())
+        result = mcnemar_report([correct_a[k] for k in common], [correct_b[k] for k in common])
+        table = result["table"]
+        rows.append({
+            "A": a.name, "B": b.name, "tested on": data, "n": result["n"],
+            "both correct": table[0][0], "only A correct": table[0][1], "only B correct": table[1][0], "both wrong": table[1][1],
+            "acc A": f"{result['accuracy_a']:.4f}", "acc B": f"{result['accuracy_b']:.4f}",
+            "statistic": f"{result['statistic']:.3f}", "p-value": f"{result['p_value']:.4g}", "test": result["method"],
+            "significant (0.05)": "yes" if result["significant_at_0.05"] else "no",
+        })
+    return _table(rows)
+
+
+def training_time_table(entries: list[Entry]) -> pd.DataFrame:
+    rows = []
+    for entry in entries:
+        if entry.run is None:
+            continue
+        epochs = entry.run.metrics("epoch")
+        seconds = sum(r["train_seconds"] for r in epochs)
+        images = sum(r["images_per_s"] * r["train_seconds"] for r in epochs)
+        environment = entry.run.dir / "env.json"
+        device = ""
+        if environment.is_file():
+            import json
+
+            device = json.loads(environment.read_text()).get("device", "")
+        rows.append({"run": entry.name, "method": entry.method, "data": entry.trained_on, "epochs": len(epochs),
+                     "train time (min)": f"{seconds / 60:.1f}", "s / epoch": f"{seconds / max(len(epochs), 1):.1f}",
+                     "images / s": f"{images / max(seconds, 1e-9):.1f}", "device": device})
+    return _table(rows)
+
+
+def ablation_table(entries: list[Entry]) -> pd.DataFrame:
+    """Runs of one method and dataset whose hyperparameters differ: the varying ones become columns."""
+    by_method: dict[tuple, list[Entry]] = {}
+    for entry in entries:
+        if entry.run is not None:
+            by_method.setdefault((entry.method, entry.trained_on), []).append(entry)
+    rows = []
+    for (method, data), members in by_method.items():
+        flat = [{**{k: v for k, v in e.header.get("config", {}).items() if k != "method_options"},
+                 **e.header.get("config", {}).get("method_options", {})} for e in members]
+        keys = sorted({k for f in flat for k in f} - {"seed", "runs_dir", "device", "num_workers", "log_every",
+                                                        "init_checkpoint", "teacher"})
+        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        if len(members) < 2 or not varying:
+            continue
+        for entry, values in zip(members, flat, strict=True):
+            metrics = entry.evaluations[data].metrics()
+            pruning = entry.header.get("pruning") or {}
+            rows.append({"method": method, "data": data, **{k: values.get(k) for k in varying},
+                         "accuracy": f"{metrics['accuracy']:.4f}", "AUC": _fmt(metrics["auc"], 4),
+                         "params (M)": f"{pruning.get('compact_params', entry.header.get('params', 0)) / 1e6:.2f}",
+                         "MACs (M)": f"{pruning.get('compact_macs', entry.header.get('macs', 0)) / 1e6:.1f}",
+                         "params ↓": _fmt(pruning.get("params_reduction"), 3), "MACs ↓": _fmt(pruning.get("macs_reduction"), 3)})
+    return _table(rows)
+
+
+def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = True) -> pd.DataFrame:
+    """Size on disk (fp32 safetensors of the deployable network), params, MACs, CPU latency at batch 1 and 32."""
+    from safetensors.torch import save
+
+    import core
+    from core.evaluation.latency import measure_latency
+    from core.pruning.export import compact_of
+    from core.pruning.flops import profile_model
+
+    models, rows = {}, {}
+    for entry in entries:
+        model, header = compact_of(core.load_model(entry.checkpoint))
+        size = header["image_size"]
+        state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+                 for k, v in model.state_dict().items()}
+        cost = profile_model(model, size)
+        models[entry.name] = model
+        rows[entry.name] = {"checkpoint": entry.name, "kind": header["model"]["type"], "image size": size,
+                            "size (MB, fp32)": f"{len(save(state)) / 2**20:.1f}",
+                            "params (M)": f"{cost['params'] / 1e6:.2f}", "MACs (M)": f"{cost['macs'] / 1e6:.1f}"}
+    sizes = {entry.header["image_size"] for entry in entries}
+    for batch in (1, 32):
+        for size in sorted(sizes):
+            group = {e.name: models[e.name] for e in entries if e.header["image_size"] == size}
+            timings = measure_latency(group, size, batch=batch, repeats=repeats if batch == 1 else max(5, repeats // 4))
+            base = max(t["median_s"] for t in timings.values())
+            for name, timing in timings.items():
+                rows[name][f"latency b{batch} (ms)"] = f"{1000 * timing['median_s']:.2f}"
+                rows[name][f"speed-up b{batch}"] = f"{base / timing['median_s']:.2f}×"
+    return _table(list(rows.values()))
+
+
+def roc_figure(entries: list[Entry], data_of) -> str:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for entry in entries:
+        data = data_of(entry)
+        roc = entry.evaluations[data].roc()
+        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines",
+                                    name=f"{entry.name} on {data} (AUC {roc['auc']:.3f})"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
+    figure.update_layout(title="ROC curves", xaxis_title="false-positive rate", yaxis_title="true-positive rate",
+                         width=800, height=600)
+    return figure.to_html(include_plotlyjs="cdn", full_html=True)
+
+
+def active_filters_figure(entries: list[Entry]) -> str | None:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for entry in entries:
+        pruning = entry.header.get("pruning")
+        if not pruning:
+            continue
+        percent = [100 * a / c for a, c in zip(pruning["active_filters"], pruning["channels"], strict=True)]
+        figure.add_trace(go.Bar(x=pruning["layers"], y=percent, name=entry.name))
+    if not figure.data:
+        return None
+    figure.update_layout(title="Active filters per layer (%)", barmode="group", yaxis_title="% of filters kept",
+                         width=1200, height=500)
+    return figure.to_html(include_plotlyjs="cdn", full_html=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (pandas' own needs the optional ``tabulate``)."""
+    if not len(table):
+        return "(nothing to compare)"
+    cell = lambda value: _fmt(value).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_table(table: pd.DataFrame, out: Path, name: str) -> str:
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    atomic_write_text(out / f"{name}.csv", buffer.getvalue())
+    markdown = to_markdown(table)
+    atomic_write_text(out / f"{name}.md", markdown + "\n")
+    return markdown
+
+
+def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, datasets: list[str] | None = None,
+                 split: str = "test", data_root: str | None = None, latency: bool = True, progress: bool = True) -> dict:
+    """Evaluate (from the cache where possible) and write every table and figure; returns what was written."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = collect(paths)
+    if not entries:
+        raise ValueError("report needs at least one run directory or checkpoint")
+    own = sorted({entry.trained_on for entry in entries})
+    datasets = list(dict.fromkeys((datasets or []) + own))
+    computed = 0
+    for entry in entries:
+        for data in datasets:
+            evaluation = evaluate(entry.checkpoint, data, split, data_root, progress=progress)
+            computed += not evaluation.cached
+            entry.evaluations[data] = evaluation
+    tables = {
+        "main": main_table(entries, split),
+        "cross_dataset": cross_dataset_table(entries, datasets),
+        "mcnemar": mcnemar_table(entries),
+        "training_time": training_time_table(entries),
+        "ablation": ablation_table(entries),
+    }
+    if latency:
+        tables["deployment"] = deployment_table(entries, progress=progress)
+    sections = [f"# Report\n\n{len(entries)} checkpoints, {split} split; datasets: {', '.join(datasets)}.\n"]
+    for name, table in tables.items():
+        sections.append(f"## {name.replace('_', ' ')}\n\n{write_table(table, out, name)}\n")
+    atomic_write_text(out / "roc.html", roc_figure(entries, lambda e: e.trained_on))
+    figures = ["roc.html"]
+    bars = active_filters_figure(entries)
+    if bars:
+        atomic_write_text(out / "active_filters.html", bars)
+        figures.append("active_filters.html")
+    atomic_write_text(out / "report.md", "\n".join(sections))
+    return {"out": str(out), "tables": {name: str(out / f"{name}.md") for name in tables}, "figures": figures,
+            "evaluations": len(entries) * len(datasets), "computed": computed,
+            "seconds": round(time.perf_counter() - started, 2), "torch_threads": torch.get_num_threads()}
