@@ -113,7 +113,7 @@ def _train_config(args: argparse.Namespace, **fixed):
     return build_config(**values)
 
 
-def _emit_run(args: argparse.Namespace, result) -> None:
+def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the job
         return
     test = result.test
@@ -125,6 +125,9 @@ def _emit_run(args: argparse.Namespace, result) -> None:
     human = f"{result.status}: {result.run_dir} (test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f})"
     if extra:
         human += f"; compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs"
+    if runs:
+        extra["runs"] = runs
+        human += f"; {len(runs)} seeds: python -m core report {' '.join(runs)}"
     _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
                  "test_accuracy": test["accuracy"], "test_auc": test["auc"], **extra}, human)
 
@@ -139,12 +142,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     from core.training.engine import train
 
     if args.resume:
-        result = train(resume=args.resume, progress=not args.quiet)
-    else:
+        _emit_run(args, train(resume=args.resume, progress=not args.quiet))
+        return
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
+    results = []
+    for seed in seeds:  # one run directory per seed; `report` groups them into mean ± std
         config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
-                               trainable=args.trainable, teacher=args.teacher)
-        result = train(config, progress=not args.quiet)
-    _emit_run(args, result)
+                               trainable=args.trainable, teacher=args.teacher, seed=seed)
+        results.append(train(config, progress=not args.quiet))
+    _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(seeds) > 1 else None)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -312,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trainable", choices=["all", "layer4"])
     train.add_argument("--teacher", help="teacher checkpoint or run (students; default: a shipped teacher of the same data)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
+    train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence (e.g. 0,1,2)")
     student = train.add_argument_group("student options (kdfs, pearson)")
     for name, (kind, text) in STUDENT_FLAGS.items():
         student.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)

@@ -111,6 +111,28 @@ def video_level(samples: list[Sample], predictions: Predictions, aggregate: str 
     return {"videos": len(videos), "aggregate": aggregate, "accuracy": metrics["accuracy"], "auc": metrics["auc"]}
 
 
+def _cache_entry(path: Path, samples: list[Sample], split: str) -> Path:
+    key = hashlib.sha256(json.dumps({
+        "version": CACHE_VERSION, "checkpoint": file_digest(path), "samples": samples_digest(samples), "split": split,
+    }, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "predictions" / f"{key}.npz"
+
+
+def store_predictions(checkpoint: str | os.PathLike, samples: list[Sample], split: str, predictions: Predictions,
+                      dataset: str = "") -> None:
+    """Put predictions computed elsewhere (the engine's final test) into the cache."""
+    path = resolve_checkpoint(checkpoint)
+    entry = _cache_entry(path, samples, split)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, probabilities=predictions.probabilities, labels=predictions.labels,
+                     indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss)
+
+    atomic_write(entry, write)
+    atomic_write_json(entry.with_suffix(".json"), {"checkpoint": str(path), "data": dataset, "split": split, "n": len(samples)})
+
+
 def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data_root: str | None = None,
              device: str = "cpu", batch_size: int = 64, num_workers: int = 0, progress: bool = True,
              use_cache: bool = True) -> Evaluation:
@@ -118,10 +140,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     path = resolve_checkpoint(checkpoint)
     dataset = resolve_dataset(data, data_root)
     samples = dataset.split(split)
-    key = hashlib.sha256(json.dumps({
-        "version": CACHE_VERSION, "checkpoint": file_digest(path), "samples": samples_digest(samples), "split": split,
-    }, sort_keys=True).encode()).hexdigest()[:32]
-    entry = cache_dir() / "predictions" / f"{key}.npz"
+    entry = _cache_entry(path, samples, split)
     if use_cache and entry.is_file():
         try:
             with np.load(entry) as stored:
@@ -136,12 +155,5 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     predictions = predict(model, samples, model.preprocess, batch_size, device, num_workers, progress,
                           desc=f"evaluate {path.name} on {dataset.name}/{split}")
     if use_cache:
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, probabilities=predictions.probabilities, labels=predictions.labels,
-                         indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss)
-
-        atomic_write(entry, write)
-        atomic_write_json(entry.with_suffix(".json"), {"checkpoint": str(path), "data": dataset.name, "split": split,
-                                                       "n": len(samples)})
+        store_predictions(path, samples, split, predictions, dataset.name)
     return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=False)

@@ -307,7 +307,8 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, dataset
     computed = 0
     for entry in entries:
         for data in datasets:
-            evaluation = evaluate(entry.checkpoint, data, split, data_root, progress=progress)
+            root = data_root or (entry.header.get("data_root") if data == entry.trained_on else None)
+            evaluation = evaluate(entry.checkpoint, data, split, root, progress=progress)
             computed += not evaluation.cached
             entry.evaluations[data] = evaluation
     tables = {

@@ -358,6 +358,20 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
                      "test_eer": test_metrics["eer"]}
     save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics})
+    _report(run, dataset, test_samples, test)
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     distributed.broadcast(test_record, context)
     return TrainResult(run.dir, run.best_checkpoint, "finished", test_record)
+
+
+def _report(run: Run, dataset: DatasetSplits, test_samples: list[Sample], test) -> None:
+    """Seed the prediction cache with the final test and write the run's own report (``<run>/report``)."""
+    from core.evaluation.evaluate import store_predictions
+    from core.evaluation.report import build_report
+
+    try:
+        if len(test_samples) == len(dataset.split("test")):
+            store_predictions(run.best_checkpoint, test_samples, "test", test, dataset.name)
+        build_report([run.dir], run.dir / "report", latency=False, progress=False)
+    except Exception as error:  # noqa: BLE001 - a report must never fail a finished training run
+        run.log(f"report skipped: {type(error).__name__}: {error}")
