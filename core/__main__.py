@@ -145,12 +145,37 @@ def cmd_train(args: argparse.Namespace) -> None:
         _emit_run(args, train(resume=args.resume, progress=not args.quiet))
         return
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
-    results = []
-    for seed in seeds:  # one run directory per seed; `report` groups them into mean ± std
-        config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
-                               trainable=args.trainable, teacher=args.teacher, seed=seed)
-        results.append(train(config, progress=not args.quiet))
-    _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(seeds) > 1 else None)
+    sweep_key, sweep_values = _parse_sweep(args.sweep) if args.sweep else (None, [None])
+    configs = []
+    for value in sweep_values:  # one run directory per (value, seed); `report` tabulates them
+        for seed in seeds:
+            config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
+                                   trainable=args.trainable, teacher=args.teacher, seed=seed)
+            if sweep_key is not None:
+                _set_sweep_value(config, sweep_key, value)
+            configs.append(config)
+    results = [train(config, progress=not args.quiet) for config in configs]
+    _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
+
+
+def _parse_sweep(text: str) -> tuple[str, list]:
+    """``KEY=V1,V2,...`` -> (key, typed values); KEY is a TrainConfig field or a method option."""
+    import yaml
+
+    key, _, values = text.partition("=")
+    parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not key or not parsed:
+        raise ValueError(f"--sweep takes KEY=V1,V2,... (e.g. lambda_prune=0,0.5,5), got {text!r}")
+    return key.strip().replace("-", "_"), parsed
+
+
+def _set_sweep_value(config, key: str, value) -> None:
+    import dataclasses
+
+    if key in {f.name for f in dataclasses.fields(config)} and key != "method_options":
+        setattr(config, key, value)
+    else:
+        config.method_options = {**config.method_options, key: value}
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -319,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--teacher", help="teacher checkpoint or run (students; default: a shipped teacher of the same data)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
     train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence (e.g. 0,1,2)")
+    train.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                       help="ablation: one run per value of a config field or method option (e.g. lambda_prune=0,0.5,5)")
     student = train.add_argument_group("student options (kdfs, pearson)")
     for name, (kind, text) in STUDENT_FLAGS.items():
         student.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)

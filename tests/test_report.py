@@ -144,3 +144,16 @@ def test_train_with_several_seeds_makes_one_run_per_seed(tiny_benchmark, tmp_pat
     assert len(output["runs"]) == 2 and output["run_dir"] == output["runs"][-1]
     seeds = [json.loads((Path(run) / "config.json").read_text())["seed"] for run in output["runs"]]
     assert seeds == [3, 4]
+
+
+def test_sweep_runs_one_value_each_and_report_tabulates_them(tiny_runs, tmp_path):
+    teacher = str(tiny_runs["teacher"][0])
+    output = _cli("train", "--method", "kdfs", "--teacher", teacher, "--data", "synthetic", "--arch", "resnet-tiny",
+                  "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--num-workers", "0",
+                  "--max-train-samples", "32", "--runs-dir", str(tmp_path / "runs"), "--sweep", "lambda_prune=0,5")
+    values = [json.loads((Path(run) / "config.json").read_text())["method_options"]["lambda_prune"] for run in output["runs"]]
+    assert values == [0, 5]
+    report = _cli("report", *output["runs"], "--out", str(tmp_path / "report"), "--no-latency")
+    rows = (tmp_path / "report" / "ablation.csv").read_text().splitlines()
+    assert rows[0].startswith("method,data,lambda_prune") and len(rows) == 3
+    assert report["computed"] == 0, "each run's own final test already seeded the cache"
