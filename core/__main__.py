@@ -240,7 +240,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     datasets = [d for d in (args.data or "").split(",") if d]
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     result = build_report(args.paths, out, datasets, args.split, args.data_root, latency=not args.no_latency,
-                          progress=not args.quiet)
+                          progress=not args.quiet, png=not args.no_png)
     _emit(args, result, f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
                         f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
                         f"{result['seconds']} s)")
@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-root")
     report.add_argument("--split", default="test", choices=["train", "val", "test"])
     report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
+    report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")
 
     profile = command(commands, "profile", cmd_profile, "parameters and MACs (thop convention)")
     profile.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")

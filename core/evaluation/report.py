@@ -12,8 +12,9 @@ Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``repo
 - ``deployment``: size on disk, params, MACs and CPU latency at batch 1 and 32, measured
   side by side in one process (the NTU report's columns).
 
-Figures: ``roc.html`` (ROC curves, AUC in the legend) and ``active_filters.html``
-(per-layer active-filter percentages of the students). Predictions come from the
+Figures: ``roc.html``/``.png`` (ROC curves, AUC in the legend) and
+``active_filters.html``/``.png`` (per-layer active-filter percentages of the students);
+the PNGs need kaleido and a Chromium, and are skipped with a warning without them. Predictions come from the
 cache (:mod:`core.evaluation.evaluate`), so a second report recomputes nothing.
 """
 
@@ -242,7 +243,25 @@ def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = T
     return _table(list(rows.values()))
 
 
-def roc_figure(entries: list[Entry], data_of) -> str:
+def save_figure(figure, out: Path, name: str, png: bool = True) -> list[str]:
+    """``<name>.html`` always; ``<name>.png`` too when kaleido finds a Chromium to render with."""
+    atomic_write_text(out / f"{name}.html", figure.to_html(include_plotlyjs="cdn", full_html=True))
+    written = [f"{name}.html"]
+    if not png:
+        return written
+    try:
+        from core.io import atomic_write
+
+        atomic_write(out / f"{name}.png", lambda tmp: Path(tmp).write_bytes(figure.to_image(format="png", scale=2)))
+        written.append(f"{name}.png")
+    except Exception as error:  # noqa: BLE001 - no kaleido or no browser: the HTML still stands
+        import logging
+
+        logging.getLogger(__name__).warning("PNG skipped for %s (%s: %s)", name, type(error).__name__, error)
+    return written
+
+
+def roc_figure(entries: list[Entry], data_of):
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -254,10 +273,10 @@ def roc_figure(entries: list[Entry], data_of) -> str:
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
     figure.update_layout(title="ROC curves", xaxis_title="false-positive rate", yaxis_title="true-positive rate",
                          width=800, height=600)
-    return figure.to_html(include_plotlyjs="cdn", full_html=True)
+    return figure
 
 
-def active_filters_figure(entries: list[Entry]) -> str | None:
+def active_filters_figure(entries: list[Entry]):
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -271,7 +290,7 @@ def active_filters_figure(entries: list[Entry]) -> str | None:
         return None
     figure.update_layout(title="Active filters per layer (%)", barmode="group", yaxis_title="% of filters kept",
                          width=1200, height=500)
-    return figure.to_html(include_plotlyjs="cdn", full_html=True)
+    return figure
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -294,7 +313,8 @@ def write_table(table: pd.DataFrame, out: Path, name: str) -> str:
 
 
 def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, datasets: list[str] | None = None,
-                 split: str = "test", data_root: str | None = None, latency: bool = True, progress: bool = True) -> dict:
+                 split: str = "test", data_root: str | None = None, latency: bool = True, progress: bool = True,
+                 figures_wanted: bool = True, png: bool = True) -> dict:
     """Evaluate (from the cache where possible) and write every table and figure; returns what was written."""
     started = time.perf_counter()
     out = Path(out)
@@ -323,12 +343,10 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, dataset
     sections = [f"# Report\n\n{len(entries)} checkpoints, {split} split; datasets: {', '.join(datasets)}.\n"]
     for name, table in tables.items():
         sections.append(f"## {name.replace('_', ' ')}\n\n{write_table(table, out, name)}\n")
-    atomic_write_text(out / "roc.html", roc_figure(entries, lambda e: e.trained_on))
-    figures = ["roc.html"]
-    bars = active_filters_figure(entries)
-    if bars:
-        atomic_write_text(out / "active_filters.html", bars)
-        figures.append("active_filters.html")
+    figures = save_figure(roc_figure(entries, lambda e: e.trained_on), out, "roc", png) if figures_wanted else []
+    bars = active_filters_figure(entries) if figures_wanted else None
+    if bars is not None:
+        figures += save_figure(bars, out, "active_filters", png)
     atomic_write_text(out / "report.md", "\n".join(sections))
     return {"out": str(out), "tables": {name: str(out / f"{name}.md") for name in tables}, "figures": figures,
             "evaluations": len(entries) * len(datasets), "computed": computed,

@@ -372,6 +372,6 @@ def _report(run: Run, dataset: DatasetSplits, test_samples: list[Sample], test) 
     try:
         if len(test_samples) == len(dataset.split("test")):
             store_predictions(run.best_checkpoint, test_samples, "test", test, dataset.name)
-        build_report([run.dir], run.dir / "report", latency=False, progress=False)
+        build_report([run.dir], run.dir / "report", latency=False, progress=False, png=False)
     except Exception as error:  # noqa: BLE001 - a report must never fail a finished training run
         run.log(f"report skipped: {type(error).__name__}: {error}")
