@@ -51,3 +51,14 @@ class Method:
     def header_extras(self, model: nn.Module, config: TrainConfig, summary: dict) -> dict:
         """Extra checkpoint-header fields, given this epoch's summary."""
         return {}
+
+
+def parse_options(options_class, config: TrainConfig):
+    """``config.method_options`` as an instance of the method's options dataclass; unknown keys are an error."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(options_class)}
+    unknown = set(config.method_options) - known
+    if unknown:
+        raise ValueError(f"unknown {config.method} options {sorted(unknown)}; known: {sorted(known)}")
+    return options_class(**config.method_options)

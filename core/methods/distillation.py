@@ -20,7 +20,6 @@ trained, synchronised by DDP, nor written into the trainer state.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.methods.base import Method
+from core.methods.base import Method, parse_options
 from core.models.masked import MaskedResNet
 from core.models.resnet import forward_features, stages
 from core.pruning.flops import MaskedCost
@@ -57,11 +56,7 @@ class StudentOptions:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> StudentOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(config.method_options) - known
-        if unknown:
-            raise ValueError(f"unknown {config.method} options {sorted(unknown)}; known: {sorted(known)}")
-        options = cls(**config.method_options)
+        options = parse_options(cls, config)
         if options.student_init not in ("teacher", "scratch"):
             raise ValueError(f"student_init must be 'teacher' or 'scratch', got {options.student_init!r}")
         if options.mask_init not in ("kaiming", "keep"):

@@ -13,7 +13,6 @@ gives plain BCE.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.methods.base import Method
+from core.methods.base import Method, parse_options
 from core.methods.distillation import kd_loss
 from core.training.checkpoint import CheckpointError, resolve_checkpoint
 from core.training.config import TrainConfig
@@ -37,11 +36,7 @@ class FinetuneOptions:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> FinetuneOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(config.method_options) - known
-        if unknown:
-            raise ValueError(f"unknown finetune options {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**config.method_options)
+        return parse_options(cls, config)
 
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
