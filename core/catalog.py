@@ -26,7 +26,9 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
         pruning = header.get("pruning") or {}
         params, macs = pruning.get("compact_params", header.get("params", 0)), pruning.get("compact_macs", header.get("macs", 0))
         row.update({
-            "method": header.get("method"), "arch": header.get("model", {}).get("arch"),
+            "method": header.get("student_method") or header.get("method"),
+            "stage": "fine-tuned" if header.get("finetuned_from") else "trained",
+            "arch": header.get("model", {}).get("arch"),
             "kind": header.get("model", {}).get("type"),
             "dataset": header.get("dataset"), "image_size": header.get("image_size"),
             "params_m": round(params / 1e6, 2), "macs_m": round(macs / 1e6, 1),

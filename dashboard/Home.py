@@ -1,7 +1,6 @@
-"""Dashboard entry point (``make run``). A first page: what is shipped and what has run.
+"""Dashboard entry point (``make run``): navigation, and the shared sidebar with the training launcher.
 
-The full dashboard (training launcher, pruning, feature maps, ROC, ...) is built
-on the same ``core`` calls; pages stay thin and draw what ``core`` returns.
+Pages are thin: they read runs and checkpoints through ``core`` and draw with plotly.
 """
 
 from __future__ import annotations
@@ -9,45 +8,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+DASHBOARD = Path(__file__).resolve().parent
+for path in (DASHBOARD.parent, DASHBOARD):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from core.catalog import checkpoint_rows, run_rows  # noqa: E402
-from core.data.synthetic import SOURCES, default_root, ensure_benchmark, read_manifest, split_totals  # noqa: E402
+from launcher_ui import render_launcher  # noqa: E402
 
 st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
-st.title("Lightweight deepfake face detection")
-st.caption("Teachers, distilled and pruned students, and what the pruning did.")
 
-
-@st.cache_data(ttl=5)
-def _listing(kind: str) -> list[dict]:
-    return checkpoint_rows() if kind == "checkpoints" else run_rows()
-
-
-def _table(title: str, kind: str, empty: str) -> None:
-    st.subheader(title)
-    rows = _listing(kind)
-    if rows:
-        st.dataframe(pd.DataFrame(rows).drop(columns=["path"]), hide_index=True, width="stretch")
-    else:
-        st.info(empty)
-
-
-_table("Shipped checkpoints", "checkpoints",
-       "No checkpoints in checkpoints/ yet. Train one: `python -m core train --method teacher --data synthetic --preset quick`.")
-_table("Runs", "runs", "No training runs in runs/ yet.")
-
-st.subheader("Embedded synthetic benchmark")
-if read_manifest(default_root()) is None:
-    # first launch: generate it here, with a progress bar (about 30 s on 2 cores)
-    bar = st.progress(0.0, text="Generating the embedded benchmark (first launch)...")
-    ensure_benchmark(progress=False, on_progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} images"))
-    bar.empty()
-manifest = read_manifest(default_root())
-counts = split_totals(manifest)
-st.write(f"{manifest['images']:,} images at {manifest['config']['image_size']} px in `{default_root()}` "
-         f"({len(SOURCES)} sources: {', '.join(SOURCES)})")
-st.dataframe(pd.DataFrame(counts).T, width="stretch")
+PAGES = [
+    st.Page(str(DASHBOARD / "views" / "overview.py"), title="Overview", icon=":material/home:", default=True),
+    st.Page(str(DASHBOARD / "views" / "runs.py"), title="Runs & checkpoints", icon=":material/table:"),
+    st.Page(str(DASHBOARD / "views" / "pruning.py"), title="Pruning", icon=":material/content_cut:"),
+]
+page = st.navigation(PAGES)
+render_launcher()
+page.run()

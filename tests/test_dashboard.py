@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("CORE_SCREENSHOTS", "/tmp/core-dashboard-screenshots"))
 
 
 def test_home_renders_without_exceptions(tiny_benchmark):
@@ -23,6 +24,57 @@ def test_home_renders_without_exceptions(tiny_benchmark):
     assert app.title[0].value == "Lightweight deepfake face detection"
     assert [s.value for s in app.subheader] == ["Shipped checkpoints", "Runs", "Embedded synthetic benchmark"]
     assert "300 images at 32 px" in app.markdown[-1].value
+
+
+PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning"}
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    app.switch_page(page).run()
+    assert not app.exception
+    assert app.title[0].value == PAGES[page]
+    assert app.sidebar.header[0].value == "Train" and app.sidebar.button(key="launch_button")
+    if page == "views/runs.py":
+        assert app.dataframe and app.multiselect(key="selected_widget").value
+        assert len(app.get("download_button")) == len(app.multiselect(key="selected_widget").value)
+    if page == "views/pruning.py":
+        charts = app.get("plotly_chart")
+        assert len(charts) >= 2, "active-filter bars and at least one mask-history heatmap"
+        assert len(app.multiselect(key="pruning_pick").value) == 2
+
+
+def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
+    from core import launcher
+    from core.training.runs import list_runs
+
+    monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    app.sidebar.selectbox(key="launch_method").set_value("teacher")
+    app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")
+    app.sidebar.selectbox(key="launch_source").set_value("all sources")
+    app.sidebar.number_input(key="launch_epochs").set_value(1)
+    app.sidebar.number_input(key="launch_batch-size").set_value(16)
+    app.sidebar.number_input(key="launch_max").set_value(32)
+    app.run()
+    app.sidebar.button(key="launch_button").click().run()
+    assert not app.exception
+    assert "Started (pid" in app.sidebar.success[0].value
+    second = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    if not launcher.activities(tmp_path / "runs"):
+        pytest.skip("the run finished before the second page load could see it")
+    assert second.sidebar.button(key="launch_button").disabled, "a second launch is refused on a CPU-only machine"
+    assert "already using this CPU-only machine" in second.sidebar.warning[0].value
+    deadline = time.monotonic() + 240
+    while launcher.activities(tmp_path / "runs"):
+        assert time.monotonic() < deadline, "the launched run did not finish"
+        time.sleep(1)
+    (run,) = list_runs(tmp_path / "runs")
+    assert run.status()["status"] == "finished"
+    assert run.config()["max_train_samples"] == 32 and run.config()["epochs"] == 1
+    progress = launcher.progress(run)
+    assert progress["fraction"] == 1.0 and progress["epochs_done"] == 1
 
 
 def _free_port() -> int:
@@ -63,8 +115,10 @@ def test_server_answers_on_loopback(served_dashboard):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make install adds it)")
-def test_real_browser_shows_the_home_page(served_dashboard, tmp_path):
+def test_real_browser_shows_every_page(served_dashboard, tmp_path):
     from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -72,12 +126,14 @@ def test_real_browser_shows_the_home_page(served_dashboard, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page()
-            page.goto(served_dashboard, wait_until="domcontentloaded")
-            page.get_by_text("Lightweight deepfake face detection").wait_for(timeout=60_000)
-            page.get_by_text("Embedded synthetic benchmark").wait_for(timeout=60_000)
-            page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
-            exceptions = page.locator("[data-testid='stException']").count()
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            exceptions = 0
+            for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history")):
+                page.goto(f"{served_dashboard}/{path}", wait_until="domcontentloaded")
+                page.get_by_text(ready).first.wait_for(timeout=60_000)
+                page.wait_for_timeout(1500)  # let the charts draw
+                page.screenshot(path=str(SCREENSHOTS / f"{path or 'overview'}.png"), full_page=True)
+                exceptions += page.locator("[data-testid='stException']").count()
         finally:
             browser.close()
     assert exceptions == 0

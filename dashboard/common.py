@@ -1,0 +1,43 @@
+"""Helpers shared by the pages: cached listings and checkpoint loading (no analysis logic here)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.catalog import checkpoint_rows, run_rows
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def listing(kind: str) -> list[dict]:
+    """Shipped checkpoints or runs, as rows (refreshed every few seconds)."""
+    return checkpoint_rows() if kind == "checkpoints" else run_rows()
+
+
+def all_checkpoints() -> dict[str, str]:
+    """Display name -> checkpoint path, for every shipped checkpoint and every run with a checkpoint."""
+    from pathlib import Path
+
+    choices = {}
+    for row in listing("checkpoints"):
+        if "error" not in row:
+            choices[f"shipped: {row['checkpoint']}"] = row["path"]
+    for row in listing("runs"):
+        path = Path(row["path"])
+        if (path / "best.safetensors").is_file() or (path / "last.safetensors").is_file():
+            choices[f"run: {row['run']}"] = row["path"]
+    return choices
+
+
+@st.cache_data(show_spinner=False)
+def header_of(path: str, stamp: float) -> dict:
+    from core.training.checkpoint import read_header
+
+    return read_header(path)
+
+
+def header(path: str) -> dict:
+    """A checkpoint's header, re-read when the file changes."""
+    from core.training.checkpoint import resolve_checkpoint
+
+    resolved = resolve_checkpoint(path)
+    return header_of(str(resolved), resolved.stat().st_mtime)

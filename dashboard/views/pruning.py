@@ -1,0 +1,63 @@
+"""Pruning: per-layer active filters of one or two students side by side, the mask history, params/MACs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from common import all_checkpoints, header
+from core.training.runs import Run
+
+st.title("Pruning")
+choices = all_checkpoints()
+students = {name: path for name, path in choices.items() if header(path).get("pruning")}
+if not students:
+    st.info("No pruned student yet: train one with method kdfs or pearson from the sidebar.")
+    st.stop()
+default = [c for c in st.session_state.get("selected", []) if c in students] or list(students)[:2]
+picked = st.multiselect("Students", list(students), default=default[:2], max_selections=2, key="pruning_pick")
+if not picked:
+    st.stop()
+
+bars, rows = go.Figure(), []
+for name in picked:
+    pruning = header(students[name])["pruning"]
+    percent = [100 * a / c for a, c in zip(pruning["active_filters"], pruning["channels"], strict=True)]
+    bars.add_trace(go.Bar(x=pruning["layers"], y=percent, name=name))
+    rows.append({"checkpoint": name, "params (M)": pruning["compact_params"] / 1e6, "MACs (M)": pruning["compact_macs"] / 1e6,
+                 "params ↓": f"{pruning['params_reduction']:.1%}", "MACs ↓": f"{pruning['macs_reduction']:.1%}",
+                 "filters kept": f"{sum(pruning['active_filters']):,} of {sum(pruning['channels']):,}",
+                 "teacher params (M)": pruning["teacher_params"] / 1e6, "teacher MACs (M)": pruning["teacher_macs"] / 1e6})
+bars.update_layout(barmode="group", yaxis_title="% of filters kept", height=450, margin={"t": 30})
+st.subheader("Active filters per layer")
+st.plotly_chart(bars, width="stretch")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _history(path: str) -> list[dict]:
+    """Per-epoch mask records: the run's metrics, or the history a fine-tuned/shipped checkpoint carries."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.is_dir() and (folder / "metrics.jsonl").is_file():
+        records = [r for r in Run(folder).metrics("epoch") if "active_filters" in r]
+        if records:
+            return records
+    return header(path).get("mask_history") or []
+
+
+st.subheader("Mask history (layer × epoch)")
+for name in picked:
+    history = _history(students[name])
+    if not history:
+        st.caption(f"{name}: no per-epoch mask history recorded.")
+        continue
+    pruning = header(students[name])["pruning"]
+    matrix = [[100 * a / c for a, c in zip(r["active_filters"], pruning["channels"], strict=True)] for r in history]
+    figure = px.imshow(pd.DataFrame(matrix, index=[r["epoch"] + 1 for r in history], columns=pruning["layers"]).T,
+                       labels={"x": "epoch", "y": "layer", "color": "% kept"}, aspect="auto", color_continuous_scale="Viridis",
+                       title=name)
+    figure.update_layout(height=700)
+    st.plotly_chart(figure, width="stretch")

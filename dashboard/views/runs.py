@@ -1,0 +1,61 @@
+"""Runs & checkpoints: every shipped checkpoint and run, sortable; pick one or two to explore; download a compact model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from common import all_checkpoints, listing
+
+st.title("Runs & checkpoints")
+
+COLUMNS = ["status", "method", "kind", "data", "dataset", "test_accuracy", "test_auc", "val_accuracy", "params_m", "macs_m",
+           "params_reduction", "macs_reduction", "error"]
+
+
+def _frame(rows: list[dict], name_key: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    keep = [name_key] + [c for c in COLUMNS if c in frame.columns]
+    return frame[keep]
+
+
+st.subheader("Shipped checkpoints")
+st.dataframe(_frame(listing("checkpoints"), "checkpoint"), hide_index=True, width="stretch")
+st.subheader("Runs")
+runs = _frame(listing("runs"), "run")
+if runs.empty:
+    st.info("No runs yet: launch one from the sidebar.")
+else:
+    st.dataframe(runs, hide_index=True, width="stretch")
+
+st.subheader("Explore")
+choices = all_checkpoints()
+selected = st.multiselect("One or two checkpoints for the other pages", list(choices), max_selections=2,
+                          default=[c for c in st.session_state.get("selected", []) if c in choices] or list(choices)[-2:],
+                          key="selected_widget")
+st.session_state["selected"] = selected
+
+
+@st.cache_data(show_spinner="Making the compact model...")
+def _compact_bytes(path: str, stamp: float) -> tuple[bytes, dict]:
+    from core.pruning.export import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "compact.pt"
+        result = export(path, "pt", out)
+        return out.read_bytes(), result
+
+
+for name in selected:
+    path = choices[name]
+    data, result = _compact_bytes(path, Path(path).stat().st_mtime)
+    st.download_button(f"Download {name} as a compact model (.pt, {len(data) / 2**20:.1f} MB)", data,
+                       file_name=f"{Path(path).stem}-compact.pt", key=f"download_{name}")
+    st.caption(f"{result['params'] / 1e6:.2f} M params, {result['macs'] / 1e6:,.1f} M MACs at {result['image_size']} px; "
+               f"max |logit difference| from the checkpoint {result['max_abs_diff']:.1e}. "
+               "Load it with `core.load_model(path)` or `torch.load(path, weights_only=True)`.")
