@@ -23,6 +23,7 @@ PAGES = [
     st.Page(str(DASHBOARD / "views" / "overview.py"), title="Overview", icon=":material/home:", default=True),
     st.Page(str(DASHBOARD / "views" / "runs.py"), title="Runs & checkpoints", icon=":material/table:"),
     st.Page(str(DASHBOARD / "views" / "pruning.py"), title="Pruning", icon=":material/content_cut:"),
+    st.Page(str(DASHBOARD / "views" / "evaluation.py"), title="Evaluation", icon=":material/monitoring:"),
 ]
 page = st.navigation(PAGES)
 render_launcher()

@@ -26,7 +26,7 @@ def test_home_renders_without_exceptions(tiny_benchmark):
     assert "300 images at 32 px" in app.markdown[-1].value
 
 
-PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning"}
+PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning", "views/evaluation.py": "Evaluation"}
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -43,6 +43,12 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
         charts = app.get("plotly_chart")
         assert len(charts) >= 2, "active-filter bars and at least one mask-history heatmap"
         assert len(app.multiselect(key="pruning_pick").value) == 2
+    if page == "views/evaluation.py":  # the shipped teacher and students on the tiny benchmark's faceswap source
+        assert len(app.multiselect(key="evaluation_pick").value) == 3
+        assert len(app.get("plotly_chart")) == 1 + 3, "ROC overlay and one confusion matrix per checkpoint"
+        assert "McNemar" in [s.value for s in app.subheader][-1] and "p = " in app.markdown[-1].value
+        app.toggle(key="evaluation_cross").set_value(True).run()
+        assert not app.exception and len(app.get("plotly_chart")) == 1 + 3 + 1
 
 
 def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
@@ -128,7 +134,8 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             exceptions = 0
-            for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history")):
+            for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history"),
+                                ("evaluation", "McNemar")):
                 page.goto(f"{served_dashboard}/{path}", wait_until="domcontentloaded")
                 page.get_by_text(ready).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(1500)  # let the charts draw
