@@ -21,39 +21,35 @@ from core.models.masked import MaskedResNet
 from core.pruning.correlation import redundancy_scores
 
 
-def shape_groups(student: MaskedResNet) -> list[list[int]]:
-    """Masked-layer indices grouped by conv weight shape (each group is scored in one call)."""
+def shape_groups(student: MaskedResNet) -> list[tuple[list[int], list[torch.nn.Conv2d]]]:
+    """Masked-layer indices and their convs, grouped by weight shape (each group is scored in one call)."""
     modules = dict(student.named_modules())
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, tuple[list[int], list]] = {}
     for index, layer in enumerate(student.layers):
-        groups.setdefault(tuple(modules[layer.name].weight.shape), []).append(index)
+        conv = modules[layer.name]
+        indices, convs = groups.setdefault(tuple(conv.weight.shape), ([], []))
+        indices.append(index)
+        convs.append(conv)
     return list(groups.values())
 
 
 def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weight_gradient: bool = True) -> torch.Tensor:
     """``(1/L) sum_l (1/C_l) sum_i Score_l,i * phi_l,i`` over all masked layers."""
-    modules = dict(student.named_modules())
     keep = student.sampler.split(keep_probability)
     groups = getattr(student, "_shape_groups", None)
-    if groups is None:
+    if groups is None:  # the architecture never changes: group once per model
         groups = student._shape_groups = shape_groups(student)
     total = keep_probability.new_zeros((), dtype=torch.float32)
     # correlations of thousands-long filters lose too much in fp16: score them in fp32 under AMP
     with torch.autocast(keep_probability.device.type, enabled=False):
-        for group in groups:
-            total = total + _group_loss(student, modules, group, keep, weight_gradient)
+        for indices, convs in groups:
+            weights = torch.stack([conv.weight for conv in convs])
+            if not weight_gradient:
+                weights = weights.detach()
+            scores = redundancy_scores(weights.float())  # [G, C]
+            phi = torch.stack([keep[i] for i in indices]).float()
+            total = total + (scores * phi).mean(dim=-1).sum()
     return total / len(student.layers)
-
-
-def _group_loss(student: MaskedResNet, modules: dict, group: list[int], keep: list[torch.Tensor],
-                weight_gradient: bool) -> torch.Tensor:
-    """``sum over the group's layers of (1/C) sum_i Score_i * phi_i``."""
-    weights = torch.stack([modules[student.layers[i].name].weight for i in group])
-    if not weight_gradient:
-        weights = weights.detach()
-    scores = redundancy_scores(weights.float())  # [G, C]
-    phi = torch.stack([keep[i] for i in group]).float()
-    return (scores * phi).mean(dim=-1).sum()
 
 
 class PearsonMethod(MaskedStudentMethod):
