@@ -41,3 +41,42 @@ def header(path: str) -> dict:
 
     resolved = resolve_checkpoint(path)
     return header_of(str(resolved), resolved.stat().st_mtime)
+
+
+def students() -> dict[str, str]:
+    """The checkpoints that are pruned students (their header has a ``pruning`` record)."""
+    return {name: path for name, path in all_checkpoints().items() if header(path).get("pruning")}
+
+
+def teacher_of(path: str) -> str | None:
+    """The teacher checkpoint a student learned from, when it is still on disk."""
+    from core.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    teacher = header(path).get("teacher")
+    try:
+        return str(resolve_checkpoint(teacher)) if teacher else None
+    except (CheckpointError, OSError):
+        return None
+
+
+@st.cache_resource(show_spinner="loading the model...", max_entries=8)
+def _model(path: str, stamp: float):
+    import core
+
+    return core.load_model(path)
+
+
+def model(path: str):
+    """A checkpoint's eval-mode model (shared across pages and sessions; re-loaded when the file changes)."""
+    from core.training.checkpoint import resolve_checkpoint
+
+    resolved = resolve_checkpoint(path)
+    return _model(str(resolved), resolved.stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def test_samples(data: str) -> list:
+    """The test split of a dataset spec (``synthetic``, ``synthetic:<source>``, ...)."""
+    from core.data.datasets import resolve_dataset
+
+    return resolve_dataset(data).split("test")

@@ -31,6 +31,12 @@ then
   exit 1
 fi
 
+echo "[install] checking OpenCV's bundled Haar face cascade"
+if ! "$VENV/bin/python" -c "import cv2, sys; c = cv2.CascadeClassifier(cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'); sys.exit(c.empty())"; then
+  echo "[install] ERROR: OpenCV has no usable Haar cascade (opencv-python-headless 5.x dropped it; pin 4.14)." >&2
+  exit 1
+fi
+
 # The real-browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

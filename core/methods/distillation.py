@@ -31,6 +31,7 @@ from core.methods.base import Method, parse_options
 from core.models.masked import MaskedResNet
 from core.models.resnet import forward_features, stages
 from core.pruning.flops import MaskedCost
+from core.pruning.surgery import filter_record
 from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -261,5 +262,6 @@ class MaskedStudentMethod(Method):
                 "teacher_params": model.cost.full_params, "teacher_macs": model.cost.full_macs,
                 "params_reduction": summary["params_reduction"], "macs_reduction": summary["macs_reduction"],
                 "empty_layers": student.sampler.empty_layers(),
+                **filter_record(student),
             },
         }

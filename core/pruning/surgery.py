@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from core.models.masked import MaskedResNet, block_convs, masked_layers, residual_blocks
 from core.models.resnet import build_model
+from core.pruning.correlation import redundancy_scores
 
 
 class CompactBlock(nn.Module):
@@ -112,3 +113,24 @@ def compact_from_masked(masked: MaskedResNet) -> CompactResNet:
             target.downsample.load_state_dict(source.downsample.state_dict())
     return compact.eval()
 
+
+
+@torch.no_grad()
+def filter_record(masked: MaskedResNet, digits: int = 4) -> dict[str, list[list]]:
+    """What the search decided, per layer and filter, for the header of the student and its compact model.
+
+    ``kept``: the eval mask's filter indices (where each compact channel came from);
+    ``keep_probability``: ``softmax(P / tau)[keep]`` at the sampler's current temperature;
+    ``redundancy``: the Pearson redundancy score of each filter's weights at that moment.
+    The compact model loses the dropped filters' weights, so analyses of "before vs after"
+    read these lists instead.
+    """
+    sampler = masked.sampler
+    keep_probability = torch.softmax(sampler.logits.float() / sampler.temperature, dim=-1)[:, 1].cpu()
+    masks = sampler.split(sampler.eval_mask().cpu().bool())
+    convs = [conv for _, block in residual_blocks(masked) for conv, _ in block_convs(block)]
+    return {
+        "kept": [torch.nonzero(mask).flatten().tolist() for mask in masks],
+        "keep_probability": [[round(p, digits) for p in layer.tolist()] for layer in sampler.split(keep_probability)],
+        "redundancy": [[round(r, digits) for r in redundancy_scores(conv.weight.detach().cpu()).tolist()] for conv in convs],
+    }

@@ -1,0 +1,262 @@
+"""What a pruned student looks like inside: feature maps, filter correlation, embeddings.
+
+Every function takes a model from :func:`core.load_model` (a torchvision ResNet
+teacher, a masked student or a compact student) and works on the 48 *block convs*
+the students mask, named as in the ``pruning`` header (``layer1.0.conv2`` is the
+paper's "layer 2 of block 1"). A compact student has lost its dropped filters, so
+channel positions come from the header's ``pruning.kept`` (the teacher's filter
+index of each compact channel), and "before pruning" is the teacher's layer, which
+is where every student starts (``student_init: teacher``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from core.data.datasets import Sample
+from core.data.images import ImageDataset, collate_skipping
+from core.io import atomic_write, cache_dir
+from core.models.masked import MaskedResNet, block_convs
+from core.pruning.correlation import pearson_correlation, redundancy_scores
+
+EMBEDDING_VERSION = 1
+
+
+def layer_index(model: nn.Module, layer: str) -> int:
+    """Position of ``layer`` among the model's block convs (the order of the pruning header)."""
+    names = block_conv_names(model)
+    if layer not in names:
+        raise ValueError(f"unknown layer {layer!r}: expected one of {names[0]} ... {names[-1]}")
+    return names.index(layer)
+
+
+def block_conv_names(model: nn.Module) -> list[str]:
+    names = []
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        for index, block in enumerate(getattr(model, stage)):
+            names += [f"{stage}.{index}.conv{position}" for position in range(1, _depth(block) + 1)]
+    return names
+
+
+def _depth(block: nn.Module) -> int:
+    return getattr(block, "depth", None) or len(block_convs(block))
+
+
+def _block_and_position(model: nn.Module, layer: str) -> tuple[nn.Module, int]:
+    block_name, _, conv = layer.rpartition(".")
+    return model.get_submodule(block_name), int(conv.removeprefix("conv"))
+
+
+def kept_filters(model: nn.Module, layer: str) -> tuple[list[int], int]:
+    """``(teacher filter index of each channel the model has at layer, the teacher's filter count)``."""
+    block, position = _block_and_position(model, layer)
+    index = layer_index(model, layer)
+    if isinstance(model, MaskedResNet):
+        mask = model.sampler.split(model.sampler.eval_mask().cpu())[index]
+        return torch.nonzero(mask).flatten().tolist(), len(mask)
+    conv = getattr(block, f"conv{position}")
+    pruning = (getattr(model, "header", None) or {}).get("pruning") or {}
+    if "kept" in pruning:  # a compact student
+        return pruning["kept"][index], pruning["channels"][index]
+    if "channels" in pruning and conv.out_channels != pruning["channels"][index]:
+        raise ValueError(f"{layer}: this compact checkpoint does not record which filters it kept (made before "
+                         "pruning.kept was written); re-run `python -m core finetune` on its search run")
+    return list(range(conv.out_channels)), conv.out_channels
+
+
+@torch.inference_mode()
+def feature_maps(model: nn.Module, image: torch.Tensor, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """The activations of ``layer`` for one preprocessed image ``[3, H, W]``, at the teacher's channel positions.
+
+    Returns ``(maps [C, h, w], kept [C] bool)``: what leaves conv -> BN (-> mask) and, inside
+    the block, the ReLU; a dropped filter's map is all zeros and ``kept`` is False there.
+    """
+    block, position = _block_and_position(model, layer)
+    captured = {}
+    handle = getattr(block, f"bn{position}").register_forward_hook(lambda module, args, output: captured.update(out=output))
+    try:
+        model(image[None].to(next(model.parameters()).device))
+    finally:
+        handle.remove()
+    out = captured["out"][0].float().cpu()
+    if position < _depth(block):
+        out = F.relu(out)
+    kept, channels = kept_filters(model, layer)
+    maps = torch.zeros(channels, *out.shape[1:])
+    if isinstance(model, MaskedResNet):  # the hook sees BN's output before the mask multiplies it
+        out = out[kept]
+    maps[kept] = out
+    keep = np.zeros(channels, dtype=bool)
+    keep[kept] = True
+    return maps.numpy(), keep
+
+
+def tile(maps: np.ndarray, kept: np.ndarray, columns: int = 8, gap: int = 1) -> np.ndarray:
+    """A grid image of the channel maps, each scaled to [0, 1]; dropped channels are NaN (drawn as blanks)."""
+    count, height, width = maps.shape
+    rows = -(-count // columns)
+    grid = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap), np.nan)
+    for channel in range(count):
+        row, column = divmod(channel, columns)
+        cell = np.full((height, width), np.nan)
+        if kept[channel]:
+            low, high = maps[channel].min(), maps[channel].max()
+            cell = (maps[channel] - low) / (high - low) if high > low else np.zeros((height, width))
+        grid[row * (height + gap):row * (height + gap) + height, column * (width + gap):column * (width + gap) + width] = cell
+    return grid
+
+
+def layer_weight(model: nn.Module, layer: str) -> torch.Tensor:
+    block, position = _block_and_position(model, layer)
+    return getattr(block, f"conv{position}").weight.detach().float().cpu()
+
+
+@dataclass
+class LayerFilters:
+    """One layer's filters before and after pruning, and what the search said about each."""
+
+    layer: str
+    channels: int
+    kept: list[int]
+    before: np.ndarray  # [C, C] Pearson correlation of all filters before pruning
+    after: np.ndarray  # [k, k] the same for the filters the student kept, in its own weights
+    keep_probability: np.ndarray | None  # [C] at the end of the search
+    redundancy: np.ndarray  # [C] Pearson redundancy score of each filter (the search's, when recorded)
+    before_source: str
+
+
+def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = None) -> LayerFilters:
+    """Correlation heatmaps of ``layer`` before vs after pruning, with per-filter keep probability and redundancy.
+
+    A masked student still has every filter: "before" is its full layer, "after" the kept
+    rows. A compact student's "before" is ``teacher``'s layer (its initialisation), and its
+    keep probabilities and redundancy scores come from the search run, recorded in the header.
+    """
+    index = layer_index(student, layer)
+    kept, channels = kept_filters(student, layer)
+    pruning = (getattr(student, "header", None) or {}).get("pruning") or {}
+    weight = layer_weight(student, layer)
+    if isinstance(student, MaskedResNet):
+        full, source = weight, "the student's own filters at the end of the search"
+        after = pearson_correlation(weight[kept])
+    else:
+        if teacher is None:
+            raise ValueError("a compact student needs its teacher for the before-pruning filters")
+        full, source = layer_weight(teacher, layer), "the teacher's filters (the student's initialisation)"
+        after = pearson_correlation(weight)
+    recorded = "redundancy" in pruning
+    keep_probability = np.asarray(pruning["keep_probability"][index]) if "keep_probability" in pruning else None
+    if keep_probability is None and isinstance(student, MaskedResNet):
+        sampler = student.sampler
+        keep_probability = sampler.split(torch.softmax(sampler.logits.detach().float() / sampler.temperature, -1)[:, 1])[index].numpy()
+    redundancy = np.asarray(pruning["redundancy"][index]) if recorded else redundancy_scores(full).numpy()
+    return LayerFilters(layer=layer, channels=channels, kept=kept, before=pearson_correlation(full).numpy(),
+                        after=after.numpy(), keep_probability=keep_probability, redundancy=redundancy, before_source=source)
+
+
+# ----------------------------------------------------------------------------
+# Embeddings: penultimate features (global-average-pooled last stage) and their UMAP.
+
+
+@torch.inference_mode()
+def penultimate_features(model: nn.Module, samples: list[Sample], batch_size: int = 64, progress: bool = True,
+                         on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(features [n, D], indices [n])`` of the readable samples: the input of the classifier head."""
+    captured = {}
+    handle = model.avgpool.register_forward_hook(lambda module, args, output: captured.update(out=output))
+    loader = DataLoader(ImageDataset(samples, model.preprocess), batch_size=batch_size, collate_fn=collate_skipping)
+    features, indices = [], []
+    device = next(model.parameters()).device
+    try:
+        for step, batch in enumerate(tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False)):
+            if batch["images"] is not None:
+                model(batch["images"].to(device))
+                features.append(captured["out"].flatten(1).float().cpu().numpy())
+                indices.append(batch["indices"].numpy())
+            if on_batch is not None:
+                on_batch(step + 1, len(loader))
+    finally:
+        handle.remove()
+    if not features:
+        raise ValueError("none of the samples could be read")
+    return np.concatenate(features), np.concatenate(indices)
+
+
+def spread_subset(samples: list[Sample], limit: int) -> list[Sample]:
+    """At most ``limit`` samples, evenly spread over the (sorted) list so every source and class stays in."""
+    if len(samples) <= limit:
+        return list(samples)
+    positions = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+    return [samples[i] for i in positions]
+
+
+def umap_embedding(features: np.ndarray, seed: int = 0, neighbours: int = 15) -> np.ndarray:
+    """A 2-D UMAP of standardised features (umap-learn is imported here: its numba compile takes ~10 s)."""
+    import umap
+
+    scaled = (features - features.mean(0)) / (features.std(0) + 1e-8)
+    reducer = umap.UMAP(n_neighbors=min(neighbours, len(features) - 1), random_state=seed, n_jobs=1)
+    return reducer.fit_transform(scaled).astype(np.float32)
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int = 5, folds: int = 5) -> float:
+    """Cross-validated k-NN label accuracy of the features: how well they separate real from fake."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = max(2, min(folds, int(np.bincount(labels).min())))
+    pipeline = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=neighbours))
+    return float(cross_val_score(pipeline, features, labels, cv=folds).mean())
+
+
+def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 0, progress: bool = True,
+              on_batch=None, use_cache: bool = True) -> dict:
+    """Penultimate features of a checkpoint on ``samples`` and their 2-D UMAP, cached on disk.
+
+    Keyed by the checkpoint's SHA-256 and the sample list, like the prediction cache, so a
+    restarted dashboard finds it again. Returns ``xy [n, 2]``, ``labels``, ``sources``, ``paths``
+    and ``knn_accuracy``.
+    """
+    import core
+    from core.evaluation.evaluate import file_digest, samples_digest
+    from core.training.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    key = f"v{EMBEDDING_VERSION}-{file_digest(path)[:24]}-{samples_digest(samples)[:24]}-{seed}"
+    cache_file = cache_dir() / "embeddings" / f"{key}.npz"
+    if use_cache and cache_file.is_file():
+        try:
+            with np.load(cache_file) as stored:
+                return _embedding_result(stored["xy"], stored["indices"], samples, float(stored["knn"]))
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    model = core.load_model(path)
+    features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch)
+    labels = np.asarray([samples[i].label for i in indices])
+    xy = umap_embedding(features, seed)
+    knn = knn_accuracy(features, labels)
+    if use_cache:
+        atomic_write(cache_file, lambda tmp: _save_npz(tmp, xy=xy, indices=indices, knn=knn))
+    return _embedding_result(xy, indices, samples, knn)
+
+
+def _embedding_result(xy: np.ndarray, indices: np.ndarray, samples: list[Sample], knn: float) -> dict:
+    chosen = [samples[i] for i in indices]
+    return {"xy": xy, "labels": np.asarray([s.label for s in chosen]), "sources": [s.source for s in chosen],
+            "paths": [Path(s.path).name for s in chosen], "knn_accuracy": knn}
+
+
+def _save_npz(path: str, **arrays) -> None:
+    with open(path, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
+        np.savez(handle, **arrays)

@@ -1,0 +1,105 @@
+"""Filter correlation: a layer's Pearson correlation before vs after pruning, and redundancy vs keep probability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from common import header, model, students, teacher_of
+from core.evaluation.inspect import layer_filters
+
+st.title("Filter correlation")
+st.caption("The Pearson method drops filters whose weights correlate with the rest of their layer. Left: the correlation "
+           "of every filter of one layer before pruning (pruned filters ticked in red); right: the filters the student kept. "
+           "Below: each filter's redundancy score (its mean squared correlation with the others) against the keep "
+           "probability the search gave it.")
+
+choices = students()
+if not choices:
+    st.info("No pruned student yet: train one with method kdfs or pearson from the sidebar.")
+    st.stop()
+left, right = st.columns(2)
+pearson_first = sorted(choices, key=lambda name: header(choices[name]).get("student_method") != "pearson")
+student_name = left.selectbox("Student", pearson_first, key="correlation_student")
+student_path = choices[student_name]
+layers = header(student_path)["pruning"]["layers"]
+layer = right.selectbox("Layer", layers, index=layers.index("layer1.0.conv2") if "layer1.0.conv2" in layers else 0,
+                        key="correlation_layer")
+
+student = model(student_path)
+teacher_path = teacher_of(student_path)
+try:
+    filters = layer_filters(student, layer, model(teacher_path) if teacher_path else None)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _order(correlation: np.ndarray) -> np.ndarray:
+    """Filters ordered by hierarchical clustering of |rho|, so correlated groups show as blocks."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = 1 - np.abs(correlation)
+    np.fill_diagonal(distance, 0)
+    return leaves_list(linkage(squareform(np.clip(distance, 0, None), checks=False), "average"))
+
+
+def _heatmap(matrix: np.ndarray, labels: list[int], title: str, pruned: set[int]) -> go.Figure:
+    figure = px.imshow(matrix, x=[str(i) for i in labels], y=[str(i) for i in labels], zmin=-1, zmax=1,
+                       color_continuous_scale="RdBu_r", labels={"color": "ρ"}, title=title, aspect="equal")
+    if pruned:  # red ticks along both axes at the filters the student dropped
+        positions = [str(i) for i in labels if i in pruned]
+        figure.add_trace(go.Scatter(x=positions, y=[str(labels[-1])] * len(positions), mode="markers", showlegend=False,
+                                    marker={"symbol": "line-ns-open", "color": "crimson", "size": 9}, hoverinfo="skip"))
+    figure.update_layout(height=520, margin={"t": 40, "b": 10}, xaxis={"showticklabels": False},
+                         yaxis={"showticklabels": False})
+    return figure
+
+
+cluster = st.toggle("Order filters by correlation cluster", value=True, key="correlation_cluster")
+kept = filters.kept
+pruned = set(range(filters.channels)) - set(kept)
+order = _order(filters.before) if cluster and filters.channels > 2 else np.arange(filters.channels)
+after_order = _order(filters.after) if cluster and len(kept) > 2 else np.arange(len(kept))
+before_panel, after_panel = st.columns(2)
+before_panel.plotly_chart(_heatmap(filters.before[np.ix_(order, order)], [int(i) for i in order],
+                                   f"Before: {filters.channels} filters", pruned), width="stretch", key="correlation_before")
+after_panel.plotly_chart(_heatmap(filters.after[np.ix_(after_order, after_order)], [kept[i] for i in after_order],
+                                  f"After: {len(kept)} kept filters", set()), width="stretch", key="correlation_after")
+st.caption(f"Before: {filters.before_source}. After: the student's own weights for the filters it kept.")
+
+
+def _mean_abs(matrix: np.ndarray) -> float:
+    count = len(matrix)
+    return float((np.abs(matrix).sum() - np.abs(np.diag(matrix)).sum()) / (count * (count - 1))) if count > 1 else float("nan")
+
+
+summary = pd.DataFrame([
+    {"filters": "all (before)", "count": filters.channels, "mean |ρ|": _mean_abs(filters.before),
+     "mean redundancy": float(filters.redundancy.mean())},
+    {"filters": "kept (before)", "count": len(kept), "mean |ρ|": _mean_abs(filters.before[np.ix_(kept, kept)]),
+     "mean redundancy": float(filters.redundancy[kept].mean())},
+    {"filters": "pruned (before)", "count": len(pruned), "mean |ρ|": _mean_abs(filters.before[np.ix_(sorted(pruned), sorted(pruned))]),
+     "mean redundancy": float(filters.redundancy[sorted(pruned)].mean()) if pruned else float("nan")},
+    {"filters": "kept (after)", "count": len(kept), "mean |ρ|": _mean_abs(filters.after), "mean redundancy": float("nan")},
+])
+st.dataframe(summary, hide_index=True, width="stretch")
+
+st.subheader("Redundancy vs keep probability")
+if filters.keep_probability is None:
+    st.info("This checkpoint does not record the search's keep probabilities.")
+else:
+    frame = pd.DataFrame({"filter": np.arange(filters.channels), "redundancy score": filters.redundancy,
+                          "keep probability": filters.keep_probability,
+                          "decision": ["kept" if i in set(kept) else "pruned" for i in range(filters.channels)]})
+    scatter = px.scatter(frame, x="redundancy score", y="keep probability", color="decision", hover_data=["filter"],
+                         color_discrete_map={"kept": "#1f77b4", "pruned": "crimson"})
+    scatter.update_layout(height=420, margin={"t": 20})
+    st.plotly_chart(scatter, width="stretch", key="correlation_scatter")
+    st.caption("Redundancy and keep probability as recorded at the end of the search (its final temperature), "
+               "from the student's filters at that moment.")
