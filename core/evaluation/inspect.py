@@ -82,7 +82,9 @@ def feature_maps(model: nn.Module, image: torch.Tensor, layer: str) -> tuple[np.
     """
     block, position = _block_and_position(model, layer)
     captured = {}
-    handle = getattr(block, f"bn{position}").register_forward_hook(lambda module, args, output: captured.update(out=output))
+    # clone: torchvision blocks modify this tensor in place afterwards (ReLU, the residual "+=")
+    handle = getattr(block, f"bn{position}").register_forward_hook(
+        lambda module, args, output: captured.update(out=output.clone()))
     try:
         model(image[None].to(next(model.parameters()).device))
     finally:
