@@ -50,14 +50,18 @@ def _order(correlation: np.ndarray) -> np.ndarray:
 
 
 def _heatmap(matrix: np.ndarray, labels: list[int], title: str, pruned: set[int]) -> go.Figure:
-    figure = px.imshow(matrix, x=[str(i) for i in labels], y=[str(i) for i in labels], zmin=-1, zmax=1,
-                       color_continuous_scale="RdBu_r", labels={"color": "ρ"}, title=title, aspect="equal")
-    if pruned:  # red ticks along both axes at the filters the student dropped
-        positions = [str(i) for i in labels if i in pruned]
-        figure.add_trace(go.Scatter(x=positions, y=[str(labels[-1])] * len(positions), mode="markers", showlegend=False,
-                                    marker={"symbol": "line-ns-open", "color": "crimson", "size": 9}, hoverinfo="skip"))
-    figure.update_layout(height=520, margin={"t": 40, "b": 10}, xaxis={"showticklabels": False},
-                         yaxis={"showticklabels": False})
+    """``matrix`` drawn in the given filter order; hover names the teacher's filter indices."""
+    ids = np.asarray(labels)
+    figure = go.Figure(go.Heatmap(z=matrix, zmin=-1, zmax=1, colorscale="RdBu_r", colorbar={"title": "ρ"},
+                                  customdata=np.dstack(np.meshgrid(ids, ids)),
+                                  hovertemplate="filters %{customdata[1]} and %{customdata[0]}: ρ = %{z:.3f}<extra></extra>"))
+    if pruned:  # red marks above the columns of the filters the student dropped
+        positions = [position for position, filter_id in enumerate(labels) if filter_id in pruned]
+        figure.add_trace(go.Scatter(x=positions, y=[-1.5] * len(positions), mode="markers", showlegend=False, name="pruned",
+                                    marker={"symbol": "triangle-down", "color": "crimson", "size": 7}, hoverinfo="skip"))
+    figure.update_layout(title=title, height=520, margin={"t": 40, "b": 10},
+                         xaxis={"showticklabels": False, "constrain": "domain"},
+                         yaxis={"showticklabels": False, "autorange": "reversed", "scaleanchor": "x", "constrain": "domain"})
     return figure
 
 
@@ -71,7 +75,9 @@ before_panel.plotly_chart(_heatmap(filters.before[np.ix_(order, order)], [int(i)
                                    f"Before: {filters.channels} filters", pruned), width="stretch", key="correlation_before")
 after_panel.plotly_chart(_heatmap(filters.after[np.ix_(after_order, after_order)], [kept[i] for i in after_order],
                                   f"After: {len(kept)} kept filters", set()), width="stretch", key="correlation_after")
-st.caption(f"Before: {filters.before_source}. After: the student's own weights for the filters it kept.")
+st.caption(f"Before: {filters.before_source}. After: the student's own weights for the filters it kept"
+           + ("" if "own filters" in filters.before_source else ", over the input channels the previous layer kept (in a "
+              "compact model a filter no longer sees the pruned inputs, which often raises the correlation)") + ".")
 
 
 def _mean_abs(matrix: np.ndarray) -> float:

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from common import all_checkpoints, test_samples
+from common import all_checkpoints, header, test_samples
 from core.data.synthetic import SOURCES
 from core.evaluation.inspect import embedding, spread_subset
 
@@ -23,7 +23,9 @@ default = [name for name in shipped if "teacher" in name][:1] + [name for name i
 picked = st.multiselect("Checkpoints", list(choices), default=default or list(choices)[:1], max_selections=3,
                         key="embeddings_pick")
 left, middle, right = st.columns(3)
-data = left.selectbox("Images", ["synthetic", *[f"synthetic:{s}" for s in SOURCES]], key="embeddings_data",
+datasets = ["synthetic", *[f"synthetic:{s}" for s in SOURCES]]
+trained_on = header(choices[picked[0]]).get("dataset") if picked else None
+data = left.selectbox("Images", datasets, index=datasets.index(trained_on) if trained_on in datasets else 0, key="embeddings_data",
                       help="the test split of the embedded benchmark (all sources) or one source")
 limit = middle.slider("Images (evenly spread)", 200, 2400, 600, step=200, key="embeddings_limit")
 colour = right.radio("Colour by", ["label", "source"], horizontal=True, key="embeddings_colour")
