@@ -26,7 +26,8 @@ def test_home_renders_without_exceptions(tiny_benchmark):
     assert "300 images at 32 px" in app.markdown[-1].value
 
 
-PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning", "views/evaluation.py": "Evaluation"}
+PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning", "views/feature_maps.py": "Feature maps",
+         "views/correlation.py": "Filter correlation", "views/evaluation.py": "Evaluation", "views/embeddings.py": "Embeddings"}
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -49,6 +50,21 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
         assert "McNemar" in [s.value for s in app.subheader][-1] and "p = " in app.markdown[-1].value
         app.toggle(key="evaluation_cross").set_value(True).run()
         assert not app.exception and len(app.get("plotly_chart")) == 1 + 3 + 1
+    if page == "views/feature_maps.py":  # the paper's layer 2 of block 1, teacher next to the student
+        assert app.selectbox(key="maps_layer").value == "layer1.0.conv2"
+        assert len(app.get("plotly_chart")) == 2 and "Pruned in this layer" in app.caption[-1].value
+        app.selectbox(key="maps_layer").set_value("layer3.2.conv3").run()
+        assert not app.exception and len(app.get("plotly_chart")) == 2
+    if page == "views/correlation.py":  # before/after heatmaps and the redundancy-vs-keep scatter, Pearson first
+        assert "pearson" in app.selectbox(key="correlation_student").value
+        assert len(app.get("plotly_chart")) == 3 and app.dataframe
+        app.selectbox(key="correlation_layer").set_value("layer2.0.conv2").run()
+        assert not app.exception and len(app.get("plotly_chart")) == 3
+    if page == "views/embeddings.py":  # teacher and a student, with the k-NN separability of their features
+        assert len(app.multiselect(key="embeddings_pick").value) == 2
+        assert len(app.get("plotly_chart")) == 2 and len(app.metric) == 2
+        app.radio(key="embeddings_colour").set_value("source").run()
+        assert not app.exception and len(app.get("plotly_chart")) == 2
 
 
 def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
@@ -135,7 +151,9 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             exceptions = 0
             for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history"),
-                                ("evaluation", "McNemar")):
+                                ("feature_maps", "Pruned in this layer"), ("correlation", "Redundancy vs keep probability"),
+                                ("evaluation", "McNemar"), ("embeddings", "5-NN real/fake accuracy"),
+                                ("inference", "P(fake)")):
                 page.goto(f"{served_dashboard}/{path}", wait_until="domcontentloaded")
                 page.get_by_text(ready).first.wait_for(timeout=60_000)
                 page.wait_for_timeout(1500)  # let the charts draw

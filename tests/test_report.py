@@ -134,7 +134,7 @@ def test_report_writes_every_table_and_caches_predictions(tiny_runs, tmp_path):
     assert "lambda_prune" in ablation and "100.0" in ablation
     second = _cli("report", *paths, "--out", str(tmp_path / "again"), "--data", "synthetic:gan,synthetic:warp",
                   "--no-latency")
-    assert second["computed"] == 0 and second["seconds"] < first["seconds"]
+    assert second["computed"] == 0, "every evaluation comes from the prediction cache"
 
 
 def test_train_with_several_seeds_makes_one_run_per_seed(tiny_benchmark, tmp_path):

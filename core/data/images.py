@@ -15,9 +15,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
@@ -36,16 +37,26 @@ class ImageLoadError(ValueError):
     """A file that cannot be used as an image (reason in the message)."""
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` fully into an upright 8-bit RGB image, or raise ImageLoadError.
+def load_image(source: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
+    """Decode ``source`` fully into an upright 8-bit RGB image, or raise ImageLoadError.
 
+    ``source`` is a path or a binary file object (an upload); messages start with
+    ``name``, by default the path or the file object's ``name``.
     Handles EXIF rotation, palette/CMYK/16-bit/grey+alpha modes (alpha is
-    composited on white), and refuses empty, truncated, tiny or bomb-sized files.
+    composited on white), and refuses empty, truncated, tiny or bomb-sized files;
+    the size is checked on the header, before any pixel is decoded.
     """
+    is_path = isinstance(source, (str, os.PathLike))
+    label = name or (os.fspath(source) if is_path else getattr(source, "name", "upload"))
     try:
-        if os.path.getsize(path) == 0:
-            raise ImageLoadError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as image:
+        if _byte_size(source) == 0:
+            raise ImageLoadError(f"{label}: empty file (0 bytes)")
+        with Image.open(source) as image:
+            # Image.open already refuses twice the limit; this also covers the band between the limit
+            # and twice it when the DecompressionBombWarning filter above has been reset (pytest does).
+            if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                raise ImageLoadError(f"{label}: refused, {image.width}x{image.height} is larger than "
+                                     f"{Image.MAX_IMAGE_PIXELS:,} pixels")
             image.load()  # decode now, so truncation fails here and not in a worker later
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -57,13 +68,24 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             image = image.convert("RGB")
     except ImageLoadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageLoadError(f"{path}: refused, larger than {MAX_IMAGE_PIXELS:,} pixels ({error})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(f"{label}: refused, larger than {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{label}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+        raise ImageLoadError(f"{label}: not a readable image ({type(error).__name__}: {error})") from None
     if min(image.size) < MIN_IMAGE_SIDE:
-        raise ImageLoadError(f"{path}: too small ({image.size[0]}x{image.size[1]} px, need >= {MIN_IMAGE_SIDE})")
+        raise ImageLoadError(f"{label}: too small ({image.size[0]}x{image.size[1]} px, need >= {MIN_IMAGE_SIDE})")
     return image
+
+
+def _byte_size(source: str | os.PathLike | BinaryIO) -> int:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source)
+    start = source.tell()
+    size = source.seek(0, os.SEEK_END) - start
+    source.seek(start)
+    return size
 
 
 class ImageDataset(Dataset):

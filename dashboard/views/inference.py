@@ -1,0 +1,93 @@
+"""Live inference: one image (an upload or a benchmark sample), its face crop, and each picked checkpoint's verdict,
+probability, latency and Grad-CAM side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from common import all_checkpoints, model, test_samples
+from core.data.datasets import LABEL_NAMES, DatasetError
+from core.data.faces import draw_boxes
+from core.data.images import ImageLoadError, load_image
+from core.data.synthetic import SOURCES
+from core.evaluation.attribution import DEFAULT_STAGE, STAGES, grad_cam, overlay
+from core.evaluation.inference import UPLOAD_RULE, decode_upload, describe_crop, predict_models
+
+st.title("Live inference")
+st.caption("Upload an image or pick one from the embedded benchmark: the largest face is cropped (OpenCV's Haar cascade) "
+           "and every picked checkpoint judges the same crop.")
+
+choices = all_checkpoints()
+if not choices:
+    st.info("No checkpoint yet: train one from the sidebar.")
+    st.stop()
+shipped = [c for c in choices if c.startswith("shipped:")]
+picked = st.multiselect("Checkpoints", list(choices), default=shipped or list(choices)[:1], key="inference_pick")
+
+upload_column, sample_column = st.columns(2)
+upload = upload_column.file_uploader("Upload an image", key="inference_upload", help=UPLOAD_RULE)
+source = sample_column.selectbox("...or a test image of the embedded benchmark, source", SOURCES, index=SOURCES.index("faceswap"),
+                                 key="inference_source", disabled=upload is not None)
+options = st.columns(3)
+face_crop = options[0].toggle("Crop the face", value=True, key="inference_crop",
+                              help="off: the whole image, resized to the model's input")
+show_grad_cam = options[1].toggle("Grad-CAM", value=True, key="inference_gradcam")
+stage = options[2].selectbox("Grad-CAM stage", STAGES, index=STAGES.index(DEFAULT_STAGE), key="inference_stage",
+                             disabled=not show_grad_cam, help="at 64 px input layer4 is 2x2 and layer3 4x4")
+
+
+def _input_image() -> tuple[Image.Image, str] | None:
+    """``(RGB image, caption)`` of the upload, else of the picked sample; None (message shown) when unusable."""
+    if upload is not None:
+        try:
+            return decode_upload(upload.getvalue(), upload.name), f"upload · {upload.name}"
+        except ImageLoadError as error:
+            st.error(f"Cannot use this file: {error}")
+            return None
+    try:
+        samples = test_samples(f"synthetic:{source}")
+    except (DatasetError, OSError) as error:
+        st.error(f"Cannot read the benchmark: {error}")
+        return None
+    sample = sample_column.selectbox("Test image", samples, key=f"inference_sample_{source}",
+                                     format_func=lambda s: f"{Path(s.path).name} (truly {LABEL_NAMES[s.label]})")
+    try:
+        return load_image(sample.path), f"{source} test image · truly {LABEL_NAMES[sample.label]}"
+    except ImageLoadError as error:
+        st.error(str(error))
+        return None
+
+
+def _show_verdicts(image: Image.Image, caption: str) -> None:
+    models = {name: model(choices[name]) for name in picked}
+    result = predict_models(models, image, face_crop=face_crop)
+    shown_input, shown_crop = st.columns([2, 1])
+    boxes = [result["face_box"]] if result["face_box"] is not None else []
+    shown_input.image(draw_boxes(image, boxes), caption=f"{caption} · {image.width}x{image.height} px", width="stretch")
+    crop = result["crop"]
+    shown_crop.image(crop, width="stretch", caption=f"{describe_crop(result['face_box'], face_crop)} · {crop.width}x{crop.height} px"
+                     f" · {result['face_crop_ms']:.1f} ms")
+    st.caption("Latency = the face crop (done once, shared) + that model's preprocessing and forward pass, wall time on this "
+               "machine in this run (the first run of a freshly loaded model is slower).")
+    for column, (name, prediction) in zip(st.columns(len(picked)), result["predictions"].items(), strict=True):
+        header = models[name].header
+        column.markdown(f"**{name.split(': ', 1)[-1]}**")
+        column.metric("Verdict", prediction["label"])
+        column.metric("P(fake)", f"{prediction['probability']:.3f}")
+        column.metric("Latency", f"{prediction['latency_ms']:.1f} ms",
+                      help=f"face crop {prediction['face_crop_ms']:.1f} ms + model {prediction['model_ms']:.1f} ms")
+        params = header.get("params") or sum(p.numel() for p in models[name].parameters())
+        column.caption(f"{params / 1e6:.2f} M params · {header['model']['type']} · {header.get('student_method') or header['method']}")
+        if show_grad_cam:
+            heatmap = grad_cam(models[name], models[name].preprocess(crop), stage)
+            column.image(overlay(crop, heatmap), width="stretch", caption=f"Grad-CAM at {stage}: evidence for '{prediction['label']}'")
+
+
+chosen = _input_image()
+if not picked:
+    st.info("Pick at least one checkpoint.")
+elif chosen is not None:
+    _show_verdicts(*chosen)
