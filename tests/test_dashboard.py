@@ -148,7 +148,7 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
             exceptions = 0
             for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history"),
                                 ("feature_maps", "Pruned in this layer"), ("correlation", "Redundancy vs keep probability"),

@@ -64,7 +64,7 @@ def _input_image() -> tuple[Image.Image, str] | None:
 def _show_verdicts(image: Image.Image, caption: str) -> None:
     models = {name: model(choices[name]) for name in picked}
     result = predict_models(models, image, face_crop=face_crop)
-    shown_input, shown_crop = st.columns([2, 1])
+    shown_input, shown_crop, _ = st.columns([2, 1, 2])
     boxes = [result["face_box"]] if result["face_box"] is not None else []
     shown_input.image(draw_boxes(image, boxes), caption=f"{caption} · {image.width}x{image.height} px", width="stretch")
     crop = result["crop"]
