@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+log = logging.getLogger("core")
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
@@ -104,8 +105,8 @@ def _train_config(args: argparse.Namespace, **fixed):
         options["correlation_weight_gradient"] = False
     values = dict(
         preset=args.preset, config_file=args.config, data=args.data, data_root=args.data_root,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-        seed=args.seed, device=args.device, runs_dir=args.runs_dir, num_workers=args.num_workers,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        image_size=args.image_size, seed=args.seed, device=args.device, runs_dir=args.runs_dir, num_workers=args.num_workers,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         log_every=args.log_every, augment=args.augment, method_options=options or None,
     )
@@ -188,7 +189,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                            data=args.data or source.get("config", {}).get("data"),
                            data_root=args.data_root or source.get("data_root"),
                            image_size=args.image_size or source["image_size"])
-    if args.lr is None and config.preset is None:
+    if source.get("method") == "pdd" and args.lr is None and args.optimizer is None:
+        from core.methods.pdd import FINETUNE
+
+        log.info("PDD student: the published fine-tune, %s", FINETUNE)  # SGD 0.01 / 0.9 unless told otherwise
+        for key, value in FINETUNE.items():
+            setattr(config, key, value if key != "momentum" or args.momentum is None else args.momentum)
+    elif args.lr is None and config.preset is None:
         config.lr = FINETUNE_LR
     result = train(config, progress=not args.quiet)
     _emit_run(args, result)
@@ -324,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int)
         p.add_argument("--batch-size", type=int, help="images per step (per process under torchrun)")
         p.add_argument("--lr", type=float)
+        p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+        p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
         p.add_argument("--image-size", type=int)
         p.add_argument("--seed", type=int)
         p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: automatic)")

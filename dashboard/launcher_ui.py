@@ -70,8 +70,11 @@ def launch_form() -> None:
         lr = st.number_input("Learning rate", min_value=0.0, value=None, format="%.6f", key="launch_lr")
         if lr:
             arguments += ["--lr", str(lr)]
-        if method in ("kdfs", "pearson"):
+        if method in ("kdfs", "pearson", "pdd"):
+            pdd_fields = ("kd-temperature", "lambda-kd", "lambda-prune")  # PDD: no Gumbel, no feature reconstruction
             for flag, label, _ in STUDENT_FIELDS:
+                if method == "pdd" and flag not in pdd_fields:
+                    continue
                 value = st.number_input(label, value=None, format="%.4f", key=f"launch_{flag}")
                 if value is not None:
                     arguments += [f"--{flag}", str(value)]

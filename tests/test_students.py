@@ -44,7 +44,7 @@ def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module", params=["kdfs", "pearson"])
+@pytest.fixture(scope="module", params=["kdfs", "pearson", "pdd"])
 def student_run(request, tiny_teacher, tmp_path_factory) -> tuple[str, Path]:
     runs = tmp_path_factory.mktemp(request.param)
     output = _cli("train", *_student_args(tiny_teacher, runs, request.param, "--epochs", "3", "--tau-start", "2",
@@ -101,7 +101,10 @@ def test_finetune_trains_the_compact_model(student_run, tmp_path):
     source = core.load_model(run_dir).header
     assert model.header["model"]["type"] == "compact-resnet"
     assert model.header["model"]["active_filters"] == source["pruning"]["active_filters"]
-    assert model.header["config"]["lr"] == pytest.approx(4e-5)
+    if source["method"] == "pdd":  # the published fine-tune of a PDD student
+        assert (model.header["config"]["optimizer"], model.header["config"]["lr"]) == ("sgd", 0.01)
+    else:
+        assert model.header["config"]["lr"] == pytest.approx(4e-5)
     assert model.header["finetuned_from"] == str(run_dir)
 
 

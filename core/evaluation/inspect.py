@@ -159,7 +159,7 @@ def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = No
     keep_probability = np.asarray(pruning["keep_probability"][index]) if "keep_probability" in pruning else None
     if keep_probability is None and isinstance(student, MaskedResNet):
         sampler = student.sampler
-        keep_probability = sampler.split(torch.softmax(sampler.logits.detach().float() / sampler.temperature, -1)[:, 1])[index].numpy()
+        keep_probability = sampler.split(sampler.keep_probability().detach())[index].numpy()
     redundancy = np.asarray(pruning["redundancy"][index]) if recorded else redundancy_scores(full).numpy()
     return LayerFilters(layer=layer, channels=channels, kept=kept, before=pearson_correlation(full).numpy(),
                         after=after.numpy(), keep_probability=keep_probability, redundancy=redundancy, before_source=source)

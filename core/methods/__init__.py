@@ -10,6 +10,7 @@ from __future__ import annotations
 from core.methods.base import Method
 from core.methods.finetune import FinetuneMethod
 from core.methods.kdfs import KDFSMethod
+from core.methods.pdd import PDDMethod
 from core.methods.pearson import PearsonMethod
 from core.methods.teacher import TeacherMethod
 
@@ -24,6 +25,7 @@ def register_method(method: Method) -> Method:
 register_method(TeacherMethod())
 register_method(KDFSMethod())
 register_method(PearsonMethod())
+register_method(PDDMethod())
 register_method(FinetuneMethod())
 
 

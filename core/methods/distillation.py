@@ -110,7 +110,7 @@ def default_teacher(data: str) -> str | None:
     return None
 
 
-def load_teacher(config: TrainConfig) -> nn.Module:
+def load_teacher(config: TrainConfig, same_arch: bool = True) -> nn.Module:
     import core
 
     path = config.teacher
@@ -119,7 +119,7 @@ def load_teacher(config: TrainConfig) -> nn.Module:
                          "train one with `python -m core train --method teacher --data ...`")
     teacher = core.load_model(path)
     spec = teacher.header["model"]
-    if spec.get("type") != "resnet" or spec.get("arch") != config.arch:
+    if spec.get("type") != "resnet" or (same_arch and spec.get("arch") != config.arch):
         raise ValueError(f"teacher {path} is a {spec.get('type')} {spec.get('arch')}; the student needs a "
                          f"{config.arch} teacher (or pass --arch {spec.get('arch')})")
     if teacher.header.get("image_size") != config.image_size:
@@ -139,8 +139,10 @@ class Distiller(nn.Module):
         self.options = options
         self.prune_loss = prune_loss
         self.teacher_macs = teacher_macs
-        widths = [_stage_width(stage) for stage in stages(student)]
-        self.decoders = nn.ModuleList(nn.Conv2d(width, width, kernel_size=1) for width in widths)
+        # 1x1 decoders from the student's stage widths to the teacher's (equal for KDFS/Pearson; PDD's
+        # ResNet-18 student has narrower stages than its ResNet-50 teacher); none when L_RL is off
+        pairs = zip(map(_stage_width, stages(student)), map(_stage_width, stages(teacher)), strict=True)
+        self.decoders = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in pairs) if options.lambda_rl else nn.ModuleList()
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a submodule
 
     @property
@@ -164,8 +166,10 @@ class Distiller(nn.Module):
         options = self.options
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         kd = kd_loss(logits, teacher_logits, options.kd_temperature)
-        rl = sum(feature_loss(decoder(f), t, options.feature_distance)
-                 for decoder, f, t in zip(self.decoders, features, teacher_features, strict=True))
+        rl = logits.new_zeros(())
+        if self.decoders:  # L_RL off (lambda_rl = 0) means no decoders at all, so nothing unused under DDP
+            rl = sum(feature_loss(decoder(f), t, options.feature_distance)
+                     for decoder, f, t in zip(self.decoders, features, teacher_features, strict=True))
         prune = self.prune_loss(self, mask, keep_probability)
         loss = bce + options.lambda_kd * kd + options.lambda_rl * rl + options.lambda_prune * prune
         return loss, {"bce": bce.detach(), "kd": kd.detach(), "rl": rl.detach(), "prune": prune.detach(),
@@ -178,30 +182,45 @@ def _stage_width(stage: nn.Sequential) -> int:
 
 
 class MaskedStudentMethod(Method):
-    """A masked ResNet student distilled from a ResNet teacher; subclasses define ``prune_loss``."""
+    """A masked ResNet student distilled from a ResNet teacher; subclasses define ``prune_loss``.
+
+    ``sampler`` picks the masks (Gumbel keep/drop logits, or PDD's sign scores), ``options_class``
+    the hyperparameters and their defaults, ``same_arch_teacher`` whether the teacher must be the
+    student's architecture (KDFS/Pearson start from the teacher's weights).
+    """
+
+    sampler = "gumbel"
+    options_class = StudentOptions
+    same_arch_teacher = True
+
+    def options(self, config: TrainConfig) -> StudentOptions:
+        return self.options_class.from_config(config)
 
     def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def check(self, config: TrainConfig) -> None:
-        StudentOptions.from_config(config)
+        options = self.options(config)
         if config.teacher is None:
             config.teacher = default_teacher(config.data)
             if config.teacher is not None:
                 log.info("using the shipped teacher %s for %s", config.teacher, config.data)
-        load_teacher(config)
+        teacher = load_teacher(config, self.same_arch_teacher)
+        if options.student_init == "teacher" and teacher.header["model"]["arch"] != config.arch:
+            raise ValueError(f"student_init teacher needs a {config.arch} teacher, got a {teacher.header['model']['arch']}; "
+                             "use student_init scratch")
 
     def build(self, config: TrainConfig) -> Distiller:
         from core.pruning.flops import profile_model
 
-        options = StudentOptions.from_config(config)
-        teacher = load_teacher(config)
-        student = MaskedResNet(config.arch)
+        options = self.options(config)
+        teacher = load_teacher(config, self.same_arch_teacher)
+        student = MaskedResNet(config.arch, self.sampler)
         if options.student_init == "teacher":
             missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
-            if unexpected or set(missing) != {"sampler.logits"}:
+            if unexpected or set(missing) != {f"sampler.{name}" for name, _ in student.sampler.named_parameters()}:
                 raise ValueError(f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        if options.mask_init == "keep":  # start as the teacher; the pruning loss then removes filters
+        if options.mask_init == "keep" and self.sampler == "gumbel":  # start as the teacher; the pruning loss then removes filters
             with torch.no_grad():
                 student.sampler.logits[:, 0] = 0.0
                 student.sampler.logits[:, 1] = options.keep_margin
@@ -210,20 +229,20 @@ class MaskedStudentMethod(Method):
         return Distiller(student, teacher, options, self.prune_loss, cost, teacher_macs)
 
     def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
-        return {"type": "masked-resnet", "arch": config.arch}
+        return {"type": "masked-resnet", "arch": config.arch, **({"sampler": self.sampler} if self.sampler != "gumbel" else {})}
 
     def deployable(self, model: Distiller) -> nn.Module:
         return model.student
 
     def parameter_groups(self, model: Distiller, config: TrainConfig) -> list[dict]:
-        options = StudentOptions.from_config(config)
-        sampler = [model.student.sampler.logits]
-        weights = [p for p in model.parameters() if p.requires_grad and p is not sampler[0]]
+        options = self.options(config)
+        sampler = list(model.student.sampler.parameters())
+        weights = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in sampler)]
         return [{"params": weights},
                 {"params": sampler, "weight_decay": 0.0, "lr": options.sampler_lr or config.lr}]
 
     def on_epoch_start(self, model: Distiller, epoch: int, config: TrainConfig) -> None:
-        options = StudentOptions.from_config(config)
+        options = self.options(config)
         model.student.sampler.temperature = temperature(options, epoch, config.epochs)
         model.student.sampler.seed(config.seed * 100_003 + epoch)
 
@@ -235,7 +254,7 @@ class MaskedStudentMethod(Method):
         """The mask history record: tau, per-layer keep probability and active filters, compact cost."""
         student = model.student
         sampler = student.sampler
-        keep = torch.softmax(sampler.logits.float() / sampler.temperature, dim=-1)[:, 1]
+        keep = sampler.keep_probability()
         eval_mask = sampler.eval_mask()
         active = student.active_filters()
         macs = float(model.cost.macs(eval_mask.double()))

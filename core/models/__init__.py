@@ -12,7 +12,7 @@ from core.models.resnet import ARCHITECTURES, build_model
 def _masked(spec: dict) -> nn.Module:
     from core.models.masked import MaskedResNet
 
-    return MaskedResNet(spec["arch"])
+    return MaskedResNet(spec["arch"], spec.get("sampler", "gumbel"))
 
 
 def _compact(spec: dict) -> nn.Module:

@@ -18,6 +18,11 @@ so a dropped filter is exactly zero downstream and removing it
 All layers share one ``[sum C_l, 2]`` parameter, so sampling all 48 masks is one
 vectorised op. State-dict keys are the plain ResNet's plus ``sampler.logits``, so
 a teacher checkpoint initialises a student directly.
+
+PDD's students use :class:`SignSampler` instead (``MaskedResNet(arch, sampler="sign")``):
+one real score ``m`` per filter, mask ``1[m > 0]`` in the forward pass and the
+ApproxSign polynomial's gradient ``max(0, 1 - |m|)`` in the backward pass; its
+state-dict key is ``sampler.scores``.
 """
 
 from __future__ import annotations
@@ -72,30 +77,77 @@ def masked_layers(model: nn.Module) -> list[MaskedLayer]:
     return layers
 
 
-class FilterSampler(nn.Module):
-    """The keep/drop logits of every masked filter and the Gumbel-softmax sampler over them."""
+class _Sampler(nn.Module):
+    """What every mask sampler shares: per-layer bookkeeping, the eval mask with its rescue, splitting.
+
+    Subclasses define ``margin()`` (> 0 means keep, per filter), ``keep_probability()``
+    (in [0, 1], per filter) and ``forward() -> (mask, keep_probability)``.
+    """
 
     def __init__(self, layers: list[MaskedLayer]):
         super().__init__()
         self.layers = layers
         self.channels = [layer.channels for layer in layers]
-        self.logits = nn.Parameter(torch.empty(sum(self.channels), 2))
-        # KDFS initialisation: Kaiming normal over (drop, keep), i.e. N(0, 1) with fan-in 2
-        nn.init.kaiming_normal_(self.logits)
         self.register_buffer("layer_index", torch.repeat_interleave(
             torch.arange(len(layers)), torch.tensor(self.channels)), persistent=False)
         self.temperature = 1.0
+
+    def margin(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keep_probability(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def seed(self, seed: int) -> None:
+        """Seed the sampling noise, if any (the engine calls this each epoch with the same seed on every rank)."""
+
+    @torch.no_grad()
+    def eval_mask(self) -> torch.Tensor:
+        """``margin > 0`` per filter; a layer with nothing kept keeps its most-kept filter."""
+        margin = self.margin().detach().float()
+        keep = margin > 0
+        kept = torch.zeros(len(self.channels), device=margin.device).index_add_(0, self.layer_index, keep.float())
+        best = torch.full((len(self.channels),), -torch.inf, device=margin.device).scatter_reduce(
+            0, self.layer_index, margin, reduce="amax")
+        rescue = (margin == best[self.layer_index]) & (kept[self.layer_index] == 0)
+        return (keep | rescue).float()
+
+    def empty_layers(self) -> list[str]:
+        """Layers whose margins keep nothing (the eval mask rescues one filter in each)."""
+        margin = self.margin().detach()
+        kept = torch.zeros(len(self.channels)).index_add_(0, self.layer_index.cpu(), (margin > 0).float().cpu())
+        return [layer.name for layer, count in zip(self.layers, kept.tolist(), strict=True) if count == 0]
+
+    def split(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer views of a ``[sum C_l]`` vector."""
+        return list(torch.split(values, self.channels))
+
+
+class FilterSampler(_Sampler):
+    """The keep/drop logits of every masked filter and the Gumbel-softmax sampler over them (KDFS, Pearson)."""
+
+    def __init__(self, layers: list[MaskedLayer]):
+        super().__init__(layers)
+        self.logits = nn.Parameter(torch.empty(sum(self.channels), 2))
+        # KDFS initialisation: Kaiming normal over (drop, keep), i.e. N(0, 1) with fan-in 2
+        nn.init.kaiming_normal_(self.logits)
         self.generator: torch.Generator | None = None  # set per epoch: identical noise on every DDP rank
 
     def seed(self, seed: int) -> None:
-        """Seed the Gumbel noise (the engine calls this each epoch with the same seed on every rank)."""
         self.generator = torch.Generator(device=self.logits.device).manual_seed(seed)
+
+    def margin(self) -> torch.Tensor:
+        return self.logits[:, KEEP] - self.logits[:, DROP]
+
+    def keep_probability(self) -> torch.Tensor:
+        """``softmax(P / tau)[keep]`` without noise."""
+        return torch.softmax(self.logits.float() / self.temperature, dim=-1)[:, KEEP]
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mask, keep_probability)``, each ``[sum C_l]``: hard (straight-through) in training, argmax in eval."""
         logits = self.logits.float()
         if not self.training:
-            return self.eval_mask(), torch.softmax(logits / self.temperature, dim=-1)[:, KEEP]
+            return self.eval_mask(), self.keep_probability()
         if self.generator is not None and self.generator.device != logits.device:
             self.generator = torch.Generator(device=logits.device).manual_seed(self.generator.initial_seed())
         uniform = torch.rand(logits.shape, device=logits.device, generator=self.generator)
@@ -105,38 +157,66 @@ class FilterSampler(nn.Module):
         hard = (probabilities[:, KEEP] > probabilities[:, DROP]).to(keep_probability.dtype)
         return hard - keep_probability.detach() + keep_probability, keep_probability
 
-    @torch.no_grad()
-    def eval_mask(self) -> torch.Tensor:
-        """``argmax P_l`` per filter; a layer with nothing kept keeps its most-kept filter."""
-        margin = (self.logits[:, KEEP] - self.logits[:, DROP]).float()
-        keep = margin > 0
-        kept = torch.zeros(len(self.channels), device=margin.device).index_add_(0, self.layer_index, keep.float())
-        best = torch.full((len(self.channels),), -torch.inf, device=margin.device).scatter_reduce(
-            0, self.layer_index, margin, reduce="amax")
-        rescue = (margin == best[self.layer_index]) & (kept[self.layer_index] == 0)
-        return (keep | rescue).float()
 
-    def empty_layers(self) -> list[str]:
-        """Layers whose argmax keeps nothing (the eval mask rescues one filter in each)."""
-        margin = (self.logits[:, KEEP] - self.logits[:, DROP]).detach()
-        kept = torch.zeros(len(self.channels)).index_add_(0, self.layer_index.cpu(), (margin > 0).float().cpu())
-        return [layer.name for layer, count in zip(self.layers, kept.tolist(), strict=True) if count == 0]
+class ApproxSignMask(torch.autograd.Function):
+    """Forward ``1[m > 0]``; backward the derivative of ApproxSign mapped to [0, 1]: ``max(0, 1 - |m|)``.
 
-    def split(self, values: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer views of a ``[sum C_l]`` vector."""
-        return list(torch.split(values, self.channels))
+    ApproxSign (Bi-Real Net) is ``-1`` below -1, ``2m + m^2`` on [-1, 0), ``2m - m^2`` on [0, 1), ``1`` above;
+    ``(ApproxSign + 1) / 2`` has slope ``1 + m`` then ``1 - m``, i.e. ``1 - |m|`` inside [-1, 1].
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scores)
+        return (scores > 0).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (scores,) = ctx.saved_tensors
+        return grad * (1 - scores.abs()).clamp_min(0)
+
+
+def approx_sign01(scores: torch.Tensor) -> torch.Tensor:
+    """``(ApproxSign(m) + 1) / 2`` in [0, 1]: the smooth surrogate of the binary mask (its "keep probability")."""
+    m = scores.clamp(-1, 1)
+    return torch.where(m < 0, (m + 1).pow(2) / 2, (1 + 2 * m - m.pow(2)) / 2)
+
+
+class SignSampler(_Sampler):
+    """PDD's masks: one score per filter, binarised by sign, trained through ApproxSign's gradient."""
+
+    def __init__(self, layers: list[MaskedLayer], initial_score: float = 0.5):
+        super().__init__(layers)
+        self.scores = nn.Parameter(torch.full((sum(self.channels),), float(initial_score)))
+
+    def margin(self) -> torch.Tensor:
+        return self.scores
+
+    def keep_probability(self) -> torch.Tensor:
+        return approx_sign01(self.scores.float())
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training:
+            return self.eval_mask(), self.keep_probability()
+        return ApproxSignMask.apply(self.scores.float()), self.keep_probability()
+
+
+SAMPLERS = {"gumbel": FilterSampler, "sign": SignSampler}
 
 
 class MaskedResNet(nn.Module):
     """A torchvision ResNet (single logit) with filter masks on every block conv."""
 
-    def __init__(self, arch: str = "resnet50"):
+    def __init__(self, arch: str = "resnet50", sampler: str = "gumbel"):
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown mask sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
         self.arch = arch
+        self.sampler_kind = sampler
         net = build_model(arch)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
             setattr(self, name, getattr(net, name))
-        self.sampler = FilterSampler(masked_layers(self))
+        self.sampler = SAMPLERS[sampler](masked_layers(self))
 
     @property
     def layers(self) -> list[MaskedLayer]:
@@ -164,7 +244,7 @@ class MaskedResNet(nn.Module):
     @torch.no_grad()
     def active_filters(self) -> list[int]:
         """Kept filters per masked layer under the eval (argmax) mask."""
-        counts = torch.zeros(len(self.layers), device=self.sampler.logits.device)
+        counts = torch.zeros(len(self.layers), device=self.sampler.layer_index.device)
         counts.index_add_(0, self.sampler.layer_index, self.sampler.eval_mask())
         return [int(c) for c in counts.tolist()]
 

@@ -150,9 +150,9 @@ class MaskedCost(nn.Module):
         full = torch.ones(len(self.layer_index), dtype=torch.float64)
         total_macs = sum(layer.macs for layer in records.values())
         self.const_macs = total_macs - float(self._masked_terms(full, self.conv_macs, self.bn_macs))
-        self.const_params = count_parameters(model) - model.sampler.logits.numel() - float(
-            self._masked_terms(full, self.conv_params, self.bn_params))
-        self.full_macs, self.full_params = float(total_macs), float(count_parameters(model) - model.sampler.logits.numel())
+        network_params = count_parameters(model) - sum(p.numel() for p in model.sampler.parameters())  # masks are not deployed
+        self.const_params = network_params - float(self._masked_terms(full, self.conv_params, self.bn_params))
+        self.full_macs, self.full_params = float(total_macs), float(network_params)
 
     def _masked_terms(self, mask: torch.Tensor, per_pair: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
         kept = torch.zeros(len(self.previous), dtype=mask.dtype, device=mask.device).index_add(0, self.layer_index, mask)

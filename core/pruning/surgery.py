@@ -94,7 +94,7 @@ def compact_from_masked(masked: MaskedResNet) -> CompactResNet:
     masked.warn_empty_layers()
     keep_masks = masked.sampler.split(masked.sampler.eval_mask().cpu().bool())
     kept = [torch.nonzero(mask).flatten() for mask in keep_masks]
-    compact = CompactResNet(masked.arch, [len(k) for k in kept]).to(masked.sampler.logits.device)
+    compact = CompactResNet(masked.arch, [len(k) for k in kept]).to(masked.sampler.layer_index.device)
     compact.load_state_dict({k: v for k, v in masked.state_dict().items()
                              if not k.startswith(("layer", "sampler."))}, strict=False)
     kept_iter = iter(kept)
@@ -120,13 +120,13 @@ def filter_record(masked: MaskedResNet, digits: int = 4) -> dict[str, list[list]
     """What the search decided, per layer and filter, for the header of the student and its compact model.
 
     ``kept``: the eval mask's filter indices (where each compact channel came from);
-    ``keep_probability``: ``softmax(P / tau)[keep]`` at the sampler's current temperature;
+    ``keep_probability``: the sampler's (Gumbel: ``softmax(P / tau)[keep]`` at its current temperature);
     ``redundancy``: the Pearson redundancy score of each filter's weights at that moment.
     The compact model loses the dropped filters' weights, so analyses of "before vs after"
     read these lists instead.
     """
     sampler = masked.sampler
-    keep_probability = torch.softmax(sampler.logits.float() / sampler.temperature, dim=-1)[:, 1].cpu()
+    keep_probability = sampler.keep_probability().detach().cpu()
     masks = sampler.split(sampler.eval_mask().cpu().bool())
     convs = [conv for _, block in residual_blocks(masked) for conv, _ in block_convs(block)]
     return {
