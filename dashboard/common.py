@@ -80,3 +80,24 @@ def test_samples(data: str) -> list:
     from core.data.datasets import resolve_dataset
 
     return resolve_dataset(data).split("test")
+
+
+PAPER_LAYER = "layer1.0.conv2"  # the paper's "layer 2 of block 1"
+
+
+def pick_student_and_layer(prefix: str, prefer: str | None = None) -> tuple[str, str]:
+    """The shared student + layer pickers (keys ``<prefix>_student``, ``<prefix>_layer``); stops the page if none.
+
+    ``prefer`` lists students of that method first (the correlation page opens on Pearson).
+    """
+    choices = students()
+    if not choices:
+        st.info("No pruned student yet: train one with method kdfs, pearson or pdd from the sidebar.")
+        st.stop()
+    names = sorted(choices, key=lambda name: header(choices[name]).get("student_method") != prefer) if prefer else list(choices)
+    left, right = st.columns(2)
+    path = choices[left.selectbox("Student", names, key=f"{prefix}_student")]
+    layers = header(path)["pruning"]["layers"]
+    layer = right.selectbox("Layer", layers, index=layers.index(PAPER_LAYER) if PAPER_LAYER in layers else 0,
+                            key=f"{prefix}_layer", help=f"{PAPER_LAYER} is the paper's 'layer 2 of block 1'")
+    return path, layer

@@ -8,7 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import header, model, students, teacher_of
+from common import model, pick_student_and_layer, teacher_of
 from core.evaluation.inspect import layer_filters
 
 st.title("Filter correlation")
@@ -17,17 +17,7 @@ st.caption("The Pearson method drops filters whose weights correlate with the re
            "Below: each filter's redundancy score (its mean squared correlation with the others) against the keep "
            "probability the search gave it.")
 
-choices = students()
-if not choices:
-    st.info("No pruned student yet: train one with method kdfs or pearson from the sidebar.")
-    st.stop()
-left, right = st.columns(2)
-pearson_first = sorted(choices, key=lambda name: header(choices[name]).get("student_method") != "pearson")
-student_name = left.selectbox("Student", pearson_first, key="correlation_student")
-student_path = choices[student_name]
-layers = header(student_path)["pruning"]["layers"]
-layer = right.selectbox("Layer", layers, index=layers.index("layer1.0.conv2") if "layer1.0.conv2" in layers else 0,
-                        key="correlation_layer")
+student_path, layer = pick_student_and_layer("correlation", prefer="pearson")
 
 student = model(student_path)
 teacher_path = teacher_of(student_path)

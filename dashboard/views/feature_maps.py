@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import header, model, students, teacher_of, test_samples
+from common import header, model, pick_student_and_layer, teacher_of, test_samples
 from core.data.images import ImageLoadError, load_image
 from core.evaluation.inspect import feature_maps, tile
 
@@ -14,18 +14,10 @@ st.title("Feature maps")
 st.caption("What one layer computes for one image, filter by filter: the teacher's maps next to the student's, at the "
            "teacher's channel positions. Blank (red) cells are filters the student pruned.")
 
-choices = students()
-if not choices:
-    st.info("No pruned student yet: train one with method kdfs or pearson from the sidebar.")
-    st.stop()
-left, right = st.columns(2)
-student_name = left.selectbox("Student", list(choices), key="maps_student")
-student_path = choices[student_name]
+student_path, layer = pick_student_and_layer("maps")
 teacher_path = teacher_of(student_path)
 pruning = header(student_path)["pruning"]
 layers = pruning["layers"]
-layer = right.selectbox("Layer", layers, index=layers.index("layer1.0.conv2") if "layer1.0.conv2" in layers else 0,
-                        key="maps_layer", help="layer1.0.conv2 is the paper's 'layer 2 of block 1'")
 
 source = st.radio("Image", ["From the benchmark", "Upload"], horizontal=True, key="maps_source")
 image, caption = None, ""
