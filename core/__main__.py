@@ -95,12 +95,29 @@ STUDENT_FLAGS = {
     "feature_distance": (str, "attention (KDFS's, default) or mse"),
     "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
 }
+# lottery-ticket options: flag -> LTHOptions field (core/methods/lth.py)
+LTH_FLAGS = {
+    "prune_rate": (float, "fraction of the remaining weights each IMP round removes (default 0.2)"),
+    "target_sparsity": (float, "IMP stops at this fraction of conv/linear weights pruned (default 0.8)"),
+    "rewind_epoch": (int, "0: rewind to the initialisation (default); k: to the dense run's weights after k epochs"),
+}
+
+# Taylor-pruning options: flag -> TaylorOptions field (core/methods/taylor.py); --kd-temperature is shared
+TAYLOR_FLAGS = {
+    "alpha": (float, "weight of the KD (soft-label) loss; BCE gets 1 - alpha (default 0.5)"),
+    "prune_ratio": (float, "fraction of the dense network's prunable channels the schedule removes (default 0.5)"),
+    "steps": (int, "pruning steps, each a run with its fine-tune (default 5; --one-shot: 1)"),
+    "taylor_batches": (int, "training batches whose loss gradient gives the Taylor importance (default 8)"),
+}
 
 
 def _train_config(args: argparse.Namespace, **fixed):
     from core.training.config import build_config
 
-    options = {name: getattr(args, name) for name in STUDENT_FLAGS if getattr(args, name, None) is not None}
+    options = {name: getattr(args, name) for name in {**STUDENT_FLAGS, **LTH_FLAGS, **TAYLOR_FLAGS}
+               if getattr(args, name, None) is not None}
+    if getattr(args, "local_pruning", False):
+        options["global_pruning"] = False
     if getattr(args, "no_correlation_weight_gradient", False):
         options["correlation_weight_gradient"] = False
     values = dict(
@@ -109,6 +126,8 @@ def _train_config(args: argparse.Namespace, **fixed):
         image_size=args.image_size, seed=args.seed, device=args.device, runs_dir=args.runs_dir, num_workers=args.num_workers,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         log_every=args.log_every, augment=args.augment, method_options=options or None,
+        scheduler=getattr(args, "scheduler", None), warmup_epochs=getattr(args, "warmup_epochs", None),
+        early_stopping_patience=getattr(args, "patience", None),
     )
     values.update(fixed)
     return build_config(**values)
@@ -136,7 +155,8 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
 def _pruning_summary(checkpoint) -> dict | None:
     from core.training.checkpoint import read_header
 
-    return read_header(checkpoint).get("pruning")
+    header = read_header(checkpoint)
+    return header.get("pruning") or header.get("structured_pruning")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -155,8 +175,35 @@ def cmd_train(args: argparse.Namespace) -> None:
             if sweep_key is not None:
                 _set_sweep_value(config, sweep_key, value)
             configs.append(config)
-    results = [train(config, progress=not args.quiet) for config in configs]
+    if args.method == "lth":
+        results = [result for config in configs for result in _lottery_tickets(args, config)]
+    elif args.method == "taylor":
+        from core.methods.taylor import prune_iteratively
+
+        for config in configs:
+            config.init_checkpoint = args.init_checkpoint
+        results = [result for config in configs
+                   for result in prune_iteratively(config, one_shot=args.one_shot, progress=not args.quiet)]
+    else:
+        results = [train(config, progress=not args.quiet) for config in configs]
     _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
+
+
+def _lottery_tickets(args: argparse.Namespace, config) -> list:
+    """IMP from a dense run (and one-shot with --one-shot), or one run of a given ticket (--ticket: transfer it)."""
+    from core.methods.lth import iterative_magnitude_pruning
+    from core.training.checkpoint import read_header, resolve_checkpoint
+    from core.training.engine import train
+
+    if not args.ticket:
+        return iterative_magnitude_pruning(config, one_shot=args.one_shot, progress=not args.quiet)
+    ticket = read_header(resolve_checkpoint(args.ticket))
+    if "lth" not in ticket:
+        raise ValueError(f"{args.ticket} is not an lth run (train one with --method lth)")
+    config.init_checkpoint = str(args.ticket)
+    config.arch = ticket["model"]["arch"]
+    config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
+    return [train(config, progress=not args.quiet)]
 
 
 def _parse_sweep(text: str) -> tuple[str, list]:
@@ -280,8 +327,16 @@ def cmd_profile(args: argparse.Namespace) -> None:
             channels = [layer.channels for layer in masked_layers(full)]
             extra = {"kind": "compact-resnet", "teacher_params": teacher["params"], "teacher_macs": teacher["macs"],
                      "active_filters": active, "active_percent": [round(100 * a / c, 2) for a, c in zip(active, channels, strict=True)]}
+        elif header["model"]["type"] == "pruned-net":  # a taylor run: reductions against the dense architecture
+            dense = profile_model(build_model(header["model"]["arch"]), image_size)
+            extra = {"kind": "pruned-net", "dense_params": dense["params"], "dense_macs": dense["macs"]}
     cost = profile_model(model, image_size)
-    if extra:
+    if extra.get("kind") == "pruned-net":
+        extra["params_reduction"] = 1 - cost["params"] / extra["dense_params"]
+        extra["macs_reduction"] = 1 - cost["macs"] / extra["dense_macs"]
+        human = (f" (pruned: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs "
+                 f"than the dense {header['model']['arch']})")
+    elif extra:
         extra["params_reduction"] = 1 - cost["params"] / extra["teacher_params"]
         extra["macs_reduction"] = 1 - cost["macs"] / extra["teacher_macs"]
         human = (f" (compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs "
@@ -342,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--augment", choices=["paper", "light", "none"],
                        help="paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter")
         p.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
+        p.add_argument("--scheduler", choices=["cosine", "warmup-cosine", "step", "none"], help="lr schedule, stepped per epoch")
+        p.add_argument("--warmup-epochs", type=int, help="warmup-cosine: epochs of linear warm-up (default 0)")
+        p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy (default off)")
         p.add_argument("--runs-dir", help="where run directories go (default runs/)")
 
     train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
@@ -360,6 +418,19 @@ def build_parser() -> argparse.ArgumentParser:
         student.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     student.add_argument("--no-correlation-weight-gradient", action="store_true",
                          help="pearson: the correlation loss moves only the masks, not the weights")
+    tickets = train.add_argument_group("lottery tickets (lth)")
+    for name, (kind, text) in LTH_FLAGS.items():
+        tickets.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    tickets.add_argument("--one-shot", action="store_true", help="also prune the dense run straight to the target, once")
+    tickets.add_argument("--ticket", metavar="RUN", help="train this ticket (mask kept, weights rewound) on --data: a transfer")
+
+    taylor = train.add_argument_group("Taylor pruning (taylor)")
+    taylor.add_argument("--init-checkpoint", metavar="RUN", help="the network to prune: a dense teacher-method run "
+                        "(e.g. --arch efficientnet_lite0) or a taylor step")
+    for name, (kind, text) in TAYLOR_FLAGS.items():
+        taylor.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    taylor.add_argument("--local", dest="local_pruning", action="store_true",
+                        help="every layer loses the same fraction (default: global ranking across layers)")
 
     finetune = command(commands, "finetune", cmd_finetune,
                        "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")

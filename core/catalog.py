@@ -23,7 +23,7 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
         except CheckpointError as error:
             rows.append({**row, "error": str(error)})
             continue
-        pruning = header.get("pruning") or {}
+        pruning = header.get("pruning") or header.get("structured_pruning") or {}
         params, macs = pruning.get("compact_params", header.get("params", 0)), pruning.get("compact_macs", header.get("macs", 0))
         row.update({
             "method": header.get("student_method") or header.get("method"),
@@ -49,3 +49,23 @@ def run_rows(runs_dir: Path | None = None) -> list[dict]:
         except (OSError, ValueError) as error:
             rows.append({"run": run.dir.name, "path": str(run.dir), "status": "damaged", "error": str(error)})
     return rows
+
+
+def ticket_rows(runs_dir: Path | None = None) -> list[dict]:
+    """One row per finished lottery-ticket run: chain, round, sparsity, surviving parameters, test metrics."""
+    from core.training.checkpoint import resolve_checkpoint
+
+    rows = []
+    for run in list_runs(runs_dir or default_runs_dir()):
+        try:
+            header = read_header(resolve_checkpoint(run.dir))
+        except (CheckpointError, OSError):
+            continue
+        if "lth" not in header:
+            continue
+        ticket, metrics = header["lth"], header.get("metrics", {})
+        rows.append({"run": run.dir.name, "path": str(run.dir), "arch": header["model"]["arch"], "dataset": header.get("dataset"),
+                     "chain": ticket.get("chain", ""), "round": ticket.get("round", 0), "sparsity": ticket["sparsity"],
+                     "surviving_params": ticket["surviving_params"], "dense_params": ticket["dense_params"],
+                     "test_accuracy": metrics.get("test_accuracy"), "test_auc": metrics.get("test_auc")})
+    return sorted(rows, key=lambda row: (row["chain"], row["round"]))

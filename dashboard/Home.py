@@ -23,6 +23,7 @@ PAGES = [
     st.Page(str(DASHBOARD / "views" / "overview.py"), title="Overview", icon=":material/home:", default=True),
     st.Page(str(DASHBOARD / "views" / "runs.py"), title="Runs & checkpoints", icon=":material/table:"),
     st.Page(str(DASHBOARD / "views" / "pruning.py"), title="Pruning", icon=":material/content_cut:"),
+    st.Page(str(DASHBOARD / "views" / "tickets.py"), title="Lottery tickets", icon=":material/confirmation_number:"),
     st.Page(str(DASHBOARD / "views" / "feature_maps.py"), title="Feature maps", icon=":material/grid_view:"),
     st.Page(str(DASHBOARD / "views" / "correlation.py"), title="Filter correlation", icon=":material/blur_on:"),
     st.Page(str(DASHBOARD / "views" / "evaluation.py"), title="Evaluation", icon=":material/monitoring:"),

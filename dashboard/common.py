@@ -48,15 +48,31 @@ def students() -> dict[str, str]:
     return {name: path for name, path in all_checkpoints().items() if header(path).get("pruning")}
 
 
-def teacher_of(path: str) -> str | None:
-    """The teacher checkpoint a student learned from, when it is still on disk."""
+def teacher_of(path: str, same_arch: bool = True) -> str | None:
+    """The teacher checkpoint a student learned from, when it is still on disk (and, by default, of the student's
+    architecture: a PDD ResNet-18's layers do not line up with its ResNet-50 teacher's)."""
     from core.training.checkpoint import CheckpointError, resolve_checkpoint
 
     teacher = header(path).get("teacher")
     try:
-        return str(resolve_checkpoint(teacher)) if teacher else None
+        resolved = str(resolve_checkpoint(teacher)) if teacher else None
     except (CheckpointError, OSError):
         return None
+    if resolved and same_arch and header(resolved)["model"].get("arch") != header(path)["model"].get("arch"):
+        return None
+    return resolved
+
+
+def search_checkpoint_of(path: str) -> str | None:
+    """The masked search checkpoint a fine-tuned compact student came from, when it is still on disk."""
+    from core.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    source = header(path).get("finetuned_from")
+    try:
+        resolved = str(resolve_checkpoint(source)) if source else None
+    except (CheckpointError, OSError):
+        return None
+    return resolved if resolved and header(resolved)["model"].get("type") == "masked-resnet" else None
 
 
 @st.cache_resource(show_spinner="loading the model...", max_entries=8)

@@ -85,7 +85,7 @@ def launch_form() -> None:
         samples = st.number_input("Max training images (a quick look)", min_value=8, value=None, step=8, key="launch_max")
         if samples is not None:
             arguments += ["--max-train-samples", str(int(samples))]
-    if method != "teacher":
+    if method not in ("teacher", "lth"):  # lottery tickets train alone
         teachers = _teacher_choices()
         choice = st.selectbox("Teacher checkpoint", ["default (shipped teacher of this dataset)", *teachers],
                               key="launch_teacher")

@@ -151,7 +151,8 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             exceptions = 0
             for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history"),
-                                ("feature_maps", "Pruned in this layer"), ("correlation", "Redundancy vs keep probability"),
+                                ("tickets", "Iterative magnitude pruning with rewinding"), ("feature_maps", "Pruned in this layer"),
+                                ("correlation", "Redundancy vs keep probability"),
                                 ("evaluation", "McNemar"), ("embeddings", "5-NN real/fake accuracy"),
                                 ("inference", "P(fake)")):
                 page.goto(f"{served_dashboard}/{path}", wait_until="domcontentloaded")

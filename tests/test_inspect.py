@@ -116,6 +116,13 @@ def test_layer_filters_of_a_masked_and_a_compact_student(students):
     # the compact layer's filters are the masked student's kept ones (its first conv sees every input channel)
     np.testing.assert_allclose(compact_view.after, np.corrcoef(weight[kept]), atol=1e-5)
     np.testing.assert_allclose(compact_view.redundancy, record["redundancy"][index])
+    searched = inspect.layer_filters(compact, layer, masked)  # before = the search's own filters, when its checkpoint is kept
+    np.testing.assert_allclose(searched.before, np.corrcoef(weight), atol=1e-5)
+    assert "end of the search" in searched.before_source
+    with pytest.raises(ValueError, match="not the same architecture"):
+        other = build_model("resnet18")
+        other.header = {"model": {"type": "resnet", "arch": "resnet18"}}
+        inspect.layer_filters(compact, "layer1.0.conv1", other)
     with pytest.raises(ValueError, match="needs its teacher"):
         inspect.layer_filters(compact, layer)
     with pytest.raises(ValueError, match="unknown layer"):

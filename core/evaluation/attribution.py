@@ -50,9 +50,20 @@ def relu_not_inplace(model: nn.Module) -> Iterator[nn.Module]:
             module.inplace = True
 
 
+# EfficientNet's blocks at the output strides of ResNet's four stages (4, 8, 16, 32), so a stage name means the same map size
+EFFICIENTNET_STAGES = {"layer1": "features.2", "layer2": "features.3", "layer3": "features.5", "layer4": "features.7"}
+
+
 def _hook_point(model: nn.Module, layer: str) -> tuple[nn.Module, bool]:
     """``(module, attribute_to_its_input)`` whose input (stages) or output (any other module name) is ``layer``."""
-    if layer in STAGES:
+    if layer in STAGES and not hasattr(model, "layer1") and hasattr(model, "net"):  # a lottery ticket: hook its network
+        module, on_input = _hook_point(model.net, layer)
+        return module, on_input
+    if layer in STAGES and not hasattr(model, "layer1") and hasattr(model, "features") and len(model.features) > 7:
+        layer = EFFICIENTNET_STAGES[layer]
+    elif layer in STAGES and not hasattr(model, "layer1"):  # MesoNet, CNN-5: no stages; their last conv's map
+        layer = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)][-1]
+    elif layer in STAGES:
         index = STAGES.index(layer)
         if index + 1 < len(STAGES):
             return getattr(model, STAGES[index + 1])[0].conv1, True

@@ -140,8 +140,10 @@ def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = No
     """Correlation heatmaps of ``layer`` before vs after pruning, with per-filter keep probability and redundancy.
 
     A masked student still has every filter: "before" is its full layer, "after" the kept
-    rows. A compact student's "before" is ``teacher``'s layer (its initialisation), and its
-    keep probabilities and redundancy scores come from the search run, recorded in the header.
+    rows. A compact student's "before" is ``teacher``'s layer: its masked search checkpoint
+    (its own filters when the search ended) or its teacher (its initialisation, same
+    architecture); its keep probabilities and redundancy scores come from the search run,
+    recorded in the header.
     """
     index = layer_index(student, layer)
     kept, channels = kept_filters(student, layer)
@@ -152,8 +154,15 @@ def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = No
         after = pearson_correlation(weight[kept])
     else:
         if teacher is None:
-            raise ValueError("a compact student needs its teacher for the before-pruning filters")
-        full, source = layer_weight(teacher, layer), "the teacher's filters (the student's initialisation)"
+            raise ValueError("a compact student needs its teacher (or its masked search checkpoint) for the before-pruning "
+                             "filters")
+        full = layer_weight(teacher, layer)
+        source = ("the student's own filters at the end of the search" if isinstance(teacher, MaskedResNet)
+                  else "the teacher's filters (the student's initialisation)")
+        before_arch, student_arch = _arch(teacher), _arch(student)
+        if full.shape[0] != channels or (before_arch and student_arch and before_arch != student_arch):
+            raise ValueError(f"{layer}: the before-pruning model is a {before_arch or 'network'} with {full.shape[0]} filters "
+                             f"there, the student a {student_arch or 'network'} with {channels}: not the same architecture")
         after = pearson_correlation(weight)
     recorded = "redundancy" in pruning
     keep_probability = np.asarray(pruning["keep_probability"][index]) if "keep_probability" in pruning else None
@@ -163,6 +172,10 @@ def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = No
     redundancy = np.asarray(pruning["redundancy"][index]) if recorded else redundancy_scores(full).numpy()
     return LayerFilters(layer=layer, channels=channels, kept=kept, before=pearson_correlation(full).numpy(),
                         after=after.numpy(), keep_probability=keep_probability, redundancy=redundancy, before_source=source)
+
+
+def _arch(model: nn.Module) -> str | None:
+    return getattr(model, "arch", None) or ((getattr(model, "header", None) or {}).get("model") or {}).get("arch")
 
 
 # ----------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 from core.methods.base import Method
 from core.methods.finetune import FinetuneMethod
 from core.methods.kdfs import KDFSMethod
+from core.methods.lth import LTHMethod
 from core.methods.pdd import PDDMethod
 from core.methods.pearson import PearsonMethod
+from core.methods.taylor import TaylorMethod
 from core.methods.teacher import TeacherMethod
 
 METHODS: dict[str, Method] = {}
@@ -26,6 +28,8 @@ register_method(TeacherMethod())
 register_method(KDFSMethod())
 register_method(PearsonMethod())
 register_method(PDDMethod())
+register_method(LTHMethod())
+register_method(TaylorMethod())
 register_method(FinetuneMethod())
 
 

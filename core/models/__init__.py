@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+import core.models.efficientnet  # noqa: F401  (registers efficientnet_b0, efficientnet_lite0)
+import core.models.small  # noqa: F401  (registers mesonet, cnn5)
 from core.models.resnet import ARCHITECTURES, build_model
 
 
@@ -21,11 +23,25 @@ def _compact(spec: dict) -> nn.Module:
     return CompactResNet(spec["arch"], spec["active_filters"])
 
 
+def _ticket(spec: dict) -> nn.Module:
+    from core.pruning.magnitude import Ticket
+
+    return Ticket(spec["arch"])
+
+
+def _pruned(spec: dict) -> nn.Module:
+    from core.pruning.structured import with_shapes
+
+    return with_shapes(build_model(spec["arch"]), spec["shapes"])
+
+
 # spec["type"] -> builder(spec): every model kind a checkpoint can hold.
 MODEL_TYPES: dict[str, Callable[[dict], nn.Module]] = {
     "resnet": lambda spec: build_model(spec["arch"]),
     "masked-resnet": _masked,
     "compact-resnet": _compact,
+    "ticket": _ticket,
+    "pruned-net": _pruned,
 }
 
 

@@ -31,8 +31,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # cosine | step | none
+    scheduler: str = "cosine"  # cosine | warmup-cosine | step | none
     step_size: int = 10  # step scheduler: epochs per 10x decay
+    warmup_epochs: int = 0  # warmup-cosine: epochs of linear warm-up before the cosine
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better validation accuracy
     augment: str = "paper"  # paper | light | none (core.data.images.train_transform)
     max_train_samples: int | None = None  # an evenly spread subset, for quick runs
     max_eval_samples: int | None = None

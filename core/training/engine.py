@@ -16,9 +16,11 @@ the model is wrapped in DistributedDataParallel (:mod:`core.training.distributed
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -65,6 +67,7 @@ class TrainResult:
     checkpoint: Path
     status: str
     test: dict
+    stopped_early: int | None = None  # the last epoch trained, when early stopping ended the run
 
 
 class Cancelled(Exception):
@@ -106,11 +109,24 @@ def make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.L
     """Stepped once per epoch."""
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    if config.scheduler == "warmup-cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmup_cosine(epoch, config.warmup_epochs, config.epochs))
     if config.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=0.1)
     if config.scheduler == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"unknown scheduler '{config.scheduler}'; choose cosine, step or none")
+    raise ValueError(f"unknown scheduler '{config.scheduler}'; choose cosine, warmup-cosine, step or none")
+
+
+def warmup_cosine(epoch: int, warmup: int, epochs: int) -> float:
+    """The lr factor of epoch ``e``: ``(e+1)/(W+1)`` for ``e < W``, then ``(1 + cos(pi (e-W)/(E-W))) / 2``.
+
+    The ramp never trains at lr 0 and reaches the full lr at epoch ``W``; with ``W = 0``
+    this is exactly CosineAnnealingLR(T_max=E).
+    """
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
 
 
 def _num_workers(config: TrainConfig, device: torch.device) -> int:
@@ -130,6 +146,8 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     if config.augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {config.augment!r}")
+    if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
+        raise ValueError(f"early stopping patience is a number of epochs >= 1, got {config.early_stopping_patience}")
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val", "test"):
         dataset.split(split)
@@ -184,7 +202,7 @@ def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resumi
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_handler)
     if main:
-        run.set_status("finished", test=result.test)
+        run.set_status("finished", test=result.test, **({"stopped_early": result.stopped_early} if result.stopped_early else {}))
     return result
 
 
@@ -220,6 +238,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     scheduler = make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best_accuracy = 0, -1.0
+    stale_epochs, stopped_early = 0, None  # epochs since the best validation accuracy (early stopping)
 
     if resuming and (run.dir / TRAINER_STATE).is_file():
         trainer = load_trainer_state(run.dir / TRAINER_STATE)
@@ -228,6 +247,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         scheduler.load_state_dict(trainer["scheduler"])
         scaler.load_state_dict(trainer["scaler"])
         start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
+        stale_epochs = int(trainer.get("stale_epochs", 0))
         if main:
             run.log(f"resumed after epoch {start_epoch}")
     if main:
@@ -295,6 +315,8 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         in_sync = distributed.replicas_identical(model, context)  # a collective: every rank takes part
         if not main:  # rank 0 validates and checkpoints; the others wait for it
             distributed.barrier(context)
+            if _stop_early(config, None, context):
+                break
             continue
 
         deployable = method.deployable(model)
@@ -318,6 +340,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         improved = val_metrics["accuracy"] > best_accuracy
         if improved:
             best_accuracy = val_metrics["accuracy"]
+        stale_epochs = 0 if improved else stale_epochs + 1
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
         # The trainer state holds the weights too: one atomic file is the consistent resume point,
         # so a kill between these writes at worst repeats this epoch.
@@ -325,7 +348,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         if improved:
             save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
-            "epoch": epoch + 1, "best_accuracy": best_accuracy, "model": model.state_dict(),
+            "epoch": epoch + 1, "best_accuracy": best_accuracy, "stale_epochs": stale_epochs, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         })
         run.append_metrics(epoch_record)
@@ -335,8 +358,12 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         if progress:
             pruned = f" active filters {summary['active_fraction']:.3f}" if "active_fraction" in summary else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {epoch_record['train_loss']:.4f} "
-                       f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}{pruned}")
+                       f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}{pruned}", file=sys.stderr)
         distributed.barrier(context)
+        if _stop_early(config, stale_epochs, context):
+            stopped_early = epoch + 1
+            run.log(f"early stopping after epoch {epoch + 1}: no better validation accuracy for {stale_epochs} epochs")
+            break
 
     if not main:  # rank 0 tests the best checkpoint and shares the result
         return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
@@ -353,6 +380,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         **{k: v for k, v in test_metrics.items() if k != "confusion"},
         "confusion": test_metrics["confusion"],
         "per_source": per_source_accuracy(test_samples, test),
+        **({"stopped_early": stopped_early} if stopped_early else {}),
     }
     run.append_metrics(test_record)
     final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
@@ -361,7 +389,14 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     _report(run, dataset, test_samples, test)
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     distributed.broadcast(test_record, context)
-    return TrainResult(run.dir, run.best_checkpoint, "finished", test_record)
+    return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
+
+
+def _stop_early(config: TrainConfig, stale_epochs: int | None, context: distributed.Context) -> bool:
+    """Whether the patience is spent: rank 0 decides (it alone validates) and every rank follows."""
+    if config.early_stopping_patience is None:
+        return False
+    return bool(distributed.broadcast(stale_epochs is not None and stale_epochs >= config.early_stopping_patience, context))
 
 
 def _report(run: Run, dataset: DatasetSplits, test_samples: list[Sample], test) -> None:

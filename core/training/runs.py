@@ -155,7 +155,7 @@ class Run:
             try:
                 header = read_header(self.best_checkpoint)
                 row.update(header.get("metrics", {}))
-                pruning = header.get("pruning") or {}
+                pruning = header.get("pruning") or header.get("structured_pruning") or {}
                 if "macs_reduction" in pruning:  # students: the compact network's cost
                     row.update(params_m=round(pruning["compact_params"] / 1e6, 2), macs_m=round(pruning["compact_macs"] / 1e6, 1),
                                params_reduction=round(pruning["params_reduction"], 4),

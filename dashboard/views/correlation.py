@@ -8,7 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import model, pick_student_and_layer, teacher_of
+from common import model, pick_student_and_layer, search_checkpoint_of, teacher_of
 from core.evaluation.inspect import layer_filters
 
 st.title("Filter correlation")
@@ -20,9 +20,10 @@ st.caption("The Pearson method drops filters whose weights correlate with the re
 student_path, layer = pick_student_and_layer("correlation", prefer="pearson")
 
 student = model(student_path)
-teacher_path = teacher_of(student_path)
+# "before pruning": the search run's own filters when its masked checkpoint is still here, else the teacher (same arch)
+before_path = search_checkpoint_of(student_path) or teacher_of(student_path)
 try:
-    filters = layer_filters(student, layer, model(teacher_path) if teacher_path else None)
+    filters = layer_filters(student, layer, model(before_path) if before_path else None)
 except ValueError as error:
     st.error(str(error))
     st.stop()

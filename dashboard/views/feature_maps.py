@@ -71,7 +71,8 @@ if teacher_path:
     maps_teacher, kept_teacher = feature_maps(teacher, teacher.preprocess(image), layer)
     panels.append(("teacher", maps_teacher, kept_teacher))
 else:
-    grids.warning("The student's teacher checkpoint is not on disk: showing the student only.")
+    grids.warning("The student's teacher checkpoint is not on disk, or is another architecture (PDD's ResNet-50 teacher of a "
+                  "ResNet-18): showing the student only.")
 panels.append((f"student ({int(kept_student.sum())} of {len(kept_student)} filters kept)", maps_student, kept_student))
 for column, (title, maps, kept) in zip(grids.columns(len(panels)), panels, strict=True):
     column.plotly_chart(_grid(title, maps, kept), width="stretch", key=f"maps_grid_{title.split()[0]}")

@@ -1,0 +1,190 @@
+"""Taylor pruning: global (or local) structured channel pruning by first-order Taylor importance, with KD fine-tuning.
+
+One run is one pruning step plus its fine-tune. ``build`` loads the starting network
+(``init_checkpoint``: a dense teacher-method run, e.g. ``efficientnet_lite0``, or the
+previous step's taylor run), accumulates ``dL/dw`` over ``taylor_batches`` training
+batches, removes this step's channels with Torch-Pruning
+(:func:`core.pruning.structured.taylor_prune`), and the shared engine then fine-tunes
+the smaller network with
+
+``L = alpha * L_KD(z_s, z_t; T) + (1 - alpha) * BCE(z_s, y)``
+
+against a frozen teacher (``--teacher``, e.g. an ``efficientnet_b0`` run; no default:
+the shipped teachers are ResNet-50s). ``L_KD`` is the binary KD of
+:func:`core.methods.distillation.kd_loss`.
+
+The schedule removes ``prune_ratio`` of the dense network's prunable channels in
+``steps`` equal steps (``steps: 1`` is one-shot): after step ``k`` a fraction
+``k R / n`` is gone, so step ``k`` removes ``r_k = (R/n) / (1 - (k-1) R/n)`` of the
+channels it starts with. :func:`prune_iteratively` chains the ``steps`` runs, each an
+ordinary resumable run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from itertools import islice
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.methods.base import Method, parse_options
+from core.methods.distillation import kd_loss, load_teacher
+from core.methods.finetune import Finetuned
+from core.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STARTING_TYPES = ("resnet", "pruned-net")  # a dense registry network, or an earlier pruning step
+
+
+@dataclass
+class TaylorOptions:
+    alpha: float = 0.5  # weight of the soft-label (KD) loss; the hard-label BCE gets 1 - alpha
+    kd_temperature: float = 3.0  # T
+    prune_ratio: float = 0.5  # R: fraction of the dense network's prunable channels the whole schedule removes
+    steps: int = 5  # n: pruning steps in the schedule (1 = one-shot)
+    step: int = 1  # k: which step this run is (1-based; prune_iteratively sets it)
+    global_pruning: bool = True  # rank all layers' channels together (else every layer loses the same fraction)
+    taylor_batches: int = 8  # training batches whose loss gradient estimates the importance
+    max_layer_ratio: float = 0.9  # no coupled group loses more than this fraction of its channels in one step
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> TaylorOptions:
+        options = parse_options(cls, config)
+        if not 0 <= options.alpha <= 1:
+            raise ValueError(f"alpha weighs the KD loss against BCE, in [0, 1]; got {options.alpha}")
+        if not 0 < options.prune_ratio < 1:
+            raise ValueError(f"prune_ratio is a fraction of channels to remove, in (0, 1); got {options.prune_ratio}")
+        if not 1 <= options.step <= options.steps:
+            raise ValueError(f"step must be in 1..steps ({options.steps}); got {options.step}")
+        if options.taylor_batches < 1 or options.kd_temperature <= 0:
+            raise ValueError("taylor_batches must be >= 1 and kd_temperature > 0")
+        return options
+
+    @property
+    def step_ratio(self) -> float:
+        """``r_k = (R/n) / (1 - (k-1) R/n)``: this step's share of the channels it starts with."""
+        per_step = self.prune_ratio / self.steps
+        return per_step / (1 - (self.step - 1) * per_step)
+
+
+class PrunedStudent(Finetuned):
+    """The pruned network plus (outside its state) the frozen teacher; ``forward`` gives the fine-tuning loss."""
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.student(images).reshape(-1)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        alpha = self.options.alpha
+        if alpha == 0:
+            return bce, {"bce": bce.detach()}
+        with torch.no_grad():
+            teacher_logits = self._teacher[0](images).reshape(-1)
+        kd = kd_loss(logits, teacher_logits, self.options.kd_temperature)
+        return alpha * kd + (1 - alpha) * bce, {"bce": bce.detach(), "kd": kd.detach()}
+
+
+def importance_batches(config: TrainConfig, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` shuffled training batches, eval-transformed (no augmentation), seeded from ``config.seed``."""
+    from torch.utils.data import DataLoader
+
+    from core.data.datasets import resolve_dataset
+    from core.data.images import ImageDataset, collate_skipping, dataset_statistics, eval_transform
+    from core.io import cache_dir
+    from core.training.engine import subsample
+
+    train_split = resolve_dataset(config.data, config.data_root).split("train")
+    normalization = dataset_statistics(train_split, config.image_size, cache_dir(), False)
+    images = ImageDataset(subsample(train_split, config.max_train_samples), eval_transform(config.image_size, normalization))
+    loader = DataLoader(images, batch_size=config.batch_size, shuffle=True, collate_fn=collate_skipping,
+                        generator=torch.Generator().manual_seed(config.seed))
+    return [(batch["images"], batch["labels"]) for batch in islice(loader, count) if batch["images"] is not None]
+
+
+class TaylorMethod(Method):
+    name = "taylor"
+    description = "Structured channel pruning by first-order Taylor importance (Torch-Pruning), one step per run, KD fine-tune."
+
+    def check(self, config: TrainConfig) -> None:
+        from core.training.checkpoint import read_header
+
+        options = TaylorOptions.from_config(config)
+        if not config.init_checkpoint:
+            raise ValueError("taylor prunes a trained network: pass --init-checkpoint RUN (a dense teacher-method run, "
+                             "e.g. --arch efficientnet_lite0, or the previous taylor step)")
+        spec = read_header(config.init_checkpoint)["model"]
+        if spec.get("type") not in STARTING_TYPES:
+            raise ValueError(f"{config.init_checkpoint} holds a {spec.get('type')}; taylor starts from a dense "
+                             "teacher-method network or a taylor run")
+        if config.arch != spec["arch"]:
+            log.info("taylor: pruning a %s (the starting checkpoint's architecture)", spec["arch"])
+            config.arch = spec["arch"]
+        if options.alpha > 0 and config.teacher is None:
+            raise ValueError("taylor with alpha > 0 distils from a teacher: pass --teacher RUN (e.g. an efficientnet_b0 "
+                             "teacher run: python -m core train --method teacher --arch efficientnet_b0 ...); "
+                             "there is no default teacher for it")
+
+    def build(self, config: TrainConfig) -> PrunedStudent:
+        import core
+        from core.models import build_model
+        from core.pruning.flops import profile_model
+        from core.pruning.structured import prunable_channels, taylor_prune
+
+        options = TaylorOptions.from_config(config)
+        student = core.load_model(config.init_checkpoint)
+        teacher = load_teacher(config, same_arch=False) if options.alpha > 0 else None
+        model = PrunedStudent(student, teacher, options)
+        batches = importance_batches(config, options.taylor_batches)
+        taylor_prune(student, batches, lambda x, y: model(x, y)[0], options.step_ratio, options.global_pruning,
+                     options.max_layer_ratio)
+        dense, example = build_model(config.arch), batches[0][0][:1]
+        dense_cost, compact_cost = profile_model(dense, config.image_size), profile_model(student, config.image_size)
+        model.record = {
+            "prune_ratio": 1 - compact_cost["params"] / dense_cost["params"],  # achieved: the params removed
+            "channel_ratio": 1 - prunable_channels(student, example) / prunable_channels(dense, example),
+            "step_ratio": options.step_ratio, "target_channel_ratio": options.prune_ratio * options.step / options.steps,
+            "dense_params": dense_cost["params"], "dense_macs": dense_cost["macs"],
+            "compact_params": compact_cost["params"], "compact_macs": compact_cost["macs"],
+            "params_reduction": 1 - compact_cost["params"] / dense_cost["params"],
+            "macs_reduction": 1 - compact_cost["macs"] / dense_cost["macs"],
+            "step": options.step, "steps": options.steps, "global": options.global_pruning, "alpha": options.alpha,
+        }
+        return model
+
+    def deployable(self, model: PrunedStudent) -> nn.Module:
+        return model.student
+
+    def model_spec(self, config: TrainConfig, model: PrunedStudent) -> dict:
+        from core.pruning.structured import layer_shapes
+
+        return {"type": "pruned-net", "arch": config.arch, "shapes": layer_shapes(model.student)}
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return model(images, labels)
+
+    def header_extras(self, model: PrunedStudent, config: TrainConfig, summary: dict) -> dict:
+        # not under "pruning": that key means per-layer keep masks (the Pruning and Feature maps pages)
+        return {"teacher": config.teacher, "pruned_from": config.init_checkpoint, "structured_pruning": model.record}
+
+
+def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True) -> list:
+    """The schedule as a chain of taylor runs: step ``k`` starts from step ``k-1``'s best checkpoint.
+
+    ``steps`` overrides the options' ``steps``; ``one_shot`` is one step that removes the
+    whole ``prune_ratio``. Returns the runs' :class:`core.training.engine.TrainResult`.
+    A killed step resumes with ``train --resume``; the later steps are then started
+    from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options).
+    """
+    from core.training.engine import train
+
+    steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
+    results, start = [], config.init_checkpoint
+    for step in range(1, steps + 1):
+        step_config = dataclasses.replace(config, method="taylor", init_checkpoint=start,
+                                          method_options={**config.method_options, "steps": steps, "step": step})
+        results.append(train(step_config, progress=progress))
+        start = str(results[-1].checkpoint)
+    return results
