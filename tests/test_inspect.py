@@ -182,3 +182,24 @@ def test_embedding_is_cached_on_disk(tiny_benchmark, tmp_path, monkeypatch):
     np.testing.assert_array_equal(first["xy"], second["xy"])
     assert first["labels"].tolist() == [s.label for s in samples] and first["sources"] == [s.source for s in samples]
     assert 0 <= first["knn_accuracy"] <= 1
+
+
+def test_kept_per_layer_of_a_ticket_and_a_channel_pruned_network():
+    from core.models import build_from_spec
+    from core.pruning.magnitude import Ticket
+    from core.pruning.structured import layer_shapes
+
+    ticket = Ticket("cnn5")
+    masks = ticket.masks()
+    first = next(iter(masks))
+    ticket.set_masks({first: torch.zeros_like(masks[first]).flatten().index_fill(0, torch.arange(27), 1.0).view_as(masks[first])})
+    names, percent, unit = inspect.kept_per_layer(ticket)
+    assert unit == "weights" and names == list(masks) and percent[0] == pytest.approx(100 * 27 / masks[first].numel())
+    assert percent[1:] == [100.0] * (len(names) - 1)
+
+    shapes = layer_shapes(build_model("cnn5"))
+    shapes["features.0"]["out_channels"] = 4  # a quarter of the first conv's 16 filters
+    pruned = build_from_spec({"type": "pruned-net", "arch": "cnn5", "shapes": shapes})
+    pruned.header = {"model": {"type": "pruned-net", "arch": "cnn5"}}
+    names, percent, unit = inspect.kept_per_layer(pruned)
+    assert unit == "channels" and names[0] == "features.0" and percent[0] == 25.0 and percent[1:] == [100.0] * (len(names) - 1)

@@ -128,3 +128,7 @@ def test_lottery_tickets_page_plots_the_chain_and_compares_grad_cam(tiny_benchma
     assert len(captions) == 2 and captions[0].startswith("round 0: 0% sparse") and captions[1].startswith("round 1: 50% sparse")
     app.select_slider(key="tickets_round").set_value(0).run()
     assert not app.exception
+    app.switch_page("views/pruning.py").run()  # the ticket's surviving weights per layer
+    assert not app.exception
+    assert "Lottery tickets and channel-pruned networks" in [s.value for s in app.subheader]
+    assert len(app.multiselect(key="pruning_other").value) == 1

@@ -178,6 +178,27 @@ def _arch(model: nn.Module) -> str | None:
     return getattr(model, "arch", None) or ((getattr(model, "header", None) or {}).get("model") or {}).get("arch")
 
 
+def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
+    """``(layer names, % kept, unit)`` of a network pruned without a ``pruning`` header record.
+
+    A lottery ticket keeps *weights* (its masks); a channel-pruned network (``pruned-net``,
+    Taylor) keeps *channels*: each conv's output width against the dense architecture's.
+    """
+    from core.models.resnet import build_model
+    from core.pruning.magnitude import Ticket
+
+    if isinstance(model, Ticket):
+        masks = model.masks()
+        return list(masks), [100 * float(mask.mean()) for mask in masks.values()], "weights"
+    arch = _arch(model)
+    if arch is None:
+        raise ValueError("kept_per_layer needs a ticket or a checkpoint-loaded pruned network (its header names the arch)")
+    dense = {name: module.out_channels for name, module in build_model(arch).named_modules() if isinstance(module, nn.Conv2d)}
+    pruned = {name: module.out_channels for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
+    names = [name for name in dense if name in pruned]
+    return names, [100 * pruned[name] / dense[name] for name in names], "channels"
+
+
 # ----------------------------------------------------------------------------
 # Embeddings: penultimate features (global-average-pooled last stage) and their UMAP.
 

@@ -7,14 +7,34 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints, header
+from common import all_checkpoints, header, model
 from core.training.runs import Run
 
 st.title("Pruning")
 choices = all_checkpoints()
 students = {name: path for name, path in choices.items() if header(path).get("pruning")}
+others = {name: path for name, path in choices.items() if header(path)["model"].get("type") in ("ticket", "pruned-net")}
+
+
+def _other_networks() -> None:
+    """Lottery tickets (weights kept per layer) and channel-pruned networks (channels kept per conv)."""
+    if not others:
+        return
+    st.subheader("Lottery tickets and channel-pruned networks")
+    named = [name for name in others if (header(others[name]).get("lth") or {}).get("round", 1) != 0]  # skip dense rounds
+    picked_other = st.multiselect("Networks", named, default=named[-1:], max_selections=3, key="pruning_other")
+    from core.evaluation.inspect import kept_per_layer
+
+    for name in picked_other:
+        layers, percent, unit = kept_per_layer(model(others[name]))
+        figure = go.Figure(go.Bar(x=layers, y=percent))
+        figure.update_layout(title=name, yaxis_title=f"% of {unit} kept", height=320, margin={"t": 40})
+        st.plotly_chart(figure, width="stretch", key=f"pruning_other_{name}")
+
+
 if not students:
-    st.info("No pruned student yet: train one with method kdfs or pearson from the sidebar.")
+    st.info("No pruned student yet: train one with method kdfs, pearson or pdd from the sidebar.")
+    _other_networks()
     st.stop()
 default = [c for c in st.session_state.get("selected", []) if c in students] or list(students)[:2]
 picked = st.multiselect("Students", list(students), default=default[:2], max_selections=2, key="pruning_pick")
@@ -61,3 +81,6 @@ for name in picked:
                        title=name)
     figure.update_layout(height=700)
     st.plotly_chart(figure, width="stretch")
+
+
+_other_networks()
