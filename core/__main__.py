@@ -147,7 +147,7 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
         human += f"; compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs"
     if runs:
         extra["runs"] = runs
-        human += f"; {len(runs)} seeds: python -m core report {' '.join(runs)}"
+        human += f"; {len(runs)} runs: python -m core report {' '.join(runs)}"
     _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
                  "test_accuracy": test["accuracy"], "test_auc": test["auc"], **extra}, human)
 
@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     tickets = train.add_argument_group("lottery tickets (lth)")
     for name, (kind, text) in LTH_FLAGS.items():
         tickets.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    tickets.add_argument("--one-shot", action="store_true", help="also prune the dense run straight to the target, once")
+    tickets.add_argument("--one-shot", action="store_true",
+                         help="lth: also prune the dense run straight to the target, once; taylor: prune in a single step")
     tickets.add_argument("--ticket", metavar="RUN", help="train this ticket (mask kept, weights rewound) on --data: a transfer")
 
     taylor = train.add_argument_group("Taylor pruning (taylor)")
