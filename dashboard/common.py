@@ -117,3 +117,18 @@ def pick_student_and_layer(prefix: str, prefer: str | None = None) -> tuple[str,
     layer = right.selectbox("Layer", layers, index=layers.index(PAPER_LAYER) if PAPER_LAYER in layers else 0,
                             key=f"{prefix}_layer", help=f"{PAPER_LAYER} is the paper's 'layer 2 of block 1'")
     return path, layer
+
+
+def pick_checkpoints(key: str, default: list[str] | None = None, max_selections: int | None = None) -> tuple[dict[str, str], list[str]]:
+    """``(every checkpoint by name, the picked names)`` from a shared multiselect; stops the page when there is none.
+
+    ``default``: names to preselect (by default every shipped checkpoint, else the first one).
+    """
+    choices = all_checkpoints()
+    if not choices:
+        st.info("No checkpoint yet: train one from the sidebar.")
+        st.stop()
+    shipped = [name for name in choices if name.startswith("shipped:")]
+    preselected = [name for name in (default if default is not None else shipped) if name in choices] or list(choices)[:1]
+    picked = st.multiselect("Checkpoints", list(choices), default=preselected, max_selections=max_selections, key=key)
+    return choices, picked

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from common import all_checkpoints, header, test_samples
+from common import all_checkpoints, header, pick_checkpoints, test_samples
 from core.data.synthetic import SOURCES
 from core.evaluation.inspect import embedding, spread_subset
 
@@ -14,14 +14,9 @@ st.title("Embeddings")
 st.caption("Each test image as a point: the 2-D UMAP of the features the classifier head sees (global-average-pooled "
            "last stage). A student that kept what matters separates real from fake like its teacher.")
 
-choices = all_checkpoints()
-if not choices:
-    st.info("No checkpoint yet: train one from the sidebar.")
-    st.stop()
-shipped = [name for name in choices if name.startswith("shipped:")]
-default = [name for name in shipped if "teacher" in name][:1] + [name for name in shipped if "student" in name][:1]
-picked = st.multiselect("Checkpoints", list(choices), default=default or list(choices)[:1], max_selections=3,
-                        key="embeddings_pick")
+shipped = [name for name in all_checkpoints() if name.startswith("shipped:")]
+teacher_and_student = [name for name in shipped if "teacher" in name][:1] + [name for name in shipped if "student" in name][:1]
+choices, picked = pick_checkpoints("embeddings_pick", default=teacher_and_student, max_selections=3)
 left, middle, right = st.columns(3)
 datasets = ["synthetic", *[f"synthetic:{s}" for s in SOURCES]]
 trained_on = header(choices[picked[0]]).get("dataset") if picked else None

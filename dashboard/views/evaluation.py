@@ -9,17 +9,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints
+from common import pick_checkpoints
 from core.data.synthetic import SOURCES
 from core.stats import mcnemar_report
 
 st.title("Evaluation")
-choices = all_checkpoints()
-if not choices:
-    st.info("No checkpoint yet: train one from the sidebar.")
-    st.stop()
-shipped = [c for c in choices if c.startswith("shipped:")]
-picked = st.multiselect("Checkpoints", list(choices), default=shipped or list(choices)[:1], key="evaluation_pick")
+choices, picked = pick_checkpoints("evaluation_pick")
 datasets = ["synthetic", *[f"synthetic:{s}" for s in SOURCES]]
 data = st.selectbox("Tested on", datasets, index=2, key="evaluation_data",
                     help="the embedded benchmark or one of its sources; real datasets: `python -m core evaluate/report`")

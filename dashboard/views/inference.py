@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from common import all_checkpoints, model, test_samples
+from common import model, pick_checkpoints, test_samples
 from core.data.datasets import LABEL_NAMES, DatasetError
 from core.data.faces import draw_boxes
 from core.data.images import ImageLoadError, load_image
@@ -20,12 +20,7 @@ st.title("Live inference")
 st.caption("Upload an image or pick one from the embedded benchmark: the largest face is cropped (OpenCV's Haar cascade) "
            "and every picked checkpoint judges the same crop.")
 
-choices = all_checkpoints()
-if not choices:
-    st.info("No checkpoint yet: train one from the sidebar.")
-    st.stop()
-shipped = [c for c in choices if c.startswith("shipped:")]
-picked = st.multiselect("Checkpoints", list(choices), default=shipped or list(choices)[:1], key="inference_pick")
+choices, picked = pick_checkpoints("inference_pick")
 
 upload_column, sample_column = st.columns(2)
 upload = upload_column.file_uploader("Upload an image", key="inference_upload", help=UPLOAD_RULE)
