@@ -300,6 +300,20 @@ def cmd_report(args: argparse.Namespace) -> None:
                         f"{result['seconds']} s)")
 
 
+# --- bench ------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from core.evaluation.bench import run_benchmark
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result, path = run_benchmark(args.name, smoke=args.smoke, out=args.out)
+    _emit(args, {**result, "path": str(path)}, f"{result['summary']} [{path}, {result['seconds']} s]")
+
+
 # --- profile --------------------------------------------------------------------------
 
 
@@ -466,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", default="test", choices=["train", "val", "test"])
     report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
     report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")
+
+    from core.evaluation.bench import BENCHMARKS
+
+    bench = command(commands, "bench", cmd_bench, "run a benchmark (side-by-side ratios) and write its JSON to bench/results/")
+    bench.add_argument("name", choices=sorted(BENCHMARKS), help="; ".join(f"{b.name}: {b.description}" for b in BENCHMARKS.values()))
+    bench.add_argument("--smoke", action="store_true", help="a tiny configuration that runs in seconds (CI), in bench/results/smoke/")
+    bench.add_argument("--out", help="folder for the JSON (default bench/results/)")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
     profile = command(commands, "profile", cmd_profile, "parameters and MACs (thop convention)")
     profile.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")

@@ -18,6 +18,17 @@ from core.training.config import load_presets
 from core.training.runs import default_runs_dir
 
 TRAINABLE = [name for name in METHODS if name != "finetune"]  # finetune starts from a student: `python -m core finetune`
+# architectures each method can train (first = default; a preset may set another, e.g. pdd's resnet18)
+ARCHITECTURE_CHOICES = {
+    "teacher": ["resnet50", "resnet18", "efficientnet_b0", "efficientnet_lite0", "mesonet", "cnn5"],
+    "lth": ["mesonet", "cnn5", "resnet18"],
+}
+METHOD_FIELDS = {  # method -> [(flag, label, min, max)] of its own hyperparameters (empty = the preset's)
+    "lth": [("prune-rate", "Pruned per round (fraction of the remaining weights)", 0.01, 0.99),
+            ("target-sparsity", "Target sparsity", 0.01, 0.99)],
+    "taylor": [("alpha", "α (weight of the KD loss; BCE gets 1 − α)", 0.0, 1.0),
+               ("prune-ratio", "Prune ratio (fraction of the channels removed)", 0.01, 0.95)],
+}
 STUDENT_FIELDS = [  # (flag, label, default shown when the preset gives none)
     ("kd-temperature", "T (KD temperature)", 3.0),
     ("tau-start", "τ0 (Gumbel start)", 1.0),
@@ -41,23 +52,48 @@ def _dataset_arguments() -> list[str]:
     return ["--data", path] if path else []
 
 
-def _teacher_choices() -> dict[str, str]:
+def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None:
+    """A picker over shipped checkpoints and runs whose header passes ``wanted``; None = the ``default`` entry."""
     from common import header
 
-    teachers = {}
+    found = {}
     for name, path in all_checkpoints().items():
         try:
-            if header(path).get("method") == "teacher":
-                teachers[name] = path
+            if wanted(header(path)):
+                found[name] = path
         except Exception:  # noqa: BLE001 - a damaged checkpoint is listed elsewhere with its error
             continue
-    return teachers
+    choice = st.selectbox(label, [default, *found], key=key)
+    return found.get(choice)
+
+
+def _method_arguments(method: str) -> list[str]:
+    """The method's own choices: architecture, its hyperparameters, one-shot/local switches, the network to prune."""
+    arguments = []
+    if method in ARCHITECTURE_CHOICES:
+        arguments += ["--arch", st.selectbox("Architecture", ARCHITECTURE_CHOICES[method], key="launch_arch")]
+    for flag, label, low, high in METHOD_FIELDS.get(method, []):
+        value = st.number_input(label, low, high, value=None, format="%.3f", key=f"launch_{flag}")
+        if value is not None:
+            arguments += [f"--{flag}", str(value)]
+    if method == "taylor":
+        steps = st.number_input("Pruning steps (each fine-tuned)", 1, 20, value=None, key="launch_steps")
+        arguments += ["--steps", str(int(steps))] if steps is not None else []
+        arguments += ["--local"] if st.checkbox("Local (every layer loses the same fraction)", key="launch_local") else []
+        start = _checkpoint_choice(
+            "Network to prune", "default (shipped EfficientNet-Lite0 of this dataset)",
+            lambda h: h.get("method") in ("teacher", "taylor") and h["model"].get("arch", "").startswith("efficientnet"),
+            "launch_init")
+        arguments += ["--init-checkpoint", start] if start else []
+    if method in ("lth", "taylor") and st.checkbox("One-shot (prune to the target in one step)", key="launch_one_shot"):
+        arguments.append("--one-shot")
+    return arguments
 
 
 def launch_form() -> None:
     method = st.selectbox("Method", TRAINABLE, index=TRAINABLE.index("pearson") if "pearson" in TRAINABLE else 0,
                           key="launch_method", help="\n".join(f"**{m}**: {METHODS[m].description}" for m in TRAINABLE))
-    arguments = ["--method", method, *_dataset_arguments()]
+    arguments = ["--method", method, *_dataset_arguments(), *_method_arguments(method)]
     presets = load_presets()
     preset = st.selectbox("Preset", list(presets), index=list(presets).index("quick"), key="launch_preset",
                           help="\n".join(f"**{k}**: {v.get('description', '')}" for k, v in presets.items()))
@@ -86,11 +122,10 @@ def launch_form() -> None:
         if samples is not None:
             arguments += ["--max-train-samples", str(int(samples))]
     if method not in ("teacher", "lth"):  # lottery tickets train alone
-        teachers = _teacher_choices()
-        choice = st.selectbox("Teacher checkpoint", ["default (shipped teacher of this dataset)", *teachers],
-                              key="launch_teacher")
-        if choice in teachers:
-            arguments += ["--teacher", teachers[choice]]
+        default = "default (shipped EfficientNet-B0 of this dataset)" if method == "taylor" else \
+            "default (shipped ResNet-50 teacher of this dataset)"
+        teacher = _checkpoint_choice("Teacher checkpoint", default, lambda h: h.get("method") == "teacher", "launch_teacher")
+        arguments += ["--teacher", teacher] if teacher else []
     runs_dir = default_runs_dir()
     allowed, reason = launcher.can_launch(runs_dir)
     if not allowed:

@@ -58,3 +58,29 @@ def test_device_override(monkeypatch):
     assert default_device("cpu").type == "cpu"
     monkeypatch.setenv("CORE_DEVICE", "cpu")
     assert default_device().type == "cpu"
+
+
+def test_efficientnet_starts_from_b0_imagenet_weights_lite0_without_squeeze_excitation(tmp_path):
+    torch.manual_seed(0)
+    imagenet_like = tv.efficientnet_b0(num_classes=1000)  # torchvision's file has this layout
+    path = tmp_path / "efficientnet_b0_rwightman-7f5810bc.pth"
+    torch.save(imagenet_like.state_dict(), path)
+    reference = imagenet_like.state_dict()
+    for arch in ("efficientnet_b0", "efficientnet_lite0"):
+        model = build_model(arch, str(path))
+        state = model.state_dict()
+        body = [k for k in state if not k.startswith("classifier.")]
+        assert body and all(torch.equal(state[k], reference[k]) for k in body)
+        assert model.classifier[1].out_features == 1
+    with pytest.raises(ValueError, match="do not fit efficientnet_b0"):  # a ResNet file is refused
+        torch.save(tv.resnet18().state_dict(), tmp_path / "r18.pth")
+        build_model("efficientnet_b0", str(tmp_path / "r18.pth"))
+
+
+def test_offline_efficientnet_lite0_points_at_the_b0_weights(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(type(IMAGENET_WEIGHTS["efficientnet_b0"]), "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="efficientnet_b0_rwightman.*--pretrained PATH"):
+        build_model("efficientnet_lite0", "imagenet")

@@ -170,6 +170,16 @@ def test_taylor_needs_a_starting_network_and_a_teacher(pruning_steps):
     assert config.arch == "efficientnet_lite0"
 
 
+def test_taylor_defaults_to_the_shipped_lite0_and_b0_of_its_dataset():
+    from core.methods.taylor import TaylorMethod
+
+    config = TrainConfig(method="taylor", data="synthetic:faceswap")
+    TaylorMethod().check(config)
+    start, teacher = core.load_model(config.init_checkpoint).header, core.load_model(config.teacher).header
+    assert (start["model"]["arch"], teacher["model"]["arch"]) == ("efficientnet_lite0", "efficientnet_b0")
+    assert start["config"]["data"] == teacher["config"]["data"] == "synthetic:faceswap" and config.arch == "efficientnet_lite0"
+
+
 def test_warmup_cosine_schedule_values():
     config = TrainConfig(scheduler="warmup-cosine", warmup_epochs=2, epochs=6, lr=1.0)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)

@@ -96,16 +96,17 @@ def feature_loss(decoded: torch.Tensor, target: torch.Tensor, distance: str) -> 
     return F.mse_loss(decoded.float(), target.float())
 
 
-def default_teacher(data: str) -> str | None:
-    """A shipped teacher trained on exactly this dataset, if there is one."""
+def default_teacher(data: str, arch: str = "resnet50") -> str | None:
+    """A shipped dense network of ``arch`` (a teacher-method run) trained on exactly this dataset, if there is one."""
     from core.training.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 
-    for path in sorted(SHIPPED_DIR.glob("teacher-*.safetensors")):
+    for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
             header = read_header(path)
         except CheckpointError:
             continue
-        if header.get("method") == "teacher" and header.get("config", {}).get("data") == data:
+        if (header.get("method") == "teacher" and header.get("config", {}).get("data") == data
+                and header.get("model", {}).get("arch") == arch):
             return str(path)
     return None
 
@@ -202,7 +203,7 @@ class MaskedStudentMethod(Method):
     def check(self, config: TrainConfig) -> None:
         options = self.options(config)
         if config.teacher is None:
-            config.teacher = default_teacher(config.data)
+            config.teacher = default_teacher(config.data, config.arch if self.same_arch_teacher else "resnet50")
             if config.teacher is not None:
                 log.info("using the shipped teacher %s for %s", config.teacher, config.data)
         teacher = load_teacher(config, self.same_arch_teacher)

@@ -39,6 +39,7 @@ from core.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 STARTING_TYPES = ("resnet", "pruned-net")  # a dense registry network, or an earlier pruning step
+DEFAULT_START, DEFAULT_TEACHER = "efficientnet_lite0", "efficientnet_b0"  # shipped for the embedded benchmark
 
 
 @dataclass
@@ -109,12 +110,23 @@ class TaylorMethod(Method):
     description = "Structured channel pruning by first-order Taylor importance (Torch-Pruning), one step per run, KD fine-tune."
 
     def check(self, config: TrainConfig) -> None:
+        from core.methods.distillation import default_teacher
         from core.training.checkpoint import read_header
 
         options = TaylorOptions.from_config(config)
+        # defaults: the shipped dense Lite0 and B0 teacher of this dataset, when there are
         if not config.init_checkpoint:
-            raise ValueError("taylor prunes a trained network: pass --init-checkpoint RUN (a dense teacher-method run, "
-                             "e.g. --arch efficientnet_lite0, or the previous taylor step)")
+            config.init_checkpoint = default_teacher(config.data, DEFAULT_START)
+            if config.init_checkpoint:
+                log.info("taylor: pruning the shipped %s %s", DEFAULT_START, config.init_checkpoint)
+        if config.teacher is None and options.alpha > 0:
+            config.teacher = default_teacher(config.data, DEFAULT_TEACHER)
+            if config.teacher:
+                log.info("taylor: distilling from the shipped %s %s", DEFAULT_TEACHER, config.teacher)
+        if not config.init_checkpoint:
+            raise ValueError(f"taylor prunes a trained network, and none is shipped for {config.data}: pass --init-checkpoint "
+                             "RUN (a dense teacher-method run, e.g. python -m core train --method teacher --arch "
+                             "efficientnet_lite0 ..., or the previous taylor step)")
         spec = read_header(config.init_checkpoint)["model"]
         if spec.get("type") not in STARTING_TYPES:
             raise ValueError(f"{config.init_checkpoint} holds a {spec.get('type')}; taylor starts from a dense "
@@ -125,7 +137,7 @@ class TaylorMethod(Method):
         if options.alpha > 0 and config.teacher is None:
             raise ValueError("taylor with alpha > 0 distils from a teacher: pass --teacher RUN (e.g. an efficientnet_b0 "
                              "teacher run: python -m core train --method teacher --arch efficientnet_b0 ...); "
-                             "there is no default teacher for it")
+                             f"none is shipped for {config.data}")
 
     def build(self, config: TrainConfig) -> PrunedStudent:
         import core
@@ -180,6 +192,7 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
     """
     from core.training.engine import train
 
+    TaylorMethod().check(config)  # fills the default start and teacher once, for every step
     steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
     results, start = [], config.init_checkpoint
     for step in range(1, steps + 1):

@@ -8,9 +8,10 @@ changes nothing in the widths, but its weights and exact block layout are not
 torchvision's, so this is "B0 without SE and with ReLU6", not a port of Google's
 checkpoints.
 
-No ImageNet start: the single-logit head is ``classifier.1``, which the ResNet
-head-stripping in :func:`core.models.resnet.build_model` does not know, so
-``--pretrained`` stays ResNet-only.
+``--pretrained imagenet`` (online) or ``--pretrained efficientnet_b0_rwightman-7f5810bc.pth``
+(torchvision's file, offline) starts both from B0's ImageNet weights: everything but
+the head ``classifier.1``, and for Lite0 everything but the squeeze-excitation tensors.
+Lite0's ReLU6 is not B0's SiLU, so its ImageNet start is a start, not a Lite0 model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from torch import nn
 from torchvision import models as tv
 from torchvision.ops.misc import SqueezeExcitation
 
-from core.models.resnet import register_architecture
+from core.models.resnet import DERIVED_FROM, HEAD_PREFIX, IMAGENET_WEIGHTS, register_architecture
+
+IMAGENET_WEIGHTS["efficientnet_b0"] = tv.EfficientNet_B0_Weights.IMAGENET1K_V1
+DERIVED_FROM["efficientnet_lite0"] = "efficientnet_b0"
+HEAD_PREFIX.update({"efficientnet_b0": "classifier.", "efficientnet_lite0": "classifier."})
 
 
 @register_architecture("efficientnet_b0")

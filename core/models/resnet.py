@@ -16,12 +16,17 @@ from torchvision import models as tv
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
-# torchvision's ImageNet weights for each architecture (downloaded when online)
+# torchvision's ImageNet weights for each architecture (downloaded when online; other families add theirs)
 IMAGENET_WEIGHTS = {
     "resnet18": tv.ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": tv.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": tv.ResNet50_Weights.IMAGENET1K_V1,
 }
+# the parameter prefix of an architecture's classifier head, which ImageNet weights (1000 classes) never fill
+HEAD_PREFIX: dict[str, str] = {}
+# architectures derived from another by removing modules (EfficientNet-Lite0 from B0): they start from the
+# other's ImageNet weights and keep the tensors they still have
+DERIVED_FROM: dict[str, str] = {}
 
 
 def register_architecture(name: str):
@@ -57,15 +62,17 @@ def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
     """Build ``arch`` with one output; ``pretrained`` is None, "imagenet" or a weights file.
 
     ImageNet weights load everything but the 1000-class head, which stays freshly
-    initialised for the single logit.
+    initialised for the single logit. A derived architecture (Lite0) drops the tensors
+    of the modules it removed (squeeze-excitation).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{arch}'; choose from {sorted(ARCHITECTURES)}")
     model = ARCHITECTURES[arch]()
     if pretrained:
         state = load_pretrained_state(arch, pretrained)
-        own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        head = HEAD_PREFIX.get(arch, "fc.")
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+        state = {k: v for k, v in state.items() if not k.startswith(head) and (arch not in DERIVED_FROM or k in own)}
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         wrong_shape = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
         if missing or unexpected or wrong_shape:
@@ -87,9 +94,10 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
-    if arch not in IMAGENET_WEIGHTS:
-        raise ValueError(f"no ImageNet weights for '{arch}'; available for {sorted(IMAGENET_WEIGHTS)}")
-    weights = IMAGENET_WEIGHTS[arch]
+    source = DERIVED_FROM.get(arch, arch)
+    if source not in IMAGENET_WEIGHTS:
+        raise ValueError(f"no ImageNet weights for '{arch}'; available for {sorted(IMAGENET_WEIGHTS | DERIVED_FROM)}")
+    weights = IMAGENET_WEIGHTS[source]
     try:
         return weights.get_state_dict(progress=False)
     except (OSError, RuntimeError) as error:  # URLError is an OSError

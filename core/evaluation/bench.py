@@ -1,0 +1,134 @@
+"""Benchmarks: ``python -m core bench NAME [--smoke]``.
+
+Each benchmark measures its contenders side by side in one process (round-robin,
+:func:`core.evaluation.latency.measure_latency`), so the ratios it reports survive a
+noisy machine; absolute times are only for the machine named in the result. A result
+is one JSON file, ``bench/results/<name>.json`` (``--smoke``: a tiny configuration
+that runs in seconds, written under ``bench/results/smoke/``), holding the machine,
+the library versions, the configuration, the raw timings, the medians, the ratios and
+the targets met or missed, plus a one-line summary.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.io import atomic_write_json
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+@dataclass
+class Benchmark:
+    name: str
+    description: str
+    run: Callable[[bool], dict]  # run(smoke) -> {"config", "raw", "medians", "ratios", "targets", "summary", ...}
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register_benchmark(name: str, description: str):
+    def decorate(run: Callable[[bool], dict]) -> Callable[[bool], dict]:
+        BENCHMARKS[name] = Benchmark(name, description, run)
+        return run
+
+    return decorate
+
+
+def machine() -> dict:
+    """What the timings ran on: CPU model, cores, torch threads, GPU, and the library versions."""
+    import numpy
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "numpy": numpy.__version__}
+    for module in ("onnxruntime", "onnx"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "versions": versions}
+
+
+def run_benchmark(name: str, smoke: bool = False, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
+    """Run benchmark ``name`` and write its JSON; returns (result, path)."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+    started = time.perf_counter()
+    result = BENCHMARKS[name].run(smoke)
+    result = {"benchmark": name, "smoke": smoke, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+              "seconds": round(time.perf_counter() - started, 1), **result}
+    folder = Path(out) if out else RESULTS_DIR / ("smoke" if smoke else "")
+    path = folder / f"{name}.json"
+    atomic_write_json(path, result)
+    return result, path
+
+
+def target(value: float, goal: float, higher_is_better: bool = True) -> dict:
+    """A measured ratio against its target."""
+    return {"value": round(value, 4), "target": goal, "met": value >= goal if higher_is_better else value <= goal}
+
+
+def _timings(measured: dict[str, dict]) -> tuple[dict, dict]:
+    """(raw seconds, median milliseconds) per contender, JSON-ready."""
+    raw = {name: [round(s, 6) for s in timing["raw_s"]] for name, timing in measured.items()}
+    medians = {name: round(1000 * timing["median_s"], 4) for name, timing in measured.items()}
+    return raw, medians
+
+
+# --- sparse: lottery tickets on a dense CPU kernel ---------------------------------------
+
+
+@register_benchmark("sparse", "unstructured (lottery-ticket) sparsity: dense network vs masked ticket vs zero-filled export, CPU")
+def bench_sparse(smoke: bool) -> dict:
+    """Global magnitude masks at the target sparsity on each architecture, timed against the dense network.
+
+    The timing of a dense kernel does not depend on the weights' values, so the masks come
+    from the initial weights (the same global magnitude rule IMP uses) and no trained
+    ticket is needed.
+    """
+    from core.evaluation.latency import measure_latency
+    from core.pruning.magnitude import Ticket, magnitude_masks
+
+    archs = ["mesonet"] if smoke else ["mesonet", "cnn5", "resnet18"]
+    sizes = [32] if smoke else [64, 256]
+    sparsity, repeats = 0.8, 5 if smoke else 30
+    config = {"archs": archs, "image_sizes": sizes, "sparsity": sparsity, "batch": 1, "repeats": repeats}
+    raw, medians, ratios = {}, {}, {}
+    torch.manual_seed(0)
+    for arch in archs:
+        ticket = Ticket(arch)
+        weights = dict(ticket.net.named_parameters())
+        ticket.set_masks(magnitude_masks({n: weights[n].detach() for n in ticket.names}, ticket.masks(), sparsity))
+        dense = Ticket(arch).net.eval()
+        contenders = {"dense": dense, "ticket (masked)": ticket.eval(), "ticket (zeros)": ticket.sparse_network()}
+        for size in sizes:
+            key = f"{arch}@{size}"
+            raw[key], medians[key] = _timings(measure_latency(contenders, size, batch=1, repeats=repeats))
+            ratios[key] = {"dense / zeros": medians[key]["dense"] / medians[key]["ticket (zeros)"],
+                           "dense / masked": medians[key]["dense"] / medians[key]["ticket (masked)"],
+                           "nonzero params": ticket.counts()["surviving_params"], "dense params": ticket.counts()["dense_params"]}
+    worst = max(abs(1 - r["dense / zeros"]) for r in ratios.values())
+    summary = (f"sparse: at {sparsity:.0%} sparsity the zero-filled ticket runs at "
+               + ", ".join(f"{k} {r['dense / zeros']:.2f}x" for k, r in ratios.items())
+               + f" the dense speed (largest deviation from 1x: {worst:.0%}); the masked ticket at "
+               + ", ".join(f"{r['dense / masked']:.2f}x" for r in ratios.values()))
+    return {"config": config, "raw_s": raw, "median_ms": medians, "ratios": ratios, "summary": summary}
