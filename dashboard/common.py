@@ -122,13 +122,16 @@ def pick_student_and_layer(prefix: str, prefer: str | None = None) -> tuple[str,
 def pick_checkpoints(key: str, default: list[str] | None = None, max_selections: int | None = None) -> tuple[dict[str, str], list[str]]:
     """``(every checkpoint by name, the picked names)`` from a shared multiselect; stops the page when there is none.
 
-    ``default``: names to preselect (by default every shipped checkpoint, else the first one).
+    ``default``: names to preselect (by default the shipped ResNet-50 teacher and its students, the paper's
+    comparison; else the first checkpoint).
     """
     choices = all_checkpoints()
     if not choices:
         st.info("No checkpoint yet: train one from the sidebar.")
         st.stop()
-    shipped = [name for name in choices if name.startswith("shipped:")]
-    preselected = [name for name in (default if default is not None else shipped) if name in choices] or list(choices)[:1]
+    if default is None:
+        default = [name for name, path in choices.items()
+                   if name.startswith("shipped:") and header(path)["model"].get("arch") == "resnet50"]
+    preselected = [name for name in default if name in choices] or list(choices)[:1]
     picked = st.multiselect("Checkpoints", list(choices), default=preselected, max_selections=max_selections, key=key)
     return choices, picked

@@ -15,7 +15,7 @@ st.caption("Each test image as a point: the 2-D UMAP of the features the classif
            "last stage). A student that kept what matters separates real from fake like its teacher.")
 
 shipped = [name for name in all_checkpoints() if name.startswith("shipped:")]
-teacher_and_student = [name for name in shipped if "teacher" in name][:1] + [name for name in shipped if "student" in name][:1]
+teacher_and_student = [name for name in shipped if "teacher-resnet50" in name][:1] + [name for name in shipped if "student" in name][:1]
 choices, picked = pick_checkpoints("embeddings_pick", default=teacher_and_student, max_selections=3)
 left, middle, right = st.columns(3)
 datasets = ["synthetic", *[f"synthetic:{s}" for s in SOURCES]]
