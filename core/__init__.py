@@ -19,11 +19,18 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
 
     The module carries ``preprocess`` (PIL image -> normalised tensor) and
     ``header`` (the checkpoint's JSON header: method, dataset, metrics, ...).
+    A ``.onnx`` file written by ``export --format onnx|onnx-int8`` loads as a
+    :class:`core.deploy.onnx.OnnxModel` (onnxruntime on CPU, torch tensors in and out).
     """
     from core.data.images import Normalization, eval_transform
     from core.models import build_from_spec
-    from core.training.checkpoint import load_checkpoint, load_state_into
+    from core.training.checkpoint import is_onnx, load_checkpoint, load_state_into, resolve_checkpoint
 
+    path = resolve_checkpoint(path)
+    if is_onnx(path):
+        from core.deploy.onnx import load_onnx
+
+        return load_onnx(path)
     state, header = load_checkpoint(path)
     model = build_from_spec(header["model"])
     load_state_into(model, state, source=str(path))

@@ -77,6 +77,62 @@ def cmd_data_info(args: argparse.Namespace) -> None:
           f"{dataset.name} at {dataset.root}: {counts}")
 
 
+def _face_options(args: argparse.Namespace, crop_scale: float):
+    from core.data.video import FaceOptions
+
+    return FaceOptions(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors, largest_only=not args.all_faces,
+                       crop_scale=crop_scale)
+
+
+def cmd_data_frames(args: argparse.Namespace) -> None:
+    from core.data.frames import extract_face_dataset
+
+    summary = extract_face_dataset(args.video_root, args.out, frames_per_video=args.frames_per_video, balance=not args.no_balance,
+                                   size=args.size, faces=_face_options(args, args.crop_scale or 1.3),
+                                   random_frames=args.random_frames, seed=args.seed, progress=not args.quiet)
+    _emit(args, summary, f"wrote {summary['crops']} face crops of {summary['videos']} videos to {summary['out']} "
+                         f"(per split {summary['crops_per_split']}, per label {summary['crops_per_label']}; "
+                         f"{summary['frames_without_face']} sampled frames had no face); train with --data {summary['out']}")
+
+
+def cmd_data_videos(args: argparse.Namespace) -> None:
+    from core.data.datasets import resolve_dataset
+    from core.data.synthetic_video import ClipConfig, write_video_dataset
+
+    width, _, height = args.frame_size.partition("x")
+    config = ClipConfig(seconds=args.seconds, fps=args.fps, width=int(width), height=int(height), seed=args.seed)
+    samples = resolve_dataset(f"synthetic:{args.source}").split(args.split)
+    records = write_video_dataset(args.out, samples, args.per_label, config, suffix=args.suffix, progress=not args.quiet)
+    _emit(args, {"out": args.out, "videos": records}, f"wrote {len(records)} synthetic {args.source} clips "
+                                                      f"({config.frames} frames at {config.fps:g} fps, {args.frame_size}) to {args.out}")
+
+
+# --- video --------------------------------------------------------------------------------
+
+
+def cmd_video(args: argparse.Namespace) -> None:
+    import core
+    from core.data.faces import FACE_MARGIN
+    from core.data.frames import crop_scale_of
+    from core.data.video import SamplingOptions
+    from core.evaluation.video import VideoOptions, analyse_video
+
+    model = core.load_model(args.checkpoint)
+    # crops framed like the checkpoint's training images: a `data frames` dataset says its scale; the embedded
+    # benchmark's images show the face with a margin of FACE_MARGIN on each side
+    crop_scale = args.crop_scale or crop_scale_of(model.header.get("config", {}).get("data", "")) or 1 + 2 * FACE_MARGIN
+    options = VideoOptions(
+        sampling=SamplingOptions(strategy=args.strategy, num_frames=args.num_frames, stride=args.stride, random=args.random,
+                                 seed=args.seed),
+        faces=_face_options(args, crop_scale), aggregate=args.aggregate, threshold=args.threshold)
+    result = analyse_video(args.input, model, options, out=args.out, progress=not args.quiet)
+    timing = result["timing"]
+    written = f"; wrote {result['output']['path']} ({result['output']['codec']})" if "output" in result else ""
+    _emit(args, result, f"{result['verdict']}; {result['faces_total']} faces in {result['sampled']} sampled frames "
+                        f"({len(result['frames_without_face'])} without a face); "
+                        + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timing.items()) + written)
+
+
 # --- train ----------------------------------------------------------------------------
 
 
@@ -110,11 +166,19 @@ TAYLOR_FLAGS = {
     "taylor_batches": (int, "training batches whose loss gradient gives the Taylor importance (default 8)"),
 }
 
+# two-in-one options: flag -> TwoInOneOptions field (core/methods/two_in_one.py); --kd-temperature, --lambda-kd are shared
+TWO_IN_ONE_FLAGS = {
+    "mode": (str, "spatial (spatial-branch KD only), naive (one shared projector, losses summed), dedicated (a projector "
+                  "per branch, summed) or two-in-one (a projector per branch + gradient homogenisation, default)"),
+    "lambda_feature": (float, "weight of the feature-distillation losses (default 1)"),
+    "projector_hidden": (int, "hidden width of each projector MLP (default 512)"),
+}
+
 
 def _train_config(args: argparse.Namespace, **fixed):
     from core.training.config import build_config
 
-    options = {name: getattr(args, name) for name in {**STUDENT_FLAGS, **LTH_FLAGS, **TAYLOR_FLAGS}
+    options = {name: getattr(args, name) for name in {**STUDENT_FLAGS, **LTH_FLAGS, **TAYLOR_FLAGS, **TWO_IN_ONE_FLAGS}
                if getattr(args, name, None) is not None}
     if getattr(args, "local_pruning", False):
         options["global_pruning"] = False
@@ -185,6 +249,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         results = [result for config in configs
                    for result in prune_iteratively(config, one_shot=args.one_shot, progress=not args.quiet)]
     else:
+        for config in configs:  # two-in-one: a trained student to start from (e.g. the compact Pearson student)
+            config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
         results = [train(config, progress=not args.quiet) for config in configs]
     _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
 
@@ -258,11 +324,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     from core.pruning.export import export
 
     fmt = args.format
-    out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"-compact.{fmt}"
-    result = export(args.checkpoint, fmt, out)
+    suffix = {"onnx-int8": "-int8.onnx"}.get(fmt, f".{fmt}")
+    out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"-compact{suffix}"
+    result = export(args.checkpoint, fmt, out, data=args.data, data_root=args.data_root,
+                    calibration_images=args.calibration_images, progress=not args.quiet)
+    int8 = (f"; {result['bytes'] / 2**20:.2f} MB = {result['size_ratio']:.1%} of the fp32 ONNX "
+            f"({result['fp32_bytes'] / 2**20:.2f} MB), calibrated on {result['calibration']['images']} images of "
+            f"{result['calibration']['data']}; on {result['check_images']} of them, max |P(fake) difference| "
+            f"{result['probability_max_abs_diff']:.3f}" if fmt == "onnx-int8" else "")
     _emit(args, result, f"wrote {result['path']} ({result['kind']}, {result['params'] / 1e6:.2f} M params, "
                         f"{result['macs'] / 1e6:,.1f} M MACs at {result['image_size']} px); "
-                        f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}")
+                        f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}{int8}")
 
 
 # --- evaluate -------------------------------------------------------------------------
@@ -328,11 +400,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
         model, image_size, what = build_model(args.arch), args.image_size or 256, args.arch
     else:
         import core
+        from core.deploy.onnx import OnnxModel
         from core.models.masked import masked_layers
         from core.pruning.export import compact_of
 
         loaded = core.load_model(args.checkpoint)
         image_size, what = args.image_size or loaded.header["image_size"], str(args.checkpoint)
+        if isinstance(loaded, OnnxModel):  # a graph, not a module to profile
+            _emit_exported_profile(args, loaded.header, image_size, what)
+            return
         model, header = compact_of(loaded)  # a masked student counts as the network it prunes to
         if header["model"]["type"] == "compact-resnet":
             full = build_model(header["model"]["arch"])
@@ -357,6 +433,19 @@ def cmd_profile(args: argparse.Namespace) -> None:
                  f"than its {header['model']['arch']} teacher; {sum(extra['active_filters'])} of {sum(channels)} block filters kept)")
     _emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6, **extra},
           f"{what} at {image_size}x{image_size}: {cost['params'] / 1e6:.2f} M params, {cost['macs'] / 1e6:,.1f} M MACs{human}")
+
+
+def _emit_exported_profile(args: argparse.Namespace, header: dict, image_size: int, what: str) -> None:
+    """An ONNX export's params and MACs are those its export recorded: the PyTorch network it was exported from."""
+    if image_size != header["image_size"]:
+        raise ValueError(f"{what} is an ONNX export: its counts are recorded at its own {header['image_size']} px; "
+                         "profile the source checkpoint for another --image-size")
+    deploy = header["deploy"]
+    result = {"model": what, "params": header["params"], "macs": header["macs"], "image_size": image_size,
+              "params_m": header["params"] / 1e6, "macs_m": header["macs"] / 1e6, "kind": header["model"]["type"],
+              "precision": deploy["precision"], "counted_from": "export header", "source": deploy.get("source")}
+    _emit(args, result, f"{what} at {image_size}x{image_size}: {result['params_m']:.2f} M params, {result['macs_m']:,.1f} M MACs "
+                        f"(ONNX {deploy['precision']}: the counts of the network it was exported from, {deploy.get('source')})")
 
 
 # --- the parser -------------------------------------------------------------------------
@@ -387,6 +476,33 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sources", help="comma-separated subset of sources (default: all five)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.add_argument("--if-missing", action="store_true", help="keep an existing benchmark at --out instead of rewriting it")
+    def face_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scale-factor", type=float, default=1.15, help="Haar pyramid step (default 1.15; OpenCV's is 1.1)")
+        p.add_argument("--min-neighbors", type=int, default=5, help="Haar hits needed for a face (default 5; OpenCV's is 3)")
+        p.add_argument("--all-faces", action="store_true", help="every face of a frame (default: the largest only)")
+
+    frames = command(data_commands, "frames", cmd_data_frames,
+                     "turn a folder of videos (FaceForensics++ or real/fake folders) into a dataset of face crops")
+    frames.add_argument("video_root", help="folder of videos, e.g. FaceForensics++ with original_sequences/ and manipulated_sequences/")
+    frames.add_argument("--out", required=True, help="new folder for the crops, manifest.csv and frames.json")
+    frames.add_argument("--frames-per-video", type=int, default=32, help="crops per real video (default 32)")
+    frames.add_argument("--no-balance", action="store_true", help="as many frames per fake video as per real one")
+    frames.add_argument("--size", type=int, default=256, help="side of the saved square crops (0: as cropped; default 256)")
+    frames.add_argument("--crop-scale", type=float, help="crop side / face side (default 1.3)")
+    frames.add_argument("--random-frames", action="store_true", help="random frames (seeded) instead of evenly spread")
+    frames.add_argument("--seed", type=int, default=0)
+    face_flags(frames)
+    videos = command(data_commands, "videos", cmd_data_videos,
+                     "write synthetic test clips: embedded-benchmark faces moving over backgrounds (real/fake/<source>/)")
+    videos.add_argument("--out", required=True)
+    videos.add_argument("--source", default="faceswap", help="benchmark source of the fake faces (default faceswap)")
+    videos.add_argument("--split", default="test", choices=["train", "val", "test"], help="benchmark split the faces come from")
+    videos.add_argument("--per-label", type=int, default=4, help="clips per label (default 4)")
+    videos.add_argument("--seconds", type=float, default=10.0)
+    videos.add_argument("--fps", type=float, default=25.0)
+    videos.add_argument("--frame-size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
+    videos.add_argument("--suffix", default=".mp4", choices=[".mp4", ".avi", ".webm"])
+    videos.add_argument("--seed", type=int, default=0)
     command(data_commands, "list", cmd_data_list, "list the registered real-dataset presets and their layouts")
     info = command(data_commands, "info", cmd_data_info, "resolve a dataset spec and print its split counts")
     info.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
@@ -440,12 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
     tickets.add_argument("--ticket", metavar="RUN", help="train this ticket (mask kept, weights rewound) on --data: a transfer")
 
     taylor = train.add_argument_group("Taylor pruning (taylor)")
-    taylor.add_argument("--init-checkpoint", metavar="RUN", help="the network to prune: a dense teacher-method run "
-                        "(e.g. --arch efficientnet_lite0) or a taylor step")
+    taylor.add_argument("--init-checkpoint", metavar="RUN", help="taylor: the network to prune, a dense teacher-method run "
+                        "(e.g. --arch efficientnet_lite0) or a taylor step; two-in-one: the student to start from "
+                        "(e.g. a compact pearson student; default: --arch from scratch)")
     for name, (kind, text) in TAYLOR_FLAGS.items():
         taylor.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     taylor.add_argument("--local", dest="local_pruning", action="store_true",
                         help="every layer loses the same fraction (default: global ranking across layers)")
+
+    two_in_one = train.add_argument_group("two-in-one distillation (two-in-one; --teacher: a --arch dual_resnet18 teacher run)")
+    for name, (kind, text) in TWO_IN_ONE_FLAGS.items():
+        two_in_one.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
 
     finetune = command(commands, "finetune", cmd_finetune,
                        "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")
@@ -455,10 +576,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float, help="weight of the KD loss (default 1; 0 = BCE only)")
     finetune.add_argument("--kd-temperature", dest="kd_temperature", type=float, help="T of the KD loss (default 3)")
 
-    export = command(commands, "export", cmd_export, "write a checkpoint's compact model (pt, onnx, safetensors) and check it")
+    export = command(commands, "export", cmd_export,
+                     "write a checkpoint's compact model (pt, onnx, onnx-int8, safetensors) and check it")
     export.add_argument("checkpoint", help="checkpoint file or run directory")
-    export.add_argument("--format", choices=["pt", "onnx", "safetensors"], default="pt")
-    export.add_argument("--out", help="output path (default: next to the checkpoint, <name>-compact.<format>)")
+    export.add_argument("--format", choices=["pt", "onnx", "onnx-int8", "safetensors"], default="pt",
+                        help="onnx-int8: int8 static quantisation (ONNX Runtime, QDQ, per-channel weights)")
+    export.add_argument("--out", help="output path (default: next to the checkpoint, <name>-compact.<format>, "
+                                      "<name>-compact-int8.onnx)")
+    export.add_argument("--data", help="onnx-int8: dataset of the calibration images (default: the checkpoint's own)")
+    export.add_argument("--data-root", help="onnx-int8: root folder of a registered --data")
+    export.add_argument("--calibration-images", type=int,
+                        help="onnx-int8: training images that set the int8 ranges, evenly spread (default 300)")
 
     evaluate = command(commands, "evaluate", cmd_evaluate, "metrics of one checkpoint on one dataset split")
     evaluate.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -481,6 +609,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
     report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")
 
+    video = command(commands, "video", cmd_video, "per-frame and per-video verdicts on a video, and an annotated copy")
+    video.add_argument("input", help="video file (.mp4, .avi, .mov, .mkv, .webm, ...)")
+    video.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    video.add_argument("--out", help="annotated video: .mp4 (H.264 if this OpenCV has it, else mp4v), .webm (VP8, plays in "
+                                     "browsers) or .avi")
+    video.add_argument("--strategy", choices=["fixed_num_frames", "fixed_stride"], default="fixed_num_frames")
+    video.add_argument("--num-frames", type=int, default=32, help="fixed_num_frames: frames to sample (default 32)")
+    video.add_argument("--stride", type=int, default=10, help="fixed_stride: every N-th frame (default 10)")
+    video.add_argument("--random", action="store_true", help="fixed_num_frames: random frames (seeded) instead of evenly spread")
+    video.add_argument("--seed", type=int, default=0)
+    video.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean", help="per-video score from the faces'")
+    video.add_argument("--threshold", type=float, default=0.5, help="video score above it means fake (default 0.5)")
+    video.add_argument("--crop-scale", type=float, help="crop side / face side (default: that of the checkpoint's training data: "
+                                                        "1.3 for `data frames` crops, 1.8 for the embedded benchmark)")
+    face_flags(video)
+
     from core.evaluation.bench import BENCHMARKS
 
     bench = command(commands, "bench", cmd_bench, "run a benchmark (side-by-side ratios) and write its JSON to bench/results/")
@@ -499,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from core.data.datasets import DatasetError
     from core.data.images import ImageLoadError
+    from core.data.video import VideoError
     from core.training.checkpoint import CheckpointError
     from core.training.engine import Cancelled
 
@@ -507,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (DatasetError, CheckpointError, ImageLoadError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (DatasetError, CheckpointError, ImageLoadError, VideoError, ValueError, FileNotFoundError, RuntimeError) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

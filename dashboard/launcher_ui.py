@@ -14,20 +14,25 @@ from core import launcher
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
 from core.methods import METHODS
+from core.methods.two_in_one import MODES
+from core.models.dual import is_dual
 from core.training.config import load_presets
 from core.training.runs import default_runs_dir
 
 TRAINABLE = [name for name in METHODS if name != "finetune"]  # finetune starts from a student: `python -m core finetune`
 # architectures each method can train (first = default; a preset may set another, e.g. pdd's resnet18)
 ARCHITECTURE_CHOICES = {
-    "teacher": ["resnet50", "resnet18", "efficientnet_b0", "efficientnet_lite0", "mesonet", "cnn5"],
+    "teacher": ["resnet50", "resnet18", "efficientnet_b0", "efficientnet_lite0", "mesonet", "cnn5", "dual_resnet18"],
     "lth": ["mesonet", "cnn5", "resnet18"],
+    "two-in-one": ["resnet18", "resnet34"],  # the student (a start checkpoint below overrides it)
 }
 METHOD_FIELDS = {  # method -> [(flag, label, min, max)] of its own hyperparameters (empty = the preset's)
     "lth": [("prune-rate", "Pruned per round (fraction of the remaining weights)", 0.01, 0.99),
             ("target-sparsity", "Target sparsity", 0.01, 0.99)],
     "taylor": [("alpha", "α (weight of the KD loss; BCE gets 1 − α)", 0.0, 1.0),
                ("prune-ratio", "Prune ratio (fraction of the channels removed)", 0.01, 0.95)],
+    "two-in-one": [("lambda-feature", "λ_feat (feature distillation, both branches)", 0.0, 100.0),
+                   ("lambda-kd", "λ_kd (output KD)", 0.0, 100.0), ("kd-temperature", "T (KD temperature)", 0.1, 20.0)],
 }
 STUDENT_FIELDS = [  # (flag, label, default shown when the preset gives none)
     ("kd-temperature", "T (KD temperature)", 3.0),
@@ -85,6 +90,14 @@ def _method_arguments(method: str) -> list[str]:
             lambda h: h.get("method") in ("teacher", "taylor") and h["model"].get("arch", "").startswith("efficientnet"),
             "launch_init")
         arguments += ["--init-checkpoint", start] if start else []
+    if method == "two-in-one":
+        mode = st.selectbox("Mode", MODES, index=MODES.index("two-in-one"), key="launch_mode",
+                            help="spatial: spatial-branch KD only; naive: one shared projector, losses summed; dedicated: a "
+                                 "projector per branch; two-in-one: a projector per branch + gradient homogenisation")
+        arguments += ["--mode", mode]
+        start = _checkpoint_choice("Student to start from", "none (the architecture above, from scratch)",
+                                   lambda h: h["model"].get("type") in ("compact-resnet", "masked-resnet"), "launch_student_init")
+        arguments += ["--init-checkpoint", start] if start else []
     if method in ("lth", "taylor") and st.checkbox("One-shot (prune to the target in one step)", key="launch_one_shot"):
         arguments.append("--one-shot")
     return arguments
@@ -122,9 +135,13 @@ def launch_form() -> None:
         if samples is not None:
             arguments += ["--max-train-samples", str(int(samples))]
     if method not in ("teacher", "lth"):  # lottery tickets train alone
-        default = "default (shipped EfficientNet-B0 of this dataset)" if method == "taylor" else \
-            "default (shipped ResNet-50 teacher of this dataset)"
-        teacher = _checkpoint_choice("Teacher checkpoint", default, lambda h: h.get("method") == "teacher", "launch_teacher")
+        default = {"taylor": "default (shipped EfficientNet-B0 of this dataset)",
+                   "two-in-one": "default (shipped dual-branch ResNet-18 teacher of this dataset)"}.get(
+            method, "default (shipped ResNet-50 teacher of this dataset)")
+        dual = method == "two-in-one"  # it distils a dual-branch teacher, and only that
+        teacher = _checkpoint_choice("Teacher checkpoint", default,
+                                     lambda h: h.get("method") == "teacher" and is_dual(h["model"].get("arch")) == dual,
+                                     "launch_teacher")
         arguments += ["--teacher", teacher] if teacher else []
     runs_dir = default_runs_dir()
     allowed, reason = launcher.can_launch(runs_dir)
@@ -153,7 +170,8 @@ def live_panel() -> None:
             st.progress(state["epoch_fraction"], text="steps in this epoch")
             step = state["step"]
             if step:
-                terms = {k: v for k, v in step.items() if k in ("loss", "bce", "kd", "rl", "prune", "mask_macs_ratio")}
+                terms = {k: v for k, v in step.items() if k in ("loss", "bce", "kd", "rl", "prune", "mask_macs_ratio",
+                                                                   "feature_spatial", "feature_frequency")}
                 st.write(" · ".join(f"{k} {v:.4f}" for k, v in terms.items()))
             if state["epoch_records"]:
                 last = state["epoch_records"][-1]

@@ -99,6 +99,41 @@ def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_p
     assert progress["fraction"] == 1.0 and progress["epochs_done"] == 1
 
 
+@pytest.mark.parametrize("method", ["taylor", "lth"])
+def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, monkeypatch, method):
+    """The method's own fields reach the command line, and the command is one the CLI accepts as it stands."""
+    from core import launcher
+    from core.__main__ import build_parser
+
+    launched = []
+    monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir: launched.append(arguments) or 4242)
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    app.sidebar.selectbox(key="launch_method").set_value(method).run()
+    app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")
+    app.sidebar.selectbox(key="launch_source").set_value("faceswap")
+    if method == "taylor":
+        app.sidebar.number_input(key="launch_alpha").set_value(0.25)
+        app.sidebar.number_input(key="launch_prune-ratio").set_value(0.6)
+        app.sidebar.number_input(key="launch_steps").set_value(3)
+        app.sidebar.checkbox(key="launch_local").check()
+        expected = ["--alpha", "0.25", "--prune-ratio", "0.6", "--steps", "3", "--local", "--one-shot"]
+    else:
+        app.sidebar.selectbox(key="launch_arch").set_value("cnn5")
+        app.sidebar.number_input(key="launch_prune-rate").set_value(0.5)
+        app.sidebar.number_input(key="launch_target-sparsity").set_value(0.75)
+        expected = ["--arch", "cnn5", "--prune-rate", "0.5", "--target-sparsity", "0.75", "--one-shot"]
+    app.sidebar.checkbox(key="launch_one_shot").check()
+    app.run()
+    app.sidebar.button(key="launch_button").click().run()
+    assert not app.exception and launched
+    (arguments,) = launched
+    assert arguments[:4] == ["--method", method, "--data", "synthetic:faceswap"] and arguments[4:4 + len(expected)] == expected
+    assert "--init-checkpoint" not in arguments and "--teacher" not in arguments, "defaults: the shipped networks"
+    args = build_parser().parse_args(["train", *arguments])
+    assert args.one_shot and (args.local_pruning if method == "taylor" else args.arch == "cnn5")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -48,14 +48,17 @@ def detection_scale(size: tuple[int, int]) -> float:
     return min(DETECTION_MAX_SIDE, max(DETECTION_MIN_SIDE, longest)) / longest
 
 
-def detect_faces(image: Image.Image) -> list[Box]:
-    """Frontal faces in ``image``, largest first, as ``(x, y, w, h)`` in the image's own pixels."""
+def detect_faces(image: Image.Image, scale_factor: float = HAAR_SCALE_FACTOR, min_neighbors: int = HAAR_MIN_NEIGHBORS) -> list[Box]:
+    """Frontal faces in ``image``, largest first, as ``(x, y, w, h)`` in the image's own pixels.
+
+    ``scale_factor`` and ``min_neighbors`` are the cascade's: larger values find fewer false faces (and fewer faces).
+    """
     scale = detection_scale(image.size)
     small_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     # BILINEAR on the grey copy: LANCZOS costs ~10x more on a large photo and the cascade does not need it
     grey = np.asarray(image.convert("L").resize(small_size, Image.Resampling.BILINEAR))
     found = face_cascade().detectMultiScale(
-        grey, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(HAAR_MIN_FACE, HAAR_MIN_FACE))
+        grey, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(HAAR_MIN_FACE, HAAR_MIN_FACE))
     boxes = [scale_box(tuple(int(v) for v in box), 1 / scale, image.size) for box in found]
     return sorted(boxes, key=lambda box: box[2] * box[3], reverse=True)
 

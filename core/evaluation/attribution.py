@@ -9,6 +9,9 @@ consumes it (the next stage's first ``conv1``, or ``avgpool`` after ``layer4``).
 input is the stage output for all three model kinds, including
 :class:`~core.models.masked.MaskedResNet`, whose forward runs the blocks' convs
 itself and never calls ``layerK`` as a module (a hook on it would never fire).
+A dual-branch teacher (:mod:`core.models.dual`) is explained at its spatial (RGB)
+branch's stages: that is the branch whose maps line up with the face; its frequency
+branch's modules can still be named directly (e.g. ``frequency.layer3``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def _hook_point(model: nn.Module, layer: str) -> tuple[nn.Module, bool]:
     if layer in STAGES and not hasattr(model, "layer1") and hasattr(model, "net"):  # a lottery ticket: hook its network
         module, on_input = _hook_point(model.net, layer)
         return module, on_input
+    if layer in STAGES and not hasattr(model, "layer1") and hasattr(model, "spatial"):  # a dual-branch teacher: its RGB branch
+        return _hook_point(model.spatial, layer)
     if layer in STAGES and not hasattr(model, "layer1") and hasattr(model, "features") and len(model.features) > 7:
         layer = EFFICIENTNET_STAGES[layer]
     elif layer in STAGES and not hasattr(model, "layer1"):  # MesoNet, CNN-5: no stages; their last conv's map

@@ -203,12 +203,32 @@ def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
 # Embeddings: penultimate features (global-average-pooled last stage) and their UMAP.
 
 
+def feature_views(header: dict) -> list[str | None]:
+    """The embeddings a checkpoint offers: its head's input (``None``), or, for a dual-branch teacher, each branch's."""
+    from core.models.dual import BRANCHES, is_dual
+
+    return list(BRANCHES) if is_dual((header.get("model") or {}).get("arch")) else [None]
+
+
 @torch.inference_mode()
 def penultimate_features(model: nn.Module, samples: list[Sample], batch_size: int = 64, progress: bool = True,
-                         on_batch=None) -> tuple[np.ndarray, np.ndarray]:
-    """``(features [n, D], indices [n])`` of the readable samples: the input of the classifier head."""
+                         on_batch=None, branch: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(features [n, D], indices [n])`` of the readable samples: the input of the classifier head.
+
+    ``branch`` (a dual-branch teacher, :mod:`core.models.dual`): that branch's pooled features
+    instead (``spatial`` or ``frequency``); without it a dual teacher gives the fused ``[s; f]``.
+    """
     captured = {}
-    handle = model.avgpool.register_forward_hook(lambda module, args, output: captured.update(out=output))
+    if branch is not None:
+        from core.models.dual import BRANCHES, DualBranchNet
+
+        if branch not in BRANCHES or not isinstance(model, DualBranchNet):
+            raise ValueError(f"branch {branch!r}: only a dual-branch teacher has branches, {' and '.join(BRANCHES)}")
+        handle = getattr(model, branch).avgpool.register_forward_hook(lambda module, args, output: captured.update(out=output))
+    elif hasattr(model, "avgpool"):
+        handle = model.avgpool.register_forward_hook(lambda module, args, output: captured.update(out=output))
+    else:  # a dual-branch teacher: the concatenated branch features its head reads
+        handle = model.fc.register_forward_pre_hook(lambda module, args: captured.update(out=args[0]))
     loader = DataLoader(ImageDataset(samples, model.preprocess), batch_size=batch_size, collate_fn=collate_skipping)
     features, indices = [], []
     device = next(model.parameters()).device
@@ -257,19 +277,19 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int = 5, 
 
 
 def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 0, progress: bool = True,
-              on_batch=None, use_cache: bool = True) -> dict:
+              on_batch=None, use_cache: bool = True, branch: str | None = None) -> dict:
     """Penultimate features of a checkpoint on ``samples`` and their 2-D UMAP, cached on disk.
 
-    Keyed by the checkpoint's SHA-256 and the sample list, like the prediction cache, so a
-    restarted dashboard finds it again. Returns ``xy [n, 2]``, ``labels``, ``sources``, ``paths``
-    and ``knn_accuracy``.
+    Keyed by the checkpoint's SHA-256, the sample list and ``branch`` (one branch of a dual-branch
+    teacher, see :func:`feature_views`), like the prediction cache, so a restarted dashboard finds
+    it again. Returns ``xy [n, 2]``, ``labels``, ``sources``, ``paths`` and ``knn_accuracy``.
     """
     import core
     from core.evaluation.evaluate import file_digest, samples_digest
     from core.training.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
-    key = f"v{EMBEDDING_VERSION}-{file_digest(path)[:24]}-{samples_digest(samples)[:24]}-{seed}"
+    key = f"v{EMBEDDING_VERSION}-{file_digest(path)[:24]}-{samples_digest(samples)[:24]}-{seed}" + (f"-{branch}" if branch else "")
     cache_file = cache_dir() / "embeddings" / f"{key}.npz"
     if use_cache and cache_file.is_file():
         try:
@@ -278,7 +298,7 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is recomputed
     model = core.load_model(path)
-    features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch)
+    features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch, branch=branch)
     labels = np.asarray([samples[i].label for i in indices])
     xy = umap_embedding(features, seed)
     knn = knn_accuracy(features, labels)

@@ -10,7 +10,8 @@ Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``repo
 - ``training_time``: wall time, epochs, seconds per epoch and throughput per run (Table 6);
 - ``ablation``: runs of one method and dataset that differ in hyperparameters (Table 7);
 - ``deployment``: size on disk, params, MACs and CPU latency at batch 1 and 32, measured
-  side by side in one process (the NTU report's columns).
+  side by side in one process (the NTU report's columns); ONNX exports (``.onnx``, fp32 or
+  int8) take part like any checkpoint, marked by their runtime.
 
 Figures: ``roc.html``/``.png`` (ROC curves, AUC in the legend) and
 ``active_filters.html``/``.png`` (per-layer active-filter percentages of the students);
@@ -55,12 +56,18 @@ class Entry:
         return self.header.get("config", {}).get("data") or self.header.get("dataset", "?")
 
     @property
+    def runtime(self) -> str:
+        """``""`` for a PyTorch checkpoint, ``"ONNX fp32"`` / ``"ONNX int8"`` for an export."""
+        deploy = self.header.get("deploy")
+        return f"ONNX {deploy['precision']}" if deploy else ""
+
+    @property
     def group(self) -> tuple:
-        """Runs that differ only in the seed form one group (mean ± std over seeds)."""
+        """Runs that differ only in the seed form one group (mean ± std over seeds); an export is its own group."""
         config = dict(self.header.get("config", {}))
         for key in ("seed", "runs_dir", "device", "num_workers", "log_every"):
             config.pop(key, None)
-        return self.method, self.trained_on, repr(sorted((k, repr(v)) for k, v in config.items()))
+        return self.method, self.trained_on, repr(sorted((k, repr(v)) for k, v in config.items())), self.runtime
 
 
 def collect(paths: list[str | os.PathLike]) -> list[Entry]:
@@ -120,7 +127,7 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
             p_value = ttest(accuracy[key], baselines[data])[1]
         teacher = teachers.get(data)
         rows.append({
-            "method": method, "trained on": data, "seeds": len(members),
+            "method": f"{method} ({first.runtime})" if first.runtime else method, "trained on": data, "seeds": len(members),
             "compression (MACs)": _fmt(1 - macs / full["macs"], 3) if full["macs"] else "–",
             f"{split} accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(members) > 1 else f"{100 * mean:.2f}",
             "p vs KDFS": _fmt(p_value, 4),
@@ -212,10 +219,12 @@ def ablation_table(entries: list[Entry]) -> pd.DataFrame:
 
 
 def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = True) -> pd.DataFrame:
-    """Size on disk (fp32 safetensors of the deployable network), params, MACs, CPU latency at batch 1 and 32."""
+    """Size on disk (fp32 safetensors of the deployable network; an ONNX export: its file), params, MACs,
+    CPU latency at batch 1 and 32."""
     from safetensors.torch import save
 
     import core
+    from core.deploy.onnx import OnnxModel
     from core.evaluation.latency import measure_latency
     from core.pruning.export import compact_of
     from core.pruning.flops import profile_model
@@ -224,12 +233,14 @@ def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = T
     for entry in entries:
         model, header = compact_of(core.load_model(entry.checkpoint))
         size = header["image_size"]
-        state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-                 for k, v in model.state_dict().items()}
-        cost = profile_model(model, size)
+        if isinstance(model, OnnxModel):  # the counts its export recorded, the size of its file
+            cost, kind, megabytes = header, f"{header['model']['type']} ({entry.runtime})", entry.checkpoint.stat().st_size / 2**20
+        else:
+            state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+                     for k, v in model.state_dict().items()}
+            cost, kind, megabytes = profile_model(model, size), header["model"]["type"], len(save(state)) / 2**20
         models[entry.name] = model
-        rows[entry.name] = {"checkpoint": entry.name, "kind": header["model"]["type"], "image size": size,
-                            "size (MB, fp32)": f"{len(save(state)) / 2**20:.1f}",
+        rows[entry.name] = {"checkpoint": entry.name, "kind": kind, "image size": size, "size (MB)": f"{megabytes:.1f}",
                             "params (M)": f"{cost['params'] / 1e6:.2f}", "MACs (M)": f"{cost['macs'] / 1e6:.1f}"}
     sizes = {entry.header["image_size"] for entry in entries}
     for batch in (1, 32):

@@ -15,6 +15,7 @@ from core.methods.pdd import PDDMethod
 from core.methods.pearson import PearsonMethod
 from core.methods.taylor import TaylorMethod
 from core.methods.teacher import TeacherMethod
+from core.methods.two_in_one import TwoInOneMethod
 
 METHODS: dict[str, Method] = {}
 
@@ -31,6 +32,7 @@ register_method(PDDMethod())
 register_method(LTHMethod())
 register_method(TaylorMethod())
 register_method(FinetuneMethod())
+register_method(TwoInOneMethod())
 
 
 def get_method(name: str) -> Method:

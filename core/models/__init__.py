@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+import core.models.dual  # noqa: F401  (registers dual_resnet18, dual_resnet_tiny)
 import core.models.efficientnet  # noqa: F401  (registers efficientnet_b0, efficientnet_lite0)
 import core.models.small  # noqa: F401  (registers mesonet, cnn5)
 from core.models.resnet import ARCHITECTURES, build_model

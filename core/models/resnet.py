@@ -124,6 +124,17 @@ def forward_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
     return model.fc(torch.flatten(model.avgpool(x), 1)).reshape(-1), features
 
 
+RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+
+
+def pooled_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits [N], pooled features [N, D])``: the head's input, of a torchvision ResNet or a CompactResNet."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    features = torch.flatten(model.avgpool(x), 1)
+    return model.fc(features).reshape(-1), features
+
+
 def set_trainable(model: nn.Module, trainable: str) -> None:
     """"all" trains every layer; "layer4" freezes all but layer4 and the head (the paper's fine-tune)."""
     if trainable == "all":

@@ -6,10 +6,15 @@ Formats:
 - ``pt``: ``{"format", "header", "state_dict"}`` via ``torch.save``; it loads with
   ``torch.load(path, weights_only=True)`` (no unpickling of code) and with ``core.load_model``.
 - ``onnx``: an ONNX graph with a dynamic batch axis, input ``images`` ``[N, 3, S, S]``
-  (normalised as the checkpoint's ``preprocess`` does), output ``logits`` ``[N, 1]``.
+  (normalised as the checkpoint's ``preprocess`` does), output ``logits`` ``[N, 1]``, and the
+  checkpoint's header in its metadata (:mod:`core.deploy.onnx`): ``core.load_model`` reads it.
+- ``onnx-int8``: that graph quantised to int8 (:mod:`core.deploy.quantize`), calibrated on
+  training images of the checkpoint's dataset; also a loadable checkpoint.
 
 Every export reloads what it wrote, runs it (ONNX through onnxruntime on CPU) next to
-the source model on the same batch, and reports the largest absolute logit difference.
+the source model on the same batch, and reports the largest absolute logit difference
+(``max_abs_diff``): on a fixed random batch, or for int8, whose error depends on the
+input distribution, on real training images.
 """
 
 from __future__ import annotations
@@ -22,15 +27,22 @@ from torch import nn
 
 from core.models.masked import MaskedResNet
 from core.pruning.flops import profile_model
+from core.pruning.magnitude import Ticket
 from core.pruning.surgery import compact_from_masked
-from core.training.checkpoint import save_checkpoint, save_pt
+from core.training.checkpoint import is_onnx, read_header, resolve_checkpoint, save_checkpoint, save_pt
 
-FORMATS = ("safetensors", "pt", "onnx")
+FORMATS = ("safetensors", "pt", "onnx", "onnx-int8")
+INT8_CHECK_IMAGES = 32  # real training images on which an int8 export is compared with its source
 
 
 def compact_of(model: nn.Module) -> tuple[nn.Module, dict]:
-    """The deployable network of a loaded checkpoint and its header: a masked student becomes its compact model."""
+    """The deployable network of a loaded checkpoint and its header: a masked student becomes its compact model,
+    a lottery ticket its plain network with the pruned weights at zero."""
     header = dict(model.header)
+    if isinstance(model, Ticket):
+        header["model"] = {"type": "resnet", "arch": model.arch}
+        header["compacted_from"] = "ticket"
+        return model.sparse_network(), header
     if isinstance(model, MaskedResNet):
         compact = compact_from_masked(model)
         header["model"] = {"type": "compact-resnet", "arch": model.arch, "active_filters": compact.active_filters}
@@ -39,13 +51,26 @@ def compact_of(model: nn.Module) -> tuple[nn.Module, dict]:
     return model, header
 
 
-def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batch: int = 4) -> dict:
-    """Write ``checkpoint``'s compact model as ``fmt`` to ``out`` and check it against the source."""
+def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batch: int = 4, data: str | None = None,
+           data_root: str | None = None, calibration_images: int | None = None, progress: bool = True,
+           fp32_onnx: str | os.PathLike | None = None) -> dict:
+    """Write ``checkpoint``'s compact model as ``fmt`` to ``out`` and check it against the source.
+
+    ``onnx-int8`` calibrates on ``calibration_images`` training images of ``data`` (default: the
+    checkpoint's own dataset), quantising ``fp32_onnx`` when given (an ``onnx`` export of the same
+    checkpoint) instead of exporting it again, and also reports the int8 and fp32 file sizes.
+    """
     import core
+    from core.deploy.onnx import load_onnx
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
-    source = core.load_model(checkpoint)
+    if fmt != "onnx-int8" and (data or calibration_images or fp32_onnx):
+        raise ValueError("--data and --calibration-images are for --format onnx-int8 (the calibration images)")
+    path = resolve_checkpoint(checkpoint).resolve()
+    if is_onnx(path):
+        raise ValueError(f"{path} is already an ONNX export; export its source checkpoint ({read_header(path)['deploy']['source']})")
+    source = core.load_model(path)
     compact, header = compact_of(source)
     size = header["image_size"]
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -55,36 +80,61 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     out.parent.mkdir(parents=True, exist_ok=True)
     cost = profile_model(compact, size)
     header.update(params=cost["params"], macs=cost["macs"])
+    result = {"path": str(out), "format": fmt, "kind": header["model"]["type"], "params": cost["params"], "macs": cost["macs"],
+              "image_size": size}
+    if fmt == "onnx-int8":
+        return {**result, **_export_int8(source, compact, header, path, out, images, expected, data, data_root,
+                                         calibration_images, progress, fp32_onnx)}
     if fmt == "onnx":
-        actual = _export_onnx(compact, images, out)
+        _write_onnx(compact, header, path, out)
+        reloaded = load_onnx(out)
     else:
         if fmt == "pt":
             save_pt(out, compact, header)
         else:
             save_checkpoint(out, compact, header)
+        reloaded = core.load_model(out)
+    with torch.no_grad():
+        actual = reloaded(images).reshape(batch, -1)
+    return {**result, "max_abs_diff": float((actual - expected).abs().max()), "bytes": out.stat().st_size}
+
+
+def _write_onnx(model: nn.Module, header: dict, source: Path, out: Path) -> None:
+    """The fp32 ONNX checkpoint, its header saying where it came from."""
+    from core.deploy.onnx import deployed_header, write_onnx
+    from core.evaluation.evaluate import file_digest
+
+    deploy = {"format": "onnx", "precision": "fp32", "source": str(source), "source_sha256": file_digest(source),
+              "exporter": f"torch.onnx dynamo (torch {torch.__version__})"}
+    write_onnx(model, {**deployed_header(header), "deploy": deploy}, header["image_size"], out)
+
+
+def _export_int8(source: nn.Module, compact: nn.Module, header: dict, path: Path, out: Path, images: torch.Tensor,
+                 expected: torch.Tensor, data: str | None, data_root: str | None, calibration_images: int | None,
+                 progress: bool, fp32_onnx: str | os.PathLike | None) -> dict:
+    """fp32 ONNX (given, or written to a scratch folder), then int8 to ``out``, compared with the source on real
+    training images (the int8 error depends on the inputs' distribution, which random images do not have)."""
+    import tempfile
+
+    from core.deploy.onnx import load_onnx
+    from core.deploy.quantize import CALIBRATION_IMAGES, calibration_samples, preprocessed_batches, quantize_int8, training_data
+    from core.evaluation.evaluate import file_digest
+
+    if data is None:
+        data, data_root = training_data(header)
+    with tempfile.TemporaryDirectory(prefix="core-export-") as scratch:
+        if fp32_onnx is None:
+            fp32_onnx = Path(scratch) / "fp32.onnx"
+            _write_onnx(compact, header, path, fp32_onnx)
+        elif read_header(fp32_onnx).get("deploy", {}).get("source_sha256") != file_digest(path):
+            raise ValueError(f"{fp32_onnx} is not an ONNX export of {path}")
         with torch.no_grad():
-            actual = core.load_model(out)(images).reshape(batch, -1)
-    return {
-        "path": str(out), "format": fmt, "kind": header["model"]["type"],
-        "max_abs_diff": float((actual - expected).abs().max()),
-        "params": cost["params"], "macs": cost["macs"], "image_size": size, "bytes": out.stat().st_size,
-    }
-
-
-def _export_onnx(model: nn.Module, images: torch.Tensor, out: Path) -> torch.Tensor:
-    import onnxruntime
-
-    from core.io import atomic_write
-
-    model = model.eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-
-    def write(tmp: str) -> None:
-        program = torch.onnx.export(model, (images,), dynamo=True, input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
-        program.save(tmp)
-
-    atomic_write(out, write)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(["logits"], {"images": images.numpy()})
-    return torch.from_numpy(logits).reshape(len(images), -1)
+            fp32_diff = float((load_onnx(fp32_onnx)(images) - expected).abs().max())
+        sizes = quantize_int8(fp32_onnx, out, data, data_root, calibration_images or CALIBRATION_IMAGES, progress)
+    check = torch.cat(list(preprocessed_batches(calibration_samples(data, data_root, INT8_CHECK_IMAGES), source.preprocess,
+                                                progress=False)))
+    with torch.no_grad():
+        reference, quantized = source(check).reshape(len(check), -1), load_onnx(out)(check).reshape(len(check), -1)
+    return {"max_abs_diff": float((quantized - reference).abs().max()),
+            "probability_max_abs_diff": float((torch.sigmoid(quantized) - torch.sigmoid(reference)).abs().max()),
+            "check_images": len(check), "fp32_max_abs_diff": fp32_diff, **sizes}

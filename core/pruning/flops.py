@@ -6,7 +6,10 @@ The published numbers ("FLOPs" in the papers) are thop's multiply-accumulates:
 - Linear: ``out.numel() * in_features``;
 - BatchNorm: ``2 * in.numel()``, doubled when affine;
 - ReLU and max-pooling: 0;
-- average pooling: one add per pooled input plus one divide per output.
+- average pooling: one add per pooled input plus one divide per output;
+- the block DCT of a frequency branch (:class:`~core.data.frequency.FrequencyTransform`): its two
+  matrix products ``A_H X A_W^T``, ``out.numel() * (H + W)``, as thop counts ``matmul``; the FFT
+  variant counts 0 (thop does not count FFTs).
 
 The counter runs one forward pass with hooks and keeps a per-layer record, so the
 dashboard can show where the MACs are. Tests check it against thop itself.
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from core.data.frequency import FrequencyTransform
 
 
 @dataclass
@@ -52,6 +57,10 @@ def _avgpool_macs(module: nn.AvgPool2d, inputs, output) -> int:
     return output.numel() * (kernel[0] * kernel[1] + 1)
 
 
+def _frequency_macs(module: FrequencyTransform, inputs, output) -> int:
+    return output.numel() * (output.shape[-2] + output.shape[-1]) if module.kind == "dct" else 0
+
+
 COUNTERS = {
     nn.Conv2d: _conv_macs,
     nn.Linear: _linear_macs,
@@ -61,6 +70,7 @@ COUNTERS = {
     nn.AvgPool2d: _avgpool_macs,
     nn.ReLU: lambda m, i, o: 0,
     nn.MaxPool2d: lambda m, i, o: 0,
+    FrequencyTransform: _frequency_macs,
 }
 
 

@@ -24,6 +24,7 @@ PT_FORMAT = "core-checkpoint-pt-1"
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
+ONNX_SUFFIX = ".onnx"  # ONNX exports (core.deploy.onnx) are told apart by suffix: a protobuf has no magic number
 
 
 class CheckpointError(ValueError):
@@ -62,6 +63,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def is_onnx(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ONNX_SUFFIX
+
+
 def _is_torch_file(path: Path) -> bool:
     """torch.save writes a zip archive; safetensors files start with a header length."""
     try:
@@ -98,8 +103,12 @@ def _check_version(path: Path, header: dict) -> dict:
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a checkpoint, without loading its tensors."""
+    """The JSON header of a checkpoint, without loading its tensors (an ONNX export's: from its metadata)."""
     path = resolve_checkpoint(path)
+    if is_onnx(path):
+        from core.deploy.onnx import read_onnx_header
+
+        return _check_version(path, read_onnx_header(path))
     if _is_torch_file(path):
         return _load_pt(path)[1]
     try:
@@ -121,6 +130,9 @@ def read_header(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, header) of a checkpoint file or run directory."""
     path = resolve_checkpoint(path)
+    if is_onnx(path):
+        raise CheckpointError(f"{path}: an ONNX export holds a graph, not PyTorch weights; core.load_model runs it "
+                              "(onnxruntime), training and fine-tuning need the source checkpoint")
     if _is_torch_file(path):
         return _load_pt(path)
     header = read_header(path)

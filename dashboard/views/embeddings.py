@@ -8,11 +8,12 @@ import streamlit as st
 
 from common import all_checkpoints, header, pick_checkpoints, test_samples
 from core.data.synthetic import SOURCES
-from core.evaluation.inspect import embedding, spread_subset
+from core.evaluation.inspect import embedding, feature_views, spread_subset
 
 st.title("Embeddings")
 st.caption("Each test image as a point: the 2-D UMAP of the features the classifier head sees (global-average-pooled "
-           "last stage). A student that kept what matters separates real from fake like its teacher.")
+           "last stage). A student that kept what matters separates real from fake like its teacher. A dual-branch "
+           "(two-in-one) teacher shows its spatial (RGB) and frequency (DCT) branches as two panels.")
 
 shipped = [name for name in all_checkpoints() if name.startswith("shipped:")]
 teacher_and_student = [name for name in shipped if "teacher-resnet50" in name][:1] + [name for name in shipped if "student" in name][:1]
@@ -30,16 +31,19 @@ if not picked:
 
 results = {}
 samples = spread_subset(test_samples(data), limit)
+views = [(name, branch) for name in picked for branch in feature_views(header(choices[name]))]
 bar = st.progress(0.0, text=f"features of {len(samples)} images...")
 with st.spinner("Computing UMAP embeddings (the first one compiles umap-learn: about 10–20 s; then cached on disk)..."):
-    for number, name in enumerate(picked):
-        def _report(done: int, total: int, number: int = number, name: str = name) -> None:
-            bar.progress((number + done / total) / len(picked), text=f"{name}: features, batch {done}/{total}")
+    for number, (name, branch) in enumerate(views):
+        title = f"{name} · {branch} branch" if branch else name
 
-        results[name] = embedding(choices[name], samples, progress=False, on_batch=_report)
+        def _report(done: int, total: int, number: int = number, title: str = title) -> None:
+            bar.progress((number + done / total) / len(views), text=f"{title}: features, batch {done}/{total}")
+
+        results[title] = embedding(choices[name], samples, progress=False, on_batch=_report, branch=branch)
 bar.empty()
 
-panels = st.columns(len(results))
+panels = [panel for row in range(0, len(results), 3) for panel in st.columns(min(3, len(results) - row))]
 for panel, (name, result) in zip(panels, results.items(), strict=True):
     frame = pd.DataFrame({"x": result["xy"][:, 0], "y": result["xy"][:, 1], "image": result["paths"],
                           "label": ["fake" if label else "real" for label in result["labels"]], "source": result["sources"]})

@@ -1,5 +1,5 @@
 """Live inference: one image (an upload or a benchmark sample), its face crop, and each picked checkpoint's verdict,
-probability, latency and Grad-CAM side by side."""
+probability, latency and Grad-CAM side by side; optionally its ONNX fp32 / int8 exports next to it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from core.data.datasets import LABEL_NAMES, DatasetError
 from core.data.faces import draw_boxes
 from core.data.images import ImageLoadError, load_image
 from core.data.synthetic import SOURCES
+from core.deploy.quantize import CALIBRATION_IMAGES
+from core.deploy.variants import DEPLOYED_RUNTIMES, RUNTIMES, deployed
 from core.evaluation.attribution import DEFAULT_STAGE, STAGES, grad_cam, overlay
 from core.evaluation.inference import UPLOAD_RULE, decode_upload, describe_crop, predict_models
 
@@ -32,6 +34,10 @@ face_crop = options[0].toggle("Crop the face", value=True, key="inference_crop",
 show_grad_cam = options[1].toggle("Grad-CAM", value=True, key="inference_gradcam")
 stage = options[2].selectbox("Grad-CAM stage", STAGES, index=STAGES.index(DEFAULT_STAGE), key="inference_stage",
                              disabled=not show_grad_cam, help="at 64 px input layer4 is 2x2 and layer3 4x4")
+runtimes = st.multiselect("Also run", DEPLOYED_RUNTIMES, key="inference_runtimes",
+                          help="the picked checkpoints exported to ONNX (onnxruntime, CPU) and quantised to int8, "
+                               f"calibrated on {CALIBRATION_IMAGES} training images of each checkpoint's dataset; "
+                               "exported once, then cached")
 
 
 def _input_image() -> tuple[Image.Image, str] | None:
@@ -56,9 +62,38 @@ def _input_image() -> tuple[Image.Image, str] | None:
         return None
 
 
+def _exports() -> dict[tuple[str, str], dict]:
+    """(checkpoint name, runtime) -> export record of each picked checkpoint in each runtime asked for."""
+    exports = {}
+    for name in picked:
+        for runtime in runtimes:
+            with st.spinner(f"Exporting {name.split(': ', 1)[-1]} to {runtime} (once; int8 calibrates on "
+                            f"{CALIBRATION_IMAGES} training images)..."):
+                exports[name, runtime] = deployed(choices[name], RUNTIMES[runtime], progress=False)
+    return exports
+
+
+def _show_runtimes(result: dict, exports: dict[tuple[str, str], dict]) -> None:
+    st.subheader("Deployed runtimes")
+    st.caption("The same crop through each checkpoint in PyTorch and its ONNX exports (onnxruntime on CPU). Latency as above; "
+               "int8 trades a little agreement for a file about a quarter the size.")
+    rows = []
+    for name in picked:
+        for runtime in ["PyTorch fp32", *runtimes]:
+            prediction = result["predictions"][name if runtime == "PyTorch fp32" else f"{name} · {runtime}"]
+            export = exports.get((name, runtime))
+            rows.append({"checkpoint": name.split(": ", 1)[-1], "runtime": runtime, "verdict": prediction["label"],
+                         "P(fake)": round(prediction["probability"], 4), "latency (ms)": round(prediction["latency_ms"], 1),
+                         "model (ms)": round(prediction["model_ms"], 1),
+                         "file (MB)": round(export["bytes"] / 2**20, 2) if export else None})
+    st.dataframe(rows, hide_index=True)
+
+
 def _show_verdicts(image: Image.Image, caption: str) -> None:
+    exports = _exports()
     models = {name: model(choices[name]) for name in picked}
-    result = predict_models(models, image, face_crop=face_crop)
+    deployed_models = {f"{name} · {runtime}": model(record["path"]) for (name, runtime), record in exports.items()}
+    result = predict_models({**models, **deployed_models}, image, face_crop=face_crop)
     shown_input, shown_crop, _ = st.columns([2, 1, 2])
     boxes = [result["face_box"]] if result["face_box"] is not None else []
     shown_input.image(draw_boxes(image, boxes), caption=f"{caption} · {image.width}x{image.height} px", width="stretch")
@@ -67,8 +102,8 @@ def _show_verdicts(image: Image.Image, caption: str) -> None:
                      f" · {result['face_crop_ms']:.1f} ms")
     st.caption("Latency = the face crop (done once, shared) + that model's preprocessing and forward pass, wall time on this "
                "machine in this run (the first run of a freshly loaded model is slower).")
-    for column, (name, prediction) in zip(st.columns(len(picked)), result["predictions"].items(), strict=True):
-        header = models[name].header
+    for column, name in zip(st.columns(len(picked)), picked, strict=True):
+        prediction, header = result["predictions"][name], models[name].header
         column.markdown(f"**{name.split(': ', 1)[-1]}**")
         column.metric("Verdict", prediction["label"])
         column.metric("P(fake)", f"{prediction['probability']:.3f}")
@@ -79,6 +114,8 @@ def _show_verdicts(image: Image.Image, caption: str) -> None:
         if show_grad_cam:
             heatmap = grad_cam(models[name], models[name].preprocess(crop), stage)
             column.image(overlay(crop, heatmap), width="stretch", caption=f"Grad-CAM at {stage}: evidence for '{prediction['label']}'")
+    if exports:
+        _show_runtimes(result, exports)
 
 
 chosen = _input_image()

@@ -1,0 +1,220 @@
+"""Video-level detection: frame sampling, face crops, per-video verdicts, the annotated video, the face-crop dataset.
+
+Test clips are made here from embedded-benchmark faces moving over backgrounds
+(:mod:`core.data.synthetic_video`), at 320x180 and 10 fps to stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.data.datasets import FAKE, REAL, Sample
+from core.data.frames import frames_per_label, label_video, split_groups
+from core.data.synthetic_video import ClipConfig, render_clip, write_video, write_video_dataset
+from core.data.video import SamplingOptions, VideoError, probe_video, sample_frame_indices
+
+REPO = Path(__file__).resolve().parents[1]
+PEARSON = REPO / "checkpoints" / "student-pearson-resnet50-synthetic-faceswap.safetensors"
+CLIP = ClipConfig(seconds=3.0, fps=10.0, width=320, height=180, face_side=110)
+
+
+def _cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "core", *args, "--quiet"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ))
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def _json(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> list[Sample]:
+    """A 64 px faceswap-only benchmark (all splits): enough faces for a few detectable clips."""
+    from core.data.datasets import resolve_dataset
+    from core.data.synthetic import SynthConfig, generate_benchmark
+
+    root = tmp_path_factory.mktemp("faces") / "synthetic"
+    generate_benchmark(root, SynthConfig(image_size=64, per_source=240, sources=("faceswap",)), workers=1, progress=False)
+    splits = resolve_dataset("synthetic:faceswap", root).splits
+    return [sample for split in splits.values() for sample in split]
+
+
+@pytest.fixture(scope="module")
+def clips(faces, tmp_path_factory) -> Path:
+    """Three real and three fake clips under real/faceswap and fake/faceswap."""
+    out = tmp_path_factory.mktemp("clips")
+    write_video_dataset(out, faces, per_label=3, config=CLIP, progress=False)
+    return out
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_fixed_num_frames_spreads_evenly_and_never_repeats():
+    assert sample_frame_indices(250, SamplingOptions(num_frames=32)) == [int((i + 0.5) * 250 / 32) for i in range(32)]
+    assert sample_frame_indices(10, SamplingOptions(num_frames=32)) == list(range(10)), "a short video gives all its frames"
+    drawn = sample_frame_indices(250, SamplingOptions(num_frames=32, random=True, seed=3))
+    assert len(set(drawn)) == 32 and drawn == sorted(drawn) and all(0 <= i < 250 for i in drawn)
+    assert drawn == sample_frame_indices(250, SamplingOptions(num_frames=32, random=True, seed=3)), "seeded"
+    assert drawn != sample_frame_indices(250, SamplingOptions(num_frames=32, random=True, seed=4))
+    assert sample_frame_indices(25, SamplingOptions(strategy="fixed_stride", stride=10)) == [0, 10, 20]
+    assert sample_frame_indices(0, SamplingOptions()) == []
+    with pytest.raises(ValueError, match="strategy"):
+        SamplingOptions(strategy="every_frame")
+
+
+# ---------------------------------------------------------------- labels, splits, balance
+
+
+def test_faceforensics_and_plain_layouts_are_labelled():
+    root = Path("/data/ffpp")
+    real = label_video(root / "original_sequences/youtube/c23/videos/000.mp4", root)
+    fake = label_video(root / "manipulated_sequences/Face2Face/c23/videos/000_003.mp4", root)
+    assert (real.label, real.category, real.video_id, real.group) == (REAL, "original", "original/000", "000")
+    assert (fake.label, fake.category, fake.video_id, fake.group) == (FAKE, "Face2Face", "Face2Face/000_003", "000")
+    plain = label_video(root / "clips/Fake/gan/a_1.mp4", root)
+    assert (plain.label, plain.category, plain.group) == (FAKE, "gan", "gan/a_1")
+    assert label_video(root / "real/b.avi", root).category == "real"
+    assert label_video(root / "misc/c.mp4", root) is None
+
+
+def test_split_is_by_group_stratified_deterministic_and_covers_every_split():
+    from core.data.frames import VideoEntry
+
+    entries = [VideoEntry(f"{i}", REAL, "original", f"original/{i:03d}", f"{i:03d}") for i in range(40)]
+    entries += [VideoEntry(f"{i}f", FAKE, "Deepfakes", f"Deepfakes/{i:03d}_1", f"{i:03d}") for i in range(40)]
+    splits = split_groups(entries)
+    assert splits == split_groups(list(reversed(entries)))
+    assert [sum(s == name for s in splits.values()) for name in ("train", "val", "test")] == [32, 4, 4]
+    plain = [VideoEntry(n, label, "x", f"x/{n}", f"x/{n}") for label in (REAL, FAKE) for n in (f"{label}a", f"{label}b", f"{label}c")]
+    by_group = split_groups(plain)
+    for label in (REAL, FAKE):  # three videos of each label: one per split, for both labels
+        assert sorted(by_group[e.group] for e in plain if e.label == label) == ["test", "train", "val"]
+    assert set(split_groups(plain[:2]).values()) == {"train"}
+
+
+def test_fake_videos_give_fewer_frames_when_they_outnumber_the_real_ones():
+    entries = [label_video(Path(f"/r/original_sequences/y/{i:03d}.mp4"), Path("/r")) for i in range(2)]
+    entries += [label_video(Path(f"/r/manipulated_sequences/{m}/{i:03d}_9.mp4"), Path("/r"))
+                for m in ("Deepfakes", "FaceSwap", "Face2Face", "NeuralTextures") for i in range(2)]
+    assert frames_per_label(entries, 32, balance=True) == {REAL: 32, FAKE: 8}
+    assert frames_per_label(entries, 32, balance=False) == {REAL: 32, FAKE: 32}
+
+
+# ---------------------------------------------------------------- the video command
+
+
+def test_video_command_gives_per_frame_scores_and_a_verdict_with_every_frame_annotated(clips, tmp_path):
+    clip = next((clips / "fake" / "faceswap").glob("*.mp4"))
+    out = tmp_path / "annotated.mp4"
+    result = _json(_cli("video", str(clip), "--checkpoint", str(PEARSON), "--out", str(out), "--num-frames", "12", "--json"))
+    source, written = probe_video(clip), probe_video(out)
+    assert written.frames == source.frames == CLIP.frames and written.fps == pytest.approx(source.fps)
+    assert (written.width, written.height) == (CLIP.width, CLIP.height)
+    assert result["sampled"] == len(result["frames"]) == len(result["faces"]) == 12
+    assert result["faces"] == [record["faces"] for record in result["frames"]]
+    assert sum(result["faces"]) == result["faces_total"] >= 6, "the clip's face is found in most sampled frames"
+    assert result["frames_without_face"] == [r["index"] for r in result["frames"] if r["faces"] == 0]
+    scores = [s for record in result["frames"] for s in record["scores"]]
+    assert result["video_score"] == pytest.approx(float(np.mean(scores)), abs=1e-5)
+    assert result["label"] == ("fake" if result["video_score"] > 0.5 else "real")
+    assert set(result["timing"]) == {"decode_s", "detect_s", "classify_s", "encode_s", "total_s"}
+    assert result["output"]["frames"] == CLIP.frames and result["output"]["codec"] in ("avc1", "mp4v")
+    median = _json(_cli("video", str(clip), "--checkpoint", str(PEARSON), "--num-frames", "12", "--aggregate", "max", "--json"))
+    assert median["video_score"] == pytest.approx(max(scores), abs=1e-5) and "output" not in median
+
+
+def test_scores_equal_the_model_on_the_same_crops(clips):
+    import core
+    from core.data.video import FaceOptions, crop, find_faces, iterate_frames
+    from core.evaluation.video import VideoOptions, analyse_video
+
+    clip = next((clips / "real" / "faceswap").glob("*.mp4"))
+    model = core.load_model(PEARSON)
+    options = VideoOptions(sampling=SamplingOptions(num_frames=5), faces=FaceOptions(crop_scale=1.8))
+    result = analyse_video(clip, model, options, progress=False)
+    indices = [r["index"] for r in result["frames"]]
+    for (index, frame), record in zip(iterate_frames(clip, indices), result["frames"], strict=True):
+        found = find_faces(frame, options.faces)
+        assert record["faces"] == len(found)
+        for (_, box), score in zip(found, record["scores"], strict=True):
+            import torch
+
+            with torch.no_grad():
+                expected = torch.sigmoid(model(model.preprocess(crop(frame, box))[None])).item()
+            assert score == pytest.approx(expected, abs=1e-5)
+
+
+def test_browser_playable_webm(clips, tmp_path):
+    clip = next((clips / "real" / "faceswap").glob("*.mp4"))
+    result = _json(_cli("video", str(clip), "--checkpoint", str(PEARSON), "--out", str(tmp_path / "a.webm"), "--num-frames", "4",
+                        "--json"))
+    assert result["output"]["codec"] == "VP80" and result["output"]["browser_playable"]
+    assert probe_video(tmp_path / "a.webm").frames == CLIP.frames
+
+
+def test_a_video_without_faces_reports_every_frame_and_gives_no_verdict(tmp_path):
+    clip = write_video(tmp_path / "empty_room.mp4", render_clip(None, CLIP), CLIP.fps)
+    result = _json(_cli("video", str(clip), "--checkpoint", str(PEARSON), "--out", str(tmp_path / "out.mp4"), "--json"))
+    assert result["label"] is None and result["video_score"] is None and result["faces_total"] == 0
+    assert result["frames_without_face"] == [r["index"] for r in result["frames"]] and len(result["frames"]) == CLIP.frames
+    assert "no face found" in result["verdict"] and probe_video(tmp_path / "out.mp4").frames == CLIP.frames
+
+
+def test_bad_videos_get_one_clear_line(tmp_path):
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "junk.mp4").write_bytes(os.urandom(4096))
+    no_frames = tmp_path / "no_frames.avi"
+    writer = cv2.VideoWriter(str(no_frames), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
+    writer.release()
+    huge = tmp_path / "huge.avi"
+    writer = cv2.VideoWriter(str(huge), cv2.VideoWriter_fourcc(*"MJPG"), 25, (4096, 2304))
+    writer.write(np.zeros((2304, 4096, 3), np.uint8))
+    writer.release()
+    for path, message in ((tmp_path / "zero.mp4", "empty file"), (tmp_path / "junk.mp4", "not a readable video"),
+                          (no_frames, "no frames|not a readable video"), (huge, "larger than 4K"),
+                          (tmp_path / "missing.mp4", "no such video")):
+        result = _cli("video", str(path), "--checkpoint", str(PEARSON), ok=False)
+        assert result.returncode == 2, path
+        (line,) = result.stderr.strip().splitlines()[-1:]
+        assert line.startswith("error: ") and "Traceback" not in result.stderr
+        assert any(m in line for m in message.split("|")), line
+    with pytest.raises(VideoError):
+        probe_video(tmp_path / "junk.mp4")
+
+
+# ---------------------------------------------------------------- data frames -> train -> video-level AUC
+
+
+def test_face_crop_dataset_trains_and_evaluates_with_video_level_auc(clips, tmp_path):
+    from core.data.datasets import resolve_dataset
+    from core.training.config import build_config
+    from core.training.engine import train
+
+    out = tmp_path / "crops"
+    summary = _json(_cli("data", "frames", str(clips), "--out", str(out), "--frames-per-video", "6", "--size", "64", "--json"))
+    assert summary["videos"] == 6 and summary["crops_per_label"]["real"] > 0 and summary["crops_per_label"]["fake"] > 0
+    assert all(summary["crops_per_split"][s] > 0 for s in ("train", "val", "test"))
+    dataset = resolve_dataset(str(out))
+    seen = {split: {s.video_id for s in dataset.split(split)} for split in ("train", "val", "test")}
+    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"]), "a video never straddles splits"
+    assert all(s.video_id and s.source == "faceswap" for s in dataset.split("train"))
+    again = _cli("data", "frames", str(clips), "--out", str(out), ok=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    config = build_config(method="teacher", arch="resnet-tiny", data=str(out), image_size=32, epochs=1, batch_size=16,
+                          num_workers=0, runs_dir=str(tmp_path / "runs"))
+    run = train(config, progress=False).run_dir
+    metrics = _json(_cli("evaluate", str(run), "--data", str(out), "--json"))
+    assert metrics["video"]["videos"] == len(seen["test"]) and "auc" in metrics["video"]
+    assert set(metrics["per_source"]) == {"faceswap"}
