@@ -29,6 +29,7 @@ PAGES = [
     st.Page(str(DASHBOARD / "views" / "evaluation.py"), title="Evaluation", icon=":material/monitoring:"),
     st.Page(str(DASHBOARD / "views" / "embeddings.py"), title="Embeddings", icon=":material/scatter_plot:"),
     st.Page(str(DASHBOARD / "views" / "inference.py"), title="Live inference", icon=":material/photo_camera:"),
+    st.Page(str(DASHBOARD / "views" / "video.py"), title="Video", icon=":material/movie:"),
 ]
 page = st.navigation(PAGES)
 render_launcher()

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from core.data.datasets import FAKE, REAL, Sample
 from core.data.frames import frames_per_label, label_video, split_groups
@@ -146,11 +147,10 @@ def test_scores_equal_the_model_on_the_same_crops(clips):
     result = analyse_video(clip, model, options, progress=False)
     indices = [r["index"] for r in result["frames"]]
     for (index, frame), record in zip(iterate_frames(clip, indices), result["frames"], strict=True):
+        assert index == record["index"]
         found = find_faces(frame, options.faces)
         assert record["faces"] == len(found)
         for (_, box), score in zip(found, record["scores"], strict=True):
-            import torch
-
             with torch.no_grad():
                 expected = torch.sigmoid(model(model.preprocess(crop(frame, box))[None])).item()
             assert score == pytest.approx(expected, abs=1e-5)
@@ -218,3 +218,26 @@ def test_face_crop_dataset_trains_and_evaluates_with_video_level_auc(clips, tmp_
     metrics = _json(_cli("evaluate", str(run), "--data", str(out), "--json"))
     assert metrics["video"]["videos"] == len(seen["test"]) and "auc" in metrics["video"]
     assert set(metrics["per_source"]) == {"faceswap"}
+
+
+# ---------------------------------------------------------------- the dashboard page
+
+
+def test_video_page_analyses_an_upload_and_refuses_a_broken_one(tiny_benchmark, clips):
+    from streamlit.testing.v1 import AppTest
+
+    clip = next((clips / "fake" / "faceswap").glob("*.mp4"))
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=180).run()
+    app.switch_page("views/video.py").run()
+    assert not app.exception and app.title[0].value == "Video"
+    assert "student-pearson" in app.selectbox(key="video_checkpoint").value
+    app.slider(key="video_frames").set_value(8)
+    app.file_uploader(key="video_upload").set_value((clip.name, clip.read_bytes(), "video/mp4")).run()
+    app.button(key="video_run").click().run()
+    assert not app.exception and not app.error
+    verdict = next(m for m in app.metric if m.label == "Verdict")
+    assert verdict.value in ("FAKE", "REAL")
+    assert len(app.get("video")) == 1 and len(app.get("plotly_chart")) == 1
+    app.file_uploader(key="video_upload").set_value(("broken.mp4", os.urandom(2048), "video/mp4")).run()
+    app.button(key="video_run").click().run()
+    assert not app.exception and app.error[0].value.startswith("Cannot use this video: ")

@@ -42,8 +42,9 @@ class ClipConfig:
 
 
 def _background(config: ClipConfig, rng: np.random.Generator) -> np.ndarray:
-    """A smooth colour gradient with 1/f texture, 1.5x the frame so it can drift."""
-    height, width = int(config.height * 1.5), int(config.width * 1.5)
+    """A smooth colour gradient with 1/f texture, 1.5x the frame so it can drift (drawn at 1/4 size, then enlarged)."""
+    full = (int(config.width * 1.5), int(config.height * 1.5))
+    height, width = full[1] // 4, full[0] // 4
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = rng.uniform(40, 200, 3).astype(np.float32)
     tilt = rng.uniform(-60, 60, (2, 3)).astype(np.float32)
@@ -52,7 +53,7 @@ def _background(config: ClipConfig, rng: np.random.Generator) -> np.ndarray:
     fy, fx = np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]
     texture = np.real(np.fft.ifft2(noise / np.maximum(np.hypot(fx, fy), 1 / max(height, width))))
     image += 25 * (texture / (texture.std() + 1e-8))[..., None]
-    return np.clip(image, 0, 255).astype(np.float32)
+    return cv2.resize(np.clip(image, 0, 255).astype(np.float32), full, interpolation=cv2.INTER_CUBIC)
 
 
 def _feather(side: int) -> np.ndarray:
@@ -151,3 +152,19 @@ def write_video_dataset(out: str | os.PathLike, samples: list[Sample], per_label
             write_video(path, render_clip(face.convert("RGB"), clip), clip.fps)
         records.append({"path": str(path), "label": label, "source": sample.source, "image": sample.path})
     return records
+
+
+def sample_clip(label: int, out_dir: str | os.PathLike, source: str = "faceswap", config: ClipConfig = ClipConfig(),
+                data_root: str | os.PathLike | None = None) -> Path:
+    """One clip of a detectable benchmark test face of ``label`` (made once, then reused), e.g. for the dashboard."""
+    from core.data.datasets import resolve_dataset
+
+    path = Path(out_dir) / f"{source}-{LABEL_NAMES[label]}-{config.width}x{config.height}-{config.frames}f-{config.seed}.webm"
+    if not path.is_file():
+        samples = [s for s in resolve_dataset(f"synthetic:{source}", data_root).split("test") if s.label == label]
+        found = detectable(samples, 1, config)
+        if not found:
+            raise VideoError(f"no detectable {LABEL_NAMES[label]} face in the {source} test split")
+        with Image.open(found[0].path) as face:
+            write_video(path, render_clip(face.convert("RGB"), config), config.fps)
+    return path

@@ -1,0 +1,122 @@
+"""Video: a clip (an upload or a synthetic sample) through one checkpoint: annotated video, per-frame timeline, verdict."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from common import all_checkpoints, model
+from core.data.datasets import FAKE, REAL
+from core.data.faces import FACE_MARGIN
+from core.data.synthetic_video import ClipConfig, sample_clip
+from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError
+from core.evaluation.video import AGGREGATES, VideoOptions, analyse_video
+from core.io import cache_dir
+
+MAX_UPLOAD_MB = 200
+STAGES = ("decode", "detect", "classify", "encode")
+
+st.title("Video")
+st.caption("Sampled frames → the largest face of each (Haar cascade) → the model's P(fake) per face → the video's verdict "
+           "(mean over faces by default), and the clip again with a red (fake) or green (real) box on every face.")
+
+choices = all_checkpoints()
+if not choices:
+    st.info("No checkpoint yet: train one from the sidebar.")
+    st.stop()
+names = list(choices)
+default = next((i for i, n in enumerate(names) if "student-pearson" in n), 0)
+picked = st.selectbox("Checkpoint", names, index=default, key="video_checkpoint")
+left, middle, right = st.columns(3)
+upload = left.file_uploader(f"Upload a clip (≤ {MAX_UPLOAD_MB} MB)", type=[e.lstrip(".") for e in sorted(VIDEO_EXTENSIONS)],
+                            key="video_upload")
+sample = middle.radio("...or a synthetic clip of the embedded benchmark", ["fake (faceswap)", "real"], key="video_sample",
+                      disabled=upload is not None, help="a benchmark test face moving over a background, 10 s at 25 fps")
+frames = right.slider("Frames to sample", 8, 64, 32, step=8, key="video_frames")
+aggregate = right.selectbox("Video score from the faces'", list(AGGREGATES), key="video_aggregate")
+crop_scale = right.number_input("Crop side / face side", 1.0, 3.0, 1 + 2 * FACE_MARGIN, step=0.1, key="video_crop",
+                                help="1.8 frames a face as the embedded benchmark's images do; 1.3 matches `data frames` crops")
+
+
+def _input_path():
+    """The clip on disk (uploads are stored under the cache by content hash), or None with a message shown."""
+    folder = cache_dir() / "videos"
+    if upload is None:
+        try:
+            with st.spinner("making the synthetic clip (once)..."):
+                return sample_clip(FAKE if sample.startswith("fake") else REAL, folder, config=ClipConfig())
+        except (VideoError, OSError) as error:
+            st.error(f"Cannot make the synthetic clip: {error}")
+            return None
+    data = upload.getvalue()
+    if len(data) > MAX_UPLOAD_MB * 2**20:
+        st.error(f"Cannot use this file: {upload.name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+        return None
+    suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ".mp4"
+    path = folder / "uploads" / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path
+
+
+def _analyse(path) -> dict | None:
+    options = VideoOptions(sampling=SamplingOptions(num_frames=frames), faces=FaceOptions(crop_scale=crop_scale), aggregate=aggregate)
+    key = (str(path), choices[picked], frames, aggregate, crop_scale)
+    if st.session_state.get("video_result_key") == key:
+        return st.session_state["video_result"]
+    bar = st.progress(0.0, text="starting...")
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        position = STAGES.index(stage)
+        bar.progress(min(1.0, (position + done / max(total, 1)) / len(STAGES)), text=f"{stage}: {done}/{total}")
+
+    out = cache_dir() / "videos" / "annotated" / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.webm"
+    try:
+        result = analyse_video(path, model(choices[picked]), options, out=out, progress=False, on_progress=on_progress)
+    except VideoError as error:
+        bar.empty()
+        st.error(f"Cannot use this video: {error}")
+        return None
+    bar.empty()
+    st.session_state["video_result_key"], st.session_state["video_result"] = key, result
+    return result
+
+
+def _show(result: dict) -> None:
+    verdict, score, faces = st.columns(3)
+    verdict.metric("Verdict", (result["label"] or "no face").upper())
+    score.metric("P(fake) of the video", "–" if result["video_score"] is None else f"{result['video_score']:.3f}")
+    faces.metric("Faces in sampled frames", f"{result['faces_total']} in {result['sampled']}",
+                 help=f"{len(result['frames_without_face'])} sampled frames had no face")
+    st.caption(result["verdict"])
+    video, timeline = st.columns([3, 2])
+    video.video(result["output"]["path"])
+    video.caption(f"{result['output']['frames']} frames at {result['output']['fps']:g} fps, {result['output']['codec']} "
+                  f"({'plays in browsers' if result['output']['browser_playable'] else 'not browser-playable'})")
+    records = result["frames"]
+    figure = go.Figure()
+    found = [r for r in records if r["faces"]]
+    figure.add_trace(go.Scatter(x=[r["time_s"] for r in found], y=[r["score"] for r in found], mode="lines+markers",
+                                name="P(fake) of the frame"))
+    missing = [r for r in records if not r["faces"]]
+    if missing:
+        figure.add_trace(go.Scatter(x=[r["time_s"] for r in missing], y=[0.0] * len(missing), mode="markers",
+                                    marker={"symbol": "x", "color": "grey"}, name="no face found"))
+    figure.add_hline(y=result["threshold"], line_dash="dot", annotation_text="threshold")
+    figure.update_layout(xaxis_title="time (s)", yaxis_title="P(fake)", yaxis_range=[-0.05, 1.05], height=360, margin={"t": 30})
+    timeline.plotly_chart(figure, width="stretch", key="video_timeline")
+    timeline.dataframe(pd.DataFrame([{"stage": k.removesuffix("_s"), "seconds": v} for k, v in result["timing"].items()]),
+                       hide_index=True, width="stretch")
+
+
+# nothing heavy runs until asked: the first Analyse makes the input (a synthetic clip is rendered once) and analyses it
+clicked = st.button("Analyse", type="primary", key="video_run")
+if clicked or st.session_state.get("video_result_key"):
+    path = _input_path()
+    result = _analyse(path) if path is not None else None
+    if result is not None:
+        _show(result)
