@@ -150,6 +150,7 @@ STUDENT_FLAGS = {
     "keep_margin": (float, "mask_init keep: the starting keep-minus-drop logit (default 3)"),
     "feature_distance": (str, "attention (KDFS's, default) or mse"),
     "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
+    "score_every": (int, "pearson: recompute the redundancy scores every N steps (needs --no-correlation-weight-gradient)"),
 }
 # lottery-ticket options: flag -> LTHOptions field (core/methods/lth.py)
 LTH_FLAGS = {
@@ -192,6 +193,7 @@ def _train_config(args: argparse.Namespace, **fixed):
         log_every=args.log_every, augment=args.augment, method_options=options or None,
         scheduler=getattr(args, "scheduler", None), warmup_epochs=getattr(args, "warmup_epochs", None),
         early_stopping_patience=getattr(args, "patience", None),
+        nonfinite=getattr(args, "nonfinite", None),
     )
     values.update(fixed)
     return build_config(**values)
@@ -530,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", choices=["cosine", "warmup-cosine", "step", "none"], help="lr schedule, stepped per epoch")
         p.add_argument("--warmup-epochs", type=int, help="warmup-cosine: epochs of linear warm-up (default 0)")
         p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy (default off)")
+        p.add_argument("--nonfinite", choices=["stop", "skip"],
+                       help="a NaN/Inf loss: stop the run, keeping the last good checkpoint (default), or skip that step's "
+                            "update (20 such steps in a row still stop it)")
         p.add_argument("--runs-dir", help="where run directories go (default runs/)")
 
     train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
@@ -652,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (DatasetError, CheckpointError, ImageLoadError, VideoError, ValueError, FileNotFoundError, RuntimeError) as error:
+    # OSError: a missing file, a full disk, a read-only folder (core.io.WriteError), ... (--verbose shows the traceback)
+    except (DatasetError, CheckpointError, ImageLoadError, VideoError, ValueError, OSError, RuntimeError) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

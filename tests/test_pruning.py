@@ -107,6 +107,30 @@ def test_correlation_loss_is_the_mean_over_layers(masked):
     assert float(correlation_loss(masked, keep).detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_scores_refreshed_every_n_steps_are_reused_in_between_and_their_agreement_recorded(masked):
+    from types import SimpleNamespace
+
+    from core.methods.distillation import StudentOptions
+    from core.methods.pearson import PearsonMethod
+    from core.training.config import TrainConfig
+
+    method, keep = PearsonMethod(), torch.rand(masked.sampler.logits.shape[0])
+    distiller = SimpleNamespace(student=masked, options=StudentOptions(correlation_weight_gradient=False, score_every=3))
+    conv = masked.layer1[0].conv2
+    losses = []
+    for step in range(5):
+        losses.append(float(method.prune_loss(distiller, None, keep)))
+        fresh = float(correlation_loss(masked, keep, weight_gradient=False))
+        assert losses[-1] == pytest.approx(fresh, rel=1e-6) if step in (0, 3) else losses[-1] != fresh
+        with torch.no_grad():
+            conv.weight.add_(0.05 * torch.randn_like(conv.weight))  # the weights move after every step
+    assert losses[1] == losses[2] == losses[0] and losses[4] == losses[3], "reused between refreshes"
+    (agreement,) = distiller._scores["agreement"]  # one refresh after the first: step 3
+    assert 0.9 < agreement < 1.0
+    with pytest.raises(ValueError, match="score_every"):
+        StudentOptions.from_config(TrainConfig(method="pearson", method_options={"score_every": 4}))
+
+
 def _set_pattern(model: MaskedResNet, pattern: str, rng: np.random.Generator) -> None:
     logits = model.sampler.logits.data
     channels = model.sampler.channels

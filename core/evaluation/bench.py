@@ -196,3 +196,180 @@ def bench_onnx(smoke: bool) -> dict:
                for batch in (1, 32)}
     return {"config": config, "raw_s": compared["timings"], "median_ms": medians, "ratios": ratios, "targets": targets,
             "rows": rows, "table": markdown_table(rows), "summary": summary}
+
+
+# --- video: the video command end to end ------------------------------------------------
+
+VIDEO_TARGET_S = 15.0  # a 10 s, 25 fps, 640x360 clip, 32 sampled frames, compact Pearson student, 2 CPU cores
+
+
+@register_benchmark("video", "the video command on a synthetic 10 s 25 fps 640x360 clip: decode, detect, classify, encode")
+def bench_video(smoke: bool) -> dict:
+    """``python -m core video`` end to end (a fresh process: imports and model load included), and its stages in-process.
+
+    The clip is a synthetic fake (a benchmark faceswap test face moving over a background);
+    smoke: 2 s at 10 fps, 320x180, 8 sampled frames.
+    """
+    import json
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    import core
+    from core.data.datasets import FAKE
+    from core.data.synthetic_video import ClipConfig, sample_clip
+    from core.data.video import SamplingOptions
+    from core.evaluation.video import VideoOptions, analyse_video
+    from core.io import cache_dir
+
+    clip_config = ClipConfig(seconds=2, fps=10, width=320, height=180, face_side=110) if smoke else ClipConfig()
+    frames, repeats = (8, 1) if smoke else (32, 3)
+    checkpoint = SHIPPED_RESNET50["pearson"]
+    clip = sample_clip(FAKE, cache_dir() / "videos", config=clip_config)
+    model = core.load_model(Path(__file__).resolve().parents[2] / checkpoint)
+    options = VideoOptions(sampling=SamplingOptions(num_frames=frames))
+    stages, walls = [], []
+    with tempfile.TemporaryDirectory(prefix="core-bench-video-") as scratch:
+        for repeat in range(repeats):
+            stages.append(analyse_video(clip, model, options, out=Path(scratch) / f"in-process-{repeat}.mp4", progress=False)["timing"])
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "core", "video", str(clip), "--checkpoint", checkpoint, "--num-frames",
+                                   str(frames), "--out", str(Path(scratch) / f"cli-{repeat}.mp4"), "--quiet", "--json"],
+                                  cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
+            walls.append(time.perf_counter() - started)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+    medians = {stage: round(statistics.median(t[stage] for t in stages), 3) for stage in stages[0]}
+    wall = statistics.median(walls)
+    summary = (f"video: {clip_config.seconds:g} s {clip_config.fps:g} fps {clip_config.width}x{clip_config.height} clip, {frames} "
+               f"frames, compact Pearson: CLI end to end {wall:.2f} s (target < {VIDEO_TARGET_S:g} s); in-process "
+               + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in medians.items()))
+    return {"config": {"clip": clip_config.__dict__, "sampled_frames": frames, "checkpoint": checkpoint, "repeats": repeats},
+            "raw_s": {"cli_wall": [round(w, 3) for w in walls], "stages": stages}, "median_s": {"cli_wall": round(wall, 3), **medians},
+            "faces_found": result["faces_total"], "verdict": result["verdict"], "output": result["output"],
+            "targets": {"cli end to end (s)": target(wall, VIDEO_TARGET_S, higher_is_better=False)}, "summary": summary}
+
+
+# --- train-step: the cost of a training step, teacher vs KDFS vs Pearson ----------------------
+
+PEARSON_OVERHEAD_TARGET = 0.03  # Pearson step / KDFS step - 1 (published: about +12%)
+KDFS_VS_TEACHER_TARGET = 1.5  # KDFS step / plain teacher training step
+
+
+def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool) -> dict:
+    """``name -> step()`` closures: plain teacher training, a KDFS student step and a Pearson student step.
+
+    Each step is what the engine does: the method's loss, backward, the optimiser with the
+    method's parameter groups (AMP and channels_last on CUDA, as the engine).
+    """
+    from core.methods import get_method
+    from core.models import build_model
+    from core.training.config import build_config
+    from core.training.engine import make_optimizer
+
+    repo = Path(__file__).resolve().parents[2]
+    arch = "resnet-tiny" if smoke else "resnet50"
+    teacher_path = None if smoke else str(repo / SHIPPED_RESNET50["teacher"])
+    if smoke:  # an untrained tiny teacher checkpoint stands in for the shipped ResNet-50
+        import tempfile
+
+        from core.training.checkpoint import save_checkpoint
+
+        folder = Path(tempfile.mkdtemp(prefix="core-bench-step-"))
+        teacher_path = str(folder / "teacher.safetensors")
+        save_checkpoint(teacher_path, build_model(arch), {"model": {"type": "resnet", "arch": arch}, "method": "teacher",
+                                                         "image_size": image_size, "config": {"data": "synthetic"},
+                                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device)
+    labels = torch.randint(0, 2, (batch,), generator=generator).float().to(device)
+    use_amp = device.type == "cuda"
+    if use_amp:
+        images = images.contiguous(memory_format=torch.channels_last)
+    steps = {}
+    for name in ("teacher", "kdfs", "pearson"):
+        config = build_config(preset="full", method=name, arch=arch, teacher=None if name == "teacher" else teacher_path,
+                              image_size=image_size, batch_size=batch)
+        method = get_method(name)
+        model = method.build(config).to(device)
+        if use_amp:
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        method.on_epoch_start(model, 0, config)
+        optimizer = make_optimizer(config, method.parameter_groups(model, config))
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        def step(method=method, model=model, optimizer=optimizer, scaler=scaler) -> None:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss, _ = method.loss(model, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        steps[name] = step
+    return steps
+
+
+def time_steps(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of each closure, round-robin (one of each per round), after ``warmup`` rounds."""
+    timings = {name: [] for name in steps}
+    for round_index in range(warmup + repeats):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if round_index >= warmup:
+                timings[name].append(time.perf_counter() - started)
+    return timings
+
+
+def _profile_step(step, device: torch.device, top: int = 12) -> list[dict]:
+    """The ops that dominate one step (torch.profiler, self time), for the record."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [{"op": e.key, "self_ms": round(getattr(e, key) / 1000, 3), "calls": e.count} for e in events]
+
+
+def _train_step(device: torch.device, image_size: int, batch: int, smoke: bool, repeats: int) -> dict:
+    import statistics
+
+    steps = _step_contenders(image_size, batch, device, smoke)
+    timings = time_steps(steps, repeats, warmup=1 if smoke else 3, device=device)
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    profiles = {} if smoke else {name: _profile_step(steps[name], device) for name in ("kdfs", "pearson")}
+    return {"raw_s": {k: [round(v, 6) for v in vs] for k, vs in timings.items()},
+            "median_ms": {k: round(1000 * v, 3) for k, v in medians.items()},
+            "ratios": {"pearson overhead vs kdfs": medians["pearson"] / medians["kdfs"] - 1,
+                       "kdfs / teacher": medians["kdfs"] / medians["teacher"],
+                       "pearson / teacher": medians["pearson"] / medians["teacher"]},
+            "profile": profiles}
+
+
+@register_benchmark("train-step", "one training step side by side: plain teacher, KDFS student, Pearson student (CPU; GPU too)")
+def bench_train_step(smoke: bool) -> dict:
+    """Side-by-side step times at the embedded preset's size on CPU (64 px, batch 32), and at 256 px on a GPU when there is one."""
+    settings = [("cpu", 32 if smoke else 64, 8 if smoke else 32, 2 if smoke else 10)]
+    if torch.cuda.is_available() and not smoke:
+        settings.append(("cuda", 256, 64, 20))
+    results, targets = {}, {}
+    for device_name, size, batch, repeats in settings:
+        key = f"{device_name}@{size}px-b{batch}"
+        results[key] = _train_step(torch.device(device_name), size, batch, smoke, repeats)
+        ratios = results[key]["ratios"]
+        targets[f"{key}: Pearson overhead vs KDFS"] = target(ratios["pearson overhead vs kdfs"], PEARSON_OVERHEAD_TARGET, False)
+        targets[f"{key}: KDFS / teacher"] = target(ratios["kdfs / teacher"], KDFS_VS_TEACHER_TARGET, False)
+    summary = "train-step: " + "; ".join(
+        f"{key} teacher {r['median_ms']['teacher']:.0f} ms, KDFS {r['median_ms']['kdfs']:.0f} ms "
+        f"({r['ratios']['kdfs / teacher']:.2f}x teacher), Pearson {r['median_ms']['pearson']:.0f} ms "
+        f"({100 * r['ratios']['pearson overhead vs kdfs']:+.1f}% vs KDFS)" for key, r in results.items())
+    return {"config": {"settings": settings, "arch": "resnet-tiny" if smoke else "resnet50", "preset": "full"},
+            "results": results, "targets": targets, "summary": summary}

@@ -54,6 +54,7 @@ class StudentOptions:
     feature_distance: str = "attention"  # attention | mse
     sampler_lr: float | None = None  # learning rate of the mask logits (default: the weights' lr)
     correlation_weight_gradient: bool = True  # Pearson: let the correlation loss move the weights too
+    score_every: int = 1  # Pearson: recompute the redundancy scores every N steps (needs correlation_weight_gradient false)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> StudentOptions:
@@ -66,6 +67,9 @@ class StudentOptions:
             raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
         if not (options.kd_temperature > 0 and options.tau_start > 0 and options.tau_end > 0):
             raise ValueError("kd_temperature, tau_start and tau_end must be positive")
+        if options.score_every < 1 or (options.score_every > 1 and options.correlation_weight_gradient):
+            raise ValueError("score_every must be >= 1, and > 1 only with correlation_weight_gradient false (the scores are "
+                             "then constants for the masks' gradient; with the weight gradient they are part of the graph)")
         if not 0 <= options.target_rate < 1:
             raise ValueError(f"target_rate is the fraction of MACs to remove, in [0, 1); got {options.target_rate}")
         return options
