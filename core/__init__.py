@@ -24,7 +24,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     """
     from core.data.images import Normalization, eval_transform
     from core.models import build_from_spec
-    from core.training.checkpoint import is_onnx, load_checkpoint, load_state_into, resolve_checkpoint
+    from core.training.checkpoint import CheckpointError, is_onnx, load_checkpoint, load_state_into, resolve_checkpoint
 
     path = resolve_checkpoint(path)
     if is_onnx(path):
@@ -32,10 +32,15 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
 
         return load_onnx(path)
     state, header = load_checkpoint(path)
-    model = build_from_spec(header["model"])
+    try:
+        model = build_from_spec(header["model"])
+        norm = header["normalization"]
+        preprocess = eval_transform(int(header["image_size"]), Normalization(tuple(norm["mean"]), tuple(norm["std"])))
+    except Exception as error:  # noqa: BLE001 - a damaged or foreign header can fail in any builder: say so, in one line
+        raise CheckpointError(f"{path}: its header does not describe a model this version can build "
+                              f"({type(error).__name__}: {error})") from None
     load_state_into(model, state, source=str(path))
-    norm = header["normalization"]
-    model.preprocess = eval_transform(header["image_size"], Normalization(tuple(norm["mean"]), tuple(norm["std"])))
+    model.preprocess = preprocess
     model.header = header
     return model.to(device).eval()
 

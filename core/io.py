@@ -1,7 +1,12 @@
 """Atomic file writes: a reader never sees a half-written file.
 
 Every write goes to a temporary file in the same folder, is flushed to disk, and is
-then renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+then renamed over the target (``os.replace`` is atomic on POSIX and Windows). A write
+that fails (disk full, read-only folder) raises :class:`WriteError` and leaves the
+previous version of the file untouched.
+
+:func:`pause_point` is a test hook: it lets the reliability tests stop a process at
+an exact point (mid-epoch, mid-checkpoint-write, during validation) to kill it there.
 """
 
 from __future__ import annotations
@@ -9,30 +14,84 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 FILE_MODE = 0o644
+TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporaries: ".<name>.<random>.tmp" next to the target
+PAUSE_AT, PAUSE_FILE = "CORE_TEST_PAUSE_AT", "CORE_TEST_PAUSE_FILE"
+# what reading a damaged cache entry can raise (np.load of a cut .npz: BadZipFile or EOFError); such entries are recomputed
+DAMAGED_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+_pauses_seen: dict[str, int] = {}
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, read-only folder, ...); its previous version is intact."""
+
+    def __str__(self) -> str:  # the message already names the path and the reason; no "[Errno 28]" prefix
+        return self.strerror or super().__str__()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``."""
+    """Call ``write(tmp_path)`` and rename the result over ``path``.
+
+    ``write`` should raise OSError when the disk refuses the bytes (write through a Python
+    file object: some libraries' own writers turn ENOSPC into opaque errors).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+        os.close(fd)
         write(tmp)
+        pause_point(f"write:{path.name}")  # complete temporary, target not yet replaced
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 (and some writers recreate the file): results are shared files
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except BaseException as error:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise WriteError(error.errno, f"cannot write {path}: {error.strerror or error}; "
+                                          "its previous version, if any, is intact") from error
         raise
+
+
+def write_bytes_to(tmp: str, data: bytes) -> None:
+    """Write ``data`` through a Python file object, so a full disk raises OSError(ENOSPC)."""
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def pause_point(name: str) -> None:
+    """Test hook, inert unless ``$CORE_TEST_PAUSE_AT`` is ``<name>@<n>``.
+
+    The n-th time this process reaches ``name``, it creates ``$CORE_TEST_PAUSE_FILE`` and
+    waits while that file exists: a test then SIGKILLs it at exactly this point, or changes
+    the world (fills the disk) and deletes the file to let it go on. Points: ``step`` (after
+    an optimiser step), ``validation`` (validation done, nothing recorded yet) and
+    ``write:<file name>`` (a complete temporary, the target not yet replaced).
+    """
+    wanted = os.environ.get(PAUSE_AT)
+    if not wanted:
+        return
+    point, _, nth = wanted.rpartition("@")
+    if point != name:
+        return
+    _pauses_seen[name] = _pauses_seen.get(name, 0) + 1
+    if _pauses_seen[name] != int(nth):
+        return
+    ready = Path(os.environ[PAUSE_FILE])
+    ready.write_text(str(os.getpid()))
+    while ready.exists():
+        time.sleep(0.01)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -45,10 +104,17 @@ def atomic_write_json(path: str | os.PathLike, data) -> None:
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line in a single write; readers skip a torn last line."""
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a") as handle:
-        handle.write(line)
-        handle.flush()
+    append_text(path, json.dumps(record, sort_keys=True, default=str) + "\n")
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` in a single write (logs); a full disk or read-only folder raises WriteError."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(text)
+            handle.flush()
+    except OSError as error:
+        raise WriteError(error.errno, f"cannot append to {path}: {error.strerror or error}") from error
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,37 @@ def launch(arguments: list[str], runs_dir: str | os.PathLike) -> int:
     runs_dir = Path(runs_dir)
     launches = runs_dir / ".launches"
     launches.mkdir(parents=True, exist_ok=True)
+    # an argument list, never a shell string: a path typed in the sidebar stays one argument whatever it holds
     command = [sys.executable, "-m", "core", "train", *arguments, "--runs-dir", str(runs_dir), "--quiet", "--json"]
-    log = open(launches / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log", "ab")  # noqa: SIM115 - the child owns it
+    fd, log_path = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".log", dir=launches)  # unique per launch
+    log = os.fdopen(fd, "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log.close()
     atomic_write_json(launches / f"{process.pid}.json", {"pid": process.pid, "command": command, "started": time.time(),
-                                                         "log": log.name})
+                                                         "log": log_path})
     return process.pid
+
+
+def check_data_path(text: str, kind: str = "dataset") -> Path:
+    """A path typed in the sidebar, resolved and checked before a launch; ValueError says what is wrong.
+
+    ``kind``: ``dataset`` (a folder or a ``.csv`` manifest) or ``root`` (a registered dataset's folder).
+    ``~`` expands, a relative path is taken from the repository (where the run starts), and the result
+    is absolute, so it can never read as a command-line option.
+    """
+    text = text.strip()
+    if not text or "\0" in text:
+        raise ValueError("enter a path to a folder" + (" or a .csv file" if kind == "dataset" else ""))
+    path = Path(text).expanduser()
+    path = (path if path.is_absolute() else REPO / path).resolve()
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if kind == "root" and not path.is_dir():
+        raise ValueError(f"{path} is not a folder: give the folder that holds the dataset")
+    if kind == "dataset" and not (path.is_dir() or (path.is_file() and path.suffix.lower() == ".csv")):
+        raise ValueError(f"{path} is neither a folder (ImageFolder tree) nor a .csv manifest")
+    return path
 
 
 def activities(runs_dir: str | os.PathLike) -> list[Activity]:
@@ -63,9 +87,9 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
     for marker in sorted((runs_dir / ".launches").glob("*.json")):
         try:
             info = json.loads(marker.read_text())
-        except (OSError, ValueError):
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged marker is not a launch
             continue
-        pid = int(info["pid"])
         if not _pid_alive(pid) or _is_zombie(pid):
             marker.unlink(missing_ok=True)
             found.pop(pid, None)

@@ -23,6 +23,8 @@ def all_checkpoints() -> dict[str, str]:
             choices[f"shipped: {row['checkpoint']}"] = row["path"]
     for row in listing("runs"):
         path = Path(row["path"])
+        if "error" in row:  # a damaged run is listed with its error on the Runs page, never offered to the others
+            continue
         if (path / "best.safetensors").is_file() or (path / "last.safetensors").is_file():
             choices[f"run: {row['run']}"] = row["path"]
     return choices

@@ -51,10 +51,21 @@ def _dataset_arguments() -> list[str]:
         return ["--data", "synthetic" if source == "all sources" else f"synthetic:{source}"]
     if kind == "Registered dataset":
         name = st.selectbox("Name", sorted(DATASETS), key="launch_registered")
-        root = st.text_input("Root folder", key="launch_root", placeholder="/data/rvf10k")
-        return ["--data", name, "--data-root", root] if root else ["--data", name]
-    path = st.text_input("Folder or CSV path", key="launch_path", placeholder="/data/my_faces")
-    return ["--data", path] if path else []
+        root = _checked_path(st.text_input("Root folder", key="launch_root", placeholder="/data/rvf10k"), "root")
+        return ["--data", name, "--data-root", str(root)] if root else []
+    path = _checked_path(st.text_input("Folder or CSV path", key="launch_path", placeholder="/data/my_faces"), "dataset")
+    return ["--data", str(path)] if path else []
+
+
+def _checked_path(text: str, kind: str):
+    """The typed path resolved and checked (core.launcher.check_data_path), or None with the reason shown."""
+    if not text:
+        return None
+    try:
+        return launcher.check_data_path(text, kind)
+    except ValueError as error:
+        st.error(f"Cannot use this path: {error}")
+        return None
 
 
 def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None:

@@ -331,6 +331,17 @@ def test_two_in_one_needs_a_dual_teacher_and_a_single_branch_student(dual_teache
     assert config.arch == "resnet18"
 
 
+def test_the_shipped_dual_teacher_is_the_default_on_faceswap():
+    from core.methods.two_in_one import TwoInOneMethod
+
+    config = build_config(method="two-in-one", preset="full", data="synthetic:faceswap")
+    TwoInOneMethod().check(config)
+    teacher = core.load_model(config.teacher)
+    assert Path(config.teacher).name == "teacher-dual_resnet18-synthetic-faceswap.safetensors"
+    assert teacher.header["model"] == {"type": "resnet", "arch": "dual_resnet18"} and teacher.header["image_size"] == 64
+    assert (config.arch, config.epochs, config.method_options["mode"]) == ("resnet18", 15, "two-in-one")
+
+
 # --- the Embeddings page's branch views ------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from sklearn import metrics as skm
 
 from core.data.datasets import Sample, resolve_dataset
 from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
-from core.io import atomic_write, atomic_write_json, cache_dir
+from core.io import DAMAGED_CACHE_ERRORS, atomic_write, atomic_write_json, cache_dir
 from core.training.checkpoint import resolve_checkpoint
 
 CACHE_VERSION = 1
@@ -147,7 +147,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
                 predictions = Predictions(stored["probabilities"], stored["labels"], stored["indices"],
                                           int(stored["skipped"]), float(stored["loss"]))
             return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True)
-        except (OSError, ValueError, KeyError):
+        except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed and replaced
     import core
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from core.data.datasets import Sample
 from core.data.images import ImageDataset, collate_skipping
-from core.io import atomic_write, cache_dir
+from core.io import DAMAGED_CACHE_ERRORS, atomic_write, cache_dir
 from core.models.masked import MaskedResNet, block_convs
 from core.pruning.correlation import pearson_correlation, redundancy_scores
 
@@ -295,7 +295,7 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
         try:
             with np.load(cache_file) as stored:
                 return _embedding_result(stored["xy"], stored["indices"], samples, float(stored["knn"]))
-        except (OSError, ValueError, KeyError):
+        except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed
     model = core.load_model(path)
     features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch, branch=branch)

@@ -88,11 +88,15 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+                return load_file(str(path))
+            state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never runs pickled code
+        except Exception as error:  # noqa: BLE001 - unpickling refusals, zip and safetensors errors: one clear line
+            raise ValueError(f"{path}: not a readable weights file ({type(error).__name__}); pass a .pth/.pt state dict "
+                             "or a .safetensors file (pickled code is refused)") from None
         return state.get("state_dict", state) if isinstance(state, dict) else state
     source = DERIVED_FROM.get(arch, arch)
     if source not in IMAGENET_WEIGHTS:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from core.io import atomic_write
+from core.io import atomic_write, write_bytes_to
 
 FORMAT_VERSION = 1
 HEADER_KEY = "core"
@@ -41,7 +42,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dty
         state[name] = tensor.contiguous()
     header = {**header, "format_version": FORMAT_VERSION}
     metadata = {HEADER_KEY: json.dumps(header, sort_keys=True, default=str)}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    # serialised in memory, then written by Python: a full disk raises a clear OSError (safetensors' own
+    # file writer reports it as an opaque SafetensorError); the bytes are at most one checkpoint
+    atomic_write(path, lambda tmp: write_bytes_to(tmp, safetensors_bytes(state, metadata=metadata)))
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -80,20 +83,32 @@ def save_pt(path: str | os.PathLike, model: nn.Module, header: dict) -> None:
     """``{"format", "header", "state_dict"}`` via torch.save: loadable with ``weights_only=True``."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": PT_FORMAT, "header": {**header, "format_version": FORMAT_VERSION}, "state_dict": state}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _torch_save(payload, tmp))
+
+
+def _refusal(error: Exception) -> str:
+    """One line on why torch.load refused a file (its messages span paragraphs; keep the line naming the culprit)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    culprit = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), lines[0] if lines else "")
+    return f"{type(error).__name__}: {culprit}"[:300]
 
 
 def _load_pt(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - anything unreadable is "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable .pt checkpoint ({type(error).__name__})") from None
+        raise CheckpointError(f"{path}: not a readable .pt checkpoint ({_refusal(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != PT_FORMAT:
         raise CheckpointError(f"{path}: a torch file, but not one written by `python -m core export --format pt`")
-    return payload["state_dict"], _check_version(path, payload["header"])
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: damaged .pt checkpoint (its state_dict is not a dict of tensors)")
+    return state, _check_version(path, payload.get("header"))
 
 
-def _check_version(path: Path, header: dict) -> dict:
+def _check_version(path: Path, header) -> dict:
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint header (not a JSON object)")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -117,7 +132,7 @@ def read_header(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a safetensors checkpoint ({error})") from None
+        raise CheckpointError(f"{path}: not a safetensors checkpoint, or a truncated one ({error})") from None
     if HEADER_KEY not in metadata:
         raise CheckpointError(f"{path}: safetensors file without this project's header (not written by core?)")
     try:
@@ -157,15 +172,21 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
+def _torch_save(payload, tmp: str) -> None:
+    """torch.save through a Python file object: a full disk raises OSError(ENOSPC), not torch's opaque RuntimeError."""
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+
+
 def save_trainer_state(path: str | os.PathLike, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _torch_save(state, tmp))
 
 
 def load_trainer_state(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a trainer state"
-        raise CheckpointError(f"{path}: unreadable trainer state ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: unreadable trainer state ({_refusal(error)})") from None
 
 
 def ship_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16) -> Path:

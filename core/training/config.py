@@ -44,6 +44,8 @@ class TrainConfig:
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
     log_every: int = 5  # steps between progress records in metrics.jsonl
+    nonfinite: str = "stop"  # a NaN/Inf loss: stop (keep the last good checkpoint) | skip (no update for that step)
+    nonfinite_max_skips: int = 20  # skip: this many non-finite steps in a row still stop the run
     runs_dir: str | None = None  # default: $CORE_RUNS_DIR or <repo>/runs
     teacher: str | None = None  # teacher checkpoint, for students
     init_checkpoint: str | None = None  # fine-tuning: the student checkpoint to start from

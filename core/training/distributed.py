@@ -5,7 +5,10 @@ shard of every epoch (a :class:`DistributedSampler` seeded like the single-proce
 shuffle), DDP averages the gradients, and rank 0 alone writes the run directory,
 validates and checkpoints while the others wait. ``--batch-size`` is per process.
 Backends: NCCL on CUDA, gloo on CPU. A collective that waits longer than
-``$CORE_DIST_TIMEOUT`` seconds (default 1800) fails the job instead of hanging.
+``$CORE_DIST_TIMEOUT`` seconds (default 1800) fails the job instead of hanging; when a
+rank dies, the others fail at their next collective (gloo: at once, connection reset;
+NCCL: at the timeout, with ``TORCH_NCCL_ASYNC_ERROR_HANDLING``, on by default) with a
+:class:`PeerFailure`, and the run can be resumed (rank 0 checkpoints every epoch).
 """
 
 from __future__ import annotations
@@ -16,6 +19,24 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+DEFAULT_TIMEOUT_S = 1800
+# what a broken collective says when another rank died (connection reset) or stopped answering (timed out)
+PEER_FAILURE_SIGNS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe", "Timed out", "timed out")
+
+
+class PeerFailure(RuntimeError):
+    """Another process of the job died or stopped answering: this one gives up instead of hanging."""
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(
+        sign in str(error) for sign in PEER_FAILURE_SIGNS))
+
+
+def timeout_seconds() -> float:
+    """``$CORE_DIST_TIMEOUT``: how long a collective may wait for the other ranks."""
+    return float(os.environ.get("CORE_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S)))
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,7 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        timeout = timedelta(seconds=float(os.environ.get("CORE_DIST_TIMEOUT", "1800")))
+        timeout = timedelta(seconds=timeout_seconds())
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return context, device
 
@@ -55,6 +76,15 @@ def broadcast(value, context: Context):
     holder = [value if context.is_main else None]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def all_min(value: torch.Tensor, context: Context) -> torch.Tensor:
+    """The elementwise minimum of ``value`` over all ranks (a collective: every rank calls it)."""
+    if not context.enabled:
+        return value
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
 
 
 def barrier(context: Context) -> None:

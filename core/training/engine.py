@@ -7,6 +7,10 @@ Determinism: every epoch reseeds all RNGs (and the data order) from
 ``(seed, epoch)``, so a run resumed at an epoch boundary replays exactly what an
 unbroken run does. Checkpoints are written at every epoch end.
 
+Faults: a non-finite loss stops the run or skips the step (``config.nonfinite``, see
+:class:`NonFiniteGuard`); a failed write (disk full, read-only folder) fails the run with
+the previous checkpoint intact; SIGTERM cancels. Each ending is recorded in ``status.json``.
+
 A method supplies the model, its loss and its schedules (:class:`core.methods.Method`);
 the engine trains ``model`` and checkpoints ``method.deployable(model)`` (for
 students: the masked student without its decoders or teacher). Under ``torchrun``
@@ -42,7 +46,7 @@ from core.data.images import (
     train_transform,
 )
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
-from core.io import cache_dir
+from core.io import WriteError, cache_dir, pause_point
 from core.methods import get_method
 from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
@@ -72,6 +76,65 @@ class TrainResult:
 
 class Cancelled(Exception):
     """Raised inside the loop when the run receives SIGTERM (the dashboard's Cancel)."""
+
+
+NONFINITE_MODES = ("stop", "skip")
+NO_STEP = 2**62  # the device-side marker's "no non-finite loss since the last check"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or Inf; the message says where and what was kept."""
+
+
+class NonFiniteGuard:
+    """Watches the training loss for NaN/Inf (``config.nonfinite``).
+
+    - ``stop``: the step of the first non-finite loss is kept *on the device* and read at log
+      steps and at the end of each epoch, before validation and checkpoints, so it adds no
+      host sync per step on a GPU. The run then stops with its last good checkpoint on disk;
+      the few steps after the bad one change only in-memory weights, which are never saved.
+    - ``skip``: the flag must be known before the update, so it is read every step (one host
+      sync; under AMP the GradScaler already syncs once per step), and that step makes no
+      update. ``nonfinite_max_skips`` such steps in a row stop the run.
+
+    Under DDP the flags are reduced over the ranks, so every rank skips or stops together.
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device, context: distributed.Context, consecutive: int = 0):
+        self.mode, self.max_skips, self.context = config.nonfinite, config.nonfinite_max_skips, context
+        self.first_bad = torch.full((), NO_STEP, dtype=torch.long, device=device)
+        self.consecutive = consecutive  # non-finite steps in a row (skip), carried across epochs and resumes
+        self.skipped = 0  # steps skipped in the current epoch
+
+    def skip_step(self, loss: torch.Tensor, epoch: int, step: int) -> bool:
+        """Whether the step (1-based) that gave ``loss`` must make no update; in stop mode it is only noted."""
+        finite = torch.isfinite(loss.detach())
+        if self.mode == "stop":
+            self.first_bad = torch.minimum(self.first_bad, torch.where(finite, NO_STEP, step))
+            return False
+        if bool(distributed.all_min(finite.long(), self.context)):
+            self.consecutive = 0
+            return False
+        self.consecutive += 1
+        self.skipped += 1
+        if self.consecutive > self.max_skips:
+            raise NonFiniteLoss(f"non-finite loss in {self.consecutive} steps in a row (the last at epoch {epoch + 1} "
+                                f"step {step}): the run stopped; {self._kept(epoch)}")
+        return True
+
+    def check(self, epoch: int) -> None:
+        """Stop mode: raise if a step since the last check had a non-finite loss (every rank calls this together)."""
+        if self.mode != "stop":
+            return
+        first = int(distributed.all_min(self.first_bad, self.context))
+        if first != NO_STEP:
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1} step {first}: the run stopped; {self._kept(epoch)}; "
+                                "lower the learning rate, or train with --nonfinite skip to skip such steps")
+
+    @staticmethod
+    def _kept(epoch: int) -> str:
+        # checkpoints are written at every epoch end, so the last good one is that of the previous epoch
+        return f"its last good checkpoint (epoch {epoch}) is kept" if epoch else "no epoch had finished, so there is no checkpoint"
 
 
 def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
@@ -146,6 +209,9 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     if config.augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {config.augment!r}")
+    if config.nonfinite not in NONFINITE_MODES or config.nonfinite_max_skips < 0:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES} (and nonfinite_max_skips >= 0), "
+                         f"got {config.nonfinite!r}, {config.nonfinite_max_skips}")
     if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
         raise ValueError(f"early stopping patience is a number of epochs >= 1, got {config.early_stopping_patience}")
     dataset = resolve_dataset(config.data, config.data_root)
@@ -190,13 +256,26 @@ def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resumi
         result = _train(run, config, dataset, resuming, progress and main, context, device)
     except (Cancelled, KeyboardInterrupt) as error:
         if main:
-            run.log(f"cancelled: {error}")
-            run.set_status("cancelled")
+            _record_end(run, "cancelled", f"cancelled: {error}")
         raise
-    except BaseException as error:
+    except WriteError as error:  # disk full, read-only folder: say how to go on
+        failure = WriteError(error.errno, f"{error}; free space (or make the folder writable), then continue with "
+                                          f"`python -m core train --resume {run.dir}`")
         if main:
-            run.log(f"failed: {type(error).__name__}: {error}")
-            run.set_status("failed", error=f"{type(error).__name__}: {error}")
+            _record_end(run, "failed", f"failed: {failure}", error=f"WriteError: {failure}")
+        raise failure from error
+    except BaseException as error:
+        if context.enabled and distributed.is_peer_failure(error):  # another rank died or hung: say so, and how to go on
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            failure = distributed.PeerFailure(
+                f"rank {context.rank}: another process of this {context.world_size}-process job died or stopped answering "
+                f"(within $CORE_DIST_TIMEOUT = {distributed.timeout_seconds():g} s): {detail}; continue with "
+                f"`torchrun --nproc_per_node={context.world_size} -m core train --resume {run.dir}`")
+            if main:
+                _record_end(run, "failed", f"failed: {failure}", error=f"PeerFailure: {failure}")
+            raise failure from error
+        if main:
+            _record_end(run, "failed", f"failed: {type(error).__name__}: {error}", error=f"{type(error).__name__}: {error}")
         raise
     finally:
         if in_main_thread:
@@ -204,6 +283,18 @@ def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resumi
     if main:
         run.set_status("finished", test=result.test, **({"stopped_early": result.stopped_early} if result.stopped_early else {}))
     return result
+
+
+def _record_end(run: Run, status: str, message: str, **extra) -> None:
+    """Record and log how a run ended; when the disk refuses even that, the error itself must still reach the user."""
+    try:
+        run.set_status(status, **extra)
+    except OSError as error:
+        print(f"warning: could not record status {status!r} in {run.dir} ({error})", file=sys.stderr)
+    try:
+        run.log(message)
+    except OSError:
+        pass  # the status (or the warning above) already says it
 
 
 def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,
@@ -239,7 +330,12 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best_accuracy = 0, -1.0
     stale_epochs, stopped_early = 0, None  # epochs since the best validation accuracy (early stopping)
+    nonfinite_in_a_row = 0
 
+    if resuming and main:
+        removed = run.remove_temporaries()  # a kill mid-write leaves its temporary behind
+        if removed:
+            run.log(f"removed {len(removed)} unfinished temporary file(s) of the killed process")
     if resuming and (run.dir / TRAINER_STATE).is_file():
         trainer = load_trainer_state(run.dir / TRAINER_STATE)
         load_state_into(model, trainer["model"], str(run.dir / TRAINER_STATE))
@@ -248,8 +344,11 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         scaler.load_state_dict(trainer["scaler"])
         start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
         stale_epochs = int(trainer.get("stale_epochs", 0))
+        nonfinite_in_a_row = int(trainer.get("nonfinite_in_a_row", 0))
         if main:
             run.log(f"resumed after epoch {start_epoch}")
+        if start_epoch and _stop_early(config, stale_epochs, context):
+            stopped_early = start_epoch  # killed between the last checkpoint and the stop: go straight to the test
     if main:
         run.truncate_metrics(from_epoch=start_epoch)
     # DDP broadcasts rank 0's weights here, so every rank starts (and stays) identical
@@ -271,10 +370,12 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         if context.enabled else None
     steps_per_epoch = -(-len(train_set) // (config.batch_size * context.world_size))
     skipped_total = 0
+    guard = NonFiniteGuard(config, device, context, nonfinite_in_a_row)
 
     # --- epochs --------------------------------------------------------------------
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, config.epochs if stopped_early is None else start_epoch):
         generator = seed_epoch(config.seed, epoch)
+        guard.skipped = 0
         method.on_epoch_start(model, epoch, config)
         if shard is not None:
             shard.set_epoch(epoch)
@@ -294,14 +395,20 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss, terms = method.loss(trained, images, labels)
+            if guard.skip_step(loss, epoch, step + 1):
+                continue
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            pause_point("step")
             seen += len(labels) * context.world_size
             loss_sum += loss.detach() * len(labels)
             loss_count += len(labels)
-            if main and ((step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch):
+            log_step = (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch
+            if log_step:
+                guard.check(epoch)  # before the loss is logged; every rank takes part
+            if main and log_step:
                 record = {
                     "type": "step", "epoch": epoch, "step": step + 1, "steps": steps_per_epoch,
                     "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
@@ -310,6 +417,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                 }
                 run.append_metrics(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+        guard.check(epoch)  # before validation and checkpoints: weights a non-finite loss touched are never saved
         scheduler.step()
         train_seconds = time.perf_counter() - started
         in_sync = distributed.replicas_identical(model, context)  # a collective: every rank takes part
@@ -323,12 +431,14 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         val = predict(deployable, val_samples, evaluation, config.batch_size * 2, device, workers, progress,
                       method.predict_logits, desc="validate")
         val_metrics = classification_metrics(val.labels, val.probabilities)
+        pause_point("validation")
         epoch_record = {
             "type": "epoch", "epoch": epoch, "epochs": config.epochs,
             "train_loss": float(loss_sum) / max(loss_count, 1),
             "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
             "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
             "skipped": skipped_total + val.skipped,
+            **({"nonfinite_skipped": guard.skipped} if config.nonfinite == "skip" else {}),
         }
         if context.enabled:
             epoch_record["replicas_identical"] = in_sync
@@ -342,16 +452,17 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
             best_accuracy = val_metrics["accuracy"]
         stale_epochs = 0 if improved else stale_epochs + 1
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
-        # The trainer state holds the weights too: one atomic file is the consistent resume point,
-        # so a kill between these writes at worst repeats this epoch.
+        # The trainer state holds the weights too: one atomic file, written last, is the consistent resume
+        # point, so a kill anywhere before it repeats this epoch (its metrics records are dropped on resume).
+        run.append_metrics(epoch_record)
         save_checkpoint(run.last_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         if improved:
             save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
             "epoch": epoch + 1, "best_accuracy": best_accuracy, "stale_epochs": stale_epochs, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "nonfinite_in_a_row": guard.consecutive,
         })
-        run.append_metrics(epoch_record)
         run.log(f"epoch {epoch + 1}/{config.epochs}: train loss {epoch_record['train_loss']:.4f}, "
                 f"val acc {val_metrics['accuracy']:.4f}, val auc {val_metrics['auc']:.4f}, "
                 f"{epoch_record['images_per_s']:.1f} img/s")

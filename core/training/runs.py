@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
 from core.training.checkpoint import BEST, LAST, read_header
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
@@ -43,6 +43,8 @@ def _slug(text: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0 or -1, 0) would ask about a whole process group, not one process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +93,10 @@ class Run:
         return self.dir / LAST
 
     def config(self) -> dict:
-        return json.loads((self.dir / "config.json").read_text())
+        config = json.loads((self.dir / "config.json").read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"{self.dir / 'config.json'}: damaged (not a JSON object)")
+        return config
 
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.dir / "config.json", config)
@@ -116,18 +121,28 @@ class Run:
 
     def set_status(self, status: str, **extra) -> None:
         assert status in STATUSES, status
-        atomic_write_json(self.dir / "status.json", {"status": status, "pid": os.getpid(), "host": socket.gethostname(),
-                                                     "updated": time.time(), **extra})
+        path = self.dir / "status.json"
+        record = {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "updated": time.time(), **extra}
+        try:
+            atomic_write_json(path, record)
+        except OSError:
+            if status == "running" or not path.is_file():
+                raise
+            # a full disk: rewrite the existing file in place (its block is already allocated), so why the run
+            # ended is still recorded; a reader that catches it half-written sees "unknown", never a wrong status
+            with open(path, "r+") as handle:
+                handle.write(json.dumps(record, sort_keys=True, default=str))
+                handle.truncate()
 
     def status(self) -> dict:
-        """The recorded status; a "running" run whose process is gone reads "interrupted"."""
+        """The recorded status; a "running" run whose process is gone reads "interrupted"; a damaged file "unknown"."""
         try:
             status = json.loads((self.dir / "status.json").read_text())
-        except (OSError, ValueError):
+            if status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname():
+                if not _pid_alive(int(status.get("pid", -1))):
+                    status["status"] = "interrupted"
+        except (OSError, ValueError, TypeError, AttributeError):
             return {"status": "unknown"}
-        if status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname():
-            if not _pid_alive(int(status.get("pid", -1))):
-                status["status"] = "interrupted"
         return status
 
     def append_metrics(self, record: dict) -> None:
@@ -142,9 +157,16 @@ class Run:
         kept = [r for r in read_jsonl(self.metrics_path) if r.get("epoch", -1) < from_epoch and r.get("type") != "test"]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
+    def remove_temporaries(self) -> list[str]:
+        """Delete the temporaries of atomic writes a killed process left behind (never read: they were not renamed)."""
+        removed = []
+        for path in self.dir.rglob(f".*{TEMPORARY_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
     def log(self, message: str) -> None:
-        with open(self.dir / "log.txt", "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        append_text(self.dir / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def summary(self) -> dict:
         """One row for run tables: config, status, the best checkpoint's header metrics."""
