@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test lint synth teacher clean-data
+.PHONY: install run test test-all lint synth teacher clean-data
 
 install: $(STAMP)
 
@@ -19,7 +19,10 @@ run: install
 		--server.headless true --browser.gatherUsageStats false
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(PY) -m ruff check core dashboard tests

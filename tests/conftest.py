@@ -21,6 +21,8 @@ def pytest_configure(config):
     os.environ["CORE_CACHE_DIR"] = str(base / "cache")
     os.environ["CORE_RUNS_DIR"] = str(base / "runs")
     os.environ.setdefault("CORE_DEVICE", "cpu")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

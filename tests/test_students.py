@@ -154,6 +154,7 @@ def _launch(args: list[str]) -> subprocess.Popen:
                             text=True)
 
 
+@pytest.mark.slow  # tests/reliability/test_kill_resume.py kills Pearson at three exact points
 def test_student_resume_after_sigkill_matches_unbroken_run(tiny_teacher, tmp_path):
     import time
 

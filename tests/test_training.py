@@ -82,6 +82,7 @@ def unbroken_run(tiny_benchmark, tmp_path_factory):
     return train(_config(tmp_path_factory.mktemp("unbroken"), **RESUME_SETTINGS), progress=False)
 
 
+@pytest.mark.slow  # tests/reliability/test_kill_resume.py kills the teacher at three exact points
 @pytest.mark.parametrize("kill_epoch", [0, 1])
 def test_sigkill_mid_epoch_then_resume_matches_unbroken_run(unbroken_run, tmp_path, tiny_train_args, kill_epoch):
     args = [*tiny_train_args, "--epochs", "2", "--batch-size", "4", "--max-train-samples", "80", "--log-every", "1"]
