@@ -21,9 +21,11 @@ Each stage's wall time is in ``timing`` (seconds), so the cost of a verdict is v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,12 +139,31 @@ def _verdict(label: str | None, score: float | None, sampled: int, faces: int) -
     return f"{label.upper()} (P(fake) {score:.3f} over {faces} faces in {sampled} sampled frames)"
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null meanwhile: FFmpeg and OpenCV log from C straight to it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured in a notebook): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def open_writer(out: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, str]:
     """An OpenCV writer for ``out`` with the best codec its suffix allows in this build, and that codec's tag."""
     if out.suffix.lower() not in CODECS:
         raise VideoError(f"{out}: the annotated video must be .mp4, .webm or .avi")
     for fourcc in CODECS[out.suffix.lower()]:
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        with _native_stderr_silenced():  # a missing codec is expected (we say so ourselves): no FFmpeg/OpenCV noise
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, size)
         if writer.isOpened():
             return writer, fourcc
         writer.release()
