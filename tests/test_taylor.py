@@ -215,3 +215,18 @@ def test_early_stopping_stops_and_still_tests(tiny_benchmark, tmp_path, monkeypa
     assert run.metrics("test")[0]["stopped_early"] == 3
     header = core.load_model(result.run_dir).header
     assert header["metrics"]["epoch"] == 1 and "test_accuracy" in header["metrics"] and run.last_checkpoint.is_file()
+
+
+def test_report_counts_taylor_reductions_against_the_dense_network(pruning_steps):
+    from types import SimpleNamespace
+
+    from core.evaluation.report import collect, main_table
+
+    _, (_, second) = pruning_steps
+    (entry,) = collect([second.run_dir])
+    entry.evaluations[entry.trained_on] = SimpleNamespace(metrics=lambda: {"accuracy": 0.5})
+    (row,) = main_table([entry], "test").to_dict("records")
+    record = entry.header["structured_pruning"]
+    assert row["params ↓"] == f"{100 * record['params_reduction']:.1f}%" != "0.0%"
+    assert row["MACs ↓"] == f"{100 * record['macs_reduction']:.1f}%"
+    assert row["compression (MACs)"] == f"{record['macs_reduction']:.3f}"

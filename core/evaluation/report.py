@@ -113,10 +113,14 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
         method, data = key[0], key[1]
         first = members[0]
         pruning = first.header.get("pruning") or {}
+        structured = first.header.get("structured_pruning") or {}  # Taylor: reductions against the dense network it pruned
         size = first.header.get("image_size")
         if pruning:
             params, macs = pruning["compact_params"], pruning["compact_macs"]
             full = {"params": pruning["teacher_params"], "macs": pruning["teacher_macs"]}
+        elif structured:
+            params, macs = structured["compact_params"], structured["compact_macs"]
+            full = {"params": structured["dense_params"], "macs": structured["dense_macs"]}
         else:
             params, macs = first.header.get("params"), first.header.get("macs")
             full = profile_model(build_model(first.header["model"]["arch"]), size) if first.header.get("model", {}).get(
