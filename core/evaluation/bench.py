@@ -64,7 +64,7 @@ def machine() -> dict:
         except ImportError:
             pass
     return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "versions": versions}
 
 
@@ -256,8 +256,11 @@ PEARSON_OVERHEAD_TARGET = 0.03  # Pearson step / KDFS step - 1 (published: about
 KDFS_VS_TEACHER_TARGET = 1.5  # KDFS step / plain teacher training step
 
 
-def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool) -> dict:
+def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool,
+                     methods: tuple[str, ...] = ("teacher", "kdfs", "pearson")) -> dict:
     """``name -> step()`` closures: plain teacher training, a KDFS student step and a Pearson student step.
+
+    A step trains on one resident random batch, or on ``step(images, labels)`` when given (a loader's).
 
     Each step is what the engine does: the method's loss, backward, the optimiser with the
     method's parameter groups (AMP and channels_last on CUDA, as the engine).
@@ -287,7 +290,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     if use_amp:
         images = images.contiguous(memory_format=torch.channels_last)
     steps = {}
-    for name in ("teacher", "kdfs", "pearson"):
+    for name in methods:
         config = build_config(preset="full", method=name, arch=arch, teacher=None if name == "teacher" else teacher_path,
                               image_size=image_size, batch_size=batch)
         method = get_method(name)
@@ -299,9 +302,10 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
         optimizer = make_optimizer(config, method.parameter_groups(model, config))
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-        def step(method=method, model=model, optimizer=optimizer, scaler=scaler) -> None:
+        def step(inputs: torch.Tensor = images, targets: torch.Tensor = labels, method=method, model=model,
+                 optimizer=optimizer, scaler=scaler) -> None:
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss, _ = method.loss(model, images, labels)
+                loss, _ = method.loss(model, inputs.to(device), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -373,3 +377,6 @@ def bench_train_step(smoke: bool) -> dict:
         f"({100 * r['ratios']['pearson overhead vs kdfs']:+.1f}% vs KDFS)" for key, r in results.items())
     return {"config": {"settings": settings, "arch": "resnet-tiny" if smoke else "resnet50", "preset": "full"},
             "results": results, "targets": targets, "summary": summary}
+
+
+import core.evaluation.bench_speed  # noqa: E402, F401  (registers inference, data, dashboard, gpu)

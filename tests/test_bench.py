@@ -1,0 +1,92 @@
+"""Benchmarks: smoke runs of the CPU ones write well-formed JSON with positive timings; ``gpu`` skips cleanly on a CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.evaluation.bench import BENCHMARKS, run_benchmark
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a loaded 2-core machine two threads wait on each other (10x slower smoke runs)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _run(name: str, tmp_path) -> dict:
+    result, path = run_benchmark(name, smoke=True, out=tmp_path)
+    assert path == tmp_path / f"{name}.json"
+    written = json.loads(path.read_text())
+    assert written["benchmark"] == name and written["smoke"] is True
+    assert {"machine", "config", "summary", "targets", "date", "seconds"} <= set(written)
+    assert written["machine"]["versions"]["torch"] == torch.__version__ and written["machine"]["cpu_count"] >= 1
+    assert written["summary"].startswith(f"{name}: ")
+    for check in written["targets"].values():
+        assert {"value", "target", "met"} <= set(check)
+    return written
+
+
+def _positive(timings) -> None:
+    values = list(timings.values()) if isinstance(timings, dict) else [timings]
+    assert values
+    for value in values:
+        if isinstance(value, dict | list):
+            _positive(value if isinstance(value, dict) else dict(enumerate(value)))
+        else:
+            assert value > 0
+
+
+def test_every_issue_9_benchmark_is_registered():
+    assert {"inference", "data", "dashboard", "gpu", "onnx", "sparse", "video", "train-step"} <= set(BENCHMARKS)
+
+
+def test_inference_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORE_BENCH_SKIP_ONNX", "1")  # the ONNX export alone takes ~10 s; `bench inference --smoke` runs it
+    result = _run("inference", tmp_path)
+    assert result["config"]["image_size"] == 32 and result["config"]["onnx"] is False
+    contenders = {"teacher", "teacher (channels_last)", "teacher (channels_last, BN folded)"} | {
+        f"{method} {form}" for method in ("kdfs", "pearson") for form in ("masked", "compact", "compact (BN folded)")}
+    for batch in ("b1", "b32"):
+        assert set(result["median_ms"][batch]) == contenders
+        assert all(len(values) == result["config"]["batches"][batch]["repeats"] for values in result["raw_s"][batch].values())
+        for method in ("kdfs", "pearson"):
+            assert result["ratios"][f"{batch}: {method}"]["teacher / compact MACs"] > 1
+    _positive(result["median_ms"])
+    _positive(result["raw_s"])
+    assert all(difference < 1e-4 for difference in result["parity_max_abs_logit"].values()), "masked and compact agree"
+    assert "compact Pearson speed-up vs teacher, b1" in result["targets"]
+
+
+def test_data_smoke(tmp_path):
+    result = _run("data", tmp_path)
+    rates = result["images_per_s"]
+    assert {"step: teacher", "step: pearson", "teacher trained from the loader, workers 1"} <= set(rates)
+    for source in ("benchmark PNG", "256 px JPEG", "256 px JPEG pre-resized to 32 px PNG"):
+        for workers in result["config"]["workers"]:
+            assert f"loader: {source}, light, workers {workers}" in rates
+    _positive(rates)
+    _positive(result["raw_s"])
+    assert "none" in result["config"]["pre_resize_cache"]
+
+
+def test_dashboard_smoke(tiny_benchmark, tmp_path):
+    result = _run("dashboard", tmp_path)
+    assert result["errors"] == {}
+    assert set(result["median_s"]["first"]) == set(result["config"]["pages"]) == {"overview"}
+    _positive(result["median_s"])
+    for image in ("benchmark face 64 px PNG", "640x480 photo JPEG"):
+        parts = result["live_inference_ms"][image]["pearson compact"]
+        assert set(parts) == {"decode_ms", "face_crop_ms", "model_ms", "total_ms"}
+        _positive(parts)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the skip is what a CPU-only machine must get")
+def test_gpu_skips_cleanly_without_cuda(tmp_path):
+    result = _run("gpu", tmp_path)
+    assert result["skipped"].startswith("no GPU") and result["summary"] == "gpu: skipped (no GPU)"
