@@ -90,3 +90,15 @@ def test_dashboard_smoke(tiny_benchmark, tmp_path):
 def test_gpu_skips_cleanly_without_cuda(tmp_path):
     result = _run("gpu", tmp_path)
     assert result["skipped"].startswith("no GPU") and result["summary"] == "gpu: skipped (no GPU)"
+
+
+def test_train_step_smoke_measures_each_student_and_the_refreshed_pearson(tmp_path):
+    written = _run("train-step", tmp_path)
+    (result,) = written["results"].values()
+    every = result["score_every"]
+    assert set(result["median_ms"]) == {"teacher", "kdfs", "pearson", f"pearson@{every}"}
+    _positive(result["raw_s"])
+    raw = result["raw_s"][f"pearson@{every}"]
+    assert len(raw) % every == 0  # whole refresh periods: the mean counts one scoring step in `every`
+    assert result["median_ms"][f"pearson@{every}"] == pytest.approx(1000 * sum(raw) / len(raw), abs=1e-3)
+    assert any("score_every" in name for name in written["targets"])
