@@ -228,7 +228,9 @@ def test_sidebar_paths_are_resolved_and_checked(tmp_path):
     assert check_data_path(f"  {tmp_path}/faces/../faces  ") == tmp_path / "faces"
     assert check_data_path(str(tmp_path / "list.csv")) == tmp_path / "list.csv"
     assert check_data_path(str(tmp_path / "faces"), "root") == tmp_path / "faces"
-    assert check_data_path("data").is_absolute()  # relative paths are the repository's
+    from core.launcher import REPO
+
+    assert check_data_path("checkpoints") == REPO / "checkpoints"  # relative paths are the repository's (a tracked folder)
     for text, kind, says in [(str(tmp_path / "missing"), "dataset", "does not exist"),
                              (str(tmp_path / "notes.txt"), "dataset", "neither a folder"),
                              (str(tmp_path / "list.csv"), "root", "not a folder"),
