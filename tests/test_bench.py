@@ -102,3 +102,18 @@ def test_train_step_smoke_measures_each_student_and_the_refreshed_pearson(tmp_pa
     assert len(raw) % every == 0  # whole refresh periods: the mean counts one scoring step in `every`
     assert result["median_ms"][f"pearson@{every}"] == pytest.approx(1000 * sum(raw) / len(raw), abs=1e-3)
     assert any("score_every" in name for name in written["targets"])
+
+
+def test_sparse_smoke_times_dense_masked_and_zero_filled_networks(tmp_path):
+    result, path = run_benchmark("sparse", smoke=True, out=tmp_path)
+    written = json.loads(path.read_text())
+    assert written["smoke"] is True and written["summary"].startswith("sparse: ")
+    _positive(written["raw_s"])
+    _positive(written["median_ms"])
+
+
+def test_video_smoke_runs_the_cli_end_to_end_and_times_each_stage(tmp_path):
+    written = _run("video", tmp_path)
+    assert {"decode_s", "detect_s", "classify_s", "encode_s", "cli_wall"} <= set(written["median_s"])
+    _positive(written["median_s"])
+    assert written["faces_found"] > 0 and written["verdict"]
