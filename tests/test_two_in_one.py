@@ -390,9 +390,11 @@ def test_embeddings_page_shows_both_branches_next_to_the_student(mode_sweep, dua
 
 
 def test_sidebar_offers_the_modes_the_start_and_only_dual_teachers(dual_teacher, runs_root, monkeypatch):
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CORE_RUNS_DIR", str(runs_root))
+    st.cache_data.clear()  # an earlier test in this process may have cached runs_root's listing before the dual teacher
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.sidebar.selectbox(key="launch_method").set_value("two-in-one").run()
     assert not app.exception
