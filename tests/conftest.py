@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # shared test helpers (streamlit_server)
 
 TINY_SYNTH = {"image_size": 32, "per_source": 60}
 

@@ -154,26 +154,13 @@ def _listening_addresses(pid: int, port: int) -> set[str]:
 
 def test_streamlit_started_without_flags_listens_only_on_loopback(tiny_benchmark):
     """``streamlit run dashboard/Home.py`` from the repository root, no --server.address: the config file decides."""
-    import socket
-    import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.port", str(port),
-                                "--server.headless", "true"], cwd=REPO, env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from streamlit_server import free_port, serve
+
+    port = free_port()
+    process = serve(port)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "streamlit did not come up"
-                time.sleep(0.5)
         assert _listening_addresses(process.pid, port) == {"0100007F"}, "127.0.0.1 only"
         # an upload without the XSRF cookie and token is refused before anything else is looked at (without XSRF
         # protection the same request gets 400, an unknown session)

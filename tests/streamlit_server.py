@@ -1,0 +1,37 @@
+"""Start the dashboard as ``streamlit run dashboard/Home.py`` and wait until it answers (shared by the tests that serve it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(port: int, *flags: str, timeout: float = 90) -> subprocess.Popen:
+    """The server on ``port`` (headless, plus ``flags``), once its health check answers; killed if it never does."""
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.port", str(port),
+                                "--server.headless", "true", *flags], cwd=REPO, env=os.environ.copy(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise AssertionError("streamlit did not come up on 127.0.0.1") from None
+            time.sleep(0.5)
