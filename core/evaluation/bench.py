@@ -266,7 +266,6 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     method's parameter groups (AMP and channels_last on CUDA, as the engine).
     """
     from core.methods import get_method
-    from core.models import build_model
     from core.training.config import build_config
     from core.training.engine import make_optimizer
 
@@ -276,13 +275,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     if smoke:  # an untrained tiny teacher checkpoint stands in for the shipped ResNet-50
         import tempfile
 
-        from core.training.checkpoint import save_checkpoint
-
-        folder = Path(tempfile.mkdtemp(prefix="core-bench-step-"))
-        teacher_path = str(folder / "teacher.safetensors")
-        save_checkpoint(teacher_path, build_model(arch), {"model": {"type": "resnet", "arch": arch}, "method": "teacher",
-                                                         "image_size": image_size, "config": {"data": "synthetic"},
-                                                         "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+        teacher_path = str(_smoke_checkpoint(Path(tempfile.mkdtemp(prefix="core-bench-step-"))))
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device)
     labels = torch.randint(0, 2, (batch,), generator=generator).float().to(device)
