@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from core.evaluation.bench import SHIPPED_RESNET50, _step_contenders, _timings, register_benchmark, target, time_steps
+from core.models.resnet import fold_batch_norms
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP_ONNX_ENV = "CORE_BENCH_SKIP_ONNX"  # set to 1: the inference bench leaves out ONNX Runtime (its export and int8 calibration)
@@ -126,14 +127,14 @@ def bench_inference(smoke: bool) -> dict:
     with_onnx = os.environ.get(SKIP_ONNX_ENV, "0") in ("", "0")
     teacher, students = _students(smoke)
     models: dict[str, nn.Module] = {"teacher": teacher, "teacher (channels_last)": _ChannelsLast(teacher),
-                                    "teacher (channels_last, BN folded)": _ChannelsLast(_batchnorm_folded(teacher))}
+                                    "teacher (channels_last, BN folded)": _ChannelsLast(fold_batch_norms(teacher))}
     macs = {"teacher": profile_model(teacher, size)["macs"]}
     parity = {}
     check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with tempfile.TemporaryDirectory(prefix="core-bench-inference-") as scratch:
         for method, (masked, compact, header) in students.items():
             models[f"{method} masked"], models[f"{method} compact"] = masked, compact
-            models[f"{method} compact (BN folded)"] = _batchnorm_folded(compact)
+            models[f"{method} compact (BN folded)"] = fold_batch_norms(compact)
             macs[f"{method} compact"] = profile_model(compact, size)["macs"]
             with torch.inference_mode():
                 reference = masked(check)
@@ -179,30 +180,6 @@ def bench_inference(smoke: bool) -> dict:
               "masked": "rebuilt from the compact student and its header's pruning.kept (same logits: see parity)"}
     return {"config": config, "raw_s": raw, "median_ms": medians, "macs": macs, "parity_max_abs_logit": parity,
             "ratios": ratios, "targets": targets, "summary": summary}
-
-
-def _batchnorm_folded(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval) whose convs absorb the BatchNorm that follows them, as ONNX Runtime does at load.
-
-    ``conv{i}``/``bn{i}`` siblings and ``Sequential(conv, bn)`` downsamples: the layout of
-    torchvision's ResNets and of the compact network. The BNs become identities (their hooks
-    still fire), so the output equals the source's up to float rounding.
-    """
-    import copy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], nn.Conv2d) \
-                and isinstance(module[1], nn.BatchNorm2d):
-            module[0], module[1] = fuse_conv_bn_eval(module[0], module[1]), nn.Identity()
-        for name, child in list(module.named_children()):
-            conv = getattr(module, name.replace("bn", "conv"), None) if name.startswith("bn") else None
-            if isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
-                setattr(module, name.replace("bn", "conv"), fuse_conv_bn_eval(conv, child))
-                setattr(module, name, nn.Identity())
-    return folded
 
 
 class _ChannelsLast(nn.Module):

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from core.methods.base import Method, parse_options
 from core.models.masked import MaskedResNet
-from core.models.resnet import forward_features, stages
+from core.models.resnet import fold_batch_norms, forward_features, stages
 from core.pruning.flops import MaskedCost
 from core.pruning.surgery import filter_record
 from core.training.config import TrainConfig
@@ -148,7 +148,8 @@ class Distiller(nn.Module):
         # ResNet-18 student has narrower stages than its ResNet-50 teacher); none when L_RL is off
         pairs = zip(map(_stage_width, stages(student)), map(_stage_width, stages(teacher)), strict=True)
         self.decoders = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in pairs) if options.lambda_rl else nn.ModuleList()
-        self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a submodule
+        # a list: not a submodule; BN folded into the convs, as it only ever runs forward in eval mode
+        self._teacher = [fold_batch_norms(teacher)]
 
     @property
     def teacher(self) -> nn.Module:

@@ -256,15 +256,34 @@ class MaskedResNet(nn.Module):
         return empty
 
 
+def masked_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``bn(x) * mask`` (per channel) as one batch norm whose affine is ``(gamma * mask, beta * mask)``.
+
+    The same values and gradients (the mask's gradient reaches it through the scaled affine),
+    without a masked copy of every activation map and its backward (about 4% of a 64 px
+    ResNet-50 student step on a CPU). Running statistics are those of ``bn(x)``: they see ``x``,
+    not the mask. In eval mode it is the plain module call and a multiply, so forward hooks
+    (the MAC counter's) see the BN.
+    """
+    if not bn.training:
+        return bn(x) * mask.to(x.dtype).view(1, -1, 1, 1)
+    mask = mask.to(bn.weight.dtype)
+    factor = 0.0
+    if bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    track = bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
+                        bn.weight * mask, bn.bias * mask, True, factor, bn.eps)
+
+
 def _masked_block(block: nn.Module, x: torch.Tensor, masks) -> torch.Tensor:
     """A BasicBlock/Bottleneck forward with conv -> BN -> mask (-> ReLU) for each conv."""
     identity = x if block.downsample is None else block.downsample(x)
     out = x
     pairs = block_convs(block)
     for position, (conv, bn) in enumerate(pairs):
-        mask = next(masks)
-        out = bn(conv(out)) * mask.to(out.dtype).view(1, -1, 1, 1)
+        out = masked_batch_norm(bn, conv(out), next(masks))
         if position < len(pairs) - 1:
             out = F.relu(out)
     return F.relu(out + identity)
-
