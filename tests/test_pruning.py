@@ -222,3 +222,54 @@ def test_temperature_schedule_and_kd_loss():
     kl = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))  # Bernoulli KL(q || p)
     expected = np.mean(kl) * t**2
     assert float(kd_loss(zs, zt, t)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_mask_folded_into_the_batch_norm_equals_batch_norm_then_mask(momentum):
+    """masked_batch_norm(bn, x, m) == bn(x) * m: output, every gradient, running statistics, in training and eval."""
+    import copy
+
+    from torch import nn
+
+    from core.models.masked import masked_batch_norm
+
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(8, momentum=momentum)
+    nn.init.normal_(reference.weight), nn.init.normal_(reference.bias)
+    folded = copy.deepcopy(reference)
+    images = torch.randn(4, 8, 5, 5)
+    upstream = torch.randn(4, 8, 5, 5)
+    results = []
+    for bn, fn in ((reference, lambda bn, x, m: bn(x) * m.view(1, -1, 1, 1)), (folded, masked_batch_norm)):
+        x = images.clone().requires_grad_()
+        mask = torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 0], requires_grad=True)
+        for _ in range(2):  # twice: running statistics and the cumulative-average factor move
+            out = fn(bn, x, mask)
+        (out * upstream).sum().backward()
+        bn.eval()
+        results.append({"out": out, "eval": fn(bn, images, mask.detach()), "x": x.grad, "mask": mask.grad,
+                        "weight": bn.weight.grad, "bias": bn.bias.grad, "mean": bn.running_mean, "var": bn.running_var,
+                        "count": bn.num_batches_tracked})
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, rtol=1e-5, atol=1e-5, msg=name)
+    assert torch.all(results[1]["out"].detach()[:, [1, 4, 7]] == 0), "a dropped filter is exactly zero"
+
+
+def test_teacher_with_batch_norms_folded_gives_the_same_logits_and_features():
+    from core.models.resnet import build_model, fold_batch_norms, forward_features
+
+    torch.manual_seed(0)
+    teacher = build_model("resnet-tiny")
+    teacher.train()
+    teacher(torch.randn(8, 3, 32, 32))  # non-trivial running statistics
+    teacher.eval()
+    folded = fold_batch_norms(teacher)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
+    assert teacher.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.modules())
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        (logits, features), (folded_logits, folded_features) = forward_features(teacher, images), forward_features(folded, images)
+    torch.testing.assert_close(folded_logits, logits, rtol=1e-4, atol=1e-5)
+    for a, b in zip(folded_features, features, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
