@@ -107,6 +107,20 @@ def test_correlation_loss_is_the_mean_over_layers(masked):
     assert float(correlation_loss(masked, keep).detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_scores_of_a_channels_last_student_equal_the_contiguous_ones():
+    """The engine trains in channels_last: its filters are read in memory order, and the scores stay the same."""
+    import copy
+
+    from core.methods.pearson import layer_scores
+
+    torch.manual_seed(0)
+    plain = MaskedResNet("resnet-tiny")
+    nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    assert any(not m.weight.is_contiguous() for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+    for a, b in zip(layer_scores(nhwc, weight_gradient=False), layer_scores(plain, weight_gradient=False), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_scores_refreshed_every_n_steps_are_reused_in_between_and_their_agreement_recorded(masked):
     from types import SimpleNamespace
 

@@ -43,6 +43,17 @@ def shape_groups(student: MaskedResNet) -> list[tuple[list[int], list[torch.nn.C
     return list(groups.values())
 
 
+def _flat_filters(weight: torch.Tensor) -> torch.Tensor:
+    """``[C, W]``: each filter's weights in memory order (a view, no copy, for channels_last weights too).
+
+    Means, variances and dot products do not depend on the order of a filter's weights, as
+    long as every filter of the layer uses the same order, so neither do the scores.
+    """
+    if weight.is_contiguous(memory_format=torch.channels_last):
+        return weight.permute(0, 2, 3, 1).flatten(1)
+    return weight.flatten(1)
+
+
 def layer_scores(student: MaskedResNet, weight_gradient: bool = True) -> list[torch.Tensor]:
     """``Score`` of every shape group's layers, ``[G, C]`` per group, in :func:`shape_groups` order."""
     groups = getattr(student, "_shape_groups", None)
@@ -52,7 +63,7 @@ def layer_scores(student: MaskedResNet, weight_gradient: bool = True) -> list[to
     # correlations of thousands-long filters lose too much in fp16: score them in fp32 under AMP
     with torch.autocast(student.sampler.layer_index.device.type, enabled=False):
         for _, convs in groups:
-            weights = torch.stack([conv.weight for conv in convs])
+            weights = torch.stack([_flat_filters(conv.weight) for conv in convs])
             scores.append(redundancy_scores((weights if weight_gradient else weights.detach()).float()))
     return scores
 
