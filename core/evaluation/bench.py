@@ -280,7 +280,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device)
     labels = torch.randint(0, 2, (batch,), generator=generator).float().to(device)
     use_amp = device.type == "cuda"
-    images = images.contiguous(memory_format=torch.channels_last)  # as the engine (TrainConfig.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)  # as the engine's batches (TrainConfig.channels_last)
     steps = {}
     for name in methods:
         # "pearson@N": the Pearson student with its redundancy scores refreshed every N steps (score_every)
@@ -299,6 +299,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
         def step(inputs: torch.Tensor = images, targets: torch.Tensor = labels, method=method, model=model,
                  optimizer=optimizer, scaler=scaler) -> None:
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                # a loader's batch becomes channels_last as in the engine (a no-op for the resident batch)
                 loss, _ = method.loss(model, inputs.to(device).contiguous(memory_format=torch.channels_last), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -341,12 +342,10 @@ def _profile_step(step, device: torch.device, top: int = 12) -> list[dict]:
 SCORE_EVERY = 32  # the refresh period measured next to the every-step Pearson student
 
 
-def _refresh_ms(device: torch.device, image_size: int, batch: int, smoke: bool, repeats: int = 5) -> list[float]:
+def _refresh_ms(student, device: torch.device, repeats: int = 5) -> list[float]:
     """Milliseconds of one redundancy-score refresh (all layers, no gradient) of a Pearson student, timed alone."""
     from core.methods.pearson import layer_scores
 
-    step = _step_contenders(image_size, batch, device, smoke, methods=("pearson",))["pearson"]
-    student = step.model.student
     times = []
     for _ in range(repeats + 1):
         if device.type == "cuda":
@@ -375,15 +374,13 @@ def _train_step(device: torch.device, image_size: int, batch: int, smoke: bool, 
     refreshed = f"pearson@{every}"
     steps = _step_contenders(image_size, batch, device, smoke, methods=("teacher", "kdfs", "pearson", refreshed))
     timings = time_steps(steps, repeats, warmup=warmup, device=device)
-    del steps
-    refresh = _refresh_ms(device, image_size, batch, smoke, repeats=2 if smoke else 5)
+    refresh = _refresh_ms(steps[refreshed].model.student, device, repeats=2 if smoke else 5)
     medians = {name: statistics.median(values) for name, values in timings.items()}
     # the refreshed student rescored at its steps (warmup + i) % every == 0 (the counter starts at the epoch's first step)
     reusing = [t for i, t in enumerate(timings[refreshed]) if (warmup + i) % every]
     medians[refreshed] = statistics.median(reusing) + statistics.median(refresh) / 1000 / every
     means = {name: statistics.fmean(values) for name, values in timings.items()}
-    steps = _step_contenders(image_size, batch, device, smoke, methods=("kdfs", "pearson")) if not smoke else {}
-    profiles = {name: _profile_step(step, device) for name, step in steps.items()}
+    profiles = {} if smoke else {name: _profile_step(steps[name], device) for name in ("kdfs", "pearson")}
     return {"raw_s": {k: [round(v, 6) for v in vs] for k, vs in timings.items()},
             "median_ms": {k: round(1000 * v, 3) for k, v in medians.items()},
             "mean_ms": {k: round(1000 * v, 3) for k, v in means.items()},

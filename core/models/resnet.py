@@ -140,7 +140,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    folded = copy.deepcopy(model).eval().requires_grad_(False)
+    folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], nn.Conv2d) \
                 and isinstance(module[1], nn.BatchNorm2d):
