@@ -136,6 +136,13 @@ def cmd_video(args: argparse.Namespace) -> None:
 # --- train ----------------------------------------------------------------------------
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
 # student hyperparameters: flag -> StudentOptions field (core/methods/distillation.py)
 STUDENT_FLAGS = {
     "kd_temperature": (float, "T of the KD loss"),
@@ -149,19 +156,27 @@ STUDENT_FLAGS = {
     "mask_init": (str, "kaiming (the papers', default: about half the filters start dropped) or keep (all start kept)"),
     "keep_margin": (float, "mask_init keep: the starting keep-minus-drop logit (default 3)"),
     "feature_distance": (str, "attention (KDFS's, default) or mse"),
+    "feature_stages": (str, "mean (the KDFS code, default: L_RL averaged over the 4 stages) or sum"),
+    "feature_decoders": (_boolean, "true: a learnable 1x1 conv per stage before the distance (default false, as the KDFS code)"),
     "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
+    "sampler_weight_decay": (float, "weight decay of the mask parameters (default 0; pdd: the weights')"),
+    "correlation_normalization": (str, "pearson: author-code (the published code's (W-1)^2 scale, default) or paper "
+                                       "(the equations)"),
     "score_every": (int, "pearson: recompute the redundancy scores every N steps (needs --no-correlation-weight-gradient)"),
+    "initial_score": (float, "pdd: mean of the starting mask scores (default 0)"),
+    "initial_score_std": (float, "pdd: their spread (default 0.001, the PDD code's; 0: all equal)"),
 }
 # lottery-ticket options: flag -> LTHOptions field (core/methods/lth.py)
 LTH_FLAGS = {
     "prune_rate": (float, "fraction of the remaining weights each IMP round removes (default 0.2)"),
     "target_sparsity": (float, "IMP stops at this fraction of conv/linear weights pruned (default 0.8)"),
     "rewind_epoch": (int, "0: rewind to the initialisation (default); k: to the dense run's weights after k epochs"),
+    "chain": (str, "name of the IMP chain (default: the architecture and a random id)"),
 }
 
 # Taylor-pruning options: flag -> TaylorOptions field (core/methods/taylor.py); --kd-temperature is shared
 TAYLOR_FLAGS = {
-    "alpha": (float, "weight of the KD (soft-label) loss; BCE gets 1 - alpha (default 0.5)"),
+    "alpha": (float, "weight of the KD (soft-label) loss; BCE gets 1 - alpha (default 0.25, the NTU report's best)"),
     "prune_ratio": (float, "fraction of the dense network's prunable channels the schedule removes (default 0.5)"),
     "steps": (int, "pruning steps, each a run with its fine-tune (default 5; --one-shot: 1)"),
     "taylor_batches": (int, "training batches whose loss gradient gives the Taylor importance (default 8)"),
@@ -176,7 +191,7 @@ TWO_IN_ONE_FLAGS = {
 }
 
 
-def _train_config(args: argparse.Namespace, **fixed):
+def _train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
     from core.training.config import build_config
 
     options = {name: getattr(args, name) for name in {**STUDENT_FLAGS, **LTH_FLAGS, **TAYLOR_FLAGS, **TWO_IN_ONE_FLAGS}
@@ -196,7 +211,7 @@ def _train_config(args: argparse.Namespace, **fixed):
         nonfinite=getattr(args, "nonfinite", None),
     )
     values.update(fixed)
-    return build_config(**values)
+    return build_config(student_method=student_method, **values)
 
 
 def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -> None:
@@ -231,6 +246,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         _emit_run(args, train(resume=args.resume, progress=not args.quiet))
         return
+    results = execute_train(args)
+    _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
+
+
+def train_configs(args: argparse.Namespace) -> list:
+    """The TrainConfigs a ``train`` command line asks for: one per (sweep value, seed)."""
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
     sweep_key, sweep_values = _parse_sweep(args.sweep) if args.sweep else (None, [None])
     configs = []
@@ -240,38 +261,42 @@ def cmd_train(args: argparse.Namespace) -> None:
                                    trainable=args.trainable, teacher=args.teacher, seed=seed)
             if sweep_key is not None:
                 _set_sweep_value(config, sweep_key, value)
+            if args.method in ("taylor", "two-in-one"):  # the network to prune, or the student to start from
+                config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
             configs.append(config)
+    return configs
+
+
+def execute_train(args: argparse.Namespace, train_fn=None) -> list:
+    """Run what a ``train`` command line asks for; ``train_fn`` trains one config (default: a new run)."""
+    from core.training.engine import train
+
+    train_fn = train_fn or (lambda config: train(config, progress=not args.quiet))
+    configs = train_configs(args)
     if args.method == "lth":
-        results = [result for config in configs for result in _lottery_tickets(args, config)]
-    elif args.method == "taylor":
+        return [result for config in configs for result in _lottery_tickets(args, config, train_fn)]
+    if args.method == "taylor":
         from core.methods.taylor import prune_iteratively
 
-        for config in configs:
-            config.init_checkpoint = args.init_checkpoint
-        results = [result for config in configs
-                   for result in prune_iteratively(config, one_shot=args.one_shot, progress=not args.quiet)]
-    else:
-        for config in configs:  # two-in-one: a trained student to start from (e.g. the compact Pearson student)
-            config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
-        results = [train(config, progress=not args.quiet) for config in configs]
-    _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
+        return [result for config in configs
+                for result in prune_iteratively(config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)]
+    return [train_fn(config) for config in configs]
 
 
-def _lottery_tickets(args: argparse.Namespace, config) -> list:
+def _lottery_tickets(args: argparse.Namespace, config, train_fn) -> list:
     """IMP from a dense run (and one-shot with --one-shot), or one run of a given ticket (--ticket: transfer it)."""
     from core.methods.lth import iterative_magnitude_pruning
     from core.training.checkpoint import read_header, resolve_checkpoint
-    from core.training.engine import train
 
     if not args.ticket:
-        return iterative_magnitude_pruning(config, one_shot=args.one_shot, progress=not args.quiet)
+        return iterative_magnitude_pruning(config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)
     ticket = read_header(resolve_checkpoint(args.ticket))
     if "lth" not in ticket:
         raise ValueError(f"{args.ticket} is not an lth run (train one with --method lth)")
     config.init_checkpoint = str(args.ticket)
     config.arch = ticket["model"]["arch"]
     config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
-    return [train(config, progress=not args.quiet)]
+    return [train_fn(config)]
 
 
 def _parse_sweep(text: str) -> tuple[str, list]:
@@ -298,25 +323,73 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from core.training.checkpoint import read_header
     from core.training.engine import train
 
-    source = read_header(args.checkpoint)
-    config = _train_config(args, method="finetune", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
-                           teacher=args.teacher,
+    config = finetune_config(args, read_header(args.checkpoint))
+    _emit_run(args, train(config, progress=not args.quiet))
+
+
+def finetune_config(args: argparse.Namespace, source: dict):
+    """The TrainConfig of ``finetune CKPT``, given the student's checkpoint header ``source``.
+
+    With ``--preset``, that preset's fine-tune for this kind of student (a dataset preset refuses a
+    student the paper did not fine-tune there, unless ``--lr`` says how); without one, the published
+    fine-tune of this kind of student (the ``paper`` preset's), for whatever the flags leave open.
+    """
+    from core.training.config import finetune_defaults, published_finetune
+
+    student_method = source.get("student_method") or source.get("method")
+    if args.preset is not None and args.lr is None and not published_finetune(args.preset, student_method):
+        raise ValueError(f"preset {args.preset!r} has no fine-tune for {student_method} students (the paper does not "
+                         "fine-tune them on that dataset): pass --lr (and --epochs), or another preset")
+    config = _train_config(args, method="finetune", student_method=student_method, init_checkpoint=str(args.checkpoint),
+                           arch=source["model"]["arch"], teacher=args.teacher,
                            data=args.data or source.get("config", {}).get("data"),
                            data_root=args.data_root or source.get("data_root"),
                            image_size=args.image_size or source["image_size"])
-    if source.get("method") == "pdd" and args.lr is None and args.optimizer is None:
-        from core.methods.pdd import FINETUNE
+    if args.preset is None:
+        defaults = finetune_defaults(student_method)
+        log.info("%s student: the published fine-tune %s, where the flags say nothing", student_method, defaults)
+        for key, value in defaults.items():
+            if key == "method_options":
+                config.method_options = {**value, **config.method_options}
+            elif getattr(args, key, None) is None:
+                setattr(config, key, value)
+    return config
 
-        log.info("PDD student: the published fine-tune, %s", FINETUNE)  # SGD 0.01 / 0.9 unless told otherwise
-        for key, value in FINETUNE.items():
-            setattr(config, key, value if key != "momentum" or args.momentum is None else args.momentum)
-    elif args.lr is None and config.preset is None:
-        config.lr = FINETUNE_LR
-    result = train(config, progress=not args.quiet)
-    _emit_run(args, result)
+
+# --- reproduce ------------------------------------------------------------------------------
 
 
-FINETUNE_LR = 4e-5  # the paper's middle fine-tuning lr, when neither --lr nor a preset gives one
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from core.training import protocols
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    plan = protocols.plan(args.protocol, args.dataset, data_root=args.data_root, seeds=seeds, methods=methods,
+                          scale=args.scale, teacher=args.teacher, runs_dir=args.runs_dir, reference=args.reference)
+    if args.dry_run:
+        lines = [f"{args.protocol} on {args.dataset} ({args.scale}): {len(plan.stages)} stages, runs in {plan.runs_dir}"]
+        for stage in plan.stages:
+            record = stage.record()
+            lines.append(f"  {stage.stage:8} {stage.method:10} seed {stage.seed}: "
+                         + (" ".join(record["command"]) if record["command"] else f"given {stage.given}"))
+        lines += [f"  note: {note}" for note in plan.notes]
+        _emit(args, plan.record(), "\n".join(lines))
+        return
+    result = protocols.run(plan, out=args.out, progress=not args.quiet, latency=args.latency)
+    lines = [f"{args.protocol} on {args.dataset} ({args.scale}, published row: {plan.reference}) in {result['seconds']} s; "
+             f"report: {result['report']['out']}"]
+    for row in result["rows"]:
+        published = row.get("published") or {}
+        shown = f"  {row['method']}{' ' + row['label'] if row.get('label') else ''}: accuracy {100 * row['accuracy']:.2f}%"
+        if row.get("accuracy_std") is not None:
+            shown += f" ± {100 * row['accuracy_std']:.2f}"
+        shown += f", MACs ↓ {100 * row['macs_reduction']:.1f}%, params ↓ {100 * row['params_reduction']:.1f}%"
+        if "accuracy" in published:
+            shown += (f"   | published: {published['accuracy']}%"
+                      + (f", FLOPs ↓ {published['flops_reduction']}%, params ↓ {published['params_reduction']}%"
+                         if "flops_reduction" in published else ""))
+        lines.append(shown)
+    _emit(args, result, "\n".join(lines))
 
 
 # --- export -----------------------------------------------------------------------------
@@ -580,6 +653,28 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
     finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float, help="weight of the KD loss (default 1; 0 = BCE only)")
     finetune.add_argument("--kd-temperature", dest="kd_temperature", type=float, help="T of the KD loss (default 3)")
+
+    from core.training.protocols import PLANNERS, SCALES
+
+    reproduce = command(commands, "reproduce", cmd_reproduce,
+                        "run a paper's whole protocol (teacher, every method per seed, fine-tunes where the paper had "
+                        "them) and report published beside measured; resumable")
+    reproduce.add_argument("protocol", choices=sorted(PLANNERS))
+    reproduce.add_argument("--dataset", required=True, help="a registered dataset (with --data-root), synthetic:<source>, "
+                                                            "or a folder/CSV (with --reference)")
+    reproduce.add_argument("--data-root", help="root folder of a registered dataset")
+    reproduce.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2 at full scale, 0 at mini)")
+    reproduce.add_argument("--methods", help="comma-separated subset of the compared methods (default: all)")
+    reproduce.add_argument("--scale", choices=SCALES, default="full",
+                           help="full: the published settings; mini: the same on a small epoch budget at 64 px")
+    reproduce.add_argument("--teacher", help="a trained teacher to use instead of the teacher stage")
+    reproduce.add_argument("--reference", help="the dataset whose published row to compare with (default: the dataset's "
+                                               "own; synthetic:* uses 140k)")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the plan (commands and resolved configs) and stop")
+    reproduce.add_argument("--runs-dir", help="where the stages' runs go (default runs/reproduce/<protocol>-<dataset>-<scale>);"
+                                              " a rerun finds and skips finished runs, and resumes interrupted ones")
+    reproduce.add_argument("--out", help="report folder (default <runs-dir>/report)")
+    reproduce.add_argument("--latency", action="store_true", help="add the report's CPU latency table")
 
     export = command(commands, "export", cmd_export,
                      "write a checkpoint's compact model (pt, onnx, onnx-int8, safetensors) and check it")

@@ -423,4 +423,70 @@ def bench_train_step(smoke: bool) -> dict:
             "results": results, "targets": targets, "summary": summary}
 
 
+@register_benchmark("pearson-scale", "Pearson's redundancy loss at the paper's and at the authors' code's scale: its gradient "
+                                    "on the keep logits against the task loss's (the shipped ResNet-50 teacher's weights)")
+def bench_pearson_scale(smoke: bool) -> dict:
+    """Mean |dL/dP_keep| over all masked filters of a student initialised from the shipped teacher.
+
+    The masks are the published start (Kaiming logits, seed 0) sampled once at tau_0 = 1; the task
+    loss is ``BCE + lambda_1 KD + lambda_2 L_RL`` at the 140k preset's published lambdas on one batch of
+    ``synthetic:faceswap`` training images, the redundancy loss ``L_prune`` at lambda_3 = 1.
+    """
+    import core
+    from core.data.datasets import resolve_dataset
+    from core.data.images import ImageDataset, collate_skipping
+    from core.methods.distillation import Distiller, StudentOptions
+    from core.methods.pearson import correlation_loss, normalization_factor
+    from core.models.masked import KEEP, MaskedResNet
+    from core.models.resnet import build_model
+    from core.pruning.flops import MaskedCost, profile_model
+    from core.training.checkpoint import SHIPPED_DIR
+    from core.training.config import build_config
+
+    torch.manual_seed(0)
+    if smoke:
+        teacher, size = build_model("resnet-tiny").eval(), 32
+        images, labels = torch.randn(8, 3, size, size), (torch.arange(8) % 2).float()
+    else:
+        teacher = core.load_model(SHIPPED_DIR / "teacher-resnet50-synthetic-faceswap.safetensors")
+        size = teacher.header["image_size"]
+        samples = resolve_dataset("synthetic:faceswap").split("train")[:32]
+        batch = collate_skipping([ImageDataset(samples, teacher.preprocess)[i] for i in range(len(samples))])
+        images, labels = batch["images"], batch["labels"].float()
+    student = MaskedResNet("resnet-tiny" if smoke else teacher.header["model"]["arch"])
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    student.train()
+    student.sampler.seed(0)
+    student.sampler.temperature = 1.0
+    published = build_config(preset="140k", method="pearson").method_options
+    options = StudentOptions(**{**published, "lambda_prune": 0.0})
+    distiller = Distiller(student, teacher, options, lambda *_: torch.zeros(()), MaskedCost(student, size),
+                          profile_model(teacher, size)["macs"])
+    logits = student.sampler.logits
+
+    def keep_gradient(loss: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(loss, logits, retain_graph=True)[0][:, KEEP].abs()
+
+    task, terms = distiller(images, labels)
+    gradients = {"task (BCE + KD + RL, 140k lambdas)": keep_gradient(task)}
+    _, keep = student.sampler()
+    for normalization in ("paper", "author-code"):
+        gradients[f"L_prune, {normalization}"] = keep_gradient(correlation_loss(student, keep, normalization=normalization))
+    means = {name: float(g.mean()) for name, g in gradients.items()}
+    modules = dict(student.named_modules())
+    widths = [modules[layer.name].weight[0].numel() for layer in student.layers]
+    ratios = {"author-code / paper": means["L_prune, author-code"] / means["L_prune, paper"],
+              "author-code / task": means["L_prune, author-code"] / means["task (BCE + KD + RL, 140k lambdas)"],
+              "paper / task": means["L_prune, paper"] / means["task (BCE + KD + RL, 140k lambdas)"]}
+    summary = (f"pearson-scale: mean |dL/dP_keep| task {means['task (BCE + KD + RL, 140k lambdas)']:.2e}, L_prune paper "
+               f"{means['L_prune, paper']:.2e}, author-code {means['L_prune, author-code']:.2e} "
+               f"({ratios['author-code / paper']:,.0f}x; W from {min(widths)} to {max(widths)}, (W-1)^2 from "
+               f"{normalization_factor(min(widths), 'author-code'):,.0f} to {normalization_factor(max(widths), 'author-code'):,.0f})")
+    return {"config": {"teacher": "resnet-tiny (random)" if smoke else "checkpoints/teacher-resnet50-synthetic-faceswap",
+                       "image_size": size, "batch": len(images), "tau": 1.0, "mask_init": "kaiming (seed 0)",
+                       "task_lambdas": {k: published[k] for k in ("kd_temperature", "lambda_kd", "lambda_rl")}},
+            "medians": means, "ratios": ratios, "widths": {"min": min(widths), "max": max(widths)},
+            "task_terms": {k: float(v) for k, v in terms.items()}, "targets": {}, "summary": summary}
+
+
 import core.evaluation.bench_speed  # noqa: E402, F401  (registers inference, data, dashboard, gpu)

@@ -143,6 +143,54 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
     return _table(rows)
 
 
+def published_table(rows: list[dict]) -> pd.DataFrame:
+    """Measured beside published (``reproduce``): accuracy (mean ± std over seeds), params, reductions, deltas.
+
+    ``rows`` as :func:`core.training.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
+    counts, reductions as fractions; ``published`` in the paper's units (%, millions).
+    """
+    from core.stats import ttest
+
+    def percent(mean: float, std: float | None) -> str:
+        return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+    teacher = next((r for r in rows if r["method"] == "teacher"), None)
+    baseline = next((r for r in rows if r["method"] == "kdfs"), None)
+    table = []
+    for row in rows:
+        published = row.get("published") or {}
+        name = row["method"] + (f" ({row['label']})" if row.get("label") and row["method"] != "teacher" else "")
+        p_value = None
+        if baseline is not None and row is not baseline and row["method"] != "teacher" \
+                and len(row["accuracies"]) >= 2 and len(baseline["accuracies"]) >= 2:
+            p_value = ttest(row["accuracies"], baseline["accuracies"])[1]
+        published_teacher = (teacher or {}).get("published", {}).get("accuracy")
+        entry = {
+            "method": name, "seeds": row["seeds"],
+            "accuracy % (measured)": percent(row["accuracy"], row.get("accuracy_std")),
+            "accuracy % (published)": _fmt(published.get("accuracy"), 2) + (
+                f" ± {published['accuracy_std']:.2f}" if "accuracy_std" in published else ""),
+            "Δ accuracy (points)": _fmt(100 * row["accuracy"] - published["accuracy"], 2) if "accuracy" in published else "–",
+            "p vs KDFS": _fmt(p_value, 4),
+            "Δ vs teacher (measured)": _fmt(100 * (row["accuracy"] - teacher["accuracy"]), 2)
+            if teacher is not None and row is not teacher else "–",
+            "Δ vs teacher (published)": _fmt(published["accuracy"] - published_teacher, 2)
+            if published_teacher is not None and "accuracy" in published and row is not teacher else "–",
+            "params M (measured)": _fmt(row["params"] / 1e6, 2) if row.get("params") else "–",
+            "params M (published)": _fmt(published.get("params"), 2),
+            "params ↓ % (measured)": _fmt(100 * row["params_reduction"], 2),
+            "params ↓ % (published)": _fmt(published.get("params_reduction"), 2),
+            "MACs ↓ % (measured)": _fmt(100 * row["macs_reduction"], 2),
+            "FLOPs ↓ % (published)": _fmt(published.get("flops_reduction"), 2),
+            "Δ MACs ↓ (points)": _fmt(100 * row["macs_reduction"] - published["flops_reduction"], 2)
+            if "flops_reduction" in published else "–",
+            "MACs M (measured)": _fmt(row["macs"] / 1e6, 1) if row.get("macs") else "–",
+            "image size": row.get("image_size"),
+        }
+        table.append(entry)
+    return _table(table)
+
+
 def cross_dataset_table(entries: list[Entry], datasets: list[str]) -> pd.DataFrame:
     rows = []
     for entry in entries:

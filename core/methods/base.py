@@ -13,6 +13,17 @@ class Method:
 
     name: str = ""
     description: str = ""
+    options_class: type | None = None  # the dataclass of its ``method_options`` (None: it takes none)
+
+    def resolved_options(self, config: TrainConfig) -> dict:
+        """Every option the method will use for ``config``: the given ones and the defaults, validated."""
+        if self.options_class is None:
+            if config.method_options:
+                raise ValueError(f"{self.name} takes no method options, got {sorted(config.method_options)}")
+            return {}
+        import dataclasses
+
+        return dataclasses.asdict(self.options_class.from_config(config))
 
     def check(self, config: TrainConfig) -> None:
         """Validate (and complete, e.g. a default teacher) ``config`` before any work is done."""

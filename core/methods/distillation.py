@@ -1,16 +1,19 @@
 """The masked-student distillation shared by KDFS and Pearson.
 
-``L = BCE(z_s, y) + lambda_kd * L_KD + lambda_rl * sum_stages L_RL + lambda_prune * L_prune``
+``L = BCE(z_s, y) + lambda_kd * L_KD + lambda_rl * L_RL + lambda_prune * L_prune``
 
 - ``L_KD = T^2 * (BCE(sigmoid(z_s / T), q) - H(q))`` with ``q = sigmoid(z_t / T)``: binary KD
   with temperature ``T``. Subtracting the target's entropy ``H(q)`` (a constant) leaves
   the gradient of the BCE unchanged and makes the term the Bernoulli KL, 0 at a perfect
   match, so the logged value reads as a distance.
-- ``L_RL`` (per stage): the teacher's stage output is reconstructed from the student's
-  through a learnable 1x1 conv decoder, and compared by the KDFS authors' distance,
-  ``mean((a(D(f_s)) - a(f_t))^2)`` with ``a(f) = normalize_L2(mean_c f^2)`` the
+- ``L_RL``: each stage's output is compared with the teacher's by the KDFS authors'
+  distance, ``mean((a(f_s) - a(f_t))^2)`` with ``a(f) = normalize_L2(mean_c f^2)`` the
   per-image spatial attention map (``feature_distance: attention``), or by plain
-  ``mean((D(f_s) - f_t)^2)`` (``feature_distance: mse``).
+  ``mean((f_s - f_t)^2)`` (``feature_distance: mse``), and averaged over the 4 stages as
+  the KDFS code does (``feature_stages: mean``; ``sum`` adds them, 4x the weight).
+  ``feature_decoders: true`` first maps each student stage through a learnable 1x1 conv
+  decoder to the teacher's width (the KDFS code has none: the attention map needs no
+  channel match; mse between different widths does).
 - ``L_prune`` is the method's: a MACs target (KDFS) or filter correlation (Pearson).
 
 The trained module is a :class:`Distiller` (student + decoders); the frozen
@@ -36,6 +39,11 @@ from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+FEATURE_STAGES = ("mean", "sum")
+# Pearson's redundancy scores: "paper" = the equations (rho divided by W-1); "author-code" = the published
+# code's Zn Zn^T without the 1/(W-1), i.e. (W-1)^2 x the paper's scores per layer (core.methods.pearson)
+CORRELATION_NORMALIZATIONS = ("author-code", "paper")
+
 
 @dataclass
 class StudentOptions:
@@ -52,8 +60,12 @@ class StudentOptions:
     mask_init: str = "kaiming"  # kaiming (the papers': ~half the filters start dropped) | keep (all start kept)
     keep_margin: float = 3.0  # mask_init keep: P_keep - P_drop at the start (Gumbel keeps a filter w.p. sigmoid(margin))
     feature_distance: str = "attention"  # attention | mse
+    feature_stages: str = "mean"  # mean (the KDFS code: L_RL averaged over the 4 stages) | sum
+    feature_decoders: bool = False  # a learnable 1x1 conv per stage before the distance (the KDFS code has none)
     sampler_lr: float | None = None  # learning rate of the mask logits (default: the weights' lr)
+    sampler_weight_decay: float | None = 0.0  # weight decay of the mask parameters (None: the weights'; KDFS code: 0)
     correlation_weight_gradient: bool = True  # Pearson: let the correlation loss move the weights too
+    correlation_normalization: str = "author-code"  # Pearson: author-code (published code, (W-1)^2 x) | paper (equations)
     score_every: int = 1  # Pearson: recompute the redundancy scores every N steps (needs correlation_weight_gradient false)
 
     @classmethod
@@ -65,6 +77,13 @@ class StudentOptions:
             raise ValueError(f"mask_init must be 'kaiming' or 'keep', got {options.mask_init!r}")
         if options.feature_distance not in ("attention", "mse"):
             raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
+        if options.feature_stages not in FEATURE_STAGES:
+            raise ValueError(f"feature_stages must be one of {FEATURE_STAGES}, got {options.feature_stages!r}")
+        if options.correlation_normalization not in CORRELATION_NORMALIZATIONS:
+            raise ValueError(f"correlation_normalization must be one of {CORRELATION_NORMALIZATIONS}, "
+                             f"got {options.correlation_normalization!r}")
+        if options.sampler_weight_decay is not None and options.sampler_weight_decay < 0:
+            raise ValueError(f"sampler_weight_decay must be >= 0 (or null: the weights'), got {options.sampler_weight_decay}")
         if not (options.kd_temperature > 0 and options.tau_start > 0 and options.tau_end > 0):
             raise ValueError("kd_temperature, tau_start and tau_end must be positive")
         if options.score_every < 1 or (options.score_every > 1 and options.correlation_weight_gradient):
@@ -98,6 +117,16 @@ def feature_loss(decoded: torch.Tensor, target: torch.Tensor, distance: str) -> 
     if distance == "attention":
         return (attention_map(decoded) - attention_map(target)).pow(2).mean()
     return F.mse_loss(decoded.float(), target.float())
+
+
+def reconstruction_loss(features: list[torch.Tensor], teacher_features: list[torch.Tensor],
+                        decoders: nn.ModuleList | None, options: StudentOptions) -> torch.Tensor:
+    """``L_RL``: the per-stage feature distances, averaged (``feature_stages: mean``) or summed over the stages."""
+    if decoders is not None:
+        features = [decoder(f) for decoder, f in zip(decoders, features, strict=True)]
+    distances = [feature_loss(f, t, options.feature_distance) for f, t in zip(features, teacher_features, strict=True)]
+    total = sum(distances)
+    return total / len(distances) if options.feature_stages == "mean" else total
 
 
 def default_teacher(data: str, arch: str = "resnet50") -> str | None:
@@ -146,8 +175,14 @@ class Distiller(nn.Module):
         self.teacher_macs = teacher_macs
         # 1x1 decoders from the student's stage widths to the teacher's (equal for KDFS/Pearson; PDD's
         # ResNet-18 student has narrower stages than its ResNet-50 teacher); none when L_RL is off
-        pairs = zip(map(_stage_width, stages(student)), map(_stage_width, stages(teacher)), strict=True)
-        self.decoders = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in pairs) if options.lambda_rl else nn.ModuleList()
+        pairs = list(zip(map(_stage_width, stages(student)), map(_stage_width, stages(teacher)), strict=True))
+        if options.lambda_rl and not options.feature_decoders and options.feature_distance == "mse" \
+                and any(s != t for s, t in pairs):
+            raise ValueError(f"feature_distance mse compares stage outputs channel by channel, but the student's widths "
+                             f"{[s for s, _ in pairs]} differ from the teacher's {[t for _, t in pairs]}: "
+                             "use feature_decoders true, or the attention distance")
+        wanted = options.lambda_rl and options.feature_decoders
+        self.decoders = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in pairs) if wanted else nn.ModuleList()
         # a list: not a submodule; BN folded into the convs, as it only ever runs forward in eval mode
         self._teacher = [fold_batch_norms(teacher)]
 
@@ -173,9 +208,8 @@ class Distiller(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         kd = kd_loss(logits, teacher_logits, options.kd_temperature)
         rl = logits.new_zeros(())
-        if self.decoders:  # L_RL off (lambda_rl = 0) means no decoders at all, so nothing unused under DDP
-            rl = sum(feature_loss(decoder(f), t, options.feature_distance)
-                     for decoder, f, t in zip(self.decoders, features, teacher_features, strict=True))
+        if options.lambda_rl:  # L_RL off (lambda_rl = 0) means no decoders at all, so nothing unused under DDP
+            rl = reconstruction_loss(features, teacher_features, self.decoders or None, options)
         prune = self.prune_loss(self, mask, keep_probability)
         loss = bce + options.lambda_kd * kd + options.lambda_rl * rl + options.lambda_prune * prune
         return loss, {"bce": bce.detach(), "kd": kd.detach(), "rl": rl.detach(), "prune": prune.detach(),
@@ -244,8 +278,9 @@ class MaskedStudentMethod(Method):
         options = self.options(config)
         sampler = list(model.student.sampler.parameters())
         weights = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in sampler)]
+        decay = config.weight_decay if options.sampler_weight_decay is None else options.sampler_weight_decay
         return [{"params": weights},
-                {"params": sampler, "weight_decay": 0.0, "lr": options.sampler_lr or config.lr}]
+                {"params": sampler, "weight_decay": decay, "lr": options.sampler_lr or config.lr}]
 
     def on_epoch_start(self, model: Distiller, epoch: int, config: TrainConfig) -> None:
         options = self.options(config)

@@ -62,6 +62,7 @@ def imp_schedule(prune_rate: float, target_sparsity: float) -> list[float]:
 class LTHMethod(Method):
     name = "lth"
     description = "Lottery tickets: global magnitude pruning with rewinding, round by round (MesoNet, CNN-5, ResNet-18)."
+    options_class = LTHOptions
 
     def check(self, config: TrainConfig) -> None:
         options = LTHOptions.from_config(config)
@@ -107,16 +108,21 @@ class LTHMethod(Method):
         return {"sparsity": model.counts()["sparsity"]}
 
 
-def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True) -> list:
-    """Dense round, then IMP rounds up to the target sparsity (and a one-shot run); one run per round."""
+def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True, train_fn=None) -> list:
+    """Dense round, then IMP rounds up to the target sparsity (and a one-shot run); one run per round.
+
+    ``train_fn(config)`` trains one round (default: a new run; ``reproduce`` passes one that finds
+    and resumes earlier runs of the same config, with a fixed ``chain`` name).
+    """
     from core.training.engine import train
 
+    train_fn = train_fn or (lambda round_config: train(round_config, progress=progress))
     options = LTHOptions.from_config(config)
     chain = options.chain or f"{config.arch}-{uuid.uuid4().hex[:6]}"
 
     def run(init: str | None, sparsity: float, chain_name: str, round_index: int):
         method_options = {**config.method_options, "sparsity": sparsity, "chain": chain_name, "round": round_index}
-        return train(dataclasses.replace(config, init_checkpoint=init, method_options=method_options), progress=progress)
+        return train_fn(dataclasses.replace(config, init_checkpoint=init, method_options=method_options))
 
     dense = run(None, 0.0, chain, 0)
     results, source = [dense], dense.run_dir / "last.safetensors"

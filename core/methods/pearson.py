@@ -5,8 +5,14 @@ sampled ``pi_l``):
 
 ``L_corr,l = (1/C) sum_i Score_l,i * phi_i``, ``L_prune = (1/L) sum_l L_corr,l``
 
-with ``Score`` from :func:`core.pruning.correlation.redundancy_scores`. A filter
-that the others already explain pays to stay, so the sampler learns to drop it.
+with ``Score`` from :func:`core.pruning.correlation.redundancy_scores` (the paper's
+equations, ``correlation_normalization: paper``), or ``(W_l - 1)^2`` times it
+(``author-code``, the default): the authors' published code standardises each filter
+with its sample std but forms ``Zn Zn^T`` without the paper's ``1/(W-1)``, so its
+scores are ``(W-1)^2`` larger per layer, and the published lambda_3 values (0.5-1) act at
+that scale (at ``paper`` scale their gradient on a keep logit is about 10^5 times
+smaller; ``python -m core bench pearson-scale`` measures it). A filter that the others
+already explain pays to stay, so the sampler learns to drop it.
 Layers of the same weight shape are scored in one batched call (ResNet-50's 48
 layers fall into 16 shapes). ``correlation_weight_gradient: false`` stops the
 gradient into the weights, so only the masks respond to redundancy.
@@ -54,7 +60,12 @@ def _flat_filters(weight: torch.Tensor) -> torch.Tensor:
     return weight.flatten(1)
 
 
-def layer_scores(student: MaskedResNet, weight_gradient: bool = True) -> list[torch.Tensor]:
+def normalization_factor(width: int, normalization: str) -> float:
+    """What a layer's paper-scale scores are multiplied by: ``(W-1)^2`` under ``author-code``, 1 under ``paper``."""
+    return float((width - 1) ** 2) if normalization == "author-code" else 1.0
+
+
+def layer_scores(student: MaskedResNet, weight_gradient: bool = True, normalization: str = "paper") -> list[torch.Tensor]:
     """``Score`` of every shape group's layers, ``[G, C]`` per group, in :func:`shape_groups` order."""
     groups = getattr(student, "_shape_groups", None)
     if groups is None:  # the architecture never changes: group once per model
@@ -64,15 +75,16 @@ def layer_scores(student: MaskedResNet, weight_gradient: bool = True) -> list[to
     with torch.autocast(student.sampler.layer_index.device.type, enabled=False):
         for _, convs in groups:
             weights = torch.stack([_flat_filters(conv.weight) for conv in convs])
-            scores.append(redundancy_scores((weights if weight_gradient else weights.detach()).float()))
+            group = redundancy_scores((weights if weight_gradient else weights.detach()).float())
+            scores.append(group * normalization_factor(weights.shape[-1], normalization))
     return scores
 
 
 def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weight_gradient: bool = True,
-                     scores: list[torch.Tensor] | None = None) -> torch.Tensor:
+                     scores: list[torch.Tensor] | None = None, normalization: str = "paper") -> torch.Tensor:
     """``(1/L) sum_l (1/C_l) sum_i Score_l,i * phi_l,i`` over all masked layers (``scores``: precomputed ones)."""
     keep = student.sampler.split(keep_probability)
-    scores = layer_scores(student, weight_gradient) if scores is None else scores
+    scores = layer_scores(student, weight_gradient, normalization) if scores is None else scores
     total = keep_probability.new_zeros((), dtype=torch.float32)
     for (indices, _), group_scores in zip(student._shape_groups, scores, strict=True):
         phi = torch.stack([keep[i] for i in indices]).float()
@@ -93,11 +105,12 @@ class PearsonMethod(MaskedStudentMethod):
     def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
         options = distiller.options
         if options.score_every == 1:
-            return correlation_loss(distiller.student, keep_probability, options.correlation_weight_gradient)
+            return correlation_loss(distiller.student, keep_probability, options.correlation_weight_gradient,
+                                    normalization=options.correlation_normalization)
         state = distiller.__dict__.setdefault("_scores", {"step": 0, "scores": None, "agreement": []})
         if state["scores"] is None or state["step"] % options.score_every == 0:
             with torch.no_grad():
-                fresh = layer_scores(distiller.student, weight_gradient=False)
+                fresh = layer_scores(distiller.student, False, options.correlation_normalization)
             if state["scores"] is not None:
                 state["agreement"].append(_agreement(state["scores"], fresh))
             state["scores"] = fresh

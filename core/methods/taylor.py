@@ -44,8 +44,8 @@ DEFAULT_START, DEFAULT_TEACHER = "efficientnet_lite0", "efficientnet_b0"  # ship
 
 @dataclass
 class TaylorOptions:
-    alpha: float = 0.5  # weight of the soft-label (KD) loss; the hard-label BCE gets 1 - alpha
-    kd_temperature: float = 3.0  # T
+    alpha: float = 0.25  # weight of the soft-label (KD) loss; the hard-label BCE gets 1 - alpha (NTU report: 0.25 best)
+    kd_temperature: float = 1.0  # T; 1 is the NTU report's untempered alpha * BCE(p_s, p_t) (the embedded presets: 3)
     prune_ratio: float = 0.5  # R: fraction of the dense network's prunable channels the whole schedule removes
     steps: int = 5  # n: pruning steps in the schedule (1 = one-shot)
     step: int = 1  # k: which step this run is (1-based; prune_iteratively sets it)
@@ -108,6 +108,7 @@ def importance_batches(config: TrainConfig, count: int) -> list[tuple[torch.Tens
 class TaylorMethod(Method):
     name = "taylor"
     description = "Structured channel pruning by first-order Taylor importance (Torch-Pruning), one step per run, KD fine-tune."
+    options_class = TaylorOptions
 
     def check(self, config: TrainConfig) -> None:
         from core.methods.distillation import default_teacher
@@ -182,22 +183,25 @@ class TaylorMethod(Method):
         return {"teacher": config.teacher, "pruned_from": config.init_checkpoint, "structured_pruning": model.record}
 
 
-def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True) -> list:
+def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True,
+                      train_fn=None) -> list:
     """The schedule as a chain of taylor runs: step ``k`` starts from step ``k-1``'s best checkpoint.
 
     ``steps`` overrides the options' ``steps``; ``one_shot`` is one step that removes the
     whole ``prune_ratio``. Returns the runs' :class:`core.training.engine.TrainResult`.
     A killed step resumes with ``train --resume``; the later steps are then started
-    from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options).
+    from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options), or
+    ``reproduce`` does it all: its ``train_fn`` finds and resumes each step's run.
     """
     from core.training.engine import train
 
+    train_fn = train_fn or (lambda step_config: train(step_config, progress=progress))
     TaylorMethod().check(config)  # fills the default start and teacher once, for every step
     steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
     results, start = [], config.init_checkpoint
     for step in range(1, steps + 1):
         step_config = dataclasses.replace(config, method="taylor", init_checkpoint=start,
                                           method_options={**config.method_options, "steps": steps, "step": step})
-        results.append(train(step_config, progress=progress))
+        results.append(train_fn(step_config))
         start = str(results[-1].checkpoint)
     return results

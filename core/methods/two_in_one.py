@@ -206,6 +206,7 @@ class TwoInOneMethod(Method):
     name = "two-in-one"
     description = ("Two-in-one KD: a dual-branch (RGB + DCT) teacher into one RGB student, a projector per branch and "
                    "gradient homogenisation.")
+    options_class = TwoInOneOptions
 
     def check(self, config: TrainConfig) -> None:
         from core.models import build_model

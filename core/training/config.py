@@ -64,7 +64,9 @@ class TrainConfig:
 
 
 def load_presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_FILE.read_text()) or {}
+    """The named presets (keys starting with ``_`` only hold shared YAML anchors)."""
+    loaded = yaml.safe_load(PRESETS_FILE.read_text()) or {}
+    return {name: preset for name, preset in loaded.items() if not name.startswith("_")}
 
 
 def _merge(values: dict, layer: dict) -> None:
@@ -76,11 +78,59 @@ def _merge(values: dict, layer: dict) -> None:
             values[key] = value
 
 
-def build_config(preset: str | None = None, config_file: str | None = None, **overrides) -> TrainConfig:
+def preset_layers(preset: dict) -> list[dict]:
+    """A preset's ``{train, methods}`` layers in merge order: ``published`` then ``ours``, or the preset itself."""
+    if "published" in preset or "ours" in preset:
+        return [preset.get("published") or {}, preset.get("ours") or {}]
+    return [preset]
+
+
+def preset_values(preset_name: str, method: str, student_method: str | None = None) -> dict:
+    """The TrainConfig values a named preset gives ``method`` (a fine-tune: of a ``student_method`` student).
+
+    Order: every layer's ``train``, then every layer's ``methods.<method>`` (without its ``finetune``
+    part), then, for ``finetune``, every layer's ``methods.<student_method>.finetune``.
+    """
+    presets = load_presets()
+    if preset_name not in presets:
+        raise ValueError(f"unknown preset '{preset_name}'; choose from {sorted(presets)}")
+    layers = preset_layers(presets[preset_name])
+    values: dict = {}
+    for layer in layers:
+        _merge(values, layer.get("train", {}))
+    for layer in layers:
+        _merge(values, {k: v for k, v in layer.get("methods", {}).get(method, {}).items() if k != "finetune"})
+    if method == "finetune" and student_method:
+        for layer in layers:
+            _merge(values, layer.get("methods", {}).get(student_method, {}).get("finetune", {}))
+    return values
+
+
+def published_finetune(preset_name: str, student_method: str) -> bool:
+    """Whether the preset fine-tunes ``student_method`` students (a dataset preset: whether the paper did)."""
+    layers = preset_layers(load_presets()[preset_name])
+    methods = layers[0].get("methods", {})
+    return "finetune" in methods or "finetune" in methods.get(student_method, {})
+
+
+def finetune_defaults(student_method: str) -> dict:
+    """The published fine-tune of a ``student_method`` student when no preset is given: the ``paper``
+    preset's ``methods.finetune`` and ``methods.<student_method>.finetune``."""
+    methods = load_presets()["paper"].get("methods", {})
+    values: dict = {}
+    _merge(values, methods.get("finetune", {}))
+    _merge(values, methods.get(student_method, {}).get("finetune", {}))
+    return values
+
+
+def build_config(preset: str | None = None, config_file: str | None = None, student_method: str | None = None,
+                 **overrides) -> TrainConfig:
     """Merge defaults, a named preset, a YAML file and explicit overrides (None = not given).
 
     A preset has a ``train`` section for every method and optional ``methods.<name>``
-    sections that apply on top for that method (e.g. the papers' KDFS and Pearson tables).
+    sections that apply on top for that method (e.g. the papers' KDFS and Pearson tables);
+    a dataset preset splits both into ``published`` and ``ours`` layers (:func:`preset_values`).
+    ``student_method``: for ``finetune``, the method of the student being fine-tuned.
     """
     loaded: dict = {}
     if config_file is not None:
@@ -94,11 +144,7 @@ def build_config(preset: str | None = None, config_file: str | None = None, **ov
     method = given.get("method", loaded.get("method", TrainConfig.method))
     values: dict = {}
     if preset is not None:
-        presets = load_presets()
-        if preset not in presets:
-            raise ValueError(f"unknown preset '{preset}'; choose from {sorted(presets)}")
-        _merge(values, presets[preset].get("train", {}))
-        _merge(values, presets[preset].get("methods", {}).get(method, {}))
+        _merge(values, preset_values(preset, method, student_method))
         values["preset"] = preset
     _merge(values, loaded)
     _merge(values, given)

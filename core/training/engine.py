@@ -60,7 +60,7 @@ from core.training.checkpoint import (
     save_trainer_state,
 )
 from core.training.config import TrainConfig
-from core.training.runs import Run, default_runs_dir
+from core.training.runs import Run, default_runs_dir, find_run
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,32 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         return _train_guarded(run, config, dataset, resume is not None, progress, context, device)
     finally:
         distributed.cleanup(context)
+
+
+def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """``config`` trained exactly once under its runs directory: a finished run of the same config is
+    reused, an interrupted, cancelled or failed one is resumed, else a new run starts.
+
+    The config is completed first as ``train`` would (e.g. a student's default teacher), so it
+    compares equal to the ``config.json`` of the run it wrote. A run of it still going in another
+    process is an error, not a second copy.
+    """
+    import copy
+
+    completed = copy.deepcopy(config)
+    _check_config(completed)
+    runs_dir = completed.runs_dir or default_runs_dir()
+    run = find_run(runs_dir, completed.to_dict())
+    if run is None:
+        return train(completed, progress=progress)
+    status = run.status()
+    if status.get("status") == "finished" and run.best_checkpoint.is_file():
+        log.info("reusing the finished run %s", run.dir)
+        return TrainResult(run.dir, run.best_checkpoint, "finished", status.get("test", {}), status.get("stopped_early"))
+    if status.get("status") == "running":
+        raise RuntimeError(f"{run.dir} is being trained by process {status.get('pid')}: wait for it, or stop it")
+    log.info("resuming the %s run %s", status.get("status"), run.dir)
+    return train(resume=run.dir, progress=progress)
 
 
 def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,

@@ -194,3 +194,25 @@ def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
         return []
     runs = [Run(p) for p in runs_dir.iterdir() if (p / "config.json").is_file()]
     return sorted(runs, key=lambda r: r.dir.name, reverse=True)
+
+
+# config keys that name where or how a run executes, not what it computes
+EXECUTION_KEYS = ("runs_dir", "device", "num_workers")
+
+
+def comparable_config(config: dict) -> dict:
+    """A config as ``config.json`` stores it (JSON types), without the execution-only keys."""
+    normalized = json.loads(json.dumps(config, sort_keys=True, default=str))
+    return {k: v for k, v in normalized.items() if k not in EXECUTION_KEYS}
+
+
+def find_run(runs_dir: str | os.PathLike, config: dict) -> Run | None:
+    """The newest run under ``runs_dir`` whose config equals ``config`` (execution keys aside), if any."""
+    wanted = comparable_config(config)
+    for run in list_runs(runs_dir):
+        try:
+            if comparable_config(run.config()) == wanted:
+                return run
+        except (OSError, ValueError):
+            continue  # a damaged config.json is no match
+    return None

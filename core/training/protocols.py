@@ -1,0 +1,490 @@
+"""Paper protocols, reproduced end to end: ``python -m core reproduce PROTOCOL --dataset D``.
+
+A protocol is a list of stages, each one ordinary ``python -m core train|finetune``
+command line (so every stage can also be run by hand, and its run directory is an
+ordinary run): the teacher (or a given one), then for each seed every compared method's
+search and, where the paper fine-tuned that method on that dataset, its fine-tune; then
+``report``, with the paper's published numbers (``configs/protocols.yaml``) beside the
+measured ones.
+
+Resumable: each stage trains through :func:`core.training.engine.train_once`, which
+reuses a finished run of the same config in the protocol's runs directory and resumes
+an interrupted one, so running the same command again after a kill continues where it
+stopped and recomputes nothing.
+
+Scales:
+
+- ``full``: the dataset preset's published settings, unchanged (``configs/presets.yaml``).
+- ``mini``: the same settings on a small budget. Every stage trains
+  ``min(MINI_MAX_EPOCHS, ceil(E / MINI_EPOCH_DIVISOR))`` of its ``E`` published epochs, at the
+  embedded benchmark's 64 px; the Gumbel schedule ``tau(e) = tau_0 (tau_E/tau_0)^((e+1)/E)``
+  keeps its published end points and is compressed into the shorter run (it is defined on
+  the fraction of training done). The teacher is the shipped one for the dataset when there
+  is one (64 px, trained by the embedded ``full`` preset), else one trained by that preset.
+
+A dataset with no published row (the embedded benchmark, or a folder of your own) is
+compared with a reference row: ``synthetic:*`` uses the paper's 140k row, as
+``synthetic_reference`` in ``configs/protocols.yaml`` says; others need ``--reference``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from core.training.config import CONFIG_DIR, build_config, load_presets, published_finetune
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS_FILE = CONFIG_DIR / "protocols.yaml"
+SCALES = ("full", "mini")
+MINI_EPOCH_DIVISOR = 20
+MINI_MAX_EPOCHS = 8
+MINI_IMAGE_SIZE = 64  # the embedded benchmark's size (and the shipped teachers')
+DEFAULT_SEEDS = {"full": [0, 1, 2], "mini": [0]}
+# the keys of a resolved config that the plan prints (the whole config is in each run's config.json)
+PLAN_KEYS = ("data", "arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+             "scheduler", "preset", "seed", "teacher", "init_checkpoint", "pretrained", "trainable",
+             "early_stopping_patience", "max_train_samples", "method_options")
+
+
+def load_protocols() -> dict[str, dict]:
+    return yaml.safe_load(PROTOCOLS_FILE.read_text()) or {}
+
+
+def mini_epochs(epochs: int) -> int:
+    """The ``mini`` scale's epochs for a stage of ``epochs`` published epochs."""
+    return max(1, min(MINI_MAX_EPOCHS, math.ceil(epochs / MINI_EPOCH_DIVISOR)))
+
+
+@dataclass
+class Stage:
+    """One command line of a protocol. ``{KEY}`` in ``command`` is the checkpoint of stage ``KEY``."""
+
+    stage: str  # teacher | search | finetune
+    method: str
+    seed: int
+    key: str  # e.g. "search/kdfs/0"
+    command: list[str] | None  # arguments of `python -m core`; None: a given checkpoint
+    given: str | None = None  # the teacher's checkpoint, when it is given rather than trained
+    label: str = ""  # what tells stages of one method apart (an architecture, a mode)
+    config: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        shown = None if self.command is None else ["python", "-m", "core", *map(_placeholder, self.command)]
+        return {"stage": self.stage, "method": self.method, "seed": self.seed, "label": self.label or None,
+                "command": shown, "given": self.given, "config": self.config}
+
+
+def _placeholder(argument: str) -> str:
+    """``{search/kdfs/0}`` -> ``<search/kdfs/0 run>`` for the printed plan."""
+    return re.sub(r"\{([^}]+)\}", r"<\1 checkpoint>", argument)
+
+
+@dataclass
+class Plan:
+    protocol: str
+    dataset: str
+    scale: str
+    reference: str | None  # the dataset whose published row the measurements are compared with
+    runs_dir: Path
+    stages: list[Stage]
+    notes: list[str]
+
+    def record(self) -> dict:
+        return {"protocol": self.protocol, "dataset": self.dataset, "scale": self.scale, "reference": self.reference,
+                "runs_dir": str(self.runs_dir), "notes": self.notes, "runs": [s.record() for s in self.stages]}
+
+
+@dataclass
+class Context:
+    """What every protocol's planner is given."""
+
+    dataset: str
+    data_root: str | None
+    scale: str
+    seeds: list[int]
+    methods: list[str] | None
+    teacher: str | None
+    runs_dir: Path
+    # flags appended to commands: "train" / "finetune" to every such command, "train:<method>" to that method's
+    # (tests shrink the runs with them)
+    extra: dict[str, list[str]]
+
+    def common(self, command: str, method: str) -> list[str]:
+        flags = ["--data", self.dataset, "--runs-dir", str(self.runs_dir)]
+        if self.data_root:
+            flags += ["--data-root", self.data_root]
+        return flags + list(self.extra.get(command, [])) + list(self.extra.get(f"{command}:{method}", []))
+
+    def wanted(self, methods: list[str]) -> list[str]:
+        if self.methods is None:
+            return methods
+        unknown = sorted(set(self.methods) - set(methods))
+        if unknown:
+            raise ValueError(f"--methods {','.join(unknown)}: not compared in this protocol; choose from {', '.join(methods)}")
+        return [m for m in methods if m in self.methods]
+
+
+# --- the protocols ------------------------------------------------------------------------
+
+
+def _teacher_stage(ctx: Context, arch: str, train_command: list[str], key: str = "teacher") -> Stage:
+    """A given teacher, the shipped one (mini), or a training stage."""
+    from core.methods.distillation import default_teacher
+
+    given = ctx.teacher if key == "teacher" else None
+    if given is None and ctx.scale == "mini":
+        given = default_teacher(ctx.dataset, arch)
+    if given is not None:
+        return Stage("teacher", "teacher", 0, key, None, given=str(given), label=arch)
+    return Stage("teacher", "teacher", 0, key, train_command + ctx.common("train", "teacher"), label=arch)
+
+
+def _scaled(ctx: Context, preset: str, method: str, student_method: str | None = None) -> list[str]:
+    """The flags that shrink a stage to the ``mini`` scale (none at ``full``)."""
+    if ctx.scale == "full":
+        return []
+    epochs = build_config(preset=preset, method=method, student_method=student_method).epochs
+    return ["--epochs", str(mini_epochs(epochs)), "--image-size", str(MINI_IMAGE_SIZE)]
+
+
+def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+    """Teacher; per seed: KDFS, Pearson and PDD searches, each fine-tuned where the paper fine-tuned it."""
+    preset = reference
+    teacher_preset = preset if ctx.scale == "full" else "full"
+    stages = [_teacher_stage(ctx, "resnet50", ["train", "--method", "teacher", "--preset", teacher_preset]
+                             + (["--image-size", str(MINI_IMAGE_SIZE)] if ctx.scale == "mini" else []))]
+    notes = [f"hyperparameters: the {preset} preset (configs/presets.yaml)"]
+    for seed in ctx.seeds:
+        for method in ctx.wanted(["kdfs", "pearson", "pdd"]):
+            search = f"search/{method}/{seed}"
+            stages.append(Stage("search", method, seed, search,
+                                ["train", "--method", method, "--preset", preset, "--teacher", "{teacher}",
+                                 "--seed", str(seed), *_scaled(ctx, preset, method), *ctx.common("train", method)]))
+            if published_finetune(preset, method):
+                stages.append(Stage("finetune", method, seed, f"finetune/{method}/{seed}",
+                                    ["finetune", f"{{{search}}}", "--preset", preset, "--seed", str(seed),
+                                     *_scaled(ctx, preset, "finetune", method), *ctx.common("finetune", method)]))
+    fine_tuned = [m for m in ctx.wanted(["kdfs", "pearson", "pdd"]) if published_finetune(preset, m)]
+    notes.append(f"fine-tuned, as the paper did on {preset}: {', '.join(fine_tuned) or 'none'}; "
+                 "a fine-tune starts from its search's last checkpoint (the authors' script)")
+    if ctx.scale == "mini":
+        notes.append(f"mini: each stage trains min({MINI_MAX_EPOCHS}, ceil(E/{MINI_EPOCH_DIVISOR})) of its E published "
+                     f"epochs at {MINI_IMAGE_SIZE} px; the Gumbel tau keeps its published start and end, compressed "
+                     "into the shorter run; the teacher is the shipped one for the dataset when there is one (else one "
+                     "trained by the embedded full preset)")
+    return stages, notes
+
+
+def plan_lottery_tickets(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+    """Per architecture and seed: a dense run, IMP rounds of 20% to 80% sparsity, and one-shot to 80%."""
+    preset = "full" if ctx.scale == "full" else "quick"
+    archs = ["mesonet", "cnn5", "resnet18"] if ctx.scale == "full" else ["mesonet"]
+    stages = [Stage("search", "lth", seed, f"search/lth-{arch}/{seed}",
+                    ["train", "--method", "lth", "--arch", arch, "--preset", preset, "--one-shot",
+                     "--chain", f"{arch}-seed{seed}", "--seed", str(seed), *ctx.common("train", "lth")], label=arch)
+              for seed in ctx.seeds for arch in archs]
+    return stages, [f"no published training settings: the embedded {preset} preset's (4-10 epochs per round)",
+                    f"architectures: {', '.join(archs)}" + ("" if ctx.scale == "full" else " (mini: MesoNet only)")]
+
+
+def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+    """The B0 teacher and the dense Lite0 (given or trained), then Taylor + KD: iterative (5 steps) and one-shot."""
+    budget = "efficientnet" if ctx.scale == "full" else "quick"
+    teacher = _teacher_stage(ctx, "efficientnet_b0", ["train", "--method", "teacher", "--arch", "efficientnet_b0",
+                                                      "--preset", "efficientnet", "--pretrained", "imagenet"])
+    ctx_dense = Context(**{**asdict_shallow(ctx), "teacher": None})
+    dense = _teacher_stage(ctx_dense, "efficientnet_lite0", ["train", "--method", "teacher", "--arch", "efficientnet_lite0",
+                                                            "--preset", "efficientnet", "--pretrained", "imagenet"],
+                           key="dense")
+    dense.stage = "dense"
+    stages = [teacher, dense]
+    for seed in ctx.seeds:
+        for one_shot in (False, True):
+            name = "one-shot" if one_shot else "iterative"
+            stages.append(Stage("search", "taylor", seed, f"search/taylor-{name}/{seed}",
+                                ["train", "--method", "taylor", "--preset", "ntu", "--init-checkpoint", "{dense}",
+                                 "--teacher", "{teacher}", "--seed", str(seed), *(["--one-shot"] if one_shot else []),
+                                 *([] if ctx.scale == "full" else ["--epochs", "3", "--max-train-samples", "1000"]),
+                                 *ctx.common("train", "taylor")],
+                                label=name))
+    return stages, [f"Taylor + KD settings: the ntu preset (alpha 0.25, T 1, Adam 2e-4, weight decay 1e-5, no "
+                    f"scheduler, patience 3); dense networks: the {budget} budget"]
+
+
+def plan_two_in_one(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+    """The dual-branch teacher (given or trained), then a ResNet-18 student per ablation mode."""
+    preset = "full" if ctx.scale == "full" else "quick"
+    stages = [_teacher_stage(ctx, "dual_resnet18", ["train", "--method", "teacher", "--arch", "dual_resnet18",
+                                                    "--preset", preset])]
+    for seed in ctx.seeds:
+        for mode in ("spatial", "naive", "two-in-one"):
+            stages.append(Stage("search", "two-in-one", seed, f"search/two-in-one-{mode}/{seed}",
+                                ["train", "--method", "two-in-one", "--preset", preset, "--teacher", "{teacher}",
+                                 "--mode", mode, "--seed", str(seed), *ctx.common("train", "two-in-one")], label=mode))
+    return stages, [f"no published training settings: the embedded {preset} preset's"]
+
+
+def asdict_shallow(ctx: Context) -> dict:
+    return {name: getattr(ctx, name) for name in ctx.__dataclass_fields__}
+
+
+PLANNERS = {"pearson-paper": plan_pearson_paper, "lottery-tickets": plan_lottery_tickets,
+            "ntu-taylor": plan_ntu_taylor, "two-in-one": plan_two_in_one}
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+def default_protocol_runs_dir(protocol: str, dataset: str, scale: str) -> Path:
+    from core.training.runs import default_runs_dir
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-")
+    return default_runs_dir() / "reproduce" / f"{protocol}-{slug}-{scale}"
+
+
+def reference_of(protocol: str, dataset: str, reference: str | None) -> str | None:
+    """The published row the measurements are compared with (see the module docstring)."""
+    published = load_protocols()[protocol].get("published", {})
+    if reference is not None:
+        if reference not in published:
+            raise ValueError(f"--reference {reference!r}: {protocol} publishes rows for {', '.join(published)}")
+        return reference
+    if dataset in published:
+        return dataset
+    if "any" in published:
+        return "any"
+    if dataset.startswith("synthetic"):
+        return load_protocols()[protocol].get("synthetic_reference")
+    raise ValueError(f"{protocol} has no published row for {dataset!r}: pass --reference with one of "
+                     f"{', '.join(published)} (its published hyperparameters are then used)")
+
+
+def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[int] | None = None,
+         methods: list[str] | None = None, scale: str = "full", teacher: str | None = None,
+         runs_dir: str | Path | None = None, reference: str | None = None,
+         extra: dict[str, list[str]] | None = None) -> Plan:
+    """The protocol's stages with their resolved configs; needs neither the data nor earlier stages' outputs."""
+    if protocol not in PLANNERS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PLANNERS)}")
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"--seeds must list distinct seeds, got {seeds}")
+    ref = reference_of(protocol, dataset, reference)
+    ctx = Context(dataset, data_root, scale, seeds or DEFAULT_SEEDS[scale], methods, teacher,
+                  Path(runs_dir) if runs_dir else default_protocol_runs_dir(protocol, dataset, scale), extra or {})
+    if protocol == "pearson-paper" and ref not in load_presets():
+        raise ValueError(f"no preset for the reference dataset {ref!r}")
+    stages, notes = PLANNERS[protocol](ctx, ref)
+    if ref is not None and ref != dataset and ref != "any":
+        notes.append(f"published numbers: the paper's {ref} row (no published row for {dataset})")
+    keys = {s.key: s for s in stages}
+    for stage in stages:
+        stage.config = _stage_config(stage, keys)
+    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes)
+
+
+def _parse(command: list[str]):
+    from core.__main__ import build_parser
+
+    return build_parser().parse_args(command)
+
+
+def _stage_config(stage: Stage, stages: dict[str, Stage]) -> dict:
+    """The resolved config a stage's command builds (earlier stages' outputs as placeholders)."""
+    if stage.command is None:
+        from core.training.checkpoint import read_header
+        from core.training.config import TrainConfig
+
+        return _shown(TrainConfig.from_dict(read_header(stage.given).get("config", {})))
+    command = [_placeholder(a) for a in stage.command]
+    args = _parse(command)
+    if stage.command[0] == "finetune":
+        source_key = stage.command[1].strip("{}")
+        source = stages[source_key].config
+        header = {"method": stages[source_key].method, "model": {"arch": source["arch"]},
+                  "image_size": source["image_size"], "config": {"data": source["data"]},
+                  "data_root": source.get("data_root")}
+        return _shown(_finetune_config(args, header))
+    from core.__main__ import train_configs
+
+    return _shown(train_configs(args)[0])
+
+
+def _finetune_config(args, header: dict):
+    from core.__main__ import finetune_config
+
+    return finetune_config(args, header)
+
+
+def _shown(config) -> dict:
+    """The plan's view of a TrainConfig: :data:`PLAN_KEYS`, with every method option resolved (defaults included)."""
+    from core.methods import get_method
+
+    values = config.to_dict()
+    return {**{key: values[key] for key in PLAN_KEYS}, "method": config.method,
+            "method_options": get_method(config.method).resolved_options(config)}
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    stage: Stage
+    run_dirs: list[Path]
+    checkpoint: Path  # the stage's result: the best checkpoint of its (last) run, or the given one
+
+
+def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, latency: bool = False) -> dict:
+    """Execute (or continue) every stage, then report; returns the ``--json`` result."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    outcomes: dict[str, Outcome] = {}
+    bar = tqdm(plan_.stages, desc=f"reproduce {plan_.protocol}", unit="stage", disable=not progress)
+    for stage in bar:
+        bar.set_postfix_str(f"{stage.stage} {stage.method} {stage.label} seed {stage.seed}".replace("  ", " "))
+        outcomes[stage.key] = _execute(stage, outcomes, progress)
+    out = Path(out) if out else plan_.runs_dir / "report"
+    rows = measured_rows(plan_, outcomes)
+    report = _report(plan_, outcomes, rows, out, latency, progress)
+    runs = []
+    for stage in plan_.stages:
+        record = stage.record()
+        outcome = outcomes[stage.key]
+        record["run_dirs"] = [str(d) for d in outcome.run_dirs]
+        record["checkpoint"] = str(outcome.checkpoint)
+        runs.append(record)
+    return {**plan_.record(), "runs": runs, "rows": rows, "report": report,
+            "claims": load_protocols()[plan_.protocol].get("claims", []),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _resolve(argument: str, outcomes: dict[str, Outcome]) -> str:
+    def checkpoint(match: re.Match) -> str:
+        outcome = outcomes[match.group(1)]
+        # a fine-tune starts from the search's last checkpoint (the authors' script); a teacher is its best
+        if outcome.run_dirs and outcome.stage.stage == "search":
+            return str(outcome.run_dirs[-1] / "last.safetensors")
+        return str(outcome.checkpoint)
+
+    return re.sub(r"\{([^}]+)\}", checkpoint, argument)
+
+
+def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outcome:
+    from core.training.checkpoint import read_header, resolve_checkpoint
+    from core.training.engine import train_once
+
+    if stage.command is None:
+        return Outcome(stage, [], resolve_checkpoint(stage.given))
+    command = [_resolve(a, outcomes) for a in stage.command]
+    if not progress:
+        command.append("--quiet")
+    args = _parse(command)
+    log.info("reproduce: %s", " ".join(["python -m core", *command]))
+    train_fn = lambda config: train_once(config, progress=progress)  # noqa: E731
+    if command[0] == "finetune":
+        results = [train_fn(_finetune_config(args, read_header(args.checkpoint)))]
+    else:
+        from core.__main__ import execute_train
+
+        results = execute_train(args, train_fn=train_fn)
+    return Outcome(stage, [r.run_dir for r in results], Path(results[-1].checkpoint))
+
+
+# --- measured beside published --------------------------------------------------------------
+
+
+def _final_outcomes(plan_: Plan, outcomes: dict[str, Outcome]) -> dict[tuple[str, str], list[Outcome]]:
+    """Per (method, label): the last stage of each seed (its fine-tune where there is one), and the teacher."""
+    finals: dict[tuple[str, str, int], Outcome] = {}
+    for stage in plan_.stages:
+        finals[(stage.method if stage.stage != "dense" else "dense", stage.label if stage.stage != "teacher" else "",
+                stage.seed)] = outcomes[stage.key]
+    grouped: dict[tuple[str, str], list[Outcome]] = {}
+    for (method, label, _), outcome in finals.items():
+        grouped.setdefault((method, label), []).append(outcome)
+    return grouped
+
+
+def cost_of(header: dict) -> dict:
+    """Params and MACs of a checkpoint's deployable network, and its reductions against the dense one it came from."""
+    pruning = header.get("pruning") or header.get("structured_pruning") or {}
+    if "compact_params" in pruning:
+        full_params = pruning.get("teacher_params") or pruning.get("dense_params")
+        full_macs = pruning.get("teacher_macs") or pruning.get("dense_macs")
+        params, macs = pruning["compact_params"], pruning["compact_macs"]
+        if header.get("model", {}).get("type") == "compact-resnet" and header.get("params"):
+            params, macs = header["params"], header["macs"]  # a fine-tuned compact network: its own count
+        return {"params": params, "macs": macs, "params_reduction": 1 - params / full_params,
+                "macs_reduction": 1 - macs / full_macs}
+    return {"params": header.get("params"), "macs": header.get("macs"), "params_reduction": 0.0, "macs_reduction": 0.0}
+
+
+def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
+    """One row per method (and label): measured test accuracy over seeds, cost, and the published numbers."""
+    from core.evaluation.evaluate import evaluate
+    from core.stats import mean_std
+    from core.training.checkpoint import read_header
+
+    published = load_protocols()[plan_.protocol].get("published", {}).get(plan_.reference or "", {})
+    rows = []
+    for (method, label), members in _final_outcomes(plan_, outcomes).items():
+        accuracies, aucs = [], []
+        for outcome in members:
+            metrics = evaluate(outcome.checkpoint, plan_.dataset, "test", _data_root(plan_), progress=False).metrics()
+            accuracies.append(metrics["accuracy"])
+            aucs.append(metrics["auc"])
+        mean, std = mean_std(accuracies)
+        header = read_header(members[0].checkpoint)
+        row = {"method": method, "label": label or None, "seeds": len(members), "accuracy": mean,
+               "accuracy_std": std if len(members) > 1 else None, "accuracies": accuracies,
+               "auc": sum(aucs) / len(aucs), "image_size": header.get("image_size"),
+               "arch": header.get("model", {}).get("arch"), **cost_of(header),
+               "checkpoints": [str(m.checkpoint) for m in members]}
+        if method in published:
+            row["published"] = {**published[method], "reference": plan_.reference,
+                                **({"image_size": 256} if plan_.protocol == "pearson-paper" else {})}
+        rows.append(row)
+    return rows
+
+
+def _data_root(plan_: Plan) -> str | None:
+    for stage in plan_.stages:
+        if stage.command and "--data-root" in stage.command:
+            return stage.command[stage.command.index("--data-root") + 1]
+    return None
+
+
+def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Path, latency: bool,
+            progress: bool) -> dict:
+    """``report`` over every run of the protocol, plus the published-beside-measured table."""
+    from core.evaluation.report import build_report, published_table, write_table
+    from core.io import atomic_write_text
+
+    paths = []
+    for outcome in outcomes.values():
+        paths.extend(outcome.run_dirs or [outcome.checkpoint])
+    result = build_report(list(dict.fromkeys(map(str, paths))), out, [], "test", _data_root(plan_), latency=latency,
+                          progress=progress, png=False)
+    table = published_table(rows)
+    markdown = write_table(table, out, "published")
+    claims = "\n".join(f"- {claim}" for claim in load_protocols()[plan_.protocol].get("claims", []))
+    notes = "\n".join(f"- {note}" for note in plan_.notes)
+    section = (f"\n## published beside measured ({plan_.protocol}, {plan_.dataset}, scale {plan_.scale})\n\n"
+               f"{markdown}\n\nNotes:\n{notes}\n\nPublished claims:\n{claims}\n")
+    report_md = out / "report.md"
+    atomic_write_text(report_md, report_md.read_text() + section)
+    result["tables"]["published"] = str(out / "published.md")
+    atomic_write_text(out / "reproduce.json", json.dumps({**plan_.record(), "rows": rows}, indent=1, default=str))
+    return result

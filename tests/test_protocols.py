@@ -1,0 +1,180 @@
+"""`reproduce`: the published protocols planned exactly, run once, resumed, and reported beside the paper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.training import protocols
+from core.training.config import CONFIG_DIR, build_config, load_presets, published_finetune
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The Pearson paper, typed independently of configs/presets.yaml: (T, tau0, tauE, lambda1, lambda2, lambda3[, rate])
+KDFS = {"rvf10k": (3, 2, 0.2, 1, 1, 0.5, 0.8), "140k": (2, 1, 0.1, 0.5, 10, 100, 0.7), "190k": (2, 1, 0.1, 0.5, 1, 1, 0.8),
+        "gravex200k": (2, 1, 0.1, 0.5, 10, 100, 0.7), "deepfake330k": (3, 3, 0.7, 0.1, 1, 5, 0.8)}
+PEARSON = {"rvf10k": (3, 2, 0.2, 1, 1, 0.5), "140k": (1, 1, 0.05, 0.5, 1, 1), "190k": (2, 1, 0.1, 0.5, 1, 1),
+           "gravex200k": (2, 1, 0.1, 0.5, 1, 1), "deepfake330k": (1.5, 2, 0.5, 0.5, 1, 1)}
+STUDENT = {"rvf10k": (0.005, 400), "140k": (0.005, 80), "190k": (0.005, 26), "gravex200k": (0.01, 80),
+           "deepfake330k": (0.005, 35)}
+FINETUNE_LR = {"rvf10k": 8e-5, "gravex200k": 2e-5, "deepfake330k": 4e-5}  # 140k and 190k: no KDFS/Pearson fine-tune
+PDD_EPOCHS = {"rvf10k": 50, "140k": 30, "190k": 30, "gravex200k": 30, "deepfake330k": 30}
+OPTION_KEYS = ("kd_temperature", "tau_start", "tau_end", "lambda_kd", "lambda_rl", "lambda_prune")
+
+
+def _cli(*args: str, timeout: float = 120) -> dict:
+    result = subprocess.run([sys.executable, "-m", "core", *args, "--quiet", "--json"], cwd=REPO, capture_output=True,
+                            text=True, timeout=timeout, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dataset", list(KDFS))
+def test_dry_run_resolves_every_published_value(dataset):
+    plan = _cli("reproduce", "pearson-paper", "--dataset", dataset, "--dry-run")
+    assert (plan["protocol"], plan["dataset"], plan["reference"]) == ("pearson-paper", dataset, dataset)
+    runs = plan["runs"]
+    assert [r["stage"] for r in runs][0] == "teacher" and {r["seed"] for r in runs} == {0, 1, 2}
+    teacher = runs[0]["config"]
+    assert (teacher["pretrained"], teacher["trainable"], teacher["lr"], teacher["epochs"], teacher["image_size"]) == \
+        ("imagenet", "layer4", 0.0001, 10, 256)
+    for run in runs[1:]:
+        config, options = run["config"], run["config"]["method_options"]
+        assert run["command"][:3] == ["python", "-m", "core"] and config["image_size"] == 256 and config["data"] == dataset
+        if run["stage"] == "search" and run["method"] in ("kdfs", "pearson"):
+            expected = (KDFS if run["method"] == "kdfs" else PEARSON)[dataset]
+            got = tuple(options[k] for k in OPTION_KEYS) + ((options["target_rate"],) if run["method"] == "kdfs" else ())
+            assert got == pytest.approx(expected)
+            assert (config["lr"], config["epochs"], config["batch_size"], config["optimizer"], config["arch"]) == \
+                (*STUDENT[dataset], 128, "adam", "resnet50")
+            assert config["teacher"] == "<teacher checkpoint>"
+        if run["method"] == "pearson":
+            assert options["correlation_normalization"] == "author-code"
+        if run["stage"] == "search" and run["method"] == "pdd":
+            assert (config["arch"], config["optimizer"], config["lr"], config["momentum"], config["epochs"]) == \
+                ("resnet18", "sgd", 0.01, 0.9, PDD_EPOCHS[dataset])
+            assert (options["initial_score"], options["initial_score_std"], options["sampler_weight_decay"]) == (0, 0.001, None)
+        if run["stage"] == "finetune":
+            assert config["init_checkpoint"] == f"<search/{run['method']}/{run['seed']} checkpoint>"
+            assert config["method_options"]["lambda_kd"] == 0  # the published fine-tune is BCE only
+            if run["method"] == "pdd":
+                assert (config["optimizer"], config["lr"], config["momentum"]) == ("sgd", 0.01, 0.9)
+            else:
+                assert (config["optimizer"], config["lr"]) == ("adam", FINETUNE_LR[dataset])
+    finetuned = {(r["method"], r["seed"]) for r in runs if r["stage"] == "finetune"}
+    searched = {(r["method"], r["seed"]) for r in runs if r["stage"] == "search"}
+    expected = {(m, s) for m, s in searched if m == "pdd" or dataset in FINETUNE_LR}
+    assert finetuned == expected, "fine-tune stages exactly where the paper fine-tuned"
+
+
+def test_mini_plan_shrinks_the_epochs_by_its_rule_and_uses_the_shipped_teacher():
+    plan = protocols.plan("pearson-paper", "synthetic:faceswap", scale="mini")
+    assert plan.reference == "140k" and [s.seed for s in plan.stages if s.stage == "search"] == [0, 0, 0]
+    teacher = plan.stages[0]
+    assert teacher.command is None and teacher.given.endswith("teacher-resnet50-synthetic-faceswap.safetensors")
+    for stage in plan.stages[1:]:
+        full = build_config(preset="140k", method=stage.method if stage.stage == "search" else "finetune",
+                            student_method=stage.method).epochs
+        assert stage.config["epochs"] == protocols.mini_epochs(full) and stage.config["image_size"] == 64
+        assert stage.config["lr"] == (0.01 if stage.method == "pdd" else 0.005)  # the published lrs, unchanged
+    assert protocols.mini_epochs(80) == 4 and protocols.mini_epochs(30) == 2 and protocols.mini_epochs(400) == 8
+    assert [s.stage for s in plan.stages] == ["teacher", "search", "search", "search", "finetune"]
+
+
+def test_the_other_protocols_plan_their_stages():
+    lottery = protocols.plan("lottery-tickets", "synthetic:faceswap", scale="full", seeds=[0])
+    assert [(s.method, s.label) for s in lottery.stages] == [("lth", "mesonet"), ("lth", "cnn5"), ("lth", "resnet18")]
+    assert all("--one-shot" in s.command and s.config["method_options"]["prune_rate"] == 0.2 for s in lottery.stages)
+    taylor = protocols.plan("ntu-taylor", "synthetic:faceswap", scale="mini")
+    search = [s for s in taylor.stages if s.stage == "search"]
+    assert [s.label for s in search] == ["iterative", "one-shot"]
+    config = search[0].config
+    assert (config["optimizer"], config["lr"], config["weight_decay"], config["scheduler"], config["early_stopping_patience"]) \
+        == ("adam", 0.0002, 1e-5, "none", 3)
+    assert (config["method_options"]["alpha"], config["method_options"]["kd_temperature"]) == (0.25, 1)
+    two = protocols.plan("two-in-one", "synthetic:faceswap", scale="mini")
+    assert [s.label for s in two.stages if s.stage == "search"] == ["spatial", "naive", "two-in-one"]
+
+
+def test_bad_requests_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="not compared"):
+        protocols.plan("pearson-paper", "140k", methods=["kdfs", "lth"])
+    with pytest.raises(ValueError, match="--reference"):
+        protocols.plan("pearson-paper", str(tmp_path))  # your own folder: say which published row it is compared with
+    assert protocols.plan("pearson-paper", str(tmp_path), reference="190k").reference == "190k"
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocols.plan("kdfs-paper", "140k")
+    with pytest.raises(ValueError, match="distinct"):
+        protocols.plan("pearson-paper", "140k", seeds=[1, 1])
+
+
+def test_presets_keep_published_and_our_values_apart():
+    """`ours` never sets a key that `published` sets at the same level: our choices cannot override the paper."""
+
+    def overlap(a: dict, b: dict, path: str = "") -> list[str]:
+        found = []
+        for key in a.keys() & b.keys():
+            if isinstance(a[key], dict) and isinstance(b[key], dict):
+                found += overlap(a[key], b[key], f"{path}{key}.")
+            else:
+                found.append(path + key)
+        return found
+
+    layered = {name: preset for name, preset in load_presets().items() if "published" in preset}
+    assert {"rvf10k", "140k", "190k", "gravex200k", "deepfake330k", "ntu"} <= set(layered)
+    for name, preset in layered.items():
+        assert overlap(preset["published"], preset.get("ours", {})) == [], name
+    assert [d for d in KDFS if published_finetune(d, "kdfs")] == list(FINETUNE_LR)
+    assert all(published_finetune(d, "pdd") for d in KDFS)
+    published = yaml.safe_load((CONFIG_DIR / "protocols.yaml").read_text())["pearson-paper"]["published"]
+    assert published["deepfake330k"]["pearson"]["accuracy"] == 90.79 and published["140k"]["teacher"]["accuracy"] == 94.73
+
+
+def test_a_protocol_runs_once_resumes_and_reports_published_beside_measured(tiny_benchmark, tmp_path):
+    """The mini protocol's machinery on a tiny network: every stage, the report, a rerun that trains nothing,
+    and a run interrupted mid-protocol that is resumed, not restarted."""
+    from core.training.runs import Run
+
+    small = ["--batch-size", "8", "--max-train-samples", "24", "--max-eval-samples", "12", "--num-workers", "0",
+             "--epochs", "1"]
+    extra = {"train": ["--image-size", "32", *small], "finetune": small,
+             "train:teacher": ["--arch", "resnet-tiny", "--pretrained", "none", "--trainable", "all"],
+             "train:kdfs": ["--arch", "resnet-tiny"]}  # PDD keeps its ResNet-18 student
+    runs_dir = tmp_path / "runs"
+    plan = protocols.plan("pearson-paper", "synthetic", scale="full", seeds=[0], methods=["kdfs", "pdd"],
+                          runs_dir=runs_dir, extra=extra)
+    assert [(s.stage, s.method) for s in plan.stages] == [("teacher", "teacher"), ("search", "kdfs"), ("search", "pdd"),
+                                                          ("finetune", "pdd")]
+    result = protocols.run(plan, out=tmp_path / "report", progress=False)
+    run_dirs = sorted(p.parent for p in runs_dir.glob("*/config.json"))
+    assert len(run_dirs) == 4 and all(Run(d).status()["status"] == "finished" for d in run_dirs)
+    rows = {row["method"]: row for row in result["rows"]}
+    assert set(rows) == {"teacher", "kdfs", "pdd"} and rows["teacher"]["macs_reduction"] == 0
+    assert rows["kdfs"]["published"]["flops_reduction"] == 81.77  # synthetic data: the 140k row is the reference
+    assert 0 < rows["pdd"]["macs_reduction"] < 1 and rows["pdd"]["arch"] == "resnet18"
+    finetuned = [r for r in result["runs"] if r["stage"] == "finetune"][0]
+    assert finetuned["config"]["optimizer"] == "sgd"
+    assert json.loads((Path(finetuned["run_dirs"][0]) / "config.json").read_text())["init_checkpoint"].endswith(
+        "last.safetensors")
+    table = (tmp_path / "report" / "published.md").read_text()
+    assert "99.25 ± 0.03" in table and "81.77" in table and "kdfs" in table
+    assert "published beside measured" in (tmp_path / "report" / "report.md").read_text()
+
+    again = protocols.run(plan, out=tmp_path / "report2", progress=False)  # everything found: nothing trains
+    assert sorted(p.parent for p in runs_dir.glob("*/config.json")) == run_dirs
+    assert [r["run_dirs"] for r in again["runs"]] == [r["run_dirs"] for r in result["runs"]]
+
+    pdd_search = Path([r for r in result["runs"] if r["stage"] == "search" and r["method"] == "pdd"][0]["run_dirs"][0])
+    status = json.loads((pdd_search / "status.json").read_text())
+    (pdd_search / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2**22 + 12345}))
+    assert Run(pdd_search).status()["status"] == "interrupted"
+    protocols.run(plan, out=tmp_path / "report3", progress=False)
+    assert sorted(p.parent for p in runs_dir.glob("*/config.json")) == run_dirs, "resumed in place, not restarted"
+    assert Run(pdd_search).status()["status"] == "finished"
+    assert "resum" in (pdd_search / "log.txt").read_text()
