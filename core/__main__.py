@@ -146,6 +146,7 @@ def _boolean(text: str) -> bool:
 # student hyperparameters: flag -> StudentOptions field (core/methods/distillation.py)
 STUDENT_FLAGS = {
     "kd_temperature": (float, "T of the KD loss"),
+    "kd_scale": (str, "none (the Pearson authors' code, default: no T^2 factor) or t2 (Hinton's T^2 factor)"),
     "tau_start": (float, "Gumbel temperature at the start (tau_0)"),
     "tau_end": (float, "Gumbel temperature at the last epoch (tau_E)"),
     "lambda_kd": (float, "weight of the KD loss (lambda_1)"),
@@ -651,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("checkpoint", help="student checkpoint or run directory (masked or compact)")
     training_flags(finetune)
     finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
-    finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float, help="weight of the KD loss (default 1; 0 = BCE only)")
+    finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float,
+                          help="weight of KD from the student's teacher (default 0: BCE only, as the published fine-tune)")
     finetune.add_argument("--kd-temperature", dest="kd_temperature", type=float, help="T of the KD loss (default 3)")
 
     from core.training.protocols import PLANNERS, SCALES

@@ -368,6 +368,32 @@ def test_gravex200k_with_manifest(tmp_path):
     assert labels_by_folder(dataset) == {("real", REAL), ("ai_images", FAKE)}
 
 
+@pytest.mark.parametrize("ones_mean", ["real", "fake"])
+def test_gravex200k_numeric_labels_are_read_off_the_class_folders(tmp_path, ones_mean):
+    """The authors' loader reads 1 as real for their 200k CSVs; the folders say which convention a CSV uses."""
+    real = write_images(tmp_path / "real", 10)
+    fake = write_images(tmp_path / "ai_images", 10)
+    one, zero = (1, 0) if ones_mean == "real" else (0, 1)
+    pd.DataFrame({"path": [p.relative_to(tmp_path).as_posix() for p in real + fake],
+                  "label": [one] * 10 + [zero] * 10}).to_csv(tmp_path / "labels.csv", index=False)
+    dataset = resolve_dataset("gravex200k", tmp_path)
+    assert labels_by_folder(dataset) == {("real", REAL), ("ai_images", FAKE)}
+
+
+def test_gravex200k_refuses_to_guess_what_0_and_1_mean(tmp_path):
+    flat = write_images(tmp_path / "images", 10)
+    pd.DataFrame({"path": [p.relative_to(tmp_path).as_posix() for p in flat],
+                  "label": [0, 1] * 5}).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DatasetError, match="ambiguous"):
+        resolve_dataset("gravex200k", tmp_path)
+    real = write_images(tmp_path / "real", 10)
+    fake = write_images(tmp_path / "ai_images", 10)
+    pd.DataFrame({"path": [p.relative_to(tmp_path).as_posix() for p in real + fake],
+                  "label": [0, 1] * 10}).to_csv(tmp_path / "labels.csv", index=False)  # half agree either way
+    with pytest.raises(DatasetError, match="agree with the class folders"):
+        resolve_dataset("gravex200k", tmp_path)
+
+
 def test_gravex200k_folders_only(tmp_path):
     write_images(tmp_path / "real", 10)
     write_images(tmp_path / "ai_images", 10)

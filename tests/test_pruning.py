@@ -134,7 +134,8 @@ def test_scores_refreshed_every_n_steps_are_reused_in_between_and_their_agreemen
     losses = []
     for step in range(5):
         losses.append(float(method.prune_loss(distiller, None, keep)))
-        fresh = float(correlation_loss(masked, keep, weight_gradient=False))
+        fresh = float(correlation_loss(masked, keep, weight_gradient=False,
+                                       normalization=distiller.options.correlation_normalization))
         assert losses[-1] == pytest.approx(fresh, rel=1e-6) if step in (0, 3) else losses[-1] != fresh
         with torch.no_grad():
             conv.weight.add_(0.05 * torch.randn_like(conv.weight))  # the weights move after every step

@@ -127,9 +127,10 @@ def test_decoders_only_when_asked_and_mse_needs_matching_widths():
                   MaskedCost(student, SIZE), 1.0)
 
 
-@pytest.mark.parametrize("method", [KDFSMethod(), PearsonMethod()])
-def test_forward_weights_every_term_by_its_lambda(method):
-    options = StudentOptions(kd_temperature=2.0, lambda_kd=0.5, lambda_rl=10.0, lambda_prune=0.3, target_rate=0.7)
+@pytest.mark.parametrize("method,kd_scale", [(KDFSMethod(), "none"), (PearsonMethod(), "none"), (KDFSMethod(), "t2")])
+def test_forward_weights_every_term_by_its_lambda(method, kd_scale):
+    options = StudentOptions(kd_temperature=2.0, lambda_kd=0.5, lambda_rl=10.0, lambda_prune=0.3, target_rate=0.7,
+                             kd_scale=kd_scale)
     distiller = _distiller(options, method.prune_loss).eval()  # eval: deterministic masks
     torch.manual_seed(5)
     images, labels = torch.randn(4, 3, SIZE, SIZE), torch.tensor([0.0, 1.0, 1.0, 0.0])
@@ -141,7 +142,8 @@ def test_forward_weights_every_term_by_its_lambda(method):
         bce = F.binary_cross_entropy_with_logits(z, y)
         q = torch.sigmoid(t / temperature)
         p = torch.sigmoid(z / temperature)
-        kd = temperature**2 * (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).mean()  # the Bernoulli KL
+        kl = (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).mean()  # the Bernoulli KL
+        kd = kl * (temperature**2 if kd_scale == "t2" else 1)  # the authors' code has no T^2 factor
         rl = np.mean([((_attention(a) - _attention(b)) ** 2).mean() for a, b in zip(features, teacher_features, strict=True)])
         prune = float(method.prune_loss(distiller, mask, keep))
     assert float(terms["bce"]) == pytest.approx(float(bce), rel=1e-5)

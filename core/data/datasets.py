@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,8 +380,45 @@ def _parse_splits(values: pd.Series, csv_path: Path) -> pd.Series:
     return splits
 
 
+# ``fake_number`` for datasets whose CSVs use 0/1 with no documented meaning: read it off the class folders the
+# listed paths name (GRAVEX-200K: the authors' loader takes 1 as real, the generic convention here is 1 = fake)
+FROM_FOLDERS = -1
+
+
+def _class_in_path(path: str) -> int | None:
+    """REAL / FAKE when exactly one class folder name (``real/``, ``ai_images/``...) appears in ``path``, else None."""
+    found = {CLASS_SYNONYMS[part.lower()] for part in re.split(r"[\\/]", path)[:-1] if part.lower() in CLASS_SYNONYMS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _fake_number_from_folders(labels: pd.Series, paths: pd.Series, csv_path: Path) -> int:
+    """Which number means fake in a CSV of 0/1 labels, read off the class folders of its paths; refuses to guess."""
+    numbers = pd.to_numeric(labels.str.strip(), errors="coerce")
+    numeric = numbers.isin([0, 1])
+    if not numeric.any():
+        return FAKE  # words only: they say what they mean
+    folders = paths.map(_class_in_path)
+    known = numeric & folders.notna()
+    if not known.any():
+        raise DatasetError(
+            f"{csv_path} labels its images 0/1 but its paths name no class folder (real/, ai_images/, fake/), so which "
+            "number means fake is ambiguous (the Pearson authors' loader reads 1 as real, this toolkit's CSVs 1 as fake): "
+            "write the labels as words (real/fake) or list paths under real/ and ai_images/")
+    ones_are_fake = float(((numbers[known] == 1) == (folders[known] == FAKE)).mean())
+    if ones_are_fake >= 0.99:
+        return FAKE
+    if ones_are_fake <= 0.01:
+        return REAL
+    raise DatasetError(
+        f"{csv_path}: its 0/1 labels agree with the class folders of its paths in only {ones_are_fake:.1%} of the "
+        f"{int(known.sum())} rows that name one (1 = fake) and {1 - ones_are_fake:.1%} (1 = real): fix the labels or the paths")
+
+
 def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
-    """Read one manifest into columns path, label (fake = 1), split, source, video_id."""
+    """Read one manifest into columns path, label (fake = 1), split, source, video_id.
+
+    ``fake_number``: the number the CSV uses for fake, or :data:`FROM_FOLDERS` to read it off the paths.
+    """
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -397,6 +435,9 @@ def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
 
     def optional(column: str) -> pd.Series:
         return table[columns[column]].str.strip() if column in columns else pd.Series("", index=table.index)
+
+    if fake_number == FROM_FOLDERS:
+        fake_number = _fake_number_from_folders(table[label_column], table[path_column], csv_path)
 
     return pd.DataFrame(
         {
@@ -557,7 +598,7 @@ def _load_gravex200k(root: Path) -> DatasetSplits:
     if manifests:
         return _load_manifests(
             manifests, name="gravex200k", root=root, image_roots=[root],
-            fake_number=FAKE, default_source="gravex200k",
+            fake_number=FROM_FOLDERS, default_source="gravex200k",
         )
     return load_image_folder(_tree_root(root), name="gravex200k")
 
@@ -600,8 +641,10 @@ DATASETS: dict[str, DatasetPreset] = {
             "GRAVEX-200K",
             "<data-root>/{real,ai_images}/ + CSV manifest(s) with a path and a label column\n"
             "Path column path|filepath|file|image|filename, label column label|class|target with\n"
-            "real / ai|ai_images|fake or 0/1 (1 = fake); a split column or train/val/test CSVs are\n"
-            "used if present, else 80/10/10. Without a CSV the two folders are read and re-split.",
+            "real / ai|ai_images|fake, or 0/1 read off the class folders the paths name (the authors'\n"
+            "loader takes 1 = real; a 0/1 CSV whose paths name no class folder is refused, not guessed);\n"
+            "a split column or train/val/test CSVs are used if present, else 80/10/10. Without a CSV\n"
+            "the two folders are read and re-split.",
             _load_gravex200k,
         ),
         DatasetPreset(

@@ -2,10 +2,12 @@
 
 ``L = BCE(z_s, y) + lambda_kd * L_KD + lambda_rl * L_RL + lambda_prune * L_prune``
 
-- ``L_KD = T^2 * (BCE(sigmoid(z_s / T), q) - H(q))`` with ``q = sigmoid(z_t / T)``: binary KD
-  with temperature ``T``. Subtracting the target's entropy ``H(q)`` (a constant) leaves
-  the gradient of the BCE unchanged and makes the term the Bernoulli KL, 0 at a perfect
-  match, so the logged value reads as a distance.
+- ``L_KD = s(T) * (BCE(sigmoid(z_s / T), q) - H(q))`` with ``q = sigmoid(z_t / T)``: binary KD
+  with temperature ``T``, as the Pearson authors' code computes it (``s = 1``,
+  ``kd_scale: none``) or with Hinton's ``s = T^2`` (``kd_scale: t2``, the embedded presets).
+  Subtracting the target's entropy ``H(q)`` (a constant) leaves the gradient of the BCE
+  unchanged and makes the term the Bernoulli KL, 0 at a perfect match, so the logged value
+  reads as a distance.
 - ``L_RL``: each stage's output is compared with the teacher's by the KDFS authors'
   distance, ``mean((a(f_s) - a(f_t))^2)`` with ``a(f) = normalize_L2(mean_c f^2)`` the
   per-image spatial attention map (``feature_distance: attention``), or by plain
@@ -40,6 +42,7 @@ from core.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 FEATURE_STAGES = ("mean", "sum")
+KD_SCALES = ("none", "t2")
 # Pearson's redundancy scores: "paper" = the equations (rho divided by W-1); "author-code" = the published
 # code's Zn Zn^T without the 1/(W-1), i.e. (W-1)^2 x the paper's scores per layer (core.methods.pearson)
 CORRELATION_NORMALIZATIONS = ("author-code", "paper")
@@ -50,6 +53,7 @@ class StudentOptions:
     """The hyperparameters of the papers' tables (``method_options`` in a TrainConfig)."""
 
     kd_temperature: float = 3.0  # T
+    kd_scale: str = "none"  # none (the Pearson authors' code: BCE of the tempered outputs) | t2 (Hinton's T^2 factor)
     tau_start: float = 2.0  # tau_0 of the Gumbel softmax
     tau_end: float = 0.2  # tau_E, reached at the last epoch
     lambda_kd: float = 1.0
@@ -77,6 +81,8 @@ class StudentOptions:
             raise ValueError(f"mask_init must be 'kaiming' or 'keep', got {options.mask_init!r}")
         if options.feature_distance not in ("attention", "mse"):
             raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
+        if options.kd_scale not in KD_SCALES:
+            raise ValueError(f"kd_scale must be one of {KD_SCALES}, got {options.kd_scale!r}")
         if options.feature_stages not in FEATURE_STAGES:
             raise ValueError(f"feature_stages must be one of {FEATURE_STAGES}, got {options.feature_stages!r}")
         if options.correlation_normalization not in CORRELATION_NORMALIZATIONS:
@@ -99,13 +105,14 @@ def temperature(options: StudentOptions, epoch: int, epochs: int) -> float:
     return options.tau_start * (options.tau_end / options.tau_start) ** ((epoch + 1) / epochs)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * (BCE(sigmoid(z_s/T), q) - H(q))``, ``q = sigmoid(z_t/T)``: the KL form of binary KD."""
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            t_squared: bool = True) -> torch.Tensor:
+    """``s * (BCE(sigmoid(z_s/T), q) - H(q))``, ``q = sigmoid(z_t/T)``, ``s = T^2`` (or 1): the KL form of binary KD."""
     teacher_scaled = teacher_logits.float() / temperature
     target = torch.sigmoid(teacher_scaled)
     cross_entropy = F.binary_cross_entropy_with_logits(student_logits.float() / temperature, target)
     entropy = F.binary_cross_entropy_with_logits(teacher_scaled, target)
-    return (cross_entropy - entropy) * temperature**2
+    return (cross_entropy - entropy) * (temperature**2 if t_squared else 1.0)
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -206,7 +213,7 @@ class Distiller(nn.Module):
         logits, features, mask, keep_probability = self.student.forward_features(images)
         options = self.options
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        kd = kd_loss(logits, teacher_logits, options.kd_temperature)
+        kd = kd_loss(logits, teacher_logits, options.kd_temperature, options.kd_scale == "t2")
         rl = logits.new_zeros(())
         if options.lambda_rl:  # L_RL off (lambda_rl = 0) means no decoders at all, so nothing unused under DDP
             rl = reconstruction_loss(features, teacher_features, self.decoders or None, options)

@@ -97,10 +97,12 @@ class Plan:
     runs_dir: Path
     stages: list[Stage]
     notes: list[str]
+    data_root: str | None = None
 
     def record(self) -> dict:
-        return {"protocol": self.protocol, "dataset": self.dataset, "scale": self.scale, "reference": self.reference,
-                "runs_dir": str(self.runs_dir), "notes": self.notes, "runs": [s.record() for s in self.stages]}
+        return {"protocol": self.protocol, "dataset": self.dataset, "data_root": self.data_root, "scale": self.scale,
+                "reference": self.reference, "runs_dir": str(self.runs_dir), "notes": self.notes,
+                "runs": [s.record() for s in self.stages]}
 
 
 @dataclass
@@ -290,7 +292,7 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
     keys = {s.key: s for s in stages}
     for stage in stages:
         stage.config = _stage_config(stage, keys)
-    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes)
+    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root)
 
 
 def _parse(command: list[str]):
@@ -406,11 +408,18 @@ def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outc
 
 
 def _final_outcomes(plan_: Plan, outcomes: dict[str, Outcome]) -> dict[tuple[str, str], list[Outcome]]:
-    """Per (method, label): the last stage of each seed (its fine-tune where there is one), and the teacher."""
+    """Per (method, label), one outcome per seed: each stage's last (its fine-tune where there is one), the
+    teacher, and every run of a chain (lottery-ticket rounds, Taylor steps) as its own entry."""
     finals: dict[tuple[str, str, int], Outcome] = {}
     for stage in plan_.stages:
-        finals[(stage.method if stage.stage != "dense" else "dense", stage.label if stage.stage != "teacher" else "",
-                stage.seed)] = outcomes[stage.key]
+        outcome = outcomes[stage.key]
+        method = "dense" if stage.stage == "dense" else stage.method
+        label = "" if stage.stage == "teacher" else stage.label
+        if len(outcome.run_dirs) > 1:
+            for index, run_dir in enumerate(outcome.run_dirs, start=1):
+                finals[(method, f"{label} run {index}", stage.seed)] = Outcome(stage, [run_dir], run_dir / "best.safetensors")
+        else:
+            finals[(method, label, stage.seed)] = outcome
     grouped: dict[tuple[str, str], list[Outcome]] = {}
     for (method, label, _), outcome in finals.items():
         grouped.setdefault((method, label), []).append(outcome)
@@ -442,12 +451,14 @@ def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
     for (method, label), members in _final_outcomes(plan_, outcomes).items():
         accuracies, aucs = [], []
         for outcome in members:
-            metrics = evaluate(outcome.checkpoint, plan_.dataset, "test", _data_root(plan_), progress=False).metrics()
+            metrics = evaluate(outcome.checkpoint, plan_.dataset, "test", plan_.data_root, progress=False).metrics()
             accuracies.append(metrics["accuracy"])
             aucs.append(metrics["auc"])
         mean, std = mean_std(accuracies)
         header = read_header(members[0].checkpoint)
+        sparsity = header.get("lth", {}).get("sparsity")  # a lottery ticket: the share of weights at zero
         row = {"method": method, "label": label or None, "seeds": len(members), "accuracy": mean,
+               **({"sparsity": sparsity} if sparsity is not None else {}),
                "accuracy_std": std if len(members) > 1 else None, "accuracies": accuracies,
                "auc": sum(aucs) / len(aucs), "image_size": header.get("image_size"),
                "arch": header.get("model", {}).get("arch"), **cost_of(header),
@@ -459,13 +470,6 @@ def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
     return rows
 
 
-def _data_root(plan_: Plan) -> str | None:
-    for stage in plan_.stages:
-        if stage.command and "--data-root" in stage.command:
-            return stage.command[stage.command.index("--data-root") + 1]
-    return None
-
-
 def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Path, latency: bool,
             progress: bool) -> dict:
     """``report`` over every run of the protocol, plus the published-beside-measured table."""
@@ -475,7 +479,7 @@ def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Pa
     paths = []
     for outcome in outcomes.values():
         paths.extend(outcome.run_dirs or [outcome.checkpoint])
-    result = build_report(list(dict.fromkeys(map(str, paths))), out, [], "test", _data_root(plan_), latency=latency,
+    result = build_report(list(dict.fromkeys(map(str, paths))), out, [], "test", plan_.data_root, latency=latency,
                           progress=progress, png=False)
     table = published_table(rows)
     markdown = write_table(table, out, "published")
