@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ KDFS_VS_TEACHER_TARGET = 1.5  # KDFS step / plain teacher training step
 
 
 def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool,
-                     methods: tuple[str, ...] = ("teacher", "kdfs", "pearson")) -> dict:
+                     methods: tuple[str, ...] = ("teacher", "kdfs", "pearson"), preset: str = "full") -> dict:
     """``name -> step()`` closures: plain teacher training, a KDFS student step and a Pearson student step.
 
     A step trains on one resident random batch, or on ``step(images, labels)`` when given (a loader's).
@@ -285,9 +286,9 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     for name in methods:
         # "pearson@N": the Pearson student with its redundancy scores refreshed every N steps (score_every)
         method_name, _, every = name.partition("@")
-        config = build_config(preset="full", method=method_name, arch=arch,
+        config = build_config(preset=preset, method=method_name, arch=arch, pretrained="none",  # weights: timing only
                               teacher=None if method_name == "teacher" else teacher_path, image_size=image_size, batch_size=batch)
-        if method_name == "pearson":  # "pearson" is the every-step student; the presets refresh every 32 steps
+        if method_name == "pearson" and preset == "full":  # "pearson": the every-step student; `full` refreshes every 32
             config.method_options = {**config.method_options, "score_every": int(every or 1)}
         method = get_method(method_name)
         model = method.build(config).to(device).to(memory_format=torch.channels_last)
@@ -421,6 +422,53 @@ def bench_train_step(smoke: bool) -> dict:
     summary = "train-step: " + "; ".join(_step_summary(key, r) for key, r in results.items())
     return {"config": {"settings": settings, "arch": "resnet-tiny" if smoke else "resnet50", "preset": "full"},
             "results": results, "targets": targets, "summary": summary}
+
+
+# one 140k paper run: 100,000 training images; teacher 10 epochs, KDFS and Pearson 80 (the 140k preset)
+PAPER_RUN_IMAGES = 100_000
+
+
+@register_benchmark("protocol-gpu", "the pearson-paper protocol's published 140k steps at 256 px on a GPU (AMP, channels_last): "
+                                    "img/s at batch 128, the largest batch, the projected wall time of a run (skipped without CUDA)")
+def bench_protocol_gpu(smoke: bool) -> dict:
+    """Teacher fine-tune (layer4 + head), KDFS and Pearson (author-code scores every step, weight gradient) as 140k
+    publishes them, timed round-robin on resident batches; then each one's largest batch (doubling until out of memory)."""
+    from core.training.config import build_config
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU: torch.cuda.is_available() is False", "config": {}, "targets": {},
+                "summary": "protocol-gpu: skipped (no GPU)"}
+    device = torch.device("cuda")
+    size, batch, repeats = (32, 8, 2) if smoke else (256, 128, 10)
+    steps = _step_contenders(size, batch, device, smoke, preset="140k")
+    timings = time_steps(steps, repeats, warmup=1 if smoke else 3, device=device)
+    images = {name: batch / statistics.median(values) for name, values in timings.items()}
+    del steps
+    largest = {}
+    for name in ("teacher", "kdfs", "pearson"):
+        fits, trial = batch, batch * 2
+        while trial <= (32 if smoke else 2048):
+            torch.cuda.empty_cache()
+            try:
+                step = _step_contenders(size, trial, device, smoke, methods=(name,), preset="140k")[name]
+                step()
+                torch.cuda.synchronize()
+                fits, trial = trial, trial * 2
+                del step
+            except torch.cuda.OutOfMemoryError:
+                break
+        largest[name] = fits
+    epochs = {name: build_config(preset="140k", method=name).epochs for name in ("teacher", "kdfs", "pearson")}
+    hours = {name: epochs[name] * PAPER_RUN_IMAGES / images[name] / 3600 for name in epochs}
+    summary = (f"protocol-gpu: {torch.cuda.get_device_name(0)}, {size} px b{batch} AMP, 140k settings: teacher "
+               f"{images['teacher']:.0f} img/s, KDFS {images['kdfs']:.0f}, Pearson {images['pearson']:.0f}; largest batch "
+               f"{largest}; one 140k run projected at {sum(hours.values()):.1f} h (teacher {hours['teacher']:.1f}, "
+               f"KDFS {hours['kdfs']:.1f}, Pearson {hours['pearson']:.1f})")
+    return {"config": {"image_size": size, "batch": batch, "repeats": repeats, "amp": "float16", "channels_last": True,
+                       "preset": "140k", "paper_run_images": PAPER_RUN_IMAGES},
+            "raw_s": {k: [round(v, 6) for v in vs] for k, vs in timings.items()},
+            "images_per_s": {k: round(v, 2) for k, v in images.items()}, "largest_batch": largest,
+            "projected_hours": {k: round(v, 2) for k, v in hours.items()}, "targets": {}, "summary": summary}
 
 
 @register_benchmark("pearson-scale", "Pearson's redundancy loss at the paper's and at the authors' code's scale: its gradient "

@@ -34,7 +34,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -203,10 +203,9 @@ def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str
     budget = "efficientnet" if ctx.scale == "full" else "quick"
     teacher = _teacher_stage(ctx, "efficientnet_b0", ["train", "--method", "teacher", "--arch", "efficientnet_b0",
                                                       "--preset", "efficientnet", "--pretrained", "imagenet"])
-    ctx_dense = Context(**{**asdict_shallow(ctx), "teacher": None})
-    dense = _teacher_stage(ctx_dense, "efficientnet_lite0", ["train", "--method", "teacher", "--arch", "efficientnet_lite0",
-                                                            "--preset", "efficientnet", "--pretrained", "imagenet"],
-                           key="dense")
+    dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0",
+                           ["train", "--method", "teacher", "--arch", "efficientnet_lite0", "--preset", "efficientnet",
+                            "--pretrained", "imagenet"], key="dense")
     dense.stage = "dense"
     stages = [teacher, dense]
     for seed in ctx.seeds:
@@ -233,10 +232,6 @@ def plan_two_in_one(ctx: Context, reference: str) -> tuple[list[Stage], list[str
                                 ["train", "--method", "two-in-one", "--preset", preset, "--teacher", "{teacher}",
                                  "--mode", mode, "--seed", str(seed), *ctx.common("train", "two-in-one")], label=mode))
     return stages, [f"no published training settings: the embedded {preset} preset's"]
-
-
-def asdict_shallow(ctx: Context) -> dict:
-    return {name: getattr(ctx, name) for name in ctx.__dataclass_fields__}
 
 
 PLANNERS = {"pearson-paper": plan_pearson_paper, "lottery-tickets": plan_lottery_tickets,
