@@ -35,9 +35,22 @@ def _cli(*args: str, timeout: float = 120) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _dry_run(dataset: str, capsys) -> dict:
+    """The CLI in-process (one subprocess test below covers `python -m core` itself)."""
+    from core.__main__ import main
+
+    assert main(["reproduce", "pearson-paper", "--dataset", dataset, "--dry-run", "--json", "--quiet"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_the_dry_run_is_one_json_line_from_the_real_cli():
+    plan = _cli("reproduce", "pearson-paper", "--dataset", "rvf10k", "--dry-run")
+    assert plan["protocol"] == "pearson-paper" and len(plan["runs"]) == 19 and plan["runs"][0]["stage"] == "teacher"
+
+
 @pytest.mark.parametrize("dataset", list(KDFS))
-def test_dry_run_resolves_every_published_value(dataset):
-    plan = _cli("reproduce", "pearson-paper", "--dataset", dataset, "--dry-run")
+def test_dry_run_resolves_every_published_value(dataset, capsys):
+    plan = _dry_run(dataset, capsys)
     assert (plan["protocol"], plan["dataset"], plan["reference"]) == ("pearson-paper", dataset, dataset)
     runs = plan["runs"]
     assert [r["stage"] for r in runs][0] == "teacher" and {r["seed"] for r in runs} == {0, 1, 2}
