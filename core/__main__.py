@@ -73,8 +73,14 @@ def cmd_data_info(args: argparse.Namespace) -> None:
     dataset = resolve_dataset(args.data, args.data_root)
     counts = dataset.counts()
     sources = sorted({s.source for split in dataset.splits.values() for s in split})
-    _emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources},
-          f"{dataset.name} at {dataset.root}: {counts}")
+    described = {split: dataset.describe(split) for split in counts}
+    dropped = [f"  left out of the manifest: {count} {reason} (e.g. {', '.join(dataset.dropped_examples[reason])})"
+               for reason, count in dataset.dropped_reasons.items()]
+    _emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources,
+                 "provenance": dataset.provenance, "images": described, "dropped_rows": dataset.dropped_rows,
+                 "dropped_reasons": dataset.dropped_reasons, "dropped_examples": dataset.dropped_examples},
+          f"{dataset.name} at {dataset.root}: {counts}\n" + "\n".join(f"  {line}" for line in described.values())
+          + "".join(f"\n{line}" for line in dropped))
 
 
 def _face_options(args: argparse.Namespace, crop_scale: float):
@@ -134,6 +140,17 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 # --- train ----------------------------------------------------------------------------
+
+
+def _probability(text: str) -> float:
+    """A threshold on P(fake): a number in [0, 1], refused at the boundary otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a threshold on P(fake) lies in [0, 1], got {value:g}")
+    return value
 
 
 def _boolean(text: str) -> bool:
@@ -224,7 +241,9 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
     if pruning:
         extra = {"params_reduction": pruning["params_reduction"], "macs_reduction": pruning["macs_reduction"],
                  "compact_params": pruning["compact_params"], "compact_macs": pruning["compact_macs"]}
-    human = f"{result.status}: {result.run_dir} (test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f})"
+    tested = (f"test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} on {test.get('n')} images, "
+              f"{test.get('skipped', 0)} skipped" if test.get("accuracy") is not None else f"no test: {test.get('note')}")
+    human = f"{result.status}: {result.run_dir} ({tested})"
     if extra:
         human += f"; compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs"
     if runs:
@@ -428,9 +447,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.roc:
         result["roc"] = evaluation.roc()
     video = f", video AUC {metrics['video']['auc']:.4f} on {metrics['video']['videos']} videos" if "video" in metrics else ""
+    reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["skipped_reasons"].items())
     _emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
                         f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
-                        f"({metrics['skipped']} skipped{', cached predictions' if evaluation.cached else ''}){video}")
+                        f"({metrics['skipped']} skipped{': ' + reasons if reasons else ''}"
+                        f"{', cached predictions' if evaluation.cached else ''}){video}; {evaluation.images}")
 
 
 # --- report -----------------------------------------------------------------------------
@@ -528,6 +549,7 @@ def _emit_exported_profile(args: argparse.Namespace, header: dict, image_size: i
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.data.datasets import SPLIT_CHOICES
     from core.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n\n")[0])
@@ -694,8 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="checkpoint file or run directory")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--data-root")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
-    evaluate.add_argument("--threshold", type=float, default=0.5)
+    evaluate.add_argument("--split", default="test", choices=list(SPLIT_CHOICES),
+                          help="the split as the data declares it (default test); all: every image")
+    evaluate.add_argument("--threshold", type=_probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=0)
     evaluate.add_argument("--device")
@@ -707,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default reports/<time>)")
     report.add_argument("--data", help="comma-separated datasets for the cross-dataset table (each checkpoint's own is added)")
     report.add_argument("--data-root")
-    report.add_argument("--split", default="test", choices=["train", "val", "test"])
+    report.add_argument("--split", default="test", choices=list(SPLIT_CHOICES))
     report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
     report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")
 
@@ -722,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--random", action="store_true", help="fixed_num_frames: random frames (seeded) instead of evenly spread")
     video.add_argument("--seed", type=int, default=0)
     video.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean", help="per-video score from the faces'")
-    video.add_argument("--threshold", type=float, default=0.5, help="video score above it means fake (default 0.5)")
+    video.add_argument("--threshold", type=_probability, default=0.5, help="video score above it means fake (default 0.5)")
     video.add_argument("--crop-scale", type=float, help="crop side / face side (default: that of the checkpoint's training data: "
                                                         "1.3 for `data frames` crops, 1.8 for the embedded benchmark)")
     face_flags(video)

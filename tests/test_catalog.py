@@ -38,4 +38,6 @@ def test_status_of_a_dead_process_reads_interrupted(tmp_path):
     (run.dir / "status.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 12345}))
     assert run.status()["status"] == "interrupted"
     (run.dir / "status.json").write_text("{torn")
+    assert run.status()["status"] == "damaged" and "JSONDecodeError" in run.status()["error"]
+    (run.dir / "status.json").unlink()
     assert run.status()["status"] == "unknown"

@@ -117,12 +117,53 @@ def test_flat_tree_gets_stratified_80_10_10(tmp_path):
     }
     pooled = [s.path for samples in dataset.splits.values() for s in samples]
     assert len(pooled) == len(set(pooled)) == 30
+    assert set(dataset.provenance.values()) == {"80/10/10"}
 
 
-def test_train_and_val_only_are_pooled_and_resplit(tmp_path):
+def test_train_and_val_only_keep_their_splits_and_refuse_test(tmp_path):
     root = split_tree(tmp_path / "tv", splits=("train", "valid"), count=5)
-    counts = load_image_folder(root).counts()
-    assert counts == {"train": {"real": 8, "fake": 8}, "val": {"real": 1, "fake": 1}, "test": {"real": 1, "fake": 1}}
+    dataset = load_image_folder(root)
+    assert dataset.counts() == {"train": {"real": 5, "fake": 5}, "val": {"real": 5, "fake": 5},
+                                "test": {"real": 0, "fake": 0}}
+    assert dataset.provenance == {"train": "declared", "val": "declared", "test": "not declared"}
+    with pytest.raises(DatasetError, match=r"declares no 'test' split \(it declares train, val\).*--split all"):
+        dataset.split("test")
+    assert len(dataset.split("all")) == 20
+
+
+def test_a_test_only_folder_is_scored_whole_and_cannot_train(tmp_path):
+    """The cross-dataset case: another dataset's test split, 20 images per class, is never re-split."""
+    root = split_tree(tmp_path / "eval", splits=("test",), count=20)
+    dataset = load_image_folder(root)
+    assert len(dataset.split("test")) == 40 and len(dataset.split("all")) == 40
+    assert dataset.describe("test") == "test: 40 images, declared by the data"
+    with pytest.raises(DatasetError, match="declares no 'train' split .* can still be evaluated"):
+        dataset.split("train")
+    with pytest.raises(DatasetError, match="declares no 'val' split"):
+        dataset.split("val")
+
+
+@pytest.mark.parametrize("splits", [("train",), ("train", "test")])
+def test_a_missing_val_is_carved_from_train(tmp_path, splits):
+    root = split_tree(tmp_path / "t", splits=splits, count=20)
+    dataset = load_image_folder(root)
+    assert dataset.counts()["train"] == {"real": 18, "fake": 18} and dataset.counts()["val"] == {"real": 2, "fake": 2}
+    assert dataset.provenance["val"] == "carved from train" and "carved from train" in dataset.describe("val")
+    assert all("/train/" in s.path for s in dataset.split("val")), "carved from train, nothing else"
+    assert relative_assignment(dataset) == relative_assignment(load_image_folder(root)), "the same files every time"
+    if "test" in splits:
+        assert len(dataset.split("test")) == 40 and dataset.provenance["test"] == "declared"
+    else:
+        with pytest.raises(DatasetError, match="declares no 'test' split"):
+            dataset.split("test")
+
+
+def test_images_without_a_split_beside_declared_ones_are_refused(tmp_path):
+    root = split_tree(tmp_path / "mixed", splits=("train", "test"))
+    write_images(root / "real", 2)
+    write_images(root / "fake", 2)
+    with pytest.raises(DatasetError, match="4 images name no split while others name train, test"):
+        load_image_folder(root)
 
 
 def test_pooled_split_is_deterministic_across_creation_order_and_location(tmp_path):
@@ -181,8 +222,11 @@ def test_empty_split_is_refused():
     sample = Sample("/x/a.png", FAKE)
     dataset = DatasetSplits("toy", Path("/x"), {"train": [sample, Sample("/x/b.png", REAL)]})
     assert dataset.counts()["val"] == {"real": 0, "fake": 0}
-    with pytest.raises(DatasetError, match="split 'test' of dataset toy is empty"):
+    with pytest.raises(DatasetError, match="dataset toy declares no 'test' split"):
         dataset.split("test")
+    declared_empty = DatasetSplits("toy", Path("/x"), {"train": [sample]}, provenance={"test": "declared"})
+    with pytest.raises(DatasetError, match="split 'test' of dataset toy is empty"):
+        declared_empty.split("test")
 
 
 # ---------------------------------------------------------------------- CSV manifests
@@ -225,6 +269,24 @@ def test_csv_without_split_column_and_string_labels(tmp_path):
                                 "test": {"real": 1, "fake": 1}}
     assert labels_by_folder(dataset) == {("real", REAL), ("fake", FAKE)}
     assert relative_assignment(dataset) == relative_assignment(load_csv_manifest(tmp_path / "all.csv", name="mine"))
+
+
+def test_csv_whose_rows_all_say_test_scores_every_row(tmp_path):
+    rows = manifest_images(tmp_path, 5)
+    pd.DataFrame({"path": [p for p, _ in rows], "label": [lab for _, lab in rows], "split": ["test"] * 10}).to_csv(
+        tmp_path / "eval.csv", index=False)
+    dataset = load_csv_manifest(tmp_path / "eval.csv")
+    assert len(dataset.split("test")) == 10 and dataset.provenance["test"] == "declared"
+    with pytest.raises(DatasetError, match="declares no 'train' split"):
+        dataset.split("train")
+
+
+def test_csv_with_a_partly_empty_split_column_is_refused(tmp_path):
+    rows = manifest_images(tmp_path, 5)
+    pd.DataFrame({"path": [p for p, _ in rows], "label": [lab for _, lab in rows],
+                  "split": ["train"] * 4 + [""] * 2 + ["test"] * 4}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DatasetError, match="2 of 10 rows .* have an unknown split, e.g. ''"):
+        load_csv_manifest(tmp_path / "m.csv")
 
 
 def test_label_str_wins_over_label(tmp_path):
@@ -310,7 +372,7 @@ def kaggle_tree(images: Path, splits: tuple[str, ...], count: int) -> dict[str, 
 
 
 @pytest.mark.parametrize("with_label_str", [True, False])
-def test_rvf10k_inverts_labels_and_pools(tmp_path, with_label_str):
+def test_rvf10k_inverts_labels_and_pools_as_the_paper(tmp_path, with_label_str):
     rows = kaggle_tree(tmp_path / "rvf10k", ("train", "valid"), 5)
     for split, split_rows in rows.items():
         kaggle_csv(tmp_path / f"{split}.csv", split_rows)
@@ -323,6 +385,7 @@ def test_rvf10k_inverts_labels_and_pools(tmp_path, with_label_str):
     assert dataset.counts() == {"train": {"real": 8, "fake": 8}, "val": {"real": 1, "fake": 1},
                                 "test": {"real": 1, "fake": 1}}
     assert {s.source for s in dataset.split("train")} == {"rvf10k"}
+    assert set(dataset.provenance.values()) == {"80/10/10 of the pooled train/valid images (the Pearson paper's split)"}
 
 
 def test_rvf10k_without_csvs_reads_folders(tmp_path):

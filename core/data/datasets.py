@@ -13,9 +13,20 @@ What can be loaded (see :func:`resolve_dataset`):
 - CSV manifests (:func:`load_csv_manifest`);
 - the embedded synthetic benchmark, ``"synthetic"`` or ``"synthetic:<source>"``.
 
-When a dataset does not ship all three splits, everything is pooled and re-split
-80/10/10 per label by a hash of each file's relative path (see
-:func:`_stratified_split`), so the split is the same on every machine and run.
+Splits are used exactly as the data declares them (split folders, a ``split`` column,
+per-split CSVs), never pooled with each other:
+
+- a dataset that names no split at all is split 80/10/10 per label;
+- a missing ``val`` is carved from ``train`` (10% per label);
+- a missing ``test`` stays missing (evaluation refuses ``--split test``), a missing
+  ``train`` too (training refuses);
+- ``all`` is every image;
+- registered presets state their published exceptions (rvf10k: the paper splits its
+  pooled train/valid 80/10/10).
+
+Both cuts order files by a hash of their relative path (:func:`_hash_order`), so they are
+the same on every machine and run; ``DatasetSplits.provenance`` records how each split
+came to be, for ``data info``, ``evaluate`` and the runs to say.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +43,14 @@ import pandas as pd
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 SPLITS = ("train", "val", "test")
+ALL = "all"  # every image of the dataset, whatever its split (``evaluate --split all``)
+SPLIT_CHOICES = (*SPLITS, ALL)
+
+# How a split came to be (``DatasetSplits.provenance``), said by `data info`, `evaluate` and the runs
+DECLARED = "declared"
+CARVED = "carved from train"
+RESPLIT = "80/10/10"
+NOT_DECLARED = "not declared"
 SPLIT_SYNONYMS = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val", "dev": "val",
@@ -93,6 +112,11 @@ class DatasetSplits:
     root: Path
     splits: dict[str, list[Sample]]
     dropped_rows: int = 0
+    # per split: how it came to be: DECLARED by the data, CARVED from train, RESPLIT (80/10/10 of a dataset
+    # that names no split), or NOT_DECLARED (empty); a registered preset may say more (rvf10k: the paper's split)
+    provenance: dict[str, str] = field(default_factory=dict)
+    dropped_reasons: dict[str, int] = field(default_factory=dict)  # manifest rows left out, per reason
+    dropped_examples: dict[str, list[str]] = field(default_factory=dict)  # the first few of each
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.splits) - set(SPLITS))
@@ -100,12 +124,22 @@ class DatasetSplits:
             raise DatasetError(f"dataset {self.name}: unknown split(s) {unknown}; expected {list(SPLITS)}")
         for split in SPLITS:
             self.splits.setdefault(split, [])
+            self.provenance.setdefault(split, DECLARED if self.splits[split] else NOT_DECLARED)
 
     def split(self, name: str) -> list[Sample]:
-        """Return one split, refusing splits a detector cannot be trained or scored on."""
+        """Return one split (``all``: every image), refusing one a detector cannot be trained or scored on."""
+        if name == ALL:
+            return _by_path({sample.path: sample for split in SPLITS for sample in self.splits[split]}.values())
         if name not in SPLITS:
-            raise DatasetError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
+            raise DatasetError(f"unknown split {name!r}: expected one of {', '.join(SPLIT_CHOICES)}")
         samples = self.splits[name]
+        if not samples and self.provenance.get(name) == NOT_DECLARED:
+            declared = [s for s in SPLITS if self.splits[s]]
+            use = {"test": "score it with --split val or --split all", "train": "it can still be evaluated (--split test, "
+                   "val or all)", "val": "add a val split"}[name]
+            raise DatasetError(
+                f"dataset {self.name} declares no {name!r} split (it declares {', '.join(declared) or 'none'}): {use}, "
+                f"or add a '{name}' folder or manifest rows under {self.root}")
         if not samples:
             raise DatasetError(
                 f"split {name!r} of dataset {self.name} is empty: add images for it under {self.root} "
@@ -122,6 +156,14 @@ class DatasetSplits:
                 f"{_class_folder_names(absent)}) under {self.root}"
             )
         return samples
+
+    def describe(self, split: str) -> str:
+        """Which images ``split`` is and why, e.g. ``test: 480 images, declared by the data``."""
+        if split == ALL:
+            return f"all: {len(self.split(ALL))} images, every split"
+        how = {DECLARED: "declared by the data", CARVED: "carved from train (10% per label, deterministic)",
+               RESPLIT: "80/10/10 of all images (the data names no split)", NOT_DECLARED: "not declared"}
+        return f"{split}: {len(self.splits[split])} images, {how.get(self.provenance[split], self.provenance[split])}"
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class, e.g. ``{"train": {"real": 800, "fake": 790}, ...}``."""
@@ -228,21 +270,22 @@ def _partition_sizes(count: int) -> tuple[int, int, int]:
     return count - n_val - n_test, n_val, n_test
 
 
-def _stratified_split(samples: Sequence[Sample], key_root: Path) -> dict[str, list[Sample]]:
-    """Deterministic 80/10/10 train/val/test split, stratified by label.
-
-    Each label's samples are ordered by the SHA-1 of their path relative to
-    ``key_root`` (POSIX form) and cut in that order. The order depends only on file
-    names: not on RNG state, listing order, or where the dataset was unpacked.
-    """
+def _hash_order(samples: Iterable[Sample], key_root: Path) -> list[Sample]:
+    """Samples ordered by the SHA-1 of their path relative to ``key_root`` (POSIX form): an order that depends
+    only on file names, not on RNG state, listing order, or where the dataset was unpacked."""
 
     def key(sample: Sample) -> tuple[str, str]:
         relative = Path(os.path.relpath(sample.path, key_root)).as_posix()
         return hashlib.sha1(relative.encode("utf-8")).hexdigest(), relative
 
+    return sorted(samples, key=key)
+
+
+def _stratified_split(samples: Sequence[Sample], key_root: Path) -> dict[str, list[Sample]]:
+    """Deterministic 80/10/10 train/val/test split, stratified by label, in :func:`_hash_order`."""
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
     for label in (REAL, FAKE):
-        ordered = sorted((s for s in samples if s.label == label), key=key)
+        ordered = _hash_order((s for s in samples if s.label == label), key_root)
         n_train, n_val, _ = _partition_sizes(len(ordered))
         splits["train"] += ordered[:n_train]
         splits["val"] += ordered[n_train : n_train + n_val]
@@ -250,14 +293,46 @@ def _stratified_split(samples: Sequence[Sample], key_root: Path) -> dict[str, li
     return splits
 
 
+def _carve_val(train: Sequence[Sample], key_root: Path) -> tuple[list[Sample], list[Sample]]:
+    """``(train, val)``: 10% of each label of a declared train split (at least one when it has
+    MIN_PER_LABEL_TO_SPLIT), in :func:`_hash_order`, so the same files are carved every time."""
+    kept, carved = [], []
+    for label in (REAL, FAKE):
+        ordered = _hash_order((s for s in train if s.label == label), key_root)
+        n_val = max(1, round(len(ordered) * VAL_FRACTION)) if len(ordered) >= MIN_PER_LABEL_TO_SPLIT else 0
+        carved += ordered[:n_val]
+        kept += ordered[n_val:]
+    return kept, carved
+
+
 def _finalize_splits(
-    by_split: dict[str, list[Sample]], unsplit: list[Sample], key_root: Path
-) -> dict[str, list[Sample]]:
-    """Keep the dataset's own splits when all three exist, else pool and re-split."""
-    if not unsplit and all(by_split[split] for split in SPLITS):
-        return {split: _by_path(by_split[split]) for split in SPLITS}
-    pooled = [*unsplit, *(sample for split in SPLITS for sample in by_split[split])]
-    return {split: _by_path(samples) for split, samples in _stratified_split(pooled, key_root).items()}
+    by_split: dict[str, list[Sample]], unsplit: list[Sample], key_root: Path, where: str
+) -> tuple[dict[str, list[Sample]], dict[str, str]]:
+    """``(splits, provenance)``: the declared splits exactly as given; only data that names no split at all
+    is split 80/10/10; a missing val is carved from train; a missing train or test stays missing."""
+    declared = [split for split in SPLITS if by_split[split]]
+    if not declared:
+        splits = _stratified_split(unsplit, key_root)
+        return {s: _by_path(v) for s, v in splits.items()}, dict.fromkeys(SPLITS, RESPLIT)
+    if unsplit:
+        raise DatasetError(
+            f"{where}: {len(unsplit)} images name no split while others name {', '.join(declared)} "
+            f"(e.g. {unsplit[0].path}): give every image a split, or none (then they are split 80/10/10)")
+    splits = {split: list(by_split[split]) for split in SPLITS}
+    provenance = {split: DECLARED if splits[split] else NOT_DECLARED for split in SPLITS}
+    if splits["train"] and not splits["val"]:
+        splits["train"], splits["val"] = _carve_val(splits["train"], key_root)
+        provenance["val"] = CARVED if splits["val"] else NOT_DECLARED
+    return {s: _by_path(v) for s, v in splits.items()}, provenance
+
+
+def _merge_provenance(provenances: list[dict[str, str]]) -> dict[str, str]:
+    """One provenance per split over several trees (sources): theirs if they agree, else each named."""
+    merged = {}
+    for split in SPLITS:
+        values = list(dict.fromkeys(p[split] for p in provenances))
+        merged[split] = values[0] if len(values) == 1 else " + ".join(values)
+    return merged
 
 
 # ------------------------------------------------------------------ ImageFolder trees
@@ -274,9 +349,11 @@ def load_image_folder(root: str | Path, name: str | None = None) -> DatasetSplit
       split tree becomes a source; samples are tagged with its folder name)
     - ``root/{real,fake}/**/*`` (no split folders)
 
-    Single-source trees are tagged ``name`` (or the root folder's name). A tree without
-    all three splits (only train+val, only train, or flat) is pooled and re-split
-    80/10/10 per label, deterministically by a SHA-1 of each path relative to ``root``.
+    Single-source trees are tagged ``name`` (or the root folder's name). Split folders are
+    used exactly as declared, never pooled: a missing ``val`` is carved from ``train`` (10%
+    per label), a missing ``test`` or ``train`` stays missing (evaluation, resp. training,
+    then refuses it). Only a tree that names no split at all is split 80/10/10 per label.
+    Both cuts are deterministic, by a SHA-1 of each path relative to ``root``.
     """
     root_path = _existing_directory(root, "dataset folder")
     trees = _find_trees(root_path)
@@ -288,6 +365,7 @@ def load_image_folder(root: str | Path, name: str | None = None) -> DatasetSplit
             f"{_class_folder_names(FAKE)} (fake)"
         )
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+    provenances = []
     for tree, source in trees:
         tag = source or name or root_path.name
         by_split: dict[str, list[Sample]] = {split: [] for split in SPLITS}
@@ -295,14 +373,17 @@ def load_image_folder(root: str | Path, name: str | None = None) -> DatasetSplit
             for label, class_dir in _class_folders(split_dir):
                 by_split[split] += _list_images(class_dir, label, tag)
         unsplit = [s for label, class_dir in _flat_class_folders(tree) for s in _list_images(class_dir, label, tag)]
-        for split, samples in _finalize_splits(by_split, unsplit, root_path).items():
+        tree_splits, provenance = _finalize_splits(by_split, unsplit, root_path, str(tree))
+        provenances.append(provenance)
+        for split, samples in tree_splits.items():
             splits[split] += samples
     if not any(splits.values()):
         raise DatasetError(
             f"the real/fake folders under {root_path} hold no images: expected files ending in "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
-    return DatasetSplits(name or f"folder:{root_path}", root_path, {s: _by_path(v) for s, v in splits.items()})
+    return DatasetSplits(name or f"folder:{root_path}", root_path, {s: _by_path(v) for s, v in splits.items()},
+                         provenance=_merge_provenance(provenances))
 
 
 # ---------------------------------------------------------------------- CSV manifests
@@ -450,7 +531,7 @@ def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
     )
 
 
-def _locate(listed: str, image_roots: Sequence[Path], root: Path, csv_path: Path) -> str | None:
+def _locate(listed: str, image_roots: Sequence[Path], root: Path, csv_path: Path, line: int | None = None) -> str | None:
     """The existing file a manifest path names, trying each image root in turn.
 
     Paths must stay inside ``root``: a manifest must not make the toolkit read files
@@ -461,8 +542,9 @@ def _locate(listed: str, image_roots: Sequence[Path], root: Path, csv_path: Path
     inside = os.path.join(root, "")  # string prefix test: Path objects per row are slow on 100k-row CSVs
     for candidate in candidates:
         if not candidate.startswith(inside):
+            where = f"{csv_path}, line {line}" if line else str(csv_path)
             raise DatasetError(
-                f"{csv_path} lists {listed!r}, which resolves outside the image root {root}: "
+                f"{where} lists {listed!r}, which resolves outside the image root {root}: "
                 "list paths relative to the image root, or pass the right image_root"
             )
     return next((c for c in candidates if os.path.isfile(c)), None)
@@ -480,16 +562,18 @@ def _load_manifests(
     """Turn manifests into splits; per-file splits win over a ``split`` column."""
     by_split: dict[str, list[Sample]] = {split: [] for split in SPLITS}
     unsplit: list[Sample] = []
-    rows = dropped = 0
+    rows = 0
     missing: list[str] = []
+    not_images: list[str] = []
     for file_split, csv_path in manifests:
         manifest = _read_manifest(csv_path, fake_number)
         rows += len(manifest)
-        for row in manifest.itertuples(index=False):
+        for line, row in enumerate(manifest.itertuples(index=False), start=2):  # line 1 is the header
+            # before anything else: a row that leaves the image root stops the load (it names the row)
+            found = _locate(row.path, image_roots, root, csv_path, line)
             if not _is_image(row.path):
-                dropped += 1
+                not_images.append(row.path)
                 continue
-            found = _locate(row.path, image_roots, root, csv_path)
             if found is None:
                 missing.append(os.path.join(image_roots[0], row.path))
                 continue
@@ -502,10 +586,13 @@ def _load_manifests(
             f"e.g. {missing[0]}: is the image root right? (paths are resolved against "
             f"{', '.join(map(str, image_roots))})"
         )
-    splits = _finalize_splits(by_split, unsplit, root)
+    splits, provenance = _finalize_splits(by_split, unsplit, root, ", ".join(str(p) for _, p in manifests))
     if not any(splits.values()):
         raise DatasetError(f"no usable rows in {', '.join(str(p) for _, p in manifests)}: it lists no image files")
-    return DatasetSplits(name, root, splits, dropped_rows=dropped + len(missing))
+    dropped = {reason: paths for reason, paths in (("missing file", missing), ("not an image", not_images)) if paths}
+    return DatasetSplits(name, root, splits, dropped_rows=len(missing) + len(not_images), provenance=provenance,
+                         dropped_reasons={reason: len(paths) for reason, paths in dropped.items()},
+                         dropped_examples={reason: paths[:MAX_EXAMPLES_IN_ERROR] for reason, paths in dropped.items()})
 
 
 def load_csv_manifest(
@@ -515,8 +602,8 @@ def load_csv_manifest(
 
     Columns: a path column (``path``; also filepath|file|image|filename) and a label
     column (0/1 with 1 = fake, or real/fake words; ``label_str`` wins over ``label``),
-    plus optional ``split``, ``source`` and ``video_id``. Without all three splits the
-    rows are pooled and re-split 80/10/10 like :func:`load_image_folder`.
+    plus optional ``split``, ``source`` and ``video_id``. Splits are used as declared
+    (a ``split`` column, or per-split CSVs), as :func:`load_image_folder` does.
 
     Relative paths resolve against ``image_root`` (default: the CSV's folder) and may
     not leave it. Rows whose file is missing are dropped and counted in
@@ -566,14 +653,27 @@ def _tree_root(root: Path, nested: Sequence[str] = ()) -> Path:
     return root
 
 
+RVF10K_SPLIT = "80/10/10 of the pooled train/valid images (the Pearson paper's split)"
+
+
+def _pooled_resplit(dataset: DatasetSplits, provenance: str) -> DatasetSplits:
+    """A registered dataset whose published protocol re-splits its declared splits: pooled, then 80/10/10."""
+    pooled = [sample for split in SPLITS for sample in dataset.splits[split]]
+    splits = {split: _by_path(samples) for split, samples in _stratified_split(pooled, dataset.root).items()}
+    return replace(dataset, splits=splits, provenance=dict.fromkeys(SPLITS, provenance))
+
+
 def _load_rvf10k(root: Path) -> DatasetSplits:
+    # the published exception: rvf10k ships train/valid only, and the paper splits their union 80/10/10
     manifests = [(split, path) for split, path in _discover_manifests(root) if split]
     if manifests:
-        return _load_manifests(
+        dataset = _load_manifests(
             manifests, name="rvf10k", root=root, image_roots=[root, root / "rvf10k"],
             fake_number=REAL, default_source="rvf10k",
         )
-    return load_image_folder(_tree_root(root, ["rvf10k"]), name="rvf10k")
+    else:
+        dataset = load_image_folder(_tree_root(root, ["rvf10k"]), name="rvf10k")
+    return _pooled_resplit(dataset, RVF10K_SPLIT)
 
 
 _140K_IMAGES = ("real_vs_fake/real-vs-fake", "real-vs-fake", "real_vs_fake")
@@ -615,8 +715,8 @@ DATASETS: dict[str, DatasetPreset] = {
             "Real vs Fake Faces 10k",
             "<data-root>/{train,valid}.csv + <data-root>/rvf10k/{train,valid}/{real,fake}/*.jpg\n"
             "CSV columns ,id,label,label_str,path: label 1 = real, 0 = fake (translated to fake = 1),\n"
-            "path relative to rvf10k/ (e.g. train/real/00001.jpg). Only train/valid exist, so all\n"
-            "images are pooled and re-split 80/10/10. Without the CSVs the folders are read.",
+            "path relative to rvf10k/ (e.g. train/real/00001.jpg). Only train/valid exist: as the\n"
+            "paper does, all images are pooled and split 80/10/10. Without the CSVs the folders are read.",
             _load_rvf10k,
         ),
         DatasetPreset(
@@ -721,7 +821,8 @@ def describe_datasets() -> str:
         f"      fake {_class_folder_names(FAKE)})",
         "  <file.csv> or a folder of train/val/test CSVs - columns path,label[,split,source,video_id],",
         "      label 0/1 (1 = fake) or real/fake",
-        "Labels are always reported as fake = 1, real = 0. Datasets without all three splits are",
-        "pooled and re-split 80/10/10 per label, deterministically from the file paths.",
+        "Labels are always reported as fake = 1, real = 0. Declared splits (folders, a split column,",
+        "per-split CSVs) are used exactly as given; a missing val is carved from train (10% per label);",
+        "only data that names no split at all is split 80/10/10 per label, deterministically.",
     ]
     return "\n".join(lines)

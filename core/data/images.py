@@ -33,8 +33,16 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 MIN_IMAGE_SIDE = 8
 
 
+# Why a file is skipped, counted per reason in every run and evaluation
+SKIP_REASONS = ("missing file", "zero-byte", "truncated", "corrupt", "not an image", "too small", "too large")
+
+
 class ImageLoadError(ValueError):
-    """A file that cannot be used as an image (reason in the message)."""
+    """A file that cannot be used as an image: the message says which and why; ``reason`` is one of SKIP_REASONS."""
+
+    def __init__(self, message: str, reason: str = "corrupt"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def load_image(source: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
@@ -48,15 +56,17 @@ def load_image(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     """
     is_path = isinstance(source, (str, os.PathLike))
     label = name or (os.fspath(source) if is_path else getattr(source, "name", "upload"))
+    if is_path and not os.path.isfile(source):
+        raise ImageLoadError(f"{label}: no such file", "missing file")
     try:
         if _byte_size(source) == 0:
-            raise ImageLoadError(f"{label}: empty file (0 bytes)")
+            raise ImageLoadError(f"{label}: empty file (0 bytes)", "zero-byte")
         with Image.open(source) as image:
             # Image.open already refuses twice the limit; this also covers the band between the limit
             # and twice it when the DecompressionBombWarning filter above has been reset (pytest does).
             if image.width * image.height > Image.MAX_IMAGE_PIXELS:
                 raise ImageLoadError(f"{label}: refused, {image.width}x{image.height} is larger than "
-                                     f"{Image.MAX_IMAGE_PIXELS:,} pixels")
+                                     f"{Image.MAX_IMAGE_PIXELS:,} pixels", "too large")
             image.load()  # decode now, so truncation fails here and not in a worker later
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -69,13 +79,16 @@ def load_image(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(f"{label}: refused, larger than {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)") from None
+        raise ImageLoadError(f"{label}: refused, larger than {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)",
+                             "too large") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{label}: not an image, or a format Pillow cannot read") from None
+        raise ImageLoadError(f"{label}: not an image, or a format Pillow cannot read", "not an image") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"{label}: not a readable image ({type(error).__name__}: {error})") from None
+        reason = "truncated" if "truncated" in str(error).lower() else "corrupt"
+        raise ImageLoadError(f"{label}: not a readable image ({type(error).__name__}: {error})", reason) from None
     if min(image.size) < MIN_IMAGE_SIDE:
-        raise ImageLoadError(f"{label}: too small ({image.size[0]}x{image.size[1]} px, need >= {MIN_IMAGE_SIDE})")
+        raise ImageLoadError(f"{label}: too small ({image.size[0]}x{image.size[1]} px, need >= {MIN_IMAGE_SIDE})",
+                             "too small")
     return image
 
 
@@ -88,8 +101,15 @@ def _byte_size(source: str | os.PathLike | BinaryIO) -> int:
     return size
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """What :class:`ImageDataset` yields for a file that fails to load: why (one of SKIP_REASONS)."""
+
+    reason: str
+
+
 class ImageDataset(Dataset):
-    """Samples -> (image tensor, label, index); ``None`` for a file that fails to load."""
+    """Samples -> (image tensor, label, index); a :class:`Skipped` for a file that fails to load."""
 
     def __init__(self, samples: Sequence[Sample], transform) -> None:
         self.samples = list(samples)
@@ -102,23 +122,36 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         try:
             image = load_image(sample.path)
-        except ImageLoadError:
-            return None
+        except ImageLoadError as error:
+            return Skipped(error.reason)
         return self.transform(image), sample.label, index
 
 
 def collate_skipping(batch: list) -> dict:
-    """Stack the good items; count the ones that failed to load."""
-    good = [item for item in batch if item is not None]
+    """Stack the good items; count the ones that failed to load, in all and per reason."""
+    good = [item for item in batch if item is not None and not isinstance(item, Skipped)]
+    reasons: dict[str, int] = {}
+    for item in batch:
+        if item is None or isinstance(item, Skipped):
+            reason = item.reason if item is not None else "corrupt"
+            reasons[reason] = reasons.get(reason, 0) + 1
     if not good:
-        return {"images": None, "labels": None, "indices": None, "skipped": len(batch)}
+        return {"images": None, "labels": None, "indices": None, "skipped": len(batch), "skipped_reasons": reasons}
     images, labels, indices = zip(*good, strict=True)
     return {
         "images": torch.stack(images),
         "labels": torch.tensor(labels, dtype=torch.float32),
         "indices": torch.tensor(indices, dtype=torch.long),
         "skipped": len(batch) - len(good),
+        "skipped_reasons": reasons,
     }
+
+
+def add_reasons(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """``total`` plus ``more``, per skip reason (in place; returned for chaining)."""
+    for reason, count in more.items():
+        total[reason] = total.get(reason, 0) + count
+    return total
 
 
 # ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from core.evaluation.metrics import Predictions, classification_metrics, per_sou
 from core.io import DAMAGED_CACHE_ERRORS, atomic_write, atomic_write_json, cache_dir
 from core.training.checkpoint import resolve_checkpoint
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: skipped files counted per reason
 _HASHES: dict[tuple, str] = {}
 
 
@@ -59,13 +59,14 @@ class Evaluation:
     samples: list[Sample]
     predictions: Predictions
     cached: bool
+    images: str = ""  # which images the split is and why (DatasetSplits.describe)
 
     def metrics(self, threshold: float = 0.5) -> dict:
         p = self.predictions
         result = {
-            "checkpoint": self.checkpoint, "data": self.dataset, "split": self.split,
+            "checkpoint": self.checkpoint, "data": self.dataset, "split": self.split, "images": self.images,
             **classification_metrics(p.labels, p.probabilities, threshold),
-            "skipped": p.skipped,
+            "skipped": p.skipped, "skipped_reasons": dict(p.skipped_reasons),
             "per_source": per_source_accuracy(self.samples, p, threshold),
             "cached": self.cached,
         }
@@ -126,8 +127,10 @@ def store_predictions(checkpoint: str | os.PathLike, samples: list[Sample], spli
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
+            reasons = predictions.skipped_reasons
             np.savez(handle, probabilities=predictions.probabilities, labels=predictions.labels,
-                     indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss)
+                     indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss,
+                     reason_names=np.array(list(reasons), dtype=str), reason_counts=np.array(list(reasons.values()), dtype=int))
 
     atomic_write(entry, write)
     atomic_write_json(entry.with_suffix(".json"), {"checkpoint": str(path), "data": dataset, "split": split, "n": len(samples)})
@@ -144,9 +147,11 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     if use_cache and entry.is_file():
         try:
             with np.load(entry) as stored:
+                reasons = dict(zip(stored["reason_names"].tolist(), stored["reason_counts"].tolist(), strict=True))
                 predictions = Predictions(stored["probabilities"], stored["labels"], stored["indices"],
-                                          int(stored["skipped"]), float(stored["loss"]))
-            return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True)
+                                          int(stored["skipped"]), float(stored["loss"]), reasons)
+            return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True,
+                              images=dataset.describe(split))
         except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed and replaced
     import core
@@ -156,4 +161,5 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
                           desc=f"evaluate {path.name} on {dataset.name}/{split}")
     if use_cache:
         store_predictions(path, samples, split, predictions, dataset.name)
-    return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=False)
+    return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=False,
+                      images=dataset.describe(split))

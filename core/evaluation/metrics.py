@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from core.data.datasets import Sample
-from core.data.images import ImageDataset, collate_skipping
+from core.data.images import ImageDataset, add_reasons, collate_skipping
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Predictions:
     indices: np.ndarray
     skipped: int
     loss: float
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # per SKIP_REASONS: why each skipped file was
 
 
 @torch.no_grad()
@@ -44,10 +45,11 @@ def predict(
                         num_workers=num_workers, collate_fn=collate_skipping)
     was_training = model.training
     model.eval()
-    probabilities, labels, indices, skipped, loss_sum = [], [], [], 0, 0.0
+    probabilities, labels, indices, skipped, loss_sum, reasons = [], [], [], 0, 0.0, {}
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             skipped += batch["skipped"]
+            add_reasons(reasons, batch["skipped_reasons"])
             if batch["images"] is None:
                 continue
             logits = logits_fn(model, batch["images"].to(device)).float().cpu()
@@ -64,6 +66,7 @@ def predict(
         indices=np.concatenate(indices) if indices else np.zeros(0, int),
         skipped=skipped,
         loss=loss_sum / max(n, 1),
+        skipped_reasons=reasons,
     )
 
 

@@ -40,6 +40,7 @@ from core.data.datasets import DatasetSplits, Sample, resolve_dataset
 from core.data.images import (
     AUGMENTATIONS,
     ImageDataset,
+    add_reasons,
     collate_skipping,
     dataset_statistics,
     eval_transform,
@@ -221,8 +222,10 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
     if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
         raise ValueError(f"early stopping patience is a number of epochs >= 1, got {config.early_stopping_patience}")
     dataset = resolve_dataset(config.data, config.data_root)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):  # a test split is optional: without one the run ends without a test
         dataset.split(split)
+    if dataset.splits["test"]:
+        dataset.split("test")  # one declared with a single class is refused now, not after training
     method.check(config)
     return dataset
 
@@ -335,12 +338,13 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     method = get_method(config.method)
     if main:
         run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
-        run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device})")
+        run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device}); "
+                + "; ".join(dataset.describe(split) for split in ("train", "val", "test")))
 
     # --- data ------------------------------------------------------------------
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
     val_samples = subsample(dataset.split("val"), config.max_eval_samples)
-    test_samples = subsample(dataset.split("test"), config.max_eval_samples)
+    test_samples = subsample(dataset.splits["test"], config.max_eval_samples)
     if main:  # rank 0 computes (and caches) the statistics; the others then read the cache
         dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
     distributed.barrier(context)
@@ -401,7 +405,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
     shard = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=config.seed) \
         if context.enabled else None
     steps_per_epoch = -(-len(train_set) // (config.batch_size * context.world_size))
-    skipped_total = 0
+    skipped_total, skipped_reasons = 0, {}
     guard = NonFiniteGuard(config, device, context, nonfinite_in_a_row)
 
     # --- epochs --------------------------------------------------------------------
@@ -419,6 +423,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
         for step, batch in enumerate(bar):
             skipped_total += batch["skipped"]
+            add_reasons(skipped_reasons, batch["skipped_reasons"])
             if batch["images"] is None:
                 continue
             images = batch["images"].to(device, non_blocking=True)
@@ -470,6 +475,7 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
             "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
             "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
             "skipped": skipped_total + val.skipped,
+            "skipped_reasons": add_reasons(dict(skipped_reasons), val.skipped_reasons),
             **({"nonfinite_skipped": guard.skipped} if config.nonfinite == "skip" else {}),
         }
         if context.enabled:
@@ -512,6 +518,13 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
         return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
 
     # --- test the best checkpoint ------------------------------------------------------
+    if not test_samples:  # the data declares no test split: nothing to test on, and the run says so
+        test_record = {"type": "test", "split": "test", "n": 0, "skipped": 0, "skipped_reasons": {},
+                       "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
+        run.append_metrics(test_record)
+        run.log(f"no test: {dataset.describe('test')}")
+        distributed.broadcast(test_record, context)
+        return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
     state, best_header = load_checkpoint(run.best_checkpoint)
     deployable = method.deployable(model)
     load_state_into(deployable, state, str(run.best_checkpoint))
@@ -519,7 +532,8 @@ def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool
                    method.predict_logits, desc="test")
     test_metrics = classification_metrics(test.labels, test.probabilities)
     test_record = {
-        "type": "test", "split": "test", "skipped": test.skipped,
+        "type": "test", "split": "test", "skipped": test.skipped, "skipped_reasons": test.skipped_reasons,
+        "images": dataset.describe("test"),
         **{k: v for k, v in test_metrics.items() if k != "confusion"},
         "confusion": test_metrics["confusion"],
         "per_source": per_source_accuracy(test_samples, test),

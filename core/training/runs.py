@@ -129,20 +129,26 @@ class Run:
             if status == "running" or not path.is_file():
                 raise
             # a full disk: rewrite the existing file in place (its block is already allocated), so why the run
-            # ended is still recorded; a reader that catches it half-written sees "unknown", never a wrong status
+            # ended is still recorded; a reader that catches it half-written sees "damaged", never a wrong status
             with open(path, "r+") as handle:
                 handle.write(json.dumps(record, sort_keys=True, default=str))
                 handle.truncate()
 
     def status(self) -> dict:
-        """The recorded status; a "running" run whose process is gone reads "interrupted"; a damaged file "unknown"."""
+        """The recorded status; a "running" run whose process is gone reads "interrupted"; an unreadable
+        status.json "damaged" (with the reason in ``error``); none at all "unknown"."""
+        path = self.dir / "status.json"
+        if not path.is_file():
+            return {"status": "unknown"}
         try:
-            status = json.loads((self.dir / "status.json").read_text())
+            status = json.loads(path.read_text())
+            if not isinstance(status, dict) or status.get("status") not in STATUSES:
+                raise ValueError(f"no status among {', '.join(STATUSES)}")
             if status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname():
                 if not _pid_alive(int(status.get("pid", -1))):
                     status["status"] = "interrupted"
-        except (OSError, ValueError, TypeError, AttributeError):
-            return {"status": "unknown"}
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            return {"status": "damaged", "error": f"status.json: {type(error).__name__}: {error}"}
         return status
 
     def append_metrics(self, record: dict) -> None:
@@ -171,8 +177,9 @@ class Run:
     def summary(self) -> dict:
         """One row for run tables: config, status, the best checkpoint's header metrics."""
         config = self.config()
+        status = self.status()
         row = {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
-               "status": self.status().get("status")}
+               "status": status.get("status"), **({"error": status["error"]} if "error" in status else {})}
         if self.best_checkpoint.is_file():
             try:
                 header = read_header(self.best_checkpoint)

@@ -339,9 +339,9 @@ def test_half_written_files_are_never_read_as_valid(tiny_benchmark, tmp_path):
     (entry,) = (tmp_path / "cache").glob("stats-*.json")
     entry.write_text('{"mean": [0.1, 0.2')
     assert dataset_statistics(samples, 32, tmp_path / "cache", progress=False) == stats
-    # a damaged status.json reads "unknown"; a stray temporary of a killed write is never listed as a checkpoint
+    # a damaged status.json reads "damaged", with the reason; a stray temporary of a killed write is never listed
     (run.dir / "status.json").write_text('{"status": "fini')
-    assert run.status()["status"] == "unknown"
+    assert run.status()["status"] == "damaged" and "status.json" in run.status()["error"]
     (run.dir / ".best.safetensors.abc123.tmp").write_bytes(data[:100])
     assert core.load_model(run.dir).header["metrics"]["epoch"] == 1
     assert read_jsonl(tmp_path / "missing.jsonl") == []
@@ -391,7 +391,8 @@ def test_corrupted_run_directories_are_reported_not_crashing_the_dashboard(tiny_
         assert rows[damaged[name].name]["status"] == "damaged" and rows[damaged[name].name]["error"]
     for name in ("truncated-best", "not-a-checkpoint"):
         assert "error" in rows[damaged[name].name]
-    assert rows[damaged["garbage-status"].name]["status"] == "unknown"
+    assert rows[damaged["garbage-status"].name]["status"] == "damaged"
+    assert "status.json" in rows[damaged["garbage-status"].name]["error"]
 
     monkeypatch.setenv("CORE_RUNS_DIR", str(runs))
     app = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboard" / "Home.py"), default_timeout=120).run()
@@ -400,7 +401,7 @@ def test_corrupted_run_directories_are_reported_not_crashing_the_dashboard(tiny_
     assert not app.exception
     table = app.dataframe[1].value  # the runs table: every damaged run is listed, with its error
     assert set(table.loc[table["run"].str.contains("config"), "status"]) == {"damaged"}
-    assert table["error"].notna().sum() == 4 and len(table) == 1 + len(damaged)
+    assert table["error"].notna().sum() == 5 and len(table) == 1 + len(damaged)  # all but the good and torn-metrics runs
     for page in ("views/pruning.py", "views/evaluation.py"):
         app.switch_page(page).run()
         assert not app.exception, page
