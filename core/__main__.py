@@ -83,6 +83,42 @@ def cmd_data_info(args: argparse.Namespace) -> None:
           + "".join(f"\n{line}" for line in dropped))
 
 
+def cmd_data_check(args: argparse.Namespace) -> None:
+    from core.data.check import DUPLICATE_THRESHOLD, check
+    from core.data.datasets import resolve_dataset
+    from core.io import cache_dir
+
+    args.threshold = DUPLICATE_THRESHOLD if args.threshold is None else args.threshold
+    if not 0 <= args.threshold <= 256 or args.workers < 1:
+        raise ValueError("--threshold is a number of bits in [0, 256], --workers a count >= 1")
+    dataset = resolve_dataset(args.data, args.data_root)
+    report = check(dataset, None if args.no_cache else cache_dir() / "image-hashes", workers=args.workers,
+                   progress=not args.quiet, threshold=args.threshold)
+    lines = [f"{report['name']} at {report['root']}: {report['images']} images "
+             f"({report['hashed']} hashed, {report['from_cache']} from the cache) in {report['seconds']} s"]
+    for record in report["splits"].values():
+        sources = ", ".join(f"{name} {c['real']}/{c['fake']}" for name, c in record["sources"].items())
+        lines.append(f"  {record['images']}; usable {record['n']} (real {record['labels']['real']}, fake "
+                     f"{record['labels']['fake']}; per source real/fake: {sources or '-'}), skipped {record['skipped']}")
+    skipped = report["skipped"]
+    if skipped["total"]:
+        lines.append(f"  skipped {skipped['total']}: " + "; ".join(
+            f"{count} {reason} (e.g. {', '.join(skipped['examples'].get(reason, [])[:2])})"
+            for reason, count in skipped["reasons"].items()))
+    lines += [f"  warning: {warning}" for warning in report["warnings"]]
+    sizes = report["sizes"]
+    if sizes["width"]:
+        lines.append(f"  sizes: width {sizes['width']['min']}-{sizes['width']['max']} (median {sizes['width']['median']:g}), "
+                     f"height {sizes['height']['min']}-{sizes['height']['max']}; most common "
+                     + ", ".join(f"{size} ({n})" for size, n in sizes["common"]))
+    duplicates = report["duplicates"]
+    lines.append(f"  near-duplicates across splits: {duplicates['pairs']} pairs (<= {duplicates['threshold_bits']} of 256 bits; "
+                 + (", ".join(f"{k}: {v}" for k, v in duplicates["per_split_pair"].items()) or "none") + ")")
+    lines += [f"    {pair['splits'][0]} {pair['a']}  ~  {pair['splits'][1]} {pair['b']}  (distance {pair['distance']})"
+              for pair in report["duplicates_across_splits"][:10]]
+    _emit(args, report, "\n".join(lines))
+
+
 def _face_options(args: argparse.Namespace, crop_scale: float):
     from core.data.video import FaceOptions
 
@@ -602,6 +638,14 @@ def build_parser() -> argparse.ArgumentParser:
     videos.add_argument("--suffix", default=".mp4", choices=[".mp4", ".avi", ".webm"])
     videos.add_argument("--seed", type=int, default=0)
     command(data_commands, "list", cmd_data_list, "list the registered real-dataset presets and their layouts")
+    data_check = command(data_commands, "check", cmd_data_check, "a dataset report before training: counts, skipped files, "
+                         "unbalanced splits, image sizes, near-duplicates across splits")
+    data_check.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
+    data_check.add_argument("--data-root", help="root folder of a registered dataset")
+    data_check.add_argument("--threshold", type=int, default=None,
+                            help="near-duplicate distance, in bits of the 256-bit perceptual hash (default 24)")
+    data_check.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that hash (default: CPUs)")
+    data_check.add_argument("--no-cache", action="store_true", help="hash every file again (and store nothing)")
     info = command(data_commands, "info", cmd_data_info, "resolve a dataset spec and print its split counts")
     info.add_argument("data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
     info.add_argument("--data-root", help="root folder of a registered dataset")

@@ -1,0 +1,229 @@
+"""``python -m core data check D``: a dataset report before anyone trains on it.
+
+- counts per split x label x source, and how each split came to be (declared, carved, 80/10/10);
+- every file that cannot be used, counted per reason (manifest rows left out: missing file,
+  not an image; files that fail to decode: zero-byte, truncated, corrupt, too small, ...);
+- one-class or badly unbalanced splits;
+- the image size distribution;
+- **near-duplicates across splits**: the same face image, or a re-encoded or resized copy of it,
+  in two splits inflates every accuracy measured on them. Each image gets a perceptual hash
+  (``imagehash.phash`` with a 16x16 DCT: 256 bits); two images of different splits whose hashes
+  differ in at most :data:`DUPLICATE_THRESHOLD` bits are reported as a pair.
+
+The threshold, measured on the embedded benchmark: exact copies are at distance 0, JPEG
+re-encodes at quality 70 at <= 8 bits, 0.9x-1.25x resizes at <= 4 bits; 200 unrelated faces of
+the benchmark (19,900 pairs) are at >= 72 bits (median 126). 24 bits leaves 3x the copies' spread
+below it and 3x above it to the nearest unrelated pair.
+
+Hashes (and decode failures) are cached per file, keyed by (path, size, mtime), in
+``$CORE_CACHE_DIR/image-hashes/``: a second check of the same files decodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from core.data.datasets import LABEL_NAMES, SPLITS, DatasetSplits
+
+HASH_SIZE = 16  # phash's DCT side: 16x16 = 256 bits
+DUPLICATE_THRESHOLD = 24  # bits of 256 (see the module docstring for the measurement)
+MINORITY_SHARE = 0.2  # a split whose smaller class is under 20% of it is flagged as badly unbalanced
+MAX_LISTED_PAIRS = 1000  # the report lists at most this many pairs (it always counts them all)
+EXAMPLES = 3
+SAVE_EVERY = 5000  # new hashes between cache writes, so a killed check keeps most of its work
+
+
+def hash_file(path: str) -> tuple[str | None, int, int, str | None]:
+    """``(phash hex, width, height, skip reason)`` of one image file, decoded as training decodes it."""
+    import imagehash
+
+    from core.data.images import ImageLoadError, load_image
+
+    try:
+        image = load_image(path)
+    except ImageLoadError as error:
+        return None, 0, 0, error.reason
+    return str(imagehash.phash(image, hash_size=HASH_SIZE)), image.width, image.height, None
+
+
+def _hash_chunk(paths: list[str]) -> list[tuple[str | None, int, int, str | None]]:
+    return [hash_file(path) for path in paths]
+
+
+class HashCache:
+    """Per-file hashes keyed by (path, size, mtime_ns), one JSON file per dataset root."""
+
+    def __init__(self, folder: Path, root: Path):
+        self.path = folder / f"{hashlib.sha1(str(root).encode()).hexdigest()[:16]}.json"
+        self.entries: dict[str, list] = {}
+        try:
+            loaded = json.loads(self.path.read_text())
+            self.entries = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            pass  # no cache yet, or a damaged one: it is rebuilt
+
+    @staticmethod
+    def stamp(path: str) -> list[int] | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def get(self, path: str, stamp: list[int] | None):
+        entry = self.entries.get(path)
+        return entry[2:] if entry and stamp is not None and entry[:2] == stamp else None
+
+    def put(self, path: str, stamp: list[int] | None, result) -> None:
+        if stamp is not None:
+            self.entries[path] = [*stamp, *result]
+
+    def save(self) -> None:
+        from core.io import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps(self.entries))
+
+
+def _hashes(paths: list[str], cache: HashCache | None, workers: int, progress: bool) -> tuple[list, int]:
+    """Per path ``(hash, width, height, reason)``, from the cache where it is current; and how many were hashed."""
+    results: list = [None] * len(paths)
+    stamps = [HashCache.stamp(p) for p in paths]
+    todo = []
+    for index, (path, stamp) in enumerate(zip(paths, stamps, strict=True)):
+        cached = cache.get(path, stamp) if cache is not None else None
+        if cached is not None:
+            results[index] = tuple(cached)
+        elif stamp is None:
+            results[index] = (None, 0, 0, "missing file")
+        else:
+            todo.append(index)
+    chunks = [todo[i:i + 256] for i in range(0, len(todo), 256)]
+    bar = tqdm(total=len(todo), desc="hash images", unit="img", disable=not progress or not todo)
+    pending = 0
+
+    def collect(chunk: list[int], computed: list) -> None:
+        nonlocal pending
+        for index, result in zip(chunk, computed, strict=True):
+            results[index] = result
+            if cache is not None:
+                cache.put(paths[index], stamps[index], list(result))
+        bar.update(len(chunk))
+        pending += len(chunk)
+        if cache is not None and pending >= SAVE_EVERY:
+            cache.save()
+            pending = 0
+
+    if workers > 1 and len(todo) > 512:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for chunk, computed in zip(chunks, pool.map(_hash_chunk, [[paths[i] for i in c] for c in chunks]), strict=True):
+                collect(chunk, computed)
+    else:
+        for chunk in chunks:
+            collect(chunk, _hash_chunk([paths[i] for i in chunk]))
+    bar.close()
+    if cache is not None and todo:
+        cache.save()
+    return results, len(todo)
+
+
+def _as_words(hexes: list[str]) -> np.ndarray:
+    """256-bit hex hashes -> ``[N, 4]`` uint64 words, for XOR + popcount."""
+    if not hexes:
+        return np.zeros((0, 4), dtype=np.uint64)
+    return np.array([[int(h[i:i + 16], 16) for i in range(0, 64, 16)] for h in hexes], dtype=np.uint64)
+
+
+def near_duplicates(words: dict[str, np.ndarray], threshold: int = DUPLICATE_THRESHOLD,
+                    budget: int = 8_000_000) -> list[tuple[str, int, str, int, int]]:
+    """Pairs ``(split_a, i, split_b, j, distance)`` of hashes in different splits at Hamming distance <= threshold.
+
+    Every cross-split pair is compared (XOR and popcount of the 4 words), ``budget`` words at a time.
+    """
+    found = []
+    names = [s for s in words if len(words[s])]
+    for position, first in enumerate(names):
+        for second in names[position + 1:]:
+            a, b = words[first], words[second]
+            block = max(1, budget // (4 * len(b)))
+            for start in range(0, len(a), block):
+                distance = np.bitwise_count(a[start:start + block, None, :] ^ b[None, :, :]).sum(axis=-1)
+                rows, cols = np.nonzero(distance <= threshold)
+                found += [(first, start + int(r), second, int(c), int(distance[r, c])) for r, c in zip(rows, cols, strict=True)]
+    return sorted(found, key=lambda pair: (pair[4], pair[0], pair[1]))
+
+
+def check(dataset: DatasetSplits, cache_folder: Path | None = None, workers: int = 1, progress: bool = True,
+          threshold: int = DUPLICATE_THRESHOLD) -> dict:
+    """The report of ``dataset`` (see the module docstring); ``cache_folder`` None: no hash cache."""
+    started = time.perf_counter()
+    entries = [(split, sample) for split in SPLITS for sample in dataset.splits[split]]
+    cache = HashCache(cache_folder, dataset.root) if cache_folder is not None else None
+    results, hashed = _hashes([sample.path for _, sample in entries], cache, workers, progress)
+
+    splits, reasons, examples, sizes = {}, Counter(dataset.dropped_reasons), {}, Counter()
+    for reason, paths in dataset.dropped_examples.items():
+        examples[reason] = list(paths)
+    for split in SPLITS:
+        splits[split] = {"n": 0, "provenance": dataset.provenance[split], "images": dataset.describe(split),
+                         "labels": {"real": 0, "fake": 0}, "sources": {}, "skipped": 0}
+    usable: dict[str, list[tuple[int, str]]] = {split: [] for split in SPLITS}
+    for index, ((split, sample), (digest, width, height, reason)) in enumerate(zip(entries, results, strict=True)):
+        record = splits[split]
+        if reason is not None:
+            record["skipped"] += 1
+            reasons[reason] += 1
+            examples.setdefault(reason, [])
+            if len(examples[reason]) < EXAMPLES:
+                examples[reason].append(sample.path)
+            continue
+        label = LABEL_NAMES[sample.label]
+        record["n"] += 1
+        record["labels"][label] += 1
+        record["sources"].setdefault(sample.source or "-", {"real": 0, "fake": 0})[label] += 1
+        sizes[(width, height)] += 1
+        usable[split].append((index, digest))
+
+    warnings = []
+    for split, record in splits.items():
+        if record["n"] == 0:
+            continue
+        smaller = min(record["labels"].values())
+        if smaller == 0:
+            present = [name for name, count in record["labels"].items() if count]
+            warnings.append(f"{split}: one class only ({present[0]}): a detector can neither learn nor be scored on it")
+        elif smaller / record["n"] < MINORITY_SHARE:
+            warnings.append(f"{split}: badly unbalanced ({record['labels']['real']} real, {record['labels']['fake']} fake; "
+                            f"the smaller class is {smaller / record['n']:.1%}): accuracy then mostly measures the larger one")
+
+    words = {split: _as_words([digest for _, digest in usable[split]]) for split in SPLITS}
+    pairs = near_duplicates(words, threshold)
+    listed = [{"a": entries[usable[sa][i][0]][1].path, "b": entries[usable[sb][j][0]][1].path, "splits": [sa, sb],
+               "distance": d} for sa, i, sb, j, d in pairs[:MAX_LISTED_PAIRS]]
+    widths = np.array([w for (w, _), n in sizes.items() for _ in range(n)]) if sizes else np.zeros(0)
+    heights = np.array([h for (_, h), n in sizes.items() for _ in range(n)]) if sizes else np.zeros(0)
+
+    def spread(values: np.ndarray) -> dict:
+        return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())} if len(values) else {}
+
+    return {
+        "name": dataset.name, "root": str(dataset.root), "splits": splits,
+        "skipped": {"total": int(sum(reasons.values())), "reasons": dict(reasons), "examples": examples},
+        "warnings": warnings,
+        "sizes": {"width": spread(widths), "height": spread(heights),
+                  "common": [[f"{w}x{h}", n] for (w, h), n in sizes.most_common(5)]},
+        "duplicates_across_splits": listed,
+        "duplicates": {"pairs": len(pairs), "listed": len(listed), "threshold_bits": threshold,
+                       "hash": f"imagehash.phash, {HASH_SIZE}x{HASH_SIZE} DCT ({HASH_SIZE * HASH_SIZE} bits)",
+                       "per_split_pair": dict(Counter(f"{sa}/{sb}" for sa, _, sb, _, _ in pairs))},
+        "images": len(entries), "hashed": hashed, "from_cache": len(entries) - hashed,
+        "seconds": round(time.perf_counter() - started, 2),
+    }

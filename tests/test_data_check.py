@@ -1,0 +1,98 @@
+"""`data check`: counts, skipped reasons, unbalanced splits, sizes, and the near-duplicate finder
+(exact, re-encoded and resized copies found; no false pair among 200 unrelated faces); cached hashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.__main__ import main
+from core.data.check import DUPLICATE_THRESHOLD, check
+from core.data.datasets import load_image_folder, resolve_dataset
+
+
+def _cli(argv: list[str], capsys) -> dict:
+    assert main([*argv, "--json", "--quiet"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def faces(tiny_benchmark) -> list[Path]:
+    """Distinct faces of the embedded benchmark (each its own render)."""
+    return [Path(s.path) for s in resolve_dataset("synthetic").split("all")]
+
+
+def test_copies_across_splits_are_found_and_unrelated_faces_are_not(faces, tmp_path):
+    root = tmp_path / "leaky"
+    train, test = faces[:200], faces[200:212]
+    for index, path in enumerate(train):
+        folder = root / "train" / ("real" if index % 2 else "fake")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / f"t{index:03d}.png")
+    leaks = {}
+    for index, path in enumerate(test):  # unrelated test images, so the test split has both classes
+        folder = root / "test" / ("real" if index % 2 else "fake")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / f"u{index:03d}.png")
+    source = Image.open(train[0]).convert("RGB")
+    shutil.copy(train[0], root / "test" / "real" / "exact.png")
+    leaks["exact.png"] = "t000.png"
+    buffer = io.BytesIO()
+    Image.open(train[1]).convert("RGB").save(buffer, "JPEG", quality=70)
+    (root / "test" / "fake" / "reencoded.jpg").write_bytes(buffer.getvalue())
+    leaks["reencoded.jpg"] = "t001.png"
+    resized = Image.open(train[2]).convert("RGB")
+    resized.resize((int(resized.width * 0.9), int(resized.height * 0.9)), Image.BILINEAR).save(root / "test" / "real" / "small.png")
+    leaks["small.png"] = "t002.png"
+    assert source.size == (32, 32)
+
+    report = check(load_image_folder(root), None, progress=False)
+    found = {Path(p["b"]).name: Path(p["a"]).name for p in report["duplicates_across_splits"]}
+    assert found == leaks, "every copy found, and among 200 unrelated train faces x 12 unrelated test faces no false pair"
+    # (val is carved from train here, so a copy's original may sit in either)
+    assert all(p["splits"][0] in ("train", "val") and p["splits"][1] == "test" and p["distance"] <= DUPLICATE_THRESHOLD
+               for p in report["duplicates_across_splits"])
+    assert report["duplicates"]["pairs"] == 3 and report["splits"]["test"]["n"] == 15
+
+
+def test_the_report_counts_skips_and_flags_unbalanced_splits(faces, tmp_path, capsys):
+    root = tmp_path / "set"
+    layout = {("train", "real"): 10, ("train", "fake"): 10, ("val", "real"): 9, ("val", "fake"): 1, ("test", "fake"): 4}
+    position = 0
+    for (split, cls), count in layout.items():
+        (root / split / cls).mkdir(parents=True)
+        for index in range(count):
+            shutil.copy(faces[position], root / split / cls / f"{index}.png")
+            position += 1
+    (root / "test" / "real").mkdir()
+    (root / "test" / "real" / "empty.png").write_bytes(b"")
+    (root / "test" / "real" / "text.png").write_text("no image")
+    report = _cli(["data", "check", str(root), "--no-cache"], capsys)
+    assert report["splits"]["train"]["labels"] == {"real": 10, "fake": 10} and report["splits"]["test"]["skipped"] == 2
+    assert report["skipped"]["reasons"] == {"zero-byte": 1, "not an image": 1}
+    warnings = " ".join(report["warnings"])
+    assert "val: badly unbalanced (9 real, 1 fake" in warnings and "test: one class only (fake)" in warnings
+    assert report["sizes"]["common"] == [["32x32", 34]]
+    assert set(report) >= {"splits", "skipped", "duplicates_across_splits"}
+
+
+def test_a_second_check_reads_every_hash_from_the_cache(faces, tmp_path, monkeypatch):
+    root = tmp_path / "cached"
+    for split in ("train", "test"):
+        for cls in ("real", "fake"):
+            (root / split / cls).mkdir(parents=True)
+    for index, path in enumerate(faces[:24]):
+        split = "train" if index < 16 else "test"
+        shutil.copy(path, root / split / ("real" if index % 2 else "fake") / f"{index}.png")
+    first = check(load_image_folder(root), tmp_path / "cache", progress=False)
+    second = check(load_image_folder(root), tmp_path / "cache", progress=False)
+    assert (first["hashed"], second["hashed"], second["from_cache"]) == (24, 0, 24)
+    assert first["splits"] == second["splits"]
+    touched = next((root / "test" / "real").iterdir())
+    Image.new("RGB", (32, 32), "white").save(touched)  # a changed file is hashed again
+    assert check(load_image_folder(root), tmp_path / "cache", progress=False)["hashed"] == 1
