@@ -137,3 +137,18 @@ def pick_checkpoints(key: str, default: list[str] | None = None, max_selections:
     preselected = [name for name in default if name in choices] or list(choices)[:1]
     picked = st.multiselect("Checkpoints", list(choices), default=preselected, max_selections=max_selections, key=key)
     return choices, picked
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_summary(spec: str, root: str | None) -> dict:
+    """What a run on this dataset would use: one line per split (images, real/fake, and why), or the error."""
+    from core.data.datasets import DatasetError, resolve_dataset
+
+    try:
+        dataset = resolve_dataset(spec, root)
+    except (DatasetError, OSError) as error:
+        return {"error": str(error)}
+    counts = dataset.counts()
+    lines = [f"{dataset.describe(split)} ({counts[split]['real']} real, {counts[split]['fake']} fake)" for split in counts]
+    lines += [f"left out: {count} {reason}" for reason, count in dataset.dropped_reasons.items()]
+    return {"lines": lines, "counts": counts, "provenance": dataset.provenance}

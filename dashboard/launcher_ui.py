@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from common import all_checkpoints, listing
+from common import all_checkpoints, dataset_summary, listing
 from core import launcher
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
@@ -44,17 +44,31 @@ STUDENT_FIELDS = [  # (flag, label, default shown when the preset gives none)
 ]
 
 
-def _dataset_arguments() -> list[str]:
-    kind = st.radio("Dataset", ["Embedded benchmark", "Registered dataset", "Folder or CSV"], key="launch_data_kind")
+def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
+    """The dataset widgets (keys ``<prefix>_data_kind``...): ``(spec, data_root)``, or None until one is given."""
+    kind = st.radio("Dataset", ["Embedded benchmark", "Registered dataset", "Folder or CSV"], key=f"{prefix}_data_kind")
     if kind == "Embedded benchmark":
-        source = st.selectbox("Source", ["all sources", *SOURCES], index=2, key="launch_source")
-        return ["--data", "synthetic" if source == "all sources" else f"synthetic:{source}"]
+        source = st.selectbox("Source", ["all sources", *SOURCES], index=2, key=f"{prefix}_source")
+        return ("synthetic" if source == "all sources" else f"synthetic:{source}"), None
     if kind == "Registered dataset":
-        name = st.selectbox("Name", sorted(DATASETS), key="launch_registered")
-        root = _checked_path(st.text_input("Root folder", key="launch_root", placeholder="/data/rvf10k"), "root")
-        return ["--data", name, "--data-root", str(root)] if root else []
-    path = _checked_path(st.text_input("Folder or CSV path", key="launch_path", placeholder="/data/my_faces"), "dataset")
-    return ["--data", str(path)] if path else []
+        name = st.selectbox("Name", sorted(DATASETS), key=f"{prefix}_registered")
+        root = _checked_path(st.text_input("Root folder", key=f"{prefix}_root", placeholder="/data/rvf10k"), "root")
+        return (name, str(root)) if root else None
+    path = _checked_path(st.text_input("Folder or CSV path", key=f"{prefix}_path", placeholder="/data/my_faces"), "dataset")
+    return (str(path), None) if path else None
+
+
+def _dataset_arguments() -> list[str]:
+    choice = dataset_choice("launch")
+    if choice is None:
+        return []
+    spec, root = choice
+    summary = dataset_summary(spec, root)
+    if "error" in summary:
+        st.error(f"Cannot train on it: {summary['error']}")
+    else:  # the images the run will use, and why (declared, carved, 80/10/10)
+        st.caption("  \n".join(summary["lines"]))
+    return ["--data", spec, *(["--data-root", root] if root else [])]
 
 
 def _checked_path(text: str, kind: str):

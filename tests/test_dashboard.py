@@ -24,7 +24,8 @@ def test_home_renders_without_exceptions(tiny_benchmark):
     assert "300 images at 32 px" in app.markdown[-1].value
 
 
-PAGES = {"views/runs.py": "Runs & checkpoints", "views/pruning.py": "Pruning", "views/feature_maps.py": "Feature maps",
+PAGES = {"views/runs.py": "Runs & checkpoints", "views/data.py": "Data", "views/pruning.py": "Pruning",
+         "views/feature_maps.py": "Feature maps",
          "views/correlation.py": "Filter correlation", "views/evaluation.py": "Evaluation", "views/embeddings.py": "Embeddings"}
 
 
@@ -38,6 +39,12 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
     if page == "views/runs.py":
         assert app.dataframe and app.multiselect(key="selected_widget").value
         assert len(app.get("download_button")) == len(app.multiselect(key="selected_widget").value)
+    if page == "views/data.py":  # the embedded benchmark's faceswap source: declared splits, no leak
+        table = app.dataframe[0].value
+        assert list(table["split"]) == ["train", "val", "test"] and list(table["usable"]) == [42, 6, 12]
+        assert all("declared by the data" in text for text in table["images (and why)"])
+        assert "Near-duplicates across splits: 0" in [s.value for s in app.subheader]
+        assert any("declared by the data" in c.value for c in app.sidebar.caption), "the sidebar shows what a run would use"
     if page == "views/pruning.py":
         charts = app.get("plotly_chart")
         assert len(charts) >= 2, "active-filter bars and at least one mask-history heatmap"
@@ -50,7 +57,7 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
         assert not app.exception and len(app.get("plotly_chart")) == 1 + 3 + 1
     if page == "views/feature_maps.py":  # the paper's layer 2 of block 1, teacher next to the student
         assert app.selectbox(key="maps_layer").value == "layer1.0.conv2"
-        assert len(app.get("plotly_chart")) == 2 and "Pruned in this layer" in app.caption[-1].value
+        assert len(app.get("plotly_chart")) == 2 and "Pruned in this layer" in app.main.caption[-1].value
         app.selectbox(key="maps_layer").set_value("layer3.2.conv3").run()
         assert not app.exception and len(app.get("plotly_chart")) == 2
     if page == "views/correlation.py":  # before/after heatmaps and the redundancy-vs-keep scatter, Pearson first
@@ -163,7 +170,8 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             exceptions = 0
-            for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("pruning", "Mask history"),
+            for path, ready in (("", "Embedded synthetic benchmark"), ("runs", "Explore"), ("data", "Near-duplicates across splits"),
+                                ("pruning", "Mask history"),
                                 ("tickets", "Iterative magnitude pruning with rewinding"), ("feature_maps", "Pruned in this layer"),
                                 ("correlation", "Redundancy vs keep probability"),
                                 ("evaluation", "McNemar"), ("embeddings", "5-NN real/fake accuracy"),
@@ -184,7 +192,7 @@ def test_first_launch_generates_the_benchmark_with_progress(tmp_path, monkeypatc
     monkeypatch.setenv("CORE_DATA_DIR", str(tmp_path / "fresh"))
     small = synthetic.SynthConfig(image_size=16, per_source=20)
     original = synthetic.ensure_benchmark
-    monkeypatch.setattr(synthetic, "ensure_benchmark", lambda **kw: original(config=small, **kw))  # a small one, fast
+    monkeypatch.setattr(synthetic, "ensure_benchmark", lambda *a, **kw: original(*a, config=small, **kw))  # a small one, fast
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     assert not app.exception
     assert synthetic.read_manifest(tmp_path / "fresh" / "synthetic")["images"] == 100

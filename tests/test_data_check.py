@@ -96,3 +96,25 @@ def test_a_second_check_reads_every_hash_from_the_cache(faces, tmp_path, monkeyp
     touched = next((root / "test" / "real").iterdir())
     Image.new("RGB", (32, 32), "white").save(touched)  # a changed file is hashed again
     assert check(load_image_folder(root), tmp_path / "cache", progress=False)["hashed"] == 1
+
+
+def test_the_data_page_shows_a_folders_leaked_pairs_side_by_side(faces, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "leaky"
+    for index, path in enumerate(faces[:40]):
+        split = "train" if index < 30 else "test"
+        folder = root / split / ("real" if index % 2 else "fake")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / f"{index}.png")
+    shutil.copy(faces[0], root / "test" / "fake" / "copy.png")
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "Home.py"), default_timeout=120).run()
+    app.switch_page("views/data.py").run()
+    app.radio(key="data_data_kind").set_value("Folder or CSV").run()
+    app.text_input(key="data_path").set_value(str(root)).run()
+    assert not app.exception
+    assert "Near-duplicates across splits: 1" in [s.value for s in app.subheader]
+    captions = [caption for element in app.get("image") for caption in element.captions]
+    assert len(captions) == 2 and captions[0] in ("train", "val") and captions[1] == "test", \
+        "the pair, side by side, each under its split (val is carved from train here)"
+    assert "distance 0 bits" in app.markdown[-1].value

@@ -93,7 +93,8 @@ class HashCache:
         atomic_write_text(self.path, json.dumps(self.entries))
 
 
-def _hashes(paths: list[str], cache: HashCache | None, workers: int, progress: bool) -> tuple[list, int]:
+def _hashes(paths: list[str], cache: HashCache | None, workers: int, progress: bool,
+            on_progress=None) -> tuple[list, int]:
     """Per path ``(hash, width, height, reason)``, from the cache where it is current; and how many were hashed."""
     results: list = [None] * len(paths)
     stamps = [HashCache.stamp(p) for p in paths]
@@ -117,6 +118,8 @@ def _hashes(paths: list[str], cache: HashCache | None, workers: int, progress: b
             if cache is not None:
                 cache.put(paths[index], stamps[index], list(result))
         bar.update(len(chunk))
+        if on_progress is not None:
+            on_progress(bar.n, len(todo))
         pending += len(chunk)
         if cache is not None and pending >= SAVE_EVERY:
             cache.save()
@@ -162,12 +165,13 @@ def near_duplicates(words: dict[str, np.ndarray], threshold: int = DUPLICATE_THR
 
 
 def check(dataset: DatasetSplits, cache_folder: Path | None = None, workers: int = 1, progress: bool = True,
-          threshold: int = DUPLICATE_THRESHOLD) -> dict:
-    """The report of ``dataset`` (see the module docstring); ``cache_folder`` None: no hash cache."""
+          threshold: int = DUPLICATE_THRESHOLD, on_progress=None) -> dict:
+    """The report of ``dataset`` (see the module docstring); ``cache_folder`` None: no hash cache;
+    ``on_progress(done, total)`` after each chunk of hashed images (the dashboard's progress bar)."""
     started = time.perf_counter()
     entries = [(split, sample) for split in SPLITS for sample in dataset.splits[split]]
     cache = HashCache(cache_folder, dataset.root) if cache_folder is not None else None
-    results, hashed = _hashes([sample.path for _, sample in entries], cache, workers, progress)
+    results, hashed = _hashes([sample.path for _, sample in entries], cache, workers, progress, on_progress)
 
     splits, reasons, examples, sizes = {}, Counter(dataset.dropped_reasons), {}, Counter()
     for reason, paths in dataset.dropped_examples.items():

@@ -23,7 +23,9 @@ def test_three_simultaneous_launches_never_share_a_run_directory(tiny_benchmark,
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
     deadline = time.monotonic() + 600
-    while len(list_runs(runs)) < 3 or any(run.status()["status"] == "running" for run in list_runs(runs)):
+    # the sidebar's process writes "finished" and then still has to exit: wait for both
+    while (len(list_runs(runs)) < 3 or any(run.status()["status"] == "running" for run in list_runs(runs))
+           or launcher.activities(runs)):
         assert time.monotonic() < deadline, "the sidebar's launch did not finish"
         time.sleep(0.5)
 
