@@ -8,11 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from core.__main__ import main
-from core.data.check import DUPLICATE_THRESHOLD, check
+from core.data.check import DUPLICATE_THRESHOLD, check, near_duplicates
 from core.data.datasets import load_image_folder, resolve_dataset
 
 
@@ -118,3 +119,23 @@ def test_the_data_page_shows_a_folders_leaked_pairs_side_by_side(faces, tmp_path
     assert len(captions) == 2 and captions[0] in ("train", "val") and captions[1] == "test", \
         "the pair, side by side, each under its split (val is carved from train here)"
     assert "distance 0 bits" in app.markdown[-1].value
+
+
+def test_near_duplicates_finds_exactly_the_pairs_popcount_finds():
+    """The matrix-product distance against an independent XOR + popcount over every cross-split pair."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, size=(40, 4), dtype=np.uint64)
+    flips = np.zeros_like(base)
+    for row, n in enumerate(rng.integers(0, 40, size=40)):  # each test hash: a train hash with n random bits flipped
+        for bit in rng.choice(256, size=n, replace=False):
+            flips[row, bit // 64] |= np.uint64(1) << np.uint64(bit % 64)
+    words = {"train": base, "val": rng.integers(0, 2**63, size=(7, 4), dtype=np.uint64), "test": base ^ flips}
+    expected = []
+    names = list(words)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            distance = np.bitwise_count(words[first][:, None, :] ^ words[second][None, :, :]).sum(axis=-1)
+            expected += [(first, a, second, b, int(distance[a, b])) for a, b in zip(*np.nonzero(distance <= 24), strict=True)]
+    found = near_duplicates(words, threshold=24, budget=50)  # tiny blocks: the block edges are exercised
+    assert sorted(found) == sorted(expected)
+    assert {(a, b) for _, a, s, b, _ in found if s == "test"} >= {(r, r) for r in range(40) if np.bitwise_count(flips[r]).sum() <= 24}
