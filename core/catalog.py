@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.training.checkpoint import SHIPPED_DIR, CheckpointError, read_header
-from core.training.runs import default_runs_dir, list_runs
+from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
+from core.runs import default_runs_dir, list_runs
 
 
 def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
@@ -53,7 +53,7 @@ def run_rows(runs_dir: Path | None = None) -> list[dict]:
 
 def ticket_rows(runs_dir: Path | None = None) -> list[dict]:
     """One row per finished lottery-ticket run: chain, round, sparsity, surviving parameters, test metrics."""
-    from core.training.checkpoint import resolve_checkpoint
+    from core.checkpoint import resolve_checkpoint
 
     rows = []
     for run in list_runs(runs_dir or default_runs_dir()):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from core.io import atomic_write_json
-from core.training.runs import Run, _pid_alive, list_runs
+from core.runs import Run, _pid_alive, list_runs
 
 REPO = Path(__file__).resolve().parents[1]
 

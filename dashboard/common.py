@@ -32,14 +32,14 @@ def all_checkpoints() -> dict[str, str]:
 
 @st.cache_data(show_spinner=False)
 def header_of(path: str, stamp: float) -> dict:
-    from core.training.checkpoint import read_header
+    from core.checkpoint import read_header
 
     return read_header(path)
 
 
 def header(path: str) -> dict:
     """A checkpoint's header, re-read when the file changes."""
-    from core.training.checkpoint import resolve_checkpoint
+    from core.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
     return header_of(str(resolved), resolved.stat().st_mtime)
@@ -53,7 +53,7 @@ def students() -> dict[str, str]:
 def teacher_of(path: str, same_arch: bool = True) -> str | None:
     """The teacher checkpoint a student learned from, when it is still on disk (and, by default, of the student's
     architecture: a PDD ResNet-18's layers do not line up with its ResNet-50 teacher's)."""
-    from core.training.checkpoint import CheckpointError, resolve_checkpoint
+    from core.checkpoint import CheckpointError, resolve_checkpoint
 
     teacher = header(path).get("teacher")
     try:
@@ -67,7 +67,7 @@ def teacher_of(path: str, same_arch: bool = True) -> str | None:
 
 def search_checkpoint_of(path: str) -> str | None:
     """The masked search checkpoint a fine-tuned compact student came from, when it is still on disk."""
-    from core.training.checkpoint import CheckpointError, resolve_checkpoint
+    from core.checkpoint import CheckpointError, resolve_checkpoint
 
     source = header(path).get("finetuned_from")
     try:
@@ -86,7 +86,7 @@ def _model(path: str, stamp: float):
 
 def model(path: str):
     """A checkpoint's eval-mode model (shared across pages and sessions; re-loaded when the file changes)."""
-    from core.training.checkpoint import resolve_checkpoint
+    from core.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
     return _model(str(resolved), resolved.stat().st_mtime)

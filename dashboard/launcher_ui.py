@@ -11,13 +11,13 @@ import streamlit as st
 
 from common import all_checkpoints, dataset_summary, listing
 from core import launcher
+from core.config import load_presets
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
 from core.methods import METHODS
 from core.methods.two_in_one import MODES
 from core.models.dual import is_dual
-from core.training.config import load_presets
-from core.training.runs import default_runs_dir
+from core.runs import default_runs_dir
 
 TRAINABLE = [name for name in METHODS if name != "finetune"]  # finetune starts from a student: `python -m core finetune`
 # architectures each method can train (first = default; a preset may set another, e.g. pdd's resnet18)

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from core.evaluation.bench import BENCHMARKS, run_benchmark
+from bench import BENCHMARKS, run_benchmark
 
 
 @pytest.fixture(autouse=True)

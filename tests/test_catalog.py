@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from core.catalog import checkpoint_rows, run_rows
+from core.checkpoint import save_checkpoint
 from core.models import build_model
-from core.training.checkpoint import save_checkpoint
-from core.training.runs import Run
+from core.runs import Run
 
 
 def test_checkpoint_rows(tmp_path):

@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import core
-from core.models import build_model
-from core.training.checkpoint import (
+from core.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_trainer_state,
@@ -19,6 +18,7 @@ from core.training.checkpoint import (
     save_checkpoint,
     save_trainer_state,
 )
+from core.models import build_model
 
 
 def _header(arch="resnet-tiny"):
@@ -100,7 +100,7 @@ def test_trainer_state_is_weights_only(tmp_path):
 
 
 def test_ship_checkpoint_halves_and_still_loads(tmp_path):
-    from core.training.checkpoint import ship_checkpoint
+    from core.deploy.ship import ship_checkpoint
 
     model = build_model("resnet-tiny").eval()
     run_dir = tmp_path / "run"

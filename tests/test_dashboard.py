@@ -74,7 +74,7 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
 
 def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
     from core import launcher
-    from core.training.runs import list_runs
+    from core.runs import list_runs
 
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
@@ -108,7 +108,7 @@ def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_p
 def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, monkeypatch, method):
     """The method's own fields reach the command line, and the command is one the CLI accepts as it stands."""
     from core import launcher
-    from core.__main__ import build_parser
+    from core.cli import build_parser
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))

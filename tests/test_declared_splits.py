@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.__main__ import main
-from core.training.config import build_config
+from core.config import build_config
 from core.training.engine import train
 
 

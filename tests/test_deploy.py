@@ -19,17 +19,19 @@ from torch import nn
 from torch.nn import functional as F
 
 import core
+from core.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from core.data.images import load_image
+from core.deploy.export import export
 from core.deploy.onnx import OnnxModel, StaticAdaptivePool, deployed_header, exportable
 from core.deploy.quantize import calibration_samples
 from core.models import build_model
 from core.models.masked import MaskedResNet
-from core.pruning.export import export
+from core.models.shapes import layer_shapes
+from core.models.ticket import Ticket
 from core.pruning.flops import profile_model
-from core.pruning.magnitude import Ticket, magnitude_masks
-from core.pruning.structured import layer_shapes, taylor_prune
+from core.pruning.magnitude import magnitude_masks
+from core.pruning.structured import taylor_prune
 from core.pruning.surgery import compact_from_masked
-from core.training.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -258,7 +260,7 @@ def test_deployed_exports_once_into_the_cache(checkpoints, tiny_benchmark):
 
 
 def test_onnx_benchmark_smoke(tiny_benchmark, tmp_path):
-    from core.evaluation.bench import run_benchmark
+    from bench import run_benchmark
 
     result, path = run_benchmark("onnx", smoke=True, out=tmp_path)
     assert path.is_file() and json.loads(path.read_text())["summary"] == result["summary"]

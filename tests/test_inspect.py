@@ -162,8 +162,8 @@ def test_knn_accuracy_separates_separable_features():
 
 
 def test_embedding_is_cached_on_disk(tiny_benchmark, tmp_path, monkeypatch):
+    from core.checkpoint import save_checkpoint
     from core.data.datasets import resolve_dataset
-    from core.training.checkpoint import save_checkpoint
 
     header = {"method": "teacher", "model": {"type": "resnet", "arch": "resnet-tiny"}, "image_size": 32,
               "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
@@ -186,8 +186,8 @@ def test_embedding_is_cached_on_disk(tiny_benchmark, tmp_path, monkeypatch):
 
 def test_kept_per_layer_of_a_ticket_and_a_channel_pruned_network():
     from core.models import build_from_spec
-    from core.pruning.magnitude import Ticket
-    from core.pruning.structured import layer_shapes
+    from core.models.shapes import layer_shapes
+    from core.models.ticket import Ticket
 
     ticket = Ticket("cnn5")
     masks = ticket.masks()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core import launcher
-from core.training.runs import list_runs
+from core.runs import list_runs
 
 
 def _wait(predicate, timeout: float = 120.0) -> None:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 import core
-from core.methods.lth import imp_schedule, iterative_magnitude_pruning
+from core.config import build_config
+from core.methods.lth import imp_schedule
 from core.models.resnet import build_model
-from core.pruning.magnitude import Ticket, magnitude_masks, prunable_names
-from core.training.config import build_config
+from core.models.ticket import Ticket, prunable_names
+from core.pruning.magnitude import magnitude_masks
+from core.training.drivers import iterative_magnitude_pruning
 from core.training.engine import train
 
 TINY = dict(data="synthetic", image_size=32, epochs=1, batch_size=16, num_workers=0, max_train_samples=48, max_eval_samples=24)

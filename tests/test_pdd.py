@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import core
+from core.config import build_config
 from core.models.masked import ApproxSignMask, MaskedResNet, SignSampler, approx_sign01, masked_layers
 from core.models.resnet import build_model
 from core.pruning.flops import profile_model
-from core.training.config import build_config
 from core.training.engine import train
 
 
@@ -45,7 +45,7 @@ def test_sign_sampler_eval_mask_rescues_an_empty_layer():
 
 
 def test_masked_resnet_with_sign_masks_round_trips_through_a_checkpoint(tmp_path):
-    from core.training.checkpoint import save_checkpoint
+    from core.checkpoint import save_checkpoint
 
     student = MaskedResNet("resnet-tiny", sampler="sign")
     assert "sampler.scores" in student.state_dict() and "sampler.logits" not in student.state_dict()
@@ -76,7 +76,7 @@ def test_pdd_distils_a_resnet18_from_a_resnet_tiny_teacher_and_prunes_against_re
     assert pruning["teacher_params"] == dense["params"] and pruning["teacher_macs"] == dense["macs"]
     assert len(pruning["active_filters"]) == 16 and sum(pruning["active_filters"]) < sum(pruning["channels"]), \
         "a large mask lr flips some scores below zero within one epoch"
-    from core.pruning.export import compact_of
+    from core.pruning.surgery import compact_of
 
     compact, compact_header = compact_of(student)
     images = torch.randn(2, 3, 32, 32)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.training import protocols
-from core.training.config import CONFIG_DIR, build_config, load_presets, published_finetune
+from core.cli import protocols
+from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,7 @@ def test_presets_keep_published_and_our_values_apart():
 def test_a_protocol_runs_once_resumes_and_reports_published_beside_measured(tiny_benchmark, tmp_path):
     """The mini protocol's machinery on a tiny network: every stage, the report, a rerun that trains nothing,
     and a run interrupted mid-protocol that is resumed, not restarted."""
-    from core.training.runs import Run
+    from core.runs import Run
 
     small = ["--batch-size", "8", "--max-train-samples", "24", "--max-eval-samples", "12", "--num-workers", "0",
              "--epochs", "1"]

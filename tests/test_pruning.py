@@ -12,10 +12,11 @@ import torch
 
 from core.methods.distillation import StudentOptions, kd_loss, temperature
 from core.methods.pearson import correlation_loss
+from core.models.compact import CompactResNet
 from core.models.masked import MaskedResNet
 from core.pruning import pearson_correlation, redundancy_scores
 from core.pruning.flops import MaskedCost, profile_model
-from core.pruning.surgery import CompactResNet, compact_from_masked
+from core.pruning.surgery import compact_from_masked
 
 
 def numpy_correlation(weight: np.ndarray) -> np.ndarray:
@@ -124,9 +125,9 @@ def test_scores_of_a_channels_last_student_equal_the_contiguous_ones():
 def test_scores_refreshed_every_n_steps_are_reused_in_between_and_their_agreement_recorded(masked):
     from types import SimpleNamespace
 
+    from core.config import TrainConfig
     from core.methods.distillation import StudentOptions
     from core.methods.pearson import PearsonMethod
-    from core.training.config import TrainConfig
 
     method, keep = PearsonMethod(), torch.rand(masked.sampler.logits.shape[0])
     distiller = SimpleNamespace(student=masked, options=StudentOptions(correlation_weight_gradient=False, score_every=3))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.training.config import build_config
+from core.config import build_config
+from core.runs import Run
 from core.training.engine import train
-from core.training.runs import Run
 
 TINY = dict(data="synthetic", image_size=16, batch_size=4, num_workers=0, log_every=4, max_train_samples=64,
             max_eval_samples=12)

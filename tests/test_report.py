@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from core.config import build_config
 from core.data.datasets import Sample
 from core.evaluation.evaluate import evaluate, roc_curve, video_level
 from core.evaluation.metrics import Predictions, classification_metrics, equal_error_rate
-from core.training.config import build_config
 from core.training.engine import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_prediction_cache_hits_and_invalidates_on_a_changed_checkpoint(tiny_runs
     import torch
 
     import core
-    from core.training.checkpoint import save_checkpoint
+    from core.checkpoint import save_checkpoint
 
     checkpoint = tmp_path / "model.safetensors"
     shutil.copy(tiny_runs["kdfs"][0] / "best.safetensors", checkpoint)

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 import core
+from core.config import build_config
 from core.methods.distillation import StudentOptions, temperature
-from core.training.config import build_config
+from core.runs import Run
 from core.training.engine import train
-from core.training.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(data="synthetic", arch="resnet-tiny", image_size=32, batch_size=16, num_workers=0, log_every=1)
@@ -188,7 +188,7 @@ def test_catalog_rows_show_the_compact_cost(student_run, tmp_path):
 
 
 def test_finetuned_checkpoint_carries_the_mask_history(student_run, tmp_path):
-    from core.training.checkpoint import read_header
+    from core.checkpoint import read_header
 
     _, run_dir = student_run
     output = _cli("finetune", str(run_dir / "last.safetensors"), "--epochs", "1", "--batch-size", "8", "--num-workers", "0",

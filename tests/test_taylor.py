@@ -17,15 +17,17 @@ from torch import nn
 from torch.nn import functional as F
 
 import core
+from core.checkpoint import save_checkpoint
+from core.config import TrainConfig, build_config
 from core.methods.distillation import kd_loss
-from core.methods.taylor import PrunedStudent, TaylorOptions, prune_iteratively
+from core.methods.taylor import PrunedStudent, TaylorOptions
 from core.models import build_model
+from core.models.shapes import layer_shapes
 from core.pruning.flops import profile_model
-from core.pruning.structured import layer_shapes, taylor_prune, tie_broken_taylor_importance
-from core.training.checkpoint import save_checkpoint
-from core.training.config import TrainConfig, build_config
+from core.pruning.structured import taylor_prune, tie_broken_taylor_importance
+from core.runs import Run
+from core.training.drivers import prune_iteratively
 from core.training.engine import make_scheduler, train
-from core.training.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(data="synthetic", image_size=32, batch_size=16, num_workers=0, epochs=1, max_train_samples=32, max_eval_samples=16)

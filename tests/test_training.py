@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import core
-from core.training.config import TrainConfig, build_config
+from core.config import TrainConfig, build_config
+from core.runs import Run, list_runs
 from core.training.engine import make_optimizer, train
-from core.training.runs import Run, list_runs
 
 REPO = Path(__file__).resolve().parents[1]
 

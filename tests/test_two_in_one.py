@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import core
+from core.config import TrainConfig, build_config
 from core.data.frequency import block_dct, frequency_representation
 from core.methods.two_in_one import (
     MODES,
@@ -28,9 +29,8 @@ from core.methods.two_in_one import (
 )
 from core.models import build_model
 from core.pruning.flops import profile_model
-from core.training.config import TrainConfig, build_config
+from core.runs import Run
 from core.training.engine import train
-from core.training.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(data="synthetic", image_size=32, batch_size=16, num_workers=0, epochs=1, max_train_samples=32, max_eval_samples=16)
@@ -248,7 +248,7 @@ def mode_sweep(dual_teacher, runs_root) -> dict:
 
 
 def test_every_mode_trains_a_student_that_loads_evaluates_and_exports(mode_sweep, dual_teacher, tmp_path):
-    from core.pruning.export import export
+    from core.deploy.export import export
 
     runs = mode_sweep["runs"]
     assert len(runs) == len(MODES)
@@ -278,9 +278,9 @@ def test_the_sweep_is_reported_as_an_ablation(mode_sweep, tmp_path):
 
 
 def test_a_compact_student_is_a_start_and_keeps_its_pruning_record(dual_teacher, tmp_path):
+    from core.checkpoint import save_checkpoint
+    from core.deploy.export import export
     from core.models.masked import MaskedResNet
-    from core.pruning.export import export
-    from core.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     masked = MaskedResNet("resnet-tiny")
@@ -306,8 +306,8 @@ def test_a_compact_student_is_a_start_and_keeps_its_pruning_record(dual_teacher,
 
 
 def test_two_in_one_needs_a_dual_teacher_and_a_single_branch_student(dual_teacher, tmp_path):
+    from core.checkpoint import save_checkpoint
     from core.methods.two_in_one import TwoInOneMethod
-    from core.training.checkpoint import save_checkpoint
 
     method = TwoInOneMethod()
     with pytest.raises(ValueError, match="--arch dual_resnet18 --data synthetic"):

@@ -198,8 +198,8 @@ def test_bad_videos_get_one_clear_line(tmp_path):
 
 
 def test_face_crop_dataset_trains_and_evaluates_with_video_level_auc(clips, tmp_path):
+    from core.config import build_config
     from core.data.datasets import resolve_dataset
-    from core.training.config import build_config
     from core.training.engine import train
 
     out = tmp_path / "crops"

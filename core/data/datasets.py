@@ -826,3 +826,11 @@ def describe_datasets() -> str:
         "only data that names no split at all is split 80/10/10 per label, deterministically.",
     ]
     return "\n".join(lines)
+
+
+def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """An evenly spread, deterministic subset of at most ``limit`` samples (classes stay mixed)."""
+    if limit is None or len(samples) <= limit:
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]

@@ -9,5 +9,5 @@
 - :mod:`core.deploy.variants`: the ONNX fp32 / int8 versions of a checkpoint, exported once into
   the cache (keyed by the checkpoint's SHA-256), and their side-by-side comparison with PyTorch.
 
-``python -m core export CKPT --format onnx|onnx-int8`` (:func:`core.pruning.export.export`) writes them.
+``python -m core export CKPT --format onnx|onnx-int8`` (:func:`core.deploy.export.export`) writes them.
 """

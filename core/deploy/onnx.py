@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.training.checkpoint import FORMAT_VERSION, HEADER_KEY, CheckpointError
+from core.checkpoint import FORMAT_VERSION, HEADER_KEY, read_header, register_runner
 
 INPUT, OUTPUT = "images", "logits"
 MAX_BATCH = 4096  # the dynamic batch axis' upper bound (torch.export needs one)
@@ -138,24 +138,6 @@ def set_header(path: str | os.PathLike, header: dict) -> None:
     atomic_write(path, lambda tmp: onnx.save(model, tmp))
 
 
-def read_onnx_header(path: str | os.PathLike) -> dict:
-    """The checkpoint header stored in an ONNX file's ``metadata_props``; CheckpointError when there is none."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # noqa: BLE001 - protobuf raises its own DecodeError; anything unreadable is "not ONNX"
-        raise CheckpointError(f"{path}: not a readable ONNX model ({type(error).__name__})") from None
-    metadata = {entry.key: entry.value for entry in model.metadata_props}
-    if HEADER_KEY not in metadata:
-        raise CheckpointError(f"{path}: an ONNX model without this project's header (metadata_props key {HEADER_KEY!r}); "
-                              f"only files written by `python -m core export CKPT --format onnx` can be loaded")
-    try:
-        return json.loads(metadata[HEADER_KEY])
-    except ValueError:
-        raise CheckpointError(f"{path}: damaged checkpoint header in the ONNX metadata") from None
-
-
 class OnnxModel(nn.Module):
     """An ONNX checkpoint run by onnxruntime on CPU, with the interface of ``core.load_model``'s modules.
 
@@ -198,6 +180,7 @@ class OnnxModel(nn.Module):
 
 def load_onnx(path: str | os.PathLike, threads: int | None = None) -> OnnxModel:
     """An ONNX checkpoint written by ``export --format onnx|onnx-int8``, ready to call (eval mode)."""
-    from core.training.checkpoint import read_header
-
     return OnnxModel(path, read_header(path), threads).eval()
+
+
+register_runner(".onnx", load_onnx)

@@ -25,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from core.checkpoint import read_onnx_header
 from core.data.datasets import Sample, resolve_dataset
 from core.data.images import ImageDataset, collate_skipping
-from core.deploy.onnx import INPUT, OnnxModel, quiet_exporter_logs, read_onnx_header, set_header
+from core.deploy.onnx import INPUT, OnnxModel, quiet_exporter_logs, set_header
 
 CALIBRATION_IMAGES = 300  # the training images whose activation ranges set the int8 scales
 CALIBRATION_BATCH = 16

@@ -13,9 +13,9 @@ import json
 import os
 from pathlib import Path
 
+from core.checkpoint import resolve_checkpoint
 from core.deploy.quantize import CALIBRATION_IMAGES
 from core.io import atomic_write_json, cache_dir
-from core.training.checkpoint import resolve_checkpoint
 
 CACHE_VERSION = 1
 # runtime label -> export format (None: the checkpoint itself, run by PyTorch)
@@ -27,11 +27,11 @@ def deployed(checkpoint: str | os.PathLike, fmt: str, calibration_images: int = 
              progress: bool = True) -> dict:
     """The export record of ``checkpoint`` as ``fmt`` (``onnx`` or ``onnx-int8``), exporting it on first use.
 
-    The record is :func:`core.pruning.export.export`'s result (``path``, ``bytes``,
+    The record is :func:`core.deploy.export.export`'s result (``path``, ``bytes``,
     ``max_abs_diff``, ...) plus the source checkpoint and its SHA-256.
     """
+    from core.deploy.export import export
     from core.evaluation.evaluate import file_digest
-    from core.pruning.export import export
 
     if fmt not in ("onnx", "onnx-int8"):
         raise ValueError(f"deployed versions are onnx or onnx-int8, not {fmt!r}")
@@ -69,16 +69,16 @@ def compare_runtimes(checkpoints: dict[str, str | os.PathLike], data: str | None
     """
     from safetensors.torch import save
 
-    import core
     from core.deploy.quantize import training_data
     from core.evaluation.evaluate import evaluate
     from core.evaluation.latency import measure_latency
-    from core.pruning.export import compact_of
+    from core.models.loading import load_model
+    from core.pruning.surgery import compact_of
 
     rows, models = {}, {}
     for name, checkpoint in checkpoints.items():
         source = resolve_checkpoint(checkpoint)
-        network, header = compact_of(core.load_model(source))
+        network, header = compact_of(load_model(source))
         own_data, data_root = training_data(header)
         state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
                  for k, v in network.state_dict().items()}
@@ -88,7 +88,7 @@ def compare_runtimes(checkpoints: dict[str, str | os.PathLike], data: str | None
             files[label] = (Path(record["path"]), record["bytes"], record["max_abs_diff"])
         for label, (path, size, difference) in files.items():
             key = f"{name} · {label}"
-            models[key] = network if label == "PyTorch fp32" else core.load_model(path)
+            models[key] = network if label == "PyTorch fp32" else load_model(path)
             metrics = evaluate(path, data or own_data, split, data_root if data is None else None, progress=progress).metrics()
             rows[key] = {"checkpoint": name, "runtime": label, "image_size": header["image_size"], "bytes": size,
                          "size_mb": size / 2**20, "max_abs_diff": difference, "accuracy": metrics["accuracy"],

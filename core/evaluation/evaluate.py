@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from core.checkpoint import resolve_checkpoint
 from core.data.datasets import Sample, resolve_dataset
 from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
 from core.io import DAMAGED_CACHE_ERRORS, atomic_write, atomic_write_json, cache_dir
-from core.training.checkpoint import resolve_checkpoint
 
 CACHE_VERSION = 2  # 2: skipped files counted per reason
 _HASHES: dict[tuple, str] = {}
@@ -154,9 +154,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
                               images=dataset.describe(split))
         except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed and replaced
-    import core
+    from core.models.loading import load_model
 
-    model = core.load_model(path, device=device)
+    model = load_model(path, device=device)
     predictions = predict(model, samples, model.preprocess, batch_size, device, num_workers, progress,
                           desc=f"evaluate {path.name} on {dataset.name}/{split}")
     if use_cache:

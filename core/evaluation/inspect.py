@@ -185,7 +185,7 @@ def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
     Taylor) keeps *channels*: each conv's output width against the dense architecture's.
     """
     from core.models.resnet import build_model
-    from core.pruning.magnitude import Ticket
+    from core.models.ticket import Ticket
 
     if isinstance(model, Ticket):
         masks = model.masks()
@@ -284,9 +284,9 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
     teacher, see :func:`feature_views`), like the prediction cache, so a restarted dashboard finds
     it again. Returns ``xy [n, 2]``, ``labels``, ``sources``, ``paths`` and ``knn_accuracy``.
     """
-    import core
+    from core.checkpoint import resolve_checkpoint
     from core.evaluation.evaluate import file_digest, samples_digest
-    from core.training.checkpoint import resolve_checkpoint
+    from core.models.loading import load_model
 
     path = resolve_checkpoint(checkpoint)
     key = f"v{EMBEDDING_VERSION}-{file_digest(path)[:24]}-{samples_digest(samples)[:24]}-{seed}" + (f"-{branch}" if branch else "")
@@ -297,7 +297,7 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
                 return _embedding_result(stored["xy"], stored["indices"], samples, float(stored["knn"]))
         except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed
-    model = core.load_model(path)
+    model = load_model(path)
     features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch, branch=branch)
     labels = np.asarray([samples[i].label for i in indices])
     xy = umap_embedding(features, seed)

@@ -31,10 +31,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from core.checkpoint import is_onnx, read_header, resolve_checkpoint
 from core.evaluation.evaluate import Evaluation, evaluate
 from core.io import atomic_write_text
-from core.training.checkpoint import read_header, resolve_checkpoint
-from core.training.runs import Run
+from core.runs import Run
 
 
 @dataclass
@@ -146,7 +146,7 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
 def published_table(rows: list[dict]) -> pd.DataFrame:
     """Measured beside published (``reproduce``): accuracy (mean ± std over seeds), params, reductions, deltas.
 
-    ``rows`` as :func:`core.training.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
+    ``rows`` as :func:`core.cli.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
     counts, reductions as fractions; ``published`` in the paper's units (%, millions).
     """
     from core.stats import ttest
@@ -275,17 +275,16 @@ def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = T
     CPU latency at batch 1 and 32."""
     from safetensors.torch import save
 
-    import core
-    from core.deploy.onnx import OnnxModel
     from core.evaluation.latency import measure_latency
-    from core.pruning.export import compact_of
+    from core.models.loading import load_model
     from core.pruning.flops import profile_model
+    from core.pruning.surgery import compact_of
 
     models, rows = {}, {}
     for entry in entries:
-        model, header = compact_of(core.load_model(entry.checkpoint))
+        model, header = compact_of(load_model(entry.checkpoint))
         size = header["image_size"]
-        if isinstance(model, OnnxModel):  # the counts its export recorded, the size of its file
+        if is_onnx(entry.checkpoint):  # an ONNX graph: the counts its export recorded, the size of its file
             cost, kind, megabytes = header, f"{header['model']['type']} ({entry.runtime})", entry.checkpoint.stat().st_size / 2**20
         else:
             state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()

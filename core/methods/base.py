@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.training.config import TrainConfig
+from core.config import TrainConfig
 
 
 class Method:

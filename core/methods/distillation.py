@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.config import TrainConfig
 from core.methods.base import Method, parse_options
 from core.models.masked import MaskedResNet
 from core.models.resnet import fold_batch_norms, forward_features, stages
 from core.pruning.flops import MaskedCost
 from core.pruning.surgery import filter_record
-from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def reconstruction_loss(features: list[torch.Tensor], teacher_features: list[tor
 
 def default_teacher(data: str, arch: str = "resnet50") -> str | None:
     """A shipped dense network of ``arch`` (a teacher-method run) trained on exactly this dataset, if there is one."""
-    from core.training.checkpoint import SHIPPED_DIR, CheckpointError, read_header
+    from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
@@ -152,13 +152,13 @@ def default_teacher(data: str, arch: str = "resnet50") -> str | None:
 
 
 def load_teacher(config: TrainConfig, same_arch: bool = True) -> nn.Module:
-    import core
+    from core.models.loading import load_model
 
     path = config.teacher
     if path is None:
         raise ValueError(f"the {config.method} student needs a teacher: pass --teacher CKPT (a teacher run or checkpoint); "
                          "train one with `python -m core train --method teacher --data ...`")
-    teacher = core.load_model(path)
+    teacher = load_model(path)
     spec = teacher.header["model"]
     if spec.get("type") != "resnet" or (same_arch and spec.get("arch") != config.arch):
         raise ValueError(f"teacher {path} is a {spec.get('type')} {spec.get('arch')}; the student needs a "

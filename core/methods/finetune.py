@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.checkpoint import CheckpointError, resolve_checkpoint
+from core.config import TrainConfig
 from core.methods.base import Method, parse_options
 from core.methods.distillation import kd_loss
-from core.training.checkpoint import CheckpointError, resolve_checkpoint
-from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ class FinetuneOptions:
 
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
-    import core
-    from core.pruning.export import compact_of
+    from core.models.loading import load_model
+    from core.pruning.surgery import compact_of
 
-    model = core.load_model(path)
+    model = load_model(path)
     if model.header["model"]["type"] not in ("masked-resnet", "compact-resnet"):
         raise ValueError(f"{path} holds a {model.header['model']['type']}; finetune takes a student checkpoint "
                          "(masked or compact), e.g. the run directory of a kdfs or pearson run")
@@ -100,7 +100,7 @@ class FinetuneMethod(Method):
                 log.warning("the student's teacher %s is gone; fine-tuning without KD", header["teacher"])
 
     def build(self, config: TrainConfig) -> nn.Module:
-        import core
+        from core.models.loading import load_model
 
         student, header = load_compact(config.init_checkpoint)
         if student.arch != config.arch:
@@ -108,7 +108,7 @@ class FinetuneMethod(Method):
         student.source_header = header
         student.mask_history = mask_history(config.init_checkpoint)
         options = FinetuneOptions.from_config(config)
-        teacher = core.load_model(config.teacher) if config.teacher and options.lambda_kd else None
+        teacher = load_model(config.teacher) if config.teacher and options.lambda_kd else None
         return Finetuned(student, teacher, options)
 
     def deployable(self, model: Finetuned) -> nn.Module:
@@ -134,7 +134,7 @@ HISTORY_KEYS = ("epoch", "temperature", "active_filters", "keep_probability", "a
 
 def mask_history(checkpoint: str) -> list[dict]:
     """The search run's per-epoch mask records, when the checkpoint lives in a run directory (for the dashboard)."""
-    from core.training.runs import Run
+    from core.runs import Run
 
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else path.parent

@@ -20,18 +20,17 @@ parameters) for the accuracy-vs-sparsity curves.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import uuid
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.config import TrainConfig
 from core.methods.base import Method, parse_options
-from core.pruning.magnitude import Ticket, magnitude_masks
-from core.training.config import TrainConfig
+from core.models.ticket import Ticket
+from core.pruning.magnitude import magnitude_masks
 
 
 @dataclass
@@ -70,13 +69,13 @@ class LTHMethod(Method):
             raise ValueError("an lth run with sparsity > 0 prunes a previous run: give its checkpoint (init_checkpoint)")
 
     def build(self, config: TrainConfig) -> nn.Module:
-        import core
+        from core.models.loading import load_model
 
         options = LTHOptions.from_config(config)
         ticket = Ticket(config.arch)
         if not config.init_checkpoint:
             return ticket
-        source = core.load_model(config.init_checkpoint)
+        source = load_model(config.init_checkpoint)
         if not isinstance(source, Ticket) or source.arch != config.arch:
             raise ValueError(f"{config.init_checkpoint} is not an lth run of a {config.arch}: start IMP from a dense lth run")
         ticket.load_state_dict(source.state_dict())  # trained weights, masks and the rewind state
@@ -108,27 +107,3 @@ class LTHMethod(Method):
         return {"sparsity": model.counts()["sparsity"]}
 
 
-def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True, train_fn=None) -> list:
-    """Dense round, then IMP rounds up to the target sparsity (and a one-shot run); one run per round.
-
-    ``train_fn(config)`` trains one round (default: a new run; ``reproduce`` passes one that finds
-    and resumes earlier runs of the same config, with a fixed ``chain`` name).
-    """
-    from core.training.engine import train
-
-    train_fn = train_fn or (lambda round_config: train(round_config, progress=progress))
-    options = LTHOptions.from_config(config)
-    chain = options.chain or f"{config.arch}-{uuid.uuid4().hex[:6]}"
-
-    def run(init: str | None, sparsity: float, chain_name: str, round_index: int):
-        method_options = {**config.method_options, "sparsity": sparsity, "chain": chain_name, "round": round_index}
-        return train_fn(dataclasses.replace(config, init_checkpoint=init, method_options=method_options))
-
-    dense = run(None, 0.0, chain, 0)
-    results, source = [dense], dense.run_dir / "last.safetensors"
-    for index, sparsity in enumerate(imp_schedule(options.prune_rate, options.target_sparsity), start=1):
-        results.append(run(str(source), sparsity, chain, index))
-        source = results[-1].run_dir / "last.safetensors"
-    if one_shot:
-        results.append(run(str(dense.run_dir / "last.safetensors"), options.target_sparsity, f"{chain}-one-shot", 1))
-    return results

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.config import TrainConfig
 from core.methods.distillation import Distiller, MaskedStudentMethod, StudentOptions
-from core.training.config import TrainConfig
 
 
 @dataclass

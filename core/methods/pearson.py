@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import torch
 
+from core.config import TrainConfig
 from core.methods.distillation import Distiller, MaskedStudentMethod
 from core.models.masked import MaskedResNet
 from core.pruning.correlation import redundancy_scores
-from core.training.config import TrainConfig
 
 
 def shape_groups(student: MaskedResNet) -> list[tuple[list[int], list[torch.nn.Conv2d]]]:

@@ -22,7 +22,6 @@ ordinary resumable run directory.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from itertools import islice
@@ -31,10 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.config import TrainConfig
 from core.methods.base import Method, parse_options
 from core.methods.distillation import kd_loss, load_teacher
 from core.methods.finetune import Finetuned
-from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +91,9 @@ def importance_batches(config: TrainConfig, count: int) -> list[tuple[torch.Tens
     """``count`` shuffled training batches, eval-transformed (no augmentation), seeded from ``config.seed``."""
     from torch.utils.data import DataLoader
 
-    from core.data.datasets import resolve_dataset
+    from core.data.datasets import resolve_dataset, subsample
     from core.data.images import ImageDataset, collate_skipping, dataset_statistics, eval_transform
     from core.io import cache_dir
-    from core.training.engine import subsample
 
     train_split = resolve_dataset(config.data, config.data_root).split("train")
     normalization = dataset_statistics(train_split, config.image_size, cache_dir(), False)
@@ -111,8 +109,8 @@ class TaylorMethod(Method):
     options_class = TaylorOptions
 
     def check(self, config: TrainConfig) -> None:
+        from core.checkpoint import read_header
         from core.methods.distillation import default_teacher
-        from core.training.checkpoint import read_header
 
         options = TaylorOptions.from_config(config)
         # defaults: the shipped dense Lite0 and B0 teacher of this dataset, when there are
@@ -141,13 +139,13 @@ class TaylorMethod(Method):
                              f"none is shipped for {config.data}")
 
     def build(self, config: TrainConfig) -> PrunedStudent:
-        import core
         from core.models import build_model
+        from core.models.loading import load_model
         from core.pruning.flops import profile_model
         from core.pruning.structured import prunable_channels, taylor_prune
 
         options = TaylorOptions.from_config(config)
-        student = core.load_model(config.init_checkpoint)
+        student = load_model(config.init_checkpoint)
         teacher = load_teacher(config, same_arch=False) if options.alpha > 0 else None
         model = PrunedStudent(student, teacher, options)
         batches = importance_batches(config, options.taylor_batches)
@@ -171,7 +169,7 @@ class TaylorMethod(Method):
         return model.student
 
     def model_spec(self, config: TrainConfig, model: PrunedStudent) -> dict:
-        from core.pruning.structured import layer_shapes
+        from core.models.shapes import layer_shapes
 
         return {"type": "pruned-net", "arch": config.arch, "shapes": layer_shapes(model.student)}
 
@@ -183,25 +181,3 @@ class TaylorMethod(Method):
         return {"teacher": config.teacher, "pruned_from": config.init_checkpoint, "structured_pruning": model.record}
 
 
-def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True,
-                      train_fn=None) -> list:
-    """The schedule as a chain of taylor runs: step ``k`` starts from step ``k-1``'s best checkpoint.
-
-    ``steps`` overrides the options' ``steps``; ``one_shot`` is one step that removes the
-    whole ``prune_ratio``. Returns the runs' :class:`core.training.engine.TrainResult`.
-    A killed step resumes with ``train --resume``; the later steps are then started
-    from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options), or
-    ``reproduce`` does it all: its ``train_fn`` finds and resumes each step's run.
-    """
-    from core.training.engine import train
-
-    train_fn = train_fn or (lambda step_config: train(step_config, progress=progress))
-    TaylorMethod().check(config)  # fills the default start and teacher once, for every step
-    steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
-    results, start = [], config.init_checkpoint
-    for step in range(1, steps + 1):
-        step_config = dataclasses.replace(config, method="taylor", init_checkpoint=start,
-                                          method_options={**config.method_options, "steps": steps, "step": step})
-        results.append(train_fn(step_config))
-        start = str(results[-1].checkpoint)
-    return results

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.config import TrainConfig
 from core.methods.base import Method
 from core.models.resnet import build_model, set_trainable
-from core.training.config import TrainConfig
 
 
 class TeacherMethod(Method):

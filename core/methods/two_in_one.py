@@ -62,12 +62,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.config import TrainConfig
 from core.methods.base import Method, parse_options
 from core.methods.distillation import default_teacher, kd_loss, load_teacher
 from core.methods.finetune import Finetuned
 from core.models.dual import BRANCHES, is_dual
 from core.models.resnet import RESNET_PARTS, pooled_features
-from core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +192,13 @@ class TwoInOneStudent(Finetuned):
 
 def load_student(config: TrainConfig) -> tuple[nn.Module, dict, dict]:
     """``(student network, its model spec, the source header)``: a fresh ``config.arch``, or ``init_checkpoint``'s network."""
-    import core
     from core.models import build_model
-    from core.pruning.export import compact_of
+    from core.models.loading import load_model
+    from core.pruning.surgery import compact_of
 
     if not config.init_checkpoint:
         return build_model(config.arch), {"type": "resnet", "arch": config.arch}, {}
-    student, header = compact_of(core.load_model(config.init_checkpoint))  # a masked student: its compact network
+    student, header = compact_of(load_model(config.init_checkpoint))  # a masked student: its compact network
     return student, dict(header["model"]), header
 
 
@@ -209,8 +209,8 @@ class TwoInOneMethod(Method):
     options_class = TwoInOneOptions
 
     def check(self, config: TrainConfig) -> None:
+        from core.checkpoint import read_header
         from core.models import build_model
-        from core.training.checkpoint import read_header
 
         options = TwoInOneOptions.from_config(config)
         spec = read_header(config.init_checkpoint)["model"] if config.init_checkpoint else {"type": "resnet", "arch": config.arch}

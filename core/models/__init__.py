@@ -19,19 +19,19 @@ def _masked(spec: dict) -> nn.Module:
 
 
 def _compact(spec: dict) -> nn.Module:
-    from core.pruning.surgery import CompactResNet
+    from core.models.compact import CompactResNet
 
     return CompactResNet(spec["arch"], spec["active_filters"])
 
 
 def _ticket(spec: dict) -> nn.Module:
-    from core.pruning.magnitude import Ticket
+    from core.models.ticket import Ticket
 
     return Ticket(spec["arch"])
 
 
 def _pruned(spec: dict) -> nn.Module:
-    from core.pruning.structured import with_shapes
+    from core.models.shapes import with_shapes
 
     return with_shapes(build_model(spec["arch"]), spec["shapes"])
 

@@ -36,7 +36,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from core.data.datasets import DatasetSplits, Sample, resolve_dataset
+from core.checkpoint import (
+    TRAINER_STATE,
+    load_checkpoint,
+    load_state_into,
+    load_trainer_state,
+    save_checkpoint,
+    save_trainer_state,
+)
+from core.config import TrainConfig
+from core.data.datasets import DatasetSplits, Sample, resolve_dataset, subsample
 from core.data.images import (
     AUGMENTATIONS,
     ImageDataset,
@@ -51,17 +60,8 @@ from core.io import WriteError, cache_dir, pause_point
 from core.methods import get_method
 from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
+from core.runs import Run, default_runs_dir, find_run
 from core.training import distributed
-from core.training.checkpoint import (
-    TRAINER_STATE,
-    load_checkpoint,
-    load_state_into,
-    load_trainer_state,
-    save_checkpoint,
-    save_trainer_state,
-)
-from core.training.config import TrainConfig
-from core.training.runs import Run, default_runs_dir, find_run
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,6 @@ class NonFiniteGuard:
         return f"its last good checkpoint (epoch {epoch}) is kept" if epoch else "no epoch had finished, so there is no checkpoint"
 
 
-def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
-    """An evenly spread, deterministic subset of at most ``limit`` samples (classes stay mixed)."""
-    if limit is None or len(samples) <= limit:
-        return samples
-    step = len(samples) / limit
-    return [samples[int(i * step)] for i in range(limit)]
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:

@@ -34,7 +34,7 @@ def _evaluation(path: str, stamp: float, data: str, split: str) -> dict:
 
 
 def _stamp(path: str) -> float:
-    from core.training.checkpoint import resolve_checkpoint
+    from core.checkpoint import resolve_checkpoint
 
     return resolve_checkpoint(path).stat().st_mtime
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from common import all_checkpoints, header, model
-from core.training.runs import Run
+from core.runs import Run
 
 st.title("Pruning")
 choices = all_checkpoints()

@@ -43,7 +43,7 @@ st.session_state["selected"] = selected
 
 @st.cache_data(show_spinner="Making the compact model...")
 def _compact_bytes(path: str, stamp: float) -> tuple[bytes, dict]:
-    from core.pruning.export import export
+    from core.deploy.export import export
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "compact.pt"

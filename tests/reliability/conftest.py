@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_support
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_benchmark, tmp_path_factory) -> Path:
     """A one-epoch resnet-tiny teacher run on the tiny benchmark (seconds)."""
-    from core.training.config import build_config
+    from core.config import build_config
     from core.training.engine import train
 
     config = build_config(method="teacher", data="synthetic", arch="resnet-tiny", image_size=32, epochs=1, batch_size=16,

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from core.checkpoint import TRAINER_STATE, load_trainer_state, read_header
 from core.io import PAUSE_AT, PAUSE_FILE
-from core.training.checkpoint import TRAINER_STATE, load_trainer_state, read_header
-from core.training.runs import Run
+from core.runs import Run
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING_KEYS = {"time", "train_seconds", "images_per_s", "seconds", "updated", "pid"}

@@ -28,10 +28,10 @@ from reliability_support import REPO, assert_one_line_error, cli, last_json
 from safetensors.torch import save_file
 
 import core
+from core.checkpoint import CheckpointError, save_checkpoint
 from core.data.datasets import IMAGE_EXTENSIONS, DatasetError, resolve_dataset
 from core.data.images import ImageLoadError, load_image
 from core.models import build_model
-from core.training.checkpoint import CheckpointError, save_checkpoint
 
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))  # 40 wide, 30 high
 
@@ -175,7 +175,7 @@ def test_odd_images_in_a_dataset_are_skipped_and_counted_by_evaluate_and_train(d
                           "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--runs-dir", str(tmp_path / "runs"),
                           "--json"], capsys)
     assert code == 0, err
-    from core.training.runs import Run
+    from core.runs import Run
 
     run = Run(Path(last_json(out)["run_dir"]))
     assert run.metrics("epoch")[0]["skipped"] == len(BAD_IMAGES) and run.metrics("test")[0]["skipped"] == len(BAD_IMAGES)

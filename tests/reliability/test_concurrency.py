@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import core
 from core import launcher
-from core.training.runs import Run, list_runs
+from core.runs import Run, list_runs
 
 
 def test_three_simultaneous_launches_never_share_a_run_directory(tiny_benchmark, tmp_path):

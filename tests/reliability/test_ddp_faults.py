@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reliability_support import REPO, TINY_TEACHER, assert_one_line_error, only_run, pause_env, wait_for_pause
 
-from core.training.runs import Run
+from core.runs import Run
 
 DIST_TIMEOUT_S = 20
 ARGUMENTS = ["train", "--method", "teacher", *TINY_TEACHER, "--batch-size", "4", "--epochs", "2", "--device", "cpu",

@@ -29,12 +29,12 @@ from reliability_support import (
 from safetensors.torch import load_file
 
 import core
+from core.checkpoint import TRAINER_STATE, CheckpointError, load_trainer_state, read_header
+from core.config import build_config
 from core.io import WriteError, read_jsonl
 from core.methods import get_method
-from core.training.checkpoint import TRAINER_STATE, CheckpointError, load_trainer_state, read_header
-from core.training.config import build_config
+from core.runs import Run
 from core.training.engine import NonFiniteLoss, train
-from core.training.runs import Run
 
 TINY = dict(method="teacher", data="synthetic", arch="resnet-tiny", image_size=32, epochs=2, batch_size=8, num_workers=0,
             max_train_samples=48, max_eval_samples=24, log_every=2)  # 6 steps per epoch
@@ -117,7 +117,8 @@ def test_nonfinite_skip_still_stops_after_too_many_in_a_row(tiny_benchmark, tmp_
 
 
 def test_nonfinite_option_is_checked(tiny_benchmark, tmp_path):
-    from core.__main__ import _train_config, build_parser
+    from core.cli import build_parser
+    from core.cli.train import _train_config
 
     args = build_parser().parse_args(["train", "--data", "synthetic", "--nonfinite", "skip"])
     assert _train_config(args).nonfinite == "skip" and _train_config(build_parser().parse_args(["train"])).nonfinite == "stop"
@@ -368,7 +369,7 @@ def test_corrupted_run_directories_are_reported_not_crashing_the_dashboard(tiny_
     from streamlit.testing.v1 import AppTest
 
     from core.catalog import run_rows
-    from core.training.runs import list_runs
+    from core.runs import list_runs
 
     runs = tmp_path / "runs"
     good = Run(train(_config(tmp_path, epochs=1), progress=False).run_dir)

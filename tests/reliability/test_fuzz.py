@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import core
+from core.checkpoint import CheckpointError, load_trainer_state, read_header, save_checkpoint, save_pt
 from core.data.images import ImageLoadError, load_image
 from core.models import build_model
-from core.training.checkpoint import CheckpointError, load_trainer_state, read_header, save_checkpoint, save_pt
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
@@ -94,7 +94,7 @@ def test_fuzz_load_image_on_mutated_images(format, data):
 @pytest.fixture(scope="module")
 def checkpoint_bytes(tmp_path_factory) -> dict[str, bytes]:
     """A tiny model's checkpoint as safetensors, as an exported .pt, and a trainer state."""
-    from core.training.checkpoint import save_trainer_state
+    from core.checkpoint import save_trainer_state
 
     folder = tmp_path_factory.mktemp("fuzz-checkpoints")
     torch.manual_seed(0)

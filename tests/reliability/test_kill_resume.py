@@ -28,7 +28,7 @@ from reliability_support import (
 )
 
 import core
-from core.training.runs import Run
+from core.runs import Run
 
 # 48 images, batch 8: 6 steps per epoch, 2 epochs
 KILL_POINTS = {

@@ -18,8 +18,7 @@ import torch
 from reliability_support import REPO, assert_one_line_error, cli
 
 import core
-from core.models import build_model
-from core.training.checkpoint import (
+from core.checkpoint import (
     PT_FORMAT,
     TRAINER_STATE,
     CheckpointError,
@@ -28,6 +27,7 @@ from core.training.checkpoint import (
     read_header,
     save_checkpoint,
 )
+from core.models import build_model
 
 # ------------------------------------------------------------------------------------ no code execution from files
 
@@ -185,7 +185,7 @@ def test_make_run_starts_streamlit_from_the_repository_root_on_loopback():
 @pytest.mark.parametrize(("method", "data"), [("teacher", "../../etc"), ("../x", "/abs/path/to/data"), ("kdfs", "a/b\\c:d"),
                                               ("..", ".."), ("", ""), ("teacher", "données-ünïcode/$(rm -rf ~)")])
 def test_run_directories_stay_under_the_runs_directory(tmp_path, method, data):
-    from core.training.runs import Run
+    from core.runs import Run
 
     runs = tmp_path / "runs"
     run = Run.create(runs, method, data)
@@ -275,7 +275,7 @@ def test_processes_start_from_argument_lists_never_a_shell(tmp_path, monkeypatch
 
 
 def test_run_create_is_collision_proof(tmp_path, monkeypatch):
-    from core.training import runs as runs_module
+    from core import runs as runs_module
 
     tokens = iter(["aaaa", "aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(runs_module.secrets, "token_hex", lambda n: next(tokens))

@@ -1,4 +1,11 @@
-"""Checkpoints: tensors in safetensors, plus a JSON header that rebuilds the model.
+"""The checkpoint format, on the ground floor because every layer reads it.
+
+Tensors in safetensors, plus a JSON header that rebuilds the model (``core.models.load_model``
+builds it). Three kinds of file hold a checkpoint: ``.safetensors`` (training writes them),
+``.pt`` (``export --format pt``) and ``.onnx`` (``export --format onnx|onnx-int8``: a graph whose
+``metadata_props`` carry the same header). This module reads and writes the headers and tensors of
+all three; a format that has no PyTorch weights (ONNX) registers the module that runs it with
+:func:`register_runner` (``core.deploy.onnx`` does, on import).
 
 Nothing here unpickles code: weights load through safetensors, and the trainer
 state (optimiser, scheduler, counters) and exported ``.pt`` models through
@@ -9,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +30,7 @@ from core.io import atomic_write, write_bytes_to
 FORMAT_VERSION = 1
 HEADER_KEY = "core"
 PT_FORMAT = "core-checkpoint-pt-1"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 ONNX_SUFFIX = ".onnx"  # ONNX exports (core.deploy.onnx) are told apart by suffix: a protobuf has no magic number
@@ -117,12 +125,46 @@ def _check_version(path: Path, header) -> dict:
     return header
 
 
+def read_onnx_header(path: str | os.PathLike) -> dict:
+    """The checkpoint header stored in an ONNX file's ``metadata_props``; CheckpointError when there is none."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf raises its own DecodeError; anything unreadable is "not ONNX"
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(error).__name__})") from None
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    if HEADER_KEY not in metadata:
+        raise CheckpointError(f"{path}: an ONNX model without this project's header (metadata_props key {HEADER_KEY!r}); "
+                              f"only files written by `python -m core export CKPT --format onnx` can be loaded")
+    try:
+        return json.loads(metadata[HEADER_KEY])
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged checkpoint header in the ONNX metadata") from None
+
+
+# suffix -> runner(path) -> module: formats that hold a graph, not PyTorch weights, and the layer that runs them
+# (core.deploy.onnx registers ".onnx" on import; core.load_model imports it)
+RUNNERS: dict[str, Callable[[Path], nn.Module]] = {}
+
+
+def register_runner(suffix: str, runner: Callable[[Path], nn.Module]) -> None:
+    RUNNERS[suffix.lower()] = runner
+
+
+def runner_for(path: Path) -> Callable[[Path], nn.Module] | None:
+    """The registered runner of a graph format (``.onnx``), None for a file with PyTorch weights."""
+    suffix = path.suffix.lower()
+    if suffix == ONNX_SUFFIX and suffix not in RUNNERS:
+        raise CheckpointError(f"{path}: an ONNX export; ONNX Runtime support is registered by core.deploy.onnx "
+                              "(core.load_model, the CLI and the dashboard import it)")
+    return RUNNERS.get(suffix)
+
+
 def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of a checkpoint, without loading its tensors (an ONNX export's: from its metadata)."""
     path = resolve_checkpoint(path)
     if is_onnx(path):
-        from core.deploy.onnx import read_onnx_header
-
         return _check_version(path, read_onnx_header(path))
     if _is_torch_file(path):
         return _load_pt(path)[1]
@@ -187,21 +229,3 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a trainer state"
         raise CheckpointError(f"{path}: unreadable trainer state ({_refusal(error)})") from None
-
-
-def ship_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16) -> Path:
-    """Copy a checkpoint as ``dtype`` (fp16 halves the size) for ``checkpoints/``.
-
-    Integer buffers (BatchNorm counters) stay as they are; ``core.load_model`` casts
-    the floats back to the model's fp32 on load.
-    """
-    from core import load_model
-
-    source = resolve_checkpoint(source)
-    model = load_model(source)
-    header = {**model.header, "stored_dtype": str(dtype).removeprefix("torch."), "shipped_from": source.parent.name}
-    teacher = header.get("teacher")
-    if teacher and Path(teacher).resolve().parent == SHIPPED_DIR:  # portable: relative to the repository
-        header["teacher"] = f"checkpoints/{Path(teacher).name}"
-    save_checkpoint(destination, model, header, dtype=dtype)
-    return Path(destination)

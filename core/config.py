@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS_FILE = CONFIG_DIR / "presets.yaml"
 
 

@@ -1,259 +1,19 @@
-"""Benchmarks: ``python -m core bench NAME [--smoke]``.
-
-Each benchmark measures its contenders side by side in one process (round-robin,
-:func:`core.evaluation.latency.measure_latency`), so the ratios it reports survive a
-noisy machine; absolute times are only for the machine named in the result. A result
-is one JSON file, ``bench/results/<name>.json`` (``--smoke``: a tiny configuration
-that runs in seconds, written under ``bench/results/smoke/``), holding the machine,
-the library versions, the configuration, the raw timings, the medians, the ratios and
-the targets met or missed, plus a one-line summary.
-"""
+"""Training-step cost (teacher vs KDFS vs Pearson), the paper protocol on a GPU, the Pearson loss scale, GPU throughput."""
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from core.io import atomic_write_json
-
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
-
-
-@dataclass
-class Benchmark:
-    name: str
-    description: str
-    run: Callable[[bool], dict]  # run(smoke) -> {"config", "raw", "medians", "ratios", "targets", "summary", ...}
-
-
-BENCHMARKS: dict[str, Benchmark] = {}
-
-
-def register_benchmark(name: str, description: str):
-    def decorate(run: Callable[[bool], dict]) -> Callable[[bool], dict]:
-        BENCHMARKS[name] = Benchmark(name, description, run)
-        return run
-
-    return decorate
-
-
-def machine() -> dict:
-    """What the timings ran on: CPU model, cores, torch threads, GPU, and the library versions."""
-    import numpy
-    import torchvision
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-                "numpy": numpy.__version__}
-    for module in ("onnxruntime", "onnx"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "versions": versions}
-
-
-def run_benchmark(name: str, smoke: bool = False, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
-    """Run benchmark ``name`` and write its JSON; returns (result, path)."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
-    started = time.perf_counter()
-    result = BENCHMARKS[name].run(smoke)
-    result = {"benchmark": name, "smoke": smoke, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-              "seconds": round(time.perf_counter() - started, 1), **result}
-    folder = Path(out) if out else RESULTS_DIR / ("smoke" if smoke else "")
-    path = folder / f"{name}.json"
-    atomic_write_json(path, result)
-    return result, path
-
-
-def target(value: float, goal: float, higher_is_better: bool = True) -> dict:
-    """A measured ratio against its target."""
-    return {"value": round(value, 4), "target": goal, "met": value >= goal if higher_is_better else value <= goal}
-
-
-def _timings(measured: dict[str, dict]) -> tuple[dict, dict]:
-    """(raw seconds, median milliseconds) per contender, JSON-ready."""
-    raw = {name: [round(s, 6) for s in timing["raw_s"]] for name, timing in measured.items()}
-    medians = {name: round(1000 * timing["median_s"], 4) for name, timing in measured.items()}
-    return raw, medians
-
-
-# --- sparse: lottery tickets on a dense CPU kernel ---------------------------------------
-
-
-@register_benchmark("sparse", "unstructured (lottery-ticket) sparsity: dense network vs masked ticket vs zero-filled export, CPU")
-def bench_sparse(smoke: bool) -> dict:
-    """Global magnitude masks at the target sparsity on each architecture, timed against the dense network.
-
-    The timing of a dense kernel does not depend on the weights' values, so the masks come
-    from the initial weights (the same global magnitude rule IMP uses) and no trained
-    ticket is needed.
-    """
-    from core.evaluation.latency import measure_latency
-    from core.pruning.magnitude import Ticket, magnitude_masks
-
-    archs = ["mesonet"] if smoke else ["mesonet", "cnn5", "resnet18"]
-    sizes = [32] if smoke else [64, 256]
-    sparsity, repeats = 0.8, 5 if smoke else 30
-    config = {"archs": archs, "image_sizes": sizes, "sparsity": sparsity, "batch": 1, "repeats": repeats}
-    raw, medians, ratios = {}, {}, {}
-    torch.manual_seed(0)
-    for arch in archs:
-        ticket = Ticket(arch)
-        weights = dict(ticket.net.named_parameters())
-        ticket.set_masks(magnitude_masks({n: weights[n].detach() for n in ticket.names}, ticket.masks(), sparsity))
-        dense = Ticket(arch).net.eval()
-        contenders = {"dense": dense, "ticket (masked)": ticket.eval(), "ticket (zeros)": ticket.sparse_network()}
-        for size in sizes:
-            key = f"{arch}@{size}"
-            raw[key], medians[key] = _timings(measure_latency(contenders, size, batch=1, repeats=repeats))
-            ratios[key] = {"dense / zeros": medians[key]["dense"] / medians[key]["ticket (zeros)"],
-                           "dense / masked": medians[key]["dense"] / medians[key]["ticket (masked)"],
-                           "nonzero params": ticket.counts()["surviving_params"], "dense params": ticket.counts()["dense_params"]}
-    worst = max(abs(1 - r["dense / zeros"]) for r in ratios.values())
-    summary = (f"sparse: at {sparsity:.0%} sparsity the zero-filled ticket runs at "
-               + ", ".join(f"{k} {r['dense / zeros']:.2f}x" for k, r in ratios.items())
-               + f" the dense speed (largest deviation from 1x: {worst:.0%}); the masked ticket at "
-               + ", ".join(f"{r['dense / masked']:.2f}x" for r in ratios.values()))
-    return {"config": config, "raw_s": raw, "median_ms": medians, "ratios": ratios, "summary": summary}
-
-
-# --- onnx: the deployed runtimes (PyTorch fp32, ONNX fp32, ONNX int8) ---------------------
-
-SHIPPED_RESNET50 = {  # the shipped faceswap teacher and its two compact students
-    "teacher": "checkpoints/teacher-resnet50-synthetic-faceswap.safetensors",
-    "kdfs": "checkpoints/student-kdfs-resnet50-synthetic-faceswap.safetensors",
-    "pearson": "checkpoints/student-pearson-resnet50-synthetic-faceswap.safetensors",
-}
-INT8_SIZE_TARGET = 0.30  # int8 file size as a fraction of the fp32 ONNX
-ONNX_PARITY_TARGET = 1e-4  # max |logit difference| of the fp32 ONNX from PyTorch
-
-
-def _smoke_checkpoint(folder: Path) -> Path:
-    """An untrained ``resnet-tiny`` at 32 px that names ``synthetic:faceswap`` as its data (seeded: same bytes each time)."""
-    from core.models import build_model
-    from core.training.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    path = folder / "smoke-resnet-tiny.safetensors"
-    header = {"model": {"type": "resnet", "arch": "resnet-tiny"}, "method": "teacher", "image_size": 32,
-              "dataset": "synthetic:faceswap", "config": {"data": "synthetic:faceswap"},
-              "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-    save_checkpoint(path, build_model("resnet-tiny").eval(), header)
-    return path
-
-
-@register_benchmark("onnx", "deployment: PyTorch fp32 vs ONNX fp32 vs ONNX int8 (size, CPU latency b1/b32, test accuracy)")
-def bench_onnx(smoke: bool) -> dict:
-    """The shipped ResNet-50 teacher and its KDFS / Pearson students in the three runtimes.
-
-    Exports go to the cache (once per checkpoint); the int8 versions are calibrated on 300
-    training images of ``synthetic:faceswap`` (smoke: an untrained tiny network, 16 images).
-    """
-    import tempfile
-
-    from core.deploy.variants import compare_runtimes, markdown_table
-
-    calibration, repeats = (16, 5) if smoke else (300, 30)
-    with tempfile.TemporaryDirectory(prefix="core-bench-onnx-") as scratch:
-        checkpoints = {"tiny": _smoke_checkpoint(Path(scratch))} if smoke else SHIPPED_RESNET50
-        compared = compare_runtimes(checkpoints, calibration_images=calibration, repeats=repeats, progress=not smoke)
-    rows = compared["rows"]
-    by = {(row["checkpoint"], row["runtime"]): row for row in rows}
-    ratios, targets = {}, {}
-    for name in checkpoints:
-        fp32, int8, eager = by[name, "ONNX fp32"], by[name, "ONNX int8"], by[name, "PyTorch fp32"]
-        ratios[name] = {"int8 size / fp32 ONNX size": int8["bytes"] / fp32["bytes"],
-                        "ONNX fp32 speed-up b1": fp32["speedup_b1"], "ONNX int8 speed-up b1": int8["speedup_b1"],
-                        "ONNX fp32 speed-up b32": fp32["speedup_b32"], "ONNX int8 speed-up b32": int8["speedup_b32"],
-                        "int8 accuracy change": int8["accuracy"] - eager["accuracy"], "int8 AUC change": int8["auc"] - eager["auc"]}
-        targets[f"{name}: int8 size ratio"] = target(ratios[name]["int8 size / fp32 ONNX size"], INT8_SIZE_TARGET, False)
-        parity = fp32["max_abs_diff"]  # not target(): its 4-digit rounding would print 0
-        targets[f"{name}: ONNX fp32 parity"] = {"value": parity, "target": ONNX_PARITY_TARGET, "met": parity <= ONNX_PARITY_TARGET}
-    summary = "onnx: " + "; ".join(
-        f"{name} int8 {r['int8 size / fp32 ONNX size']:.1%} of fp32 size, b1 speed-up vs PyTorch ONNX fp32 "
-        f"{r['ONNX fp32 speed-up b1']:.2f}x / int8 {r['ONNX int8 speed-up b1']:.2f}x, int8 accuracy "
-        f"{100 * r['int8 accuracy change']:+.1f} pt" for name, r in ratios.items())
-    config = {"checkpoints": {name: str(path) for name, path in checkpoints.items()}, "calibration_images": calibration,
-              "repeats_b1": repeats, "batches": [1, 32], "split": "test"}
-    medians = {f"b{batch}": {f"{row['checkpoint']} · {row['runtime']}": round(row[f"latency_b{batch}_ms"], 4) for row in rows}
-               for batch in (1, 32)}
-    return {"config": config, "raw_s": compared["timings"], "median_ms": medians, "ratios": ratios, "targets": targets,
-            "rows": rows, "table": markdown_table(rows), "summary": summary}
-
-
-# --- video: the video command end to end ------------------------------------------------
-
-VIDEO_TARGET_S = 15.0  # a 10 s, 25 fps, 640x360 clip, 32 sampled frames, compact Pearson student, 2 CPU cores
-
-
-@register_benchmark("video", "the video command on a synthetic 10 s 25 fps 640x360 clip: decode, detect, classify, encode")
-def bench_video(smoke: bool) -> dict:
-    """``python -m core video`` end to end (a fresh process: imports and model load included), and its stages in-process.
-
-    The clip is a synthetic fake (a benchmark faceswap test face moving over a background);
-    smoke: 2 s at 10 fps, 320x180, 8 sampled frames.
-    """
-    import json
-    import statistics
-    import subprocess
-    import sys
-    import tempfile
-
-    import core
-    from core.data.datasets import FAKE
-    from core.data.synthetic_video import ClipConfig, sample_clip
-    from core.data.video import SamplingOptions
-    from core.evaluation.video import VideoOptions, analyse_video
-    from core.io import cache_dir
-
-    clip_config = ClipConfig(seconds=2, fps=10, width=320, height=180, face_side=110) if smoke else ClipConfig()
-    frames, repeats = (8, 1) if smoke else (32, 3)
-    checkpoint = SHIPPED_RESNET50["pearson"]
-    clip = sample_clip(FAKE, cache_dir() / "videos", config=clip_config)
-    model = core.load_model(Path(__file__).resolve().parents[2] / checkpoint)
-    options = VideoOptions(sampling=SamplingOptions(num_frames=frames))
-    stages, walls = [], []
-    with tempfile.TemporaryDirectory(prefix="core-bench-video-") as scratch:
-        for repeat in range(repeats):
-            stages.append(analyse_video(clip, model, options, out=Path(scratch) / f"in-process-{repeat}.mp4", progress=False)["timing"])
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "core", "video", str(clip), "--checkpoint", checkpoint, "--num-frames",
-                                   str(frames), "--out", str(Path(scratch) / f"cli-{repeat}.mp4"), "--quiet", "--json"],
-                                  cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
-            walls.append(time.perf_counter() - started)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-    medians = {stage: round(statistics.median(t[stage] for t in stages), 3) for stage in stages[0]}
-    wall = statistics.median(walls)
-    summary = (f"video: {clip_config.seconds:g} s {clip_config.fps:g} fps {clip_config.width}x{clip_config.height} clip, {frames} "
-               f"frames, compact Pearson: CLI end to end {wall:.2f} s (target < {VIDEO_TARGET_S:g} s); in-process "
-               + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in medians.items()))
-    return {"config": {"clip": clip_config.__dict__, "sampled_frames": frames, "checkpoint": checkpoint, "repeats": repeats},
-            "raw_s": {"cli_wall": [round(w, 3) for w in walls], "stages": stages}, "median_s": {"cli_wall": round(wall, 3), **medians},
-            "faces_found": result["faces_total"], "verdict": result["verdict"], "output": result["output"],
-            "targets": {"cli end to end (s)": target(wall, VIDEO_TARGET_S, higher_is_better=False)}, "summary": summary}
-
-
-# --- train-step: the cost of a training step, teacher vs KDFS vs Pearson ----------------------
+from bench import REPO, SHIPPED_RESNET50, register_benchmark, target
+from bench.deploy import _smoke_checkpoint
 
 PEARSON_OVERHEAD_TARGET = 0.03  # Pearson step / KDFS step - 1 (published: about +12%)
+
+
 KDFS_VS_TEACHER_TARGET = 1.5  # KDFS step / plain teacher training step
 
 
@@ -266,11 +26,11 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     Each step is what the engine does: the method's loss, backward, the optimiser with the
     method's parameter groups, channels_last (and AMP on CUDA), as the engine.
     """
+    from core.config import build_config
     from core.methods import get_method
-    from core.training.config import build_config
     from core.training.engine import make_optimizer
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     arch = "resnet-tiny" if smoke else "resnet50"
     teacher_path = None if smoke else str(repo / SHIPPED_RESNET50["teacher"])
     if smoke:  # an untrained tiny teacher checkpoint stands in for the shipped ResNet-50
@@ -433,7 +193,7 @@ PAPER_RUN_IMAGES = 100_000
 def bench_protocol_gpu(smoke: bool) -> dict:
     """Teacher fine-tune (layer4 + head), KDFS and Pearson (author-code scores every step, weight gradient) as 140k
     publishes them, timed round-robin on resident batches; then each one's largest batch (doubling until out of memory)."""
-    from core.training.config import build_config
+    from core.config import build_config
 
     if not torch.cuda.is_available():
         return {"skipped": "no GPU: torch.cuda.is_available() is False", "config": {}, "targets": {},
@@ -481,6 +241,8 @@ def bench_pearson_scale(smoke: bool) -> dict:
     ``synthetic:faceswap`` training images, the redundancy loss ``L_prune`` at lambda_3 = 1.
     """
     import core
+    from core.checkpoint import SHIPPED_DIR
+    from core.config import build_config
     from core.data.datasets import resolve_dataset
     from core.data.images import ImageDataset, collate_skipping
     from core.methods.distillation import Distiller, StudentOptions
@@ -488,8 +250,6 @@ def bench_pearson_scale(smoke: bool) -> dict:
     from core.models.masked import KEEP, MaskedResNet
     from core.models.resnet import build_model
     from core.pruning.flops import MaskedCost, profile_model
-    from core.training.checkpoint import SHIPPED_DIR
-    from core.training.config import build_config
 
     torch.manual_seed(0)
     if smoke:
@@ -537,4 +297,28 @@ def bench_pearson_scale(smoke: bool) -> dict:
             "task_terms": {k: float(v) for k, v in terms.items()}, "targets": {}, "summary": summary}
 
 
-import core.evaluation.bench_speed  # noqa: E402, F401  (registers inference, data, dashboard, gpu)
+GPU_THROUGHPUT_TARGET = 0.75  # student img/s / plain ResNet-50 img/s, AMP, same GPU
+
+
+@register_benchmark("gpu", "GPU training throughput at 256 px with AMP: KDFS and Pearson students vs plain ResNet-50 "
+                           "(skipped without CUDA)")
+def bench_gpu(smoke: bool) -> dict:
+    """Training steps as the engine runs them on CUDA (AMP, channels_last), round-robin; a CPU-only machine is a skip."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU: torch.cuda.is_available() is False", "config": {}, "targets": {},
+                "summary": "gpu: skipped (no GPU)"}
+    device = torch.device("cuda")
+    size, batch, repeats = (32, 8, 3) if smoke else (256, 64, 20)
+    steps = _step_contenders(size, batch, device, smoke)
+    timings = time_steps(steps, repeats, warmup=2 if smoke else 5, device=device)
+    images = {name: batch / statistics.median(values) for name, values in timings.items()}
+    ratios = {f"{method} / teacher img/s": images[method] / images["teacher"] for method in ("kdfs", "pearson")}
+    targets = {f"{name}": target(value, GPU_THROUGHPUT_TARGET) for name, value in ratios.items()}
+    summary = (f"gpu: {torch.cuda.get_device_name(0)}, {size} px b{batch} AMP: ResNet-50 {images['teacher']:.0f} img/s, KDFS "
+               f"{images['kdfs']:.0f} ({ratios['kdfs / teacher img/s']:.0%}), Pearson {images['pearson']:.0f} "
+               f"({ratios['pearson / teacher img/s']:.0%}; target >= {GPU_THROUGHPUT_TARGET:.0%})")
+    return {"config": {"image_size": size, "batch": batch, "repeats": repeats, "amp": "float16", "channels_last": True,
+                       "arch": "resnet-tiny" if smoke else "resnet50", "preset": "full"},
+            "raw_s": {k: [round(v, 6) for v in vs] for k, vs in timings.items()},
+            "images_per_s": {k: round(v, 2) for k, v in images.items()}, "ratios": ratios, "targets": targets,
+            "summary": summary}

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from core.training.config import CONFIG_DIR, build_config, load_presets, published_finetune
+from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ PLANNERS = {"pearson-paper": plan_pearson_paper, "lottery-tickets": plan_lottery
 
 
 def default_protocol_runs_dir(protocol: str, dataset: str, scale: str) -> Path:
-    from core.training.runs import default_runs_dir
+    from core.runs import default_runs_dir
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-")
     return default_runs_dir() / "reproduce" / f"{protocol}-{slug}-{scale}"
@@ -291,7 +291,7 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
 
 
 def _parse(command: list[str]):
-    from core.__main__ import build_parser
+    from core.cli import build_parser
 
     return build_parser().parse_args(command)
 
@@ -299,8 +299,8 @@ def _parse(command: list[str]):
 def _stage_config(stage: Stage, stages: dict[str, Stage]) -> dict:
     """The resolved config a stage's command builds (earlier stages' outputs as placeholders)."""
     if stage.command is None:
-        from core.training.checkpoint import read_header
-        from core.training.config import TrainConfig
+        from core.checkpoint import read_header
+        from core.config import TrainConfig
 
         return _shown(TrainConfig.from_dict(read_header(stage.given).get("config", {})))
     command = [_placeholder(a) for a in stage.command]
@@ -312,13 +312,13 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> dict:
                   "image_size": source["image_size"], "config": {"data": source["data"]},
                   "data_root": source.get("data_root")}
         return _shown(_finetune_config(args, header))
-    from core.__main__ import train_configs
+    from core.cli.train import train_configs
 
     return _shown(train_configs(args)[0])
 
 
 def _finetune_config(args, header: dict):
-    from core.__main__ import finetune_config
+    from core.cli.train import finetune_config
 
     return finetune_config(args, header)
 
@@ -379,7 +379,7 @@ def _resolve(argument: str, outcomes: dict[str, Outcome]) -> str:
 
 
 def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outcome:
-    from core.training.checkpoint import read_header, resolve_checkpoint
+    from core.checkpoint import read_header, resolve_checkpoint
     from core.training.engine import train_once
 
     if stage.command is None:
@@ -393,7 +393,7 @@ def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outc
     if command[0] == "finetune":
         results = [train_fn(_finetune_config(args, read_header(args.checkpoint)))]
     else:
-        from core.__main__ import execute_train
+        from core.cli.train import execute_train
 
         results = execute_train(args, train_fn=train_fn)
     return Outcome(stage, [r.run_dir for r in results], Path(results[-1].checkpoint))
@@ -437,9 +437,9 @@ def cost_of(header: dict) -> dict:
 
 def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
     """One row per method (and label): measured test accuracy over seeds, cost, and the published numbers."""
+    from core.checkpoint import read_header
     from core.evaluation.evaluate import evaluate
     from core.stats import mean_std
-    from core.training.checkpoint import read_header
 
     published = load_protocols()[plan_.protocol].get("published", {}).get(plan_.reference or "", {})
     rows = []

@@ -27,15 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.checkpoint import BEST, LAST, read_header
 from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
-from core.training.checkpoint import BEST, LAST, read_header
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 
 
 def default_runs_dir() -> Path:
     """``$CORE_RUNS_DIR`` or ``<repo>/runs``: where the CLI and the dashboard look by default."""
-    return Path(os.environ.get("CORE_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs")
+    return Path(os.environ.get("CORE_RUNS_DIR") or Path(__file__).resolve().parents[1] / "runs")
 
 
 def _slug(text: str) -> str:

@@ -25,30 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.models.masked import MaskedResNet
+from core.checkpoint import is_onnx, read_header, resolve_checkpoint, save_checkpoint, save_pt
 from core.pruning.flops import profile_model
-from core.pruning.magnitude import Ticket
-from core.pruning.surgery import compact_from_masked
-from core.training.checkpoint import is_onnx, read_header, resolve_checkpoint, save_checkpoint, save_pt
+from core.pruning.surgery import compact_of
 
 FORMATS = ("safetensors", "pt", "onnx", "onnx-int8")
 INT8_CHECK_IMAGES = 32  # real training images on which an int8 export is compared with its source
 
 
-def compact_of(model: nn.Module) -> tuple[nn.Module, dict]:
-    """The deployable network of a loaded checkpoint and its header: a masked student becomes its compact model,
-    a lottery ticket its plain network with the pruned weights at zero."""
-    header = dict(model.header)
-    if isinstance(model, Ticket):
-        header["model"] = {"type": "resnet", "arch": model.arch}
-        header["compacted_from"] = "ticket"
-        return model.sparse_network(), header
-    if isinstance(model, MaskedResNet):
-        compact = compact_from_masked(model)
-        header["model"] = {"type": "compact-resnet", "arch": model.arch, "active_filters": compact.active_filters}
-        header["compacted_from"] = "masked-resnet"
-        return compact, header
-    return model, header
 
 
 def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batch: int = 4, data: str | None = None,
@@ -60,8 +44,8 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     checkpoint's own dataset), quantising ``fp32_onnx`` when given (an ``onnx`` export of the same
     checkpoint) instead of exporting it again, and also reports the int8 and fp32 file sizes.
     """
-    import core
     from core.deploy.onnx import load_onnx
+    from core.models.loading import load_model
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
@@ -70,7 +54,7 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     path = resolve_checkpoint(checkpoint).resolve()
     if is_onnx(path):
         raise ValueError(f"{path} is already an ONNX export; export its source checkpoint ({read_header(path)['deploy']['source']})")
-    source = core.load_model(path)
+    source = load_model(path)
     compact, header = compact_of(source)
     size = header["image_size"]
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -93,7 +77,7 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
             save_pt(out, compact, header)
         else:
             save_checkpoint(out, compact, header)
-        reloaded = core.load_model(out)
+        reloaded = load_model(out)
     with torch.no_grad():
         actual = reloaded(images).reshape(batch, -1)
     return {**result, "max_abs_diff": float((actual - expected).abs().max()), "bytes": out.stat().st_size}

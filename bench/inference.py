@@ -1,0 +1,213 @@
+"""The speed benchmarks of issue 9: ``inference``, ``data``, ``dashboard`` and ``gpu`` (registered in :mod:`core.evaluation.bench`).
+
+Every figure is a ratio of contenders timed round-robin in one process (a slow spell of a
+shared machine hits them all alike), or an absolute time against an absolute target
+(the dashboard's). Smoke runs use tiny untrained networks at 32 px and run in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark, target
+from core.models.resnet import fold_batch_norms
+
+SKIP_ONNX_ENV = "CORE_BENCH_SKIP_ONNX"  # set to 1: the inference bench leaves out ONNX Runtime (its export and int8 calibration)
+
+# --- inference: teacher vs masked vs compact students, PyTorch eager and ONNX Runtime ---------------
+
+INFERENCE_SIZE = 256  # px: the published input size, not the shipped checkpoints' 64 (timing does not depend on the weights)
+COMPACT_SPEEDUP_TARGET = 4.0  # compact Pearson vs the ResNet-50 teacher, batch 1, fp32, CPU, PyTorch eager
+ONNX_CALIBRATION_IMAGES = 64  # int8 scales for a latency figure: accuracy is the onnx bench's business
+
+
+def _masked_student(compact: nn.Module, kept: list[list[int]]) -> nn.Module:
+    """The masked network a compact student was cut from, with the same logits.
+
+    The kept filters' weights go back to their teacher positions (zeros elsewhere) and the
+    sampler's logits keep exactly ``kept``: the masked form that the search trained, which
+    computes every filter and zeroes the dropped ones. Shipped students are compact only.
+    """
+    from core.models.masked import DROP, KEEP, MaskedResNet, block_convs, residual_blocks
+
+    masked = MaskedResNet(compact.arch)
+    masked.load_state_dict({k: v for k, v in compact.state_dict().items() if not k.startswith("layer")}, strict=False)
+    keep_mask, layers = [], iter(kept)
+    with torch.no_grad():
+        for (_, full), (_, small) in zip(residual_blocks(masked), residual_blocks(compact), strict=True):
+            previous = None
+            for position, (conv, bn) in enumerate(block_convs(full)):
+                keep = torch.tensor(next(layers), dtype=torch.long)
+                source_conv, source_bn = getattr(small, f"conv{position + 1}"), getattr(small, f"bn{position + 1}")
+                conv.weight.zero_()
+                if previous is None:
+                    conv.weight[keep] = source_conv.weight
+                else:
+                    conv.weight[keep[:, None], previous[None, :]] = source_conv.weight
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, name)[keep] = getattr(source_bn, name)
+                mask = torch.zeros(conv.out_channels, dtype=torch.bool)
+                mask[keep] = True
+                keep_mask.append(mask)
+                previous = keep
+            if full.downsample is not None:
+                full.downsample.load_state_dict(small.downsample.state_dict())
+        keep_mask = torch.cat(keep_mask)
+        masked.sampler.logits[:, DROP] = 0.0
+        masked.sampler.logits[:, KEEP] = torch.where(keep_mask, 1.0, -1.0)
+    return masked.eval()
+
+
+def _students(smoke: bool) -> tuple[nn.Module, dict[str, tuple[nn.Module, nn.Module, dict]]]:
+    """``(teacher, {method: (masked, compact, header)})``: the shipped ResNet-50s, or tiny untrained ones (smoke)."""
+    import core
+    from core.models import build_model
+    from core.models.masked import KEEP, MaskedResNet
+    from core.pruning.surgery import compact_from_masked
+
+    if not smoke:
+        teacher = core.load_model(REPO / SHIPPED_RESNET50["teacher"])
+        students = {}
+        for method in ("kdfs", "pearson"):
+            compact = core.load_model(REPO / SHIPPED_RESNET50[method])
+            students[method] = (_masked_student(compact, compact.header["pruning"]["kept"]), compact, compact.header)
+        return teacher, students
+    torch.manual_seed(0)
+    teacher = build_model("resnet-tiny").eval()
+    header = {"model": {"type": "resnet", "arch": "resnet-tiny"}, "image_size": 32, "dataset": "synthetic:faceswap",
+              "config": {"data": "synthetic:faceswap"}, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    students = {}
+    for method, keep_rate in (("kdfs", 0.5), ("pearson", 0.3)):  # random masks at two widths
+        masked = MaskedResNet("resnet-tiny")
+        masked.load_state_dict(teacher.state_dict(), strict=False)
+        with torch.no_grad():
+            keep = torch.rand(masked.sampler.logits.shape[0], generator=torch.Generator().manual_seed(len(method))) < keep_rate
+            masked.sampler.logits[:, KEEP] = torch.where(keep, 1.0, -1.0)
+        compact = compact_from_masked(masked.eval())
+        students[method] = (masked.eval(), compact, {**header, "model": {"type": "compact-resnet", "arch": "resnet-tiny",
+                                                                         "active_filters": compact.active_filters}})
+    return teacher, students
+
+
+def _onnx_runtimes(compact: nn.Module, header: dict, image_size: int, folder: Path, progress: bool) -> dict[str, nn.Module]:
+    """ONNX Runtime fp32 and int8 sessions of ``compact`` exported at ``image_size`` (the checkpoint's own size may differ)."""
+    from core.deploy.onnx import deployed_header, load_onnx, write_onnx
+    from core.deploy.quantize import quantize_int8, training_data
+
+    header = {**deployed_header(header), "image_size": image_size, "deploy": {"format": "onnx", "precision": "fp32"}}
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    write_onnx(compact, header, image_size, fp32)
+    data, data_root = training_data(header)
+    quantize_int8(fp32, int8, data, data_root, ONNX_CALIBRATION_IMAGES, progress=progress)
+    return {"ONNX fp32": load_onnx(fp32), "ONNX int8": load_onnx(int8)}
+
+
+@register_benchmark("inference", "CPU latency at 256 px, batch 1 and 32: ResNet-50 teacher vs masked vs compact KDFS/Pearson "
+                                 "students (PyTorch eager), and the compact students in ONNX Runtime fp32/int8")
+def bench_inference(smoke: bool) -> dict:
+    """Side-by-side forward passes (``torch.inference_mode``) of every contender on one random batch.
+
+    ``teacher (channels_last)`` is the teacher given channels_last input, as the compact network
+    does for itself in eval: the speed-up of the compact network over it is the part that is
+    not just the memory layout. MACs are thop's, at the same input size.
+    """
+    from core.evaluation.latency import measure_latency
+    from core.pruning.flops import profile_model
+
+    size = 32 if smoke else INFERENCE_SIZE
+    batches = {1: (3, 1) if smoke else (30, 3), 32: (2, 0) if smoke else (5, 1)}  # batch -> (repeats, warm-up rounds)
+    with_onnx = os.environ.get(SKIP_ONNX_ENV, "0") in ("", "0")
+    teacher, students = _students(smoke)
+    models: dict[str, nn.Module] = {"teacher": teacher, "teacher (channels_last)": _ChannelsLast(teacher),
+                                    "teacher (channels_last, BN folded)": _ChannelsLast(fold_batch_norms(teacher))}
+    macs = {"teacher": profile_model(teacher, size)["macs"]}
+    parity = {}
+    check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory(prefix="core-bench-inference-") as scratch:
+        for method, (masked, compact, header) in students.items():
+            models[f"{method} masked"], models[f"{method} compact"] = masked, compact
+            models[f"{method} compact (BN folded)"] = fold_batch_norms(compact)
+            macs[f"{method} compact"] = profile_model(compact, size)["macs"]
+            with torch.inference_mode():
+                reference = masked(check)
+                for name in (f"{method} compact", f"{method} compact (BN folded)"):
+                    parity[f"{name} vs masked"] = float((models[name](check) - reference).abs().max())
+            if with_onnx:
+                folder = Path(scratch) / method
+                for runtime, session in _onnx_runtimes(compact, header, size, folder, progress=not smoke).items():
+                    models[f"{method} compact · {runtime}"] = session
+        raw, medians = {}, {}
+        for batch, (repeats, warmup) in batches.items():
+            measured = measure_latency(models, size, batch=batch, repeats=repeats, warmup=warmup)
+            raw[f"b{batch}"], medians[f"b{batch}"] = _timings(measured)
+    ratios, targets = {}, {}
+    for batch in batches:
+        b = medians[f"b{batch}"]
+        for method in students:
+            speedup = b["teacher"] / b[f"{method} compact"]
+            mac_ratio = macs["teacher"] / macs[f"{method} compact"]
+            ratios[f"b{batch}: {method}"] = {
+                "compact speed-up vs teacher": speedup,
+                "compact speed-up vs teacher (channels_last)": b["teacher (channels_last)"] / b[f"{method} compact"],
+                "masked speed-up vs teacher": b["teacher"] / b[f"{method} masked"],
+                "BN-folded compact speed-up vs BN-folded channels_last teacher":
+                    b["teacher (channels_last, BN folded)"] / b[f"{method} compact (BN folded)"],
+                "BN folding gain (compact / folded compact)": b[f"{method} compact"] / b[f"{method} compact (BN folded)"],
+                "teacher / compact MACs": mac_ratio, "speed-up / MACs ratio": speedup / mac_ratio,
+                **{f"ONNX {p} speed-up vs teacher": b["teacher"] / b[f"{method} compact · ONNX {p}"]
+                   for p in ("fp32", "int8") if f"{method} compact · ONNX {p}" in b}}
+    targets["compact Pearson speed-up vs teacher, b1"] = target(ratios["b1: pearson"]["compact speed-up vs teacher"],
+                                                                COMPACT_SPEEDUP_TARGET)
+    b1 = ratios["b1: pearson"]
+    summary = (f"inference: {size} px CPU fp32, compact Pearson {b1['compact speed-up vs teacher']:.2f}x faster than the "
+               f"teacher at b1 (target {COMPACT_SPEEDUP_TARGET:g}x; {b1['compact speed-up vs teacher (channels_last)']:.2f}x vs "
+               f"a channels_last teacher; {b1['teacher / compact MACs']:.1f}x fewer MACs), "
+               f"{ratios['b32: pearson']['compact speed-up vs teacher']:.2f}x at b32; KDFS "
+               f"{ratios['b1: kdfs']['compact speed-up vs teacher']:.2f}x / {ratios['b32: kdfs']['compact speed-up vs teacher']:.2f}x"
+               + (f"; ONNX int8 Pearson {b1['ONNX int8 speed-up vs teacher']:.1f}x at b1" if with_onnx else "; ONNX skipped"))
+    config = {"image_size": size, "batches": {f"b{b}": {"repeats": r, "warmup_rounds": w} for b, (r, w) in batches.items()},
+              "precision": "fp32", "device": "cpu", "mode": "torch.inference_mode, eval", "onnx": with_onnx,
+              "onnx_int8_calibration_images": ONNX_CALIBRATION_IMAGES if with_onnx else None,
+              "models": "tiny untrained resnet-tiny, random masks" if smoke else SHIPPED_RESNET50,
+              "masked": "rebuilt from the compact student and its header's pruning.kept (same logits: see parity)"}
+    return {"config": config, "raw_s": raw, "median_ms": medians, "macs": macs, "parity_max_abs_logit": parity,
+            "ratios": ratios, "targets": targets, "summary": summary}
+
+
+
+
+# --- data: the training input pipeline against the model's consumption -------------------------------
+
+
+
+
+
+
+
+# --- dashboard: page renders and live inference ------------------------------------------------------
+
+
+
+
+
+
+
+
+
+# --- gpu: student training throughput against plain ResNet-50 training ----------------------------------
+
+
+class _ChannelsLast(nn.Module):
+    """``model`` fed channels_last input (its weights stay as they are)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.contiguous(memory_format=torch.channels_last))

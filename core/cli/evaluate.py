@@ -1,0 +1,67 @@
+"""``evaluate`` and ``report``: metrics of checkpoints, paper-style tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from core.cli.common import _emit, _probability
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from core.evaluation.evaluate import evaluate
+    from core.models.resnet import default_device
+
+    started = time.perf_counter()
+    evaluation = evaluate(args.checkpoint, args.data, args.split, args.data_root, str(default_device(args.device)),
+                          args.batch_size, args.num_workers, progress=not args.quiet, use_cache=not args.no_cache)
+    metrics = evaluation.metrics(args.threshold)
+    result = {**metrics, "seconds": round(time.perf_counter() - started, 2)}
+    if args.roc:
+        result["roc"] = evaluation.roc()
+    video = f", video AUC {metrics['video']['auc']:.4f} on {metrics['video']['videos']} videos" if "video" in metrics else ""
+    reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["skipped_reasons"].items())
+    _emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
+                        f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
+                        f"({metrics['skipped']} skipped{': ' + reasons if reasons else ''}"
+                        f"{', cached predictions' if evaluation.cached else ''}){video}; {evaluation.images}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from core.evaluation.report import build_report
+
+    datasets = [d for d in (args.data or "").split(",") if d]
+    out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    result = build_report(args.paths, out, datasets, args.split, args.data_root, latency=not args.no_latency,
+                          progress=not args.quiet, png=not args.no_png)
+    _emit(args, result, f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
+                        f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
+                        f"{result['seconds']} s)")
+
+
+def add_parsers(commands, command) -> None:
+    """This group's subcommands on the ``python -m core`` parser."""
+    from core.data.datasets import SPLIT_CHOICES
+
+    evaluate = command(commands, "evaluate", cmd_evaluate, "metrics of one checkpoint on one dataset split")
+    evaluate.add_argument("checkpoint", help="checkpoint file or run directory")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--data-root")
+    evaluate.add_argument("--split", default="test", choices=list(SPLIT_CHOICES),
+                          help="the split as the data declares it (default test); all: every image")
+    evaluate.add_argument("--threshold", type=_probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--num-workers", type=int, default=0)
+    evaluate.add_argument("--device")
+    evaluate.add_argument("--no-cache", action="store_true", help="recompute predictions (and do not store them)")
+    evaluate.add_argument("--roc", action="store_true", help="include the ROC curve points in the JSON")
+
+    report = command(commands, "report", cmd_report, "paper-style tables (CSV + Markdown) and figures for runs and checkpoints")
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_CKPT")
+    report.add_argument("--out", help="output folder (default reports/<time>)")
+    report.add_argument("--data", help="comma-separated datasets for the cross-dataset table (each checkpoint's own is added)")
+    report.add_argument("--data-root")
+    report.add_argument("--split", default="test", choices=list(SPLIT_CHOICES))
+    report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
+    report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")

@@ -1,0 +1,69 @@
+"""Multi-run drivers: methods whose result is a chain of runs, each one a call of the engine.
+
+- :func:`iterative_magnitude_pruning`: the lottery-ticket rounds (dense, then IMP up to the target
+  sparsity, and a one-shot run), each round a ``lth`` run starting from the previous one;
+- :func:`prune_iteratively`: Taylor pruning's ``steps``, each a ``taylor`` run starting from the
+  previous step's best checkpoint.
+
+Each takes a ``train_fn(config)`` (default: a new run of :func:`core.training.engine.train`);
+``reproduce`` passes one that finds and resumes earlier runs of the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from core.config import TrainConfig
+from core.methods.lth import LTHOptions, imp_schedule
+from core.methods.taylor import TaylorMethod, TaylorOptions
+
+
+def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True, train_fn=None) -> list:
+    """Dense round, then IMP rounds up to the target sparsity (and a one-shot run); one run per round.
+
+    ``train_fn(config)`` trains one round (default: a new run; ``reproduce`` passes one that finds
+    and resumes earlier runs of the same config, with a fixed ``chain`` name).
+    """
+    from core.training.engine import train
+
+    train_fn = train_fn or (lambda round_config: train(round_config, progress=progress))
+    options = LTHOptions.from_config(config)
+    chain = options.chain or f"{config.arch}-{uuid.uuid4().hex[:6]}"
+
+    def run(init: str | None, sparsity: float, chain_name: str, round_index: int):
+        method_options = {**config.method_options, "sparsity": sparsity, "chain": chain_name, "round": round_index}
+        return train_fn(dataclasses.replace(config, init_checkpoint=init, method_options=method_options))
+
+    dense = run(None, 0.0, chain, 0)
+    results, source = [dense], dense.run_dir / "last.safetensors"
+    for index, sparsity in enumerate(imp_schedule(options.prune_rate, options.target_sparsity), start=1):
+        results.append(run(str(source), sparsity, chain, index))
+        source = results[-1].run_dir / "last.safetensors"
+    if one_shot:
+        results.append(run(str(dense.run_dir / "last.safetensors"), options.target_sparsity, f"{chain}-one-shot", 1))
+    return results
+
+
+def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True,
+                      train_fn=None) -> list:
+    """The schedule as a chain of taylor runs: step ``k`` starts from step ``k-1``'s best checkpoint.
+
+    ``steps`` overrides the options' ``steps``; ``one_shot`` is one step that removes the
+    whole ``prune_ratio``. Returns the runs' :class:`core.training.engine.TrainResult`.
+    A killed step resumes with ``train --resume``; the later steps are then started
+    from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options), or
+    ``reproduce`` does it all: its ``train_fn`` finds and resumes each step's run.
+    """
+    from core.training.engine import train
+
+    train_fn = train_fn or (lambda step_config: train(step_config, progress=progress))
+    TaylorMethod().check(config)  # fills the default start and teacher once, for every step
+    steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
+    results, start = [], config.init_checkpoint
+    for step in range(1, steps + 1):
+        step_config = dataclasses.replace(config, method="taylor", init_checkpoint=start,
+                                          method_options={**config.method_options, "steps": steps, "step": step})
+        results.append(train_fn(step_config))
+        start = str(results[-1].checkpoint)
+    return results
