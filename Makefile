@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test test-all lint synth teacher clean-data
+.PHONY: install run test test-all lint check-layers docs ci synth teacher clean-data
 
 install: $(STAMP)
 
@@ -25,7 +25,17 @@ test-all: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install
-	$(PY) -m ruff check core dashboard tests
+	$(PY) -m ruff check core dashboard tests bench
+
+# the layer order of .importlinter (docs/architecture.md): no import cycle, no upward import, no app in core
+check-layers: install
+	$(VENV)/bin/lint-imports
+
+# the documentation site; --strict: a broken link, a missing page or an unlisted page fails
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $${TMPDIR:-/tmp}/core-docs-site
+
+ci: check-layers docs test
 
 synth: install
 	$(PY) -m core data synth
