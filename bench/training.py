@@ -27,7 +27,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     method's parameter groups, channels_last (and AMP on CUDA), as the engine.
     """
     from core.config import build_config
-    from core.methods import get_method
+    from core.methods import create_method
     from core.training.engine import make_optimizer
 
     repo = REPO
@@ -50,7 +50,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
                               teacher=None if method_name == "teacher" else teacher_path, image_size=image_size, batch_size=batch)
         if method_name == "pearson" and preset == "full":  # "pearson": the every-step student; `full` refreshes every 32
             config.method_options = {**config.method_options, "score_every": int(every or 1)}
-        method = get_method(method_name)
+        method = create_method(config)
         model = method.build(config).to(device).to(memory_format=torch.channels_last)
         model.train()
         method.on_epoch_start(model, 0, config)

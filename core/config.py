@@ -7,6 +7,7 @@ Precedence, lowest first: the dataclass defaults, the preset
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS_FILE = CONFIG_DIR / "presets.yaml"
+PRESETS_ENV = "CORE_PRESETS"  # more preset files (os.pathsep-separated), merged over PRESETS_FILE key by key
 
 
 @dataclass
@@ -64,9 +66,21 @@ class TrainConfig:
 
 
 def load_presets() -> dict[str, dict]:
-    """The named presets (keys starting with ``_`` only hold shared YAML anchors)."""
+    """The named presets (keys starting with ``_`` only hold shared YAML anchors), with those of the files in
+    ``$CORE_PRESETS`` merged over them key by key (a new method's entry in an existing preset, a new preset)."""
     loaded = yaml.safe_load(PRESETS_FILE.read_text()) or {}
+    for extra in filter(None, os.environ.get(PRESETS_ENV, "").split(os.pathsep)):
+        _merge_deep(loaded, yaml.safe_load(Path(extra).read_text()) or {})
     return {name: preset for name, preset in loaded.items() if not name.startswith("_")}
+
+
+def _merge_deep(base: dict, layer: dict) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = dict(base[key])  # YAML anchors share dicts: never write through one
+            _merge_deep(base[key], value)
+        else:
+            base[key] = value
 
 
 def _merge(values: dict, layer: dict) -> None:

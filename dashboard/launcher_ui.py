@@ -14,35 +14,9 @@ from core import launcher
 from core.config import load_presets
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
-from core.methods import METHODS
-from core.methods.two_in_one import MODES
+from core.methods import METHODS, trainable_methods
 from core.models.dual import is_dual
 from core.runs import default_runs_dir
-
-TRAINABLE = [name for name in METHODS if name != "finetune"]  # finetune starts from a student: `python -m core finetune`
-# architectures each method can train (first = default; a preset may set another, e.g. pdd's resnet18)
-ARCHITECTURE_CHOICES = {
-    "teacher": ["resnet50", "resnet18", "efficientnet_b0", "efficientnet_lite0", "mesonet", "cnn5", "dual_resnet18"],
-    "lth": ["mesonet", "cnn5", "resnet18"],
-    "two-in-one": ["resnet18", "resnet34"],  # the student (a start checkpoint below overrides it)
-}
-METHOD_FIELDS = {  # method -> [(flag, label, min, max)] of its own hyperparameters (empty = the preset's)
-    "lth": [("prune-rate", "Pruned per round (fraction of the remaining weights)", 0.01, 0.99),
-            ("target-sparsity", "Target sparsity", 0.01, 0.99)],
-    "taylor": [("alpha", "α (weight of the KD loss; BCE gets 1 − α)", 0.0, 1.0),
-               ("prune-ratio", "Prune ratio (fraction of the channels removed)", 0.01, 0.95)],
-    "two-in-one": [("lambda-feature", "λ_feat (feature distillation, both branches)", 0.0, 100.0),
-                   ("lambda-kd", "λ_kd (output KD)", 0.0, 100.0), ("kd-temperature", "T (KD temperature)", 0.1, 20.0)],
-}
-STUDENT_FIELDS = [  # (flag, label, default shown when the preset gives none)
-    ("kd-temperature", "T (KD temperature)", 3.0),
-    ("tau-start", "τ0 (Gumbel start)", 1.0),
-    ("tau-end", "τE (Gumbel end)", 0.2),
-    ("lambda-kd", "λ1 (KD)", 1.0),
-    ("lambda-rl", "λ2 (feature reconstruction)", 1.0),
-    ("lambda-prune", "λ3 (pruning)", None),
-]
-
 
 def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
     """The dataset widgets (keys ``<prefix>_data_kind``...): ``(spec, data_root)``, or None until one is given."""
@@ -64,10 +38,10 @@ def _dataset_arguments() -> list[str]:
         return []
     spec, root = choice
     summary = dataset_summary(spec, root)
-    if "error" in summary:
+    if "error" in summary:  # nothing to launch: the button stays disabled
         st.error(f"Cannot train on it: {summary['error']}")
-    else:  # the images the run will use, and why (declared, carved, 80/10/10)
-        st.caption("  \n".join(summary["lines"]))
+        return []
+    st.caption("  \n".join(summary["lines"]))  # the images the run will use, and why (declared, carved, 80/10/10)
     return ["--data", spec, *(["--data-root", root] if root else [])]
 
 
@@ -97,40 +71,55 @@ def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None
     return found.get(choice)
 
 
-def _method_arguments(method: str) -> list[str]:
-    """The method's own choices: architecture, its hyperparameters, one-shot/local switches, the network to prune."""
+def option_widgets(method: str) -> list[str]:
+    """A widget per option the method declares with a label (core.methods.options); empty = the preset's value."""
+    options_class = METHODS[method].options_class
     arguments = []
-    if method in ARCHITECTURE_CHOICES:
-        arguments += ["--arch", st.selectbox("Architecture", ARCHITECTURE_CHOICES[method], key="launch_arch")]
-    for flag, label, low, high in METHOD_FIELDS.get(method, []):
-        value = st.number_input(label, low, high, value=None, format="%.3f", key=f"launch_{flag}")
-        if value is not None:
-            arguments += [f"--{flag}", str(value)]
+    for option in options_class.declarations() if options_class else ():
+        if option.label is None or not option.used_by(method):
+            continue
+        key = f"launch_{option.flag}"
+        if option.switch:
+            arguments += [f"--{option.flag}"] if st.checkbox(option.label, key=key, help=option.help) else []
+        elif option.choices:
+            value = st.selectbox(option.label, option.choices, index=option.choices.index(option.default), key=key,
+                                 help=option.help)
+            arguments += [f"--{option.flag}", str(value)]
+        else:
+            low, high = (None if bound is None else option.kind(bound) for bound in (option.low, option.high))
+            number = st.number_input(option.label, low, high, value=None, key=key, help=option.help,
+                                     format="%.4f" if option.kind is float else "%d", step=None if option.kind is float else 1)
+            if number is not None:
+                arguments += [f"--{option.flag}", str(option.kind(number))]
+    return arguments
+
+
+def _method_arguments(method: str) -> list[str]:
+    """The method's own choices: architecture, its declared options, one-shot, the network to start from."""
+    declared = METHODS[method]
+    arguments = []
+    if len(declared.architectures) > 1:
+        arguments += ["--arch", st.selectbox("Architecture", declared.architectures, key="launch_arch")]
+    arguments += option_widgets(method)
     if method == "taylor":
-        steps = st.number_input("Pruning steps (each fine-tuned)", 1, 20, value=None, key="launch_steps")
-        arguments += ["--steps", str(int(steps))] if steps is not None else []
-        arguments += ["--local"] if st.checkbox("Local (every layer loses the same fraction)", key="launch_local") else []
         start = _checkpoint_choice(
             "Network to prune", "default (shipped EfficientNet-Lite0 of this dataset)",
             lambda h: h.get("method") in ("teacher", "taylor") and h["model"].get("arch", "").startswith("efficientnet"),
             "launch_init")
         arguments += ["--init-checkpoint", start] if start else []
     if method == "two-in-one":
-        mode = st.selectbox("Mode", MODES, index=MODES.index("two-in-one"), key="launch_mode",
-                            help="spatial: spatial-branch KD only; naive: one shared projector, losses summed; dedicated: a "
-                                 "projector per branch; two-in-one: a projector per branch + gradient homogenisation")
-        arguments += ["--mode", mode]
         start = _checkpoint_choice("Student to start from", "none (the architecture above, from scratch)",
                                    lambda h: h["model"].get("type") in ("compact-resnet", "masked-resnet"), "launch_student_init")
         arguments += ["--init-checkpoint", start] if start else []
-    if method in ("lth", "taylor") and st.checkbox("One-shot (prune to the target in one step)", key="launch_one_shot"):
+    if declared.driver is not None and st.checkbox("One-shot (prune to the target in one step)", key="launch_one_shot"):
         arguments.append("--one-shot")
     return arguments
 
 
 def launch_form() -> None:
-    method = st.selectbox("Method", TRAINABLE, index=TRAINABLE.index("pearson") if "pearson" in TRAINABLE else 0,
-                          key="launch_method", help="\n".join(f"**{m}**: {METHODS[m].description}" for m in TRAINABLE))
+    trainable = trainable_methods()  # the registry as it is now (a method of $CORE_METHOD_PATH too)
+    method = st.selectbox("Method", trainable, index=trainable.index("pearson") if "pearson" in trainable else 0,
+                          key="launch_method", help="\n".join(f"**{m}**: {METHODS[m].description}" for m in trainable))
     arguments = ["--method", method, *_dataset_arguments(), *_method_arguments(method)]
     presets = load_presets()
     preset = st.selectbox("Preset", list(presets), index=list(presets).index("quick"), key="launch_preset",
@@ -144,25 +133,11 @@ def launch_form() -> None:
         lr = st.number_input("Learning rate", min_value=0.0, value=None, format="%.6f", key="launch_lr")
         if lr:
             arguments += ["--lr", str(lr)]
-        if method in ("kdfs", "pearson", "pdd"):
-            pdd_fields = ("kd-temperature", "lambda-kd", "lambda-prune")  # PDD: no Gumbel, no feature reconstruction
-            for flag, label, _ in STUDENT_FIELDS:
-                if method == "pdd" and flag not in pdd_fields:
-                    continue
-                value = st.number_input(label, value=None, format="%.4f", key=f"launch_{flag}")
-                if value is not None:
-                    arguments += [f"--{flag}", str(value)]
-            if method == "kdfs":
-                rate = st.number_input("Target rate (fraction of MACs removed)", 0.0, 0.99, value=None, key="launch_rate")
-                if rate is not None:
-                    arguments += ["--target-rate", str(rate)]
         samples = st.number_input("Max training images (a quick look)", min_value=8, value=None, step=8, key="launch_max")
         if samples is not None:
             arguments += ["--max-train-samples", str(int(samples))]
-    if method not in ("teacher", "lth"):  # lottery tickets train alone
-        default = {"taylor": "default (shipped EfficientNet-B0 of this dataset)",
-                   "two-in-one": "default (shipped dual-branch ResNet-18 teacher of this dataset)"}.get(
-            method, "default (shipped ResNet-50 teacher of this dataset)")
+    if METHODS[method].needs_teacher:
+        default = f"default ({METHODS[method].teacher_kind})"
         dual = method == "two-in-one"  # it distils a dual-branch teacher, and only that
         teacher = _checkpoint_choice("Teacher checkpoint", default,
                                      lambda h: h.get("method") == "teacher" and is_dual(h["model"].get("arch")) == dual,

@@ -136,7 +136,7 @@ def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, mon
     assert arguments[:4] == ["--method", method, "--data", "synthetic:faceswap"] and arguments[4:4 + len(expected)] == expected
     assert "--init-checkpoint" not in arguments and "--teacher" not in arguments, "defaults: the shipped networks"
     args = build_parser().parse_args(["train", *arguments])
-    assert args.one_shot and (args.local_pruning if method == "taylor" else args.arch == "cnn5")
+    assert args.one_shot and (args.global_pruning is False if method == "taylor" else args.arch == "cnn5")
 
 
 @pytest.fixture(scope="module")

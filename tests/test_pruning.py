@@ -127,22 +127,25 @@ def test_scores_refreshed_every_n_steps_are_reused_in_between_and_their_agreemen
 
     from core.config import TrainConfig
     from core.methods.distillation import StudentOptions
-    from core.methods.pearson import PearsonMethod
+    from core.methods.pearson import CorrelationPenalty
 
-    method, keep = PearsonMethod(), torch.rand(masked.sampler.logits.shape[0])
+    keep = torch.rand(masked.sampler.logits.shape[0])
     distiller = SimpleNamespace(student=masked, options=StudentOptions(correlation_weight_gradient=False, score_every=3))
+    penalty = CorrelationPenalty(distiller.options)  # the distiller's own: it keeps the cached scores
     conv = masked.layer1[0].conv2
     losses = []
     for step in range(5):
-        losses.append(float(method.prune_loss(distiller, None, keep)))
+        losses.append(float(penalty(distiller, None, keep)))
         fresh = float(correlation_loss(masked, keep, weight_gradient=False,
                                        normalization=distiller.options.correlation_normalization))
         assert losses[-1] == pytest.approx(fresh, rel=1e-6) if step in (0, 3) else losses[-1] != fresh
         with torch.no_grad():
             conv.weight.add_(0.05 * torch.randn_like(conv.weight))  # the weights move after every step
     assert losses[1] == losses[2] == losses[0] and losses[4] == losses[3], "reused between refreshes"
-    (agreement,) = distiller._scores["agreement"]  # one refresh after the first: step 3
-    assert 0.9 < agreement < 1.0
+    (agreement,) = penalty.agreement  # one refresh after the first: step 3
+    assert 0.9 < agreement < 1.0 and penalty.summary() == {"score_agreement": agreement}
+    penalty.new_epoch()
+    assert penalty.scores is None and penalty.summary() == {}, "each epoch starts with fresh scores"
     with pytest.raises(ValueError, match="score_every"):
         StudentOptions.from_config(TrainConfig(method="pearson", method_options={"score_every": 4}))
 

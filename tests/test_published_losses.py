@@ -10,8 +10,8 @@ import torch
 from torch.nn import functional as F
 
 from core.methods.distillation import Distiller, StudentOptions, reconstruction_loss
-from core.methods.kdfs import KDFSMethod
-from core.methods.pearson import PearsonMethod, correlation_loss, layer_scores
+from core.methods.kdfs import MacsPenalty
+from core.methods.pearson import CorrelationPenalty, correlation_loss, layer_scores, shape_groups
 from core.models.masked import MaskedResNet
 from core.models.resnet import build_model, forward_features
 from core.pruning.flops import MaskedCost, profile_model
@@ -53,7 +53,7 @@ def test_author_code_scores_are_w_minus_1_squared_times_the_papers_per_layer():
     student = _student()
     paper, author = layer_scores(student, normalization="paper"), layer_scores(student, normalization="author-code")
     modules = dict(student.named_modules())
-    for group_paper, group_author, (indices, convs) in zip(paper, author, student._shape_groups, strict=True):
+    for group_paper, group_author, (indices, convs) in zip(paper, author, shape_groups(student), strict=True):
         width = convs[0].weight[0].numel()
         torch.testing.assert_close(group_author, group_paper * (width - 1) ** 2, rtol=1e-6, atol=0)
         for row, index in zip(group_paper, indices, strict=True):  # and the paper's scores are numpy's
@@ -72,18 +72,18 @@ def test_author_code_moves_a_keep_logit_orders_of_magnitude_more_than_the_paper_
     assert grads["author-code"] > 100 * grads["paper"] > 0
 
 
-def _distiller(options: StudentOptions, prune_loss, seed: int = 0) -> Distiller:
+def _distiller(options: StudentOptions, penalty, seed: int = 0) -> Distiller:
     torch.manual_seed(seed)
     teacher = build_model("resnet-tiny").eval()
     student = MaskedResNet("resnet-tiny")
     student.load_state_dict(teacher.state_dict(), strict=False)
     cost = MaskedCost(student, SIZE)
-    return Distiller(student, teacher, options, prune_loss, cost, profile_model(teacher, SIZE)["macs"])
+    return Distiller(student, teacher, options, penalty, cost, profile_model(teacher, SIZE)["macs"])
 
 
 def test_kdfs_prune_loss_is_the_squared_gap_of_the_compact_models_macs_to_the_target():
     options = StudentOptions(target_rate=0.7)
-    distiller = _distiller(options, KDFSMethod().prune_loss)
+    distiller = _distiller(options, MacsPenalty(options.target_rate))
     generator = torch.Generator().manual_seed(3)
     for _ in range(3):
         mask = (torch.rand(sum(distiller.student.sampler.channels), generator=generator) > 0.4).float()
@@ -92,7 +92,7 @@ def test_kdfs_prune_loss_is_the_squared_gap_of_the_compact_models_macs_to_the_ta
             distiller.student.sampler.logits[:, 0] = 0
         compact = compact_from_masked(distiller.student.eval())
         ratio = profile_model(compact, SIZE)["macs"] / profile_model(build_model("resnet-tiny"), SIZE)["macs"]
-        got = KDFSMethod().prune_loss(distiller, mask, mask)
+        got = distiller.penalty(distiller, mask, mask)
         assert float(got) == pytest.approx((ratio - (1 - 0.7)) ** 2, rel=1e-6)
 
 
@@ -114,24 +114,25 @@ def test_reconstruction_loss_without_decoders_is_the_kdfs_attention_distance(sta
 
 
 def test_decoders_only_when_asked_and_mse_needs_matching_widths():
-    assert len(_distiller(StudentOptions(), KDFSMethod().prune_loss).decoders) == 0  # the KDFS code has none
-    with_decoders = _distiller(StudentOptions(feature_decoders=True), KDFSMethod().prune_loss)
+    assert len(_distiller(StudentOptions(), MacsPenalty(0.8)).decoders) == 0  # the KDFS code has none
+    with_decoders = _distiller(StudentOptions(feature_decoders=True), MacsPenalty(0.8))
     assert [d.kernel_size for d in with_decoders.decoders] == [(1, 1)] * 4
-    assert len(_distiller(StudentOptions(feature_decoders=True, lambda_rl=0), KDFSMethod().prune_loss).decoders) == 0
+    assert len(_distiller(StudentOptions(feature_decoders=True, lambda_rl=0), MacsPenalty(0.8)).decoders) == 0
     teacher = build_model("resnet18")  # the student's stages are narrower than a ResNet-50's, not than a ResNet-18's
     student = MaskedResNet("resnet-tiny", "sign")
     wide = build_model("resnet50")
-    Distiller(student, teacher, StudentOptions(feature_distance="mse"), KDFSMethod().prune_loss, MaskedCost(student, SIZE), 1.0)
+    Distiller(student, teacher, StudentOptions(feature_distance="mse"), MacsPenalty(0.8), MaskedCost(student, SIZE), 1.0)
     with pytest.raises(ValueError, match="feature_decoders true"):
-        Distiller(student, wide, StudentOptions(feature_distance="mse"), KDFSMethod().prune_loss,
+        Distiller(student, wide, StudentOptions(feature_distance="mse"), MacsPenalty(0.8),
                   MaskedCost(student, SIZE), 1.0)
 
 
-@pytest.mark.parametrize("method,kd_scale", [(KDFSMethod(), "none"), (PearsonMethod(), "none"), (KDFSMethod(), "t2")])
-def test_forward_weights_every_term_by_its_lambda(method, kd_scale):
+@pytest.mark.parametrize("penalty,kd_scale", [(MacsPenalty, "none"), (CorrelationPenalty, "none"), (MacsPenalty, "t2")])
+def test_forward_weights_every_term_by_its_lambda(penalty, kd_scale):
     options = StudentOptions(kd_temperature=2.0, lambda_kd=0.5, lambda_rl=10.0, lambda_prune=0.3, target_rate=0.7,
                              kd_scale=kd_scale)
-    distiller = _distiller(options, method.prune_loss).eval()  # eval: deterministic masks
+    made = MacsPenalty(options.target_rate) if penalty is MacsPenalty else CorrelationPenalty(options)
+    distiller = _distiller(options, made).eval()  # eval: deterministic masks
     torch.manual_seed(5)
     images, labels = torch.randn(4, 3, SIZE, SIZE), torch.tensor([0.0, 1.0, 1.0, 0.0])
     loss, terms = distiller(images, labels)
@@ -145,7 +146,7 @@ def test_forward_weights_every_term_by_its_lambda(method, kd_scale):
         kl = (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).mean()  # the Bernoulli KL
         kd = kl * (temperature**2 if kd_scale == "t2" else 1)  # the authors' code has no T^2 factor
         rl = np.mean([((_attention(a) - _attention(b)) ** 2).mean() for a, b in zip(features, teacher_features, strict=True)])
-        prune = float(method.prune_loss(distiller, mask, keep))
+        prune = float(distiller.penalty(distiller, mask, keep))
     assert float(terms["bce"]) == pytest.approx(float(bce), rel=1e-5)
     assert float(terms["kd"]) == pytest.approx(float(kd), rel=1e-4, abs=1e-7)
     assert float(terms["rl"]) == pytest.approx(rl, rel=1e-5)

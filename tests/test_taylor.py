@@ -164,11 +164,13 @@ def test_taylor_needs_a_starting_network_and_a_teacher(pruning_steps):
 
     dense, _ = pruning_steps
     with pytest.raises(ValueError, match="--init-checkpoint"):
-        TaylorMethod().check(TrainConfig(method="taylor"))
+        config = TrainConfig(method="taylor")
+        TaylorMethod(config).check(config)
     with pytest.raises(ValueError, match="--teacher"):
-        TaylorMethod().check(TrainConfig(method="taylor", init_checkpoint=str(dense)))
+        config = TrainConfig(method="taylor", init_checkpoint=str(dense))
+        TaylorMethod(config).check(config)
     config = TrainConfig(method="taylor", init_checkpoint=str(dense), method_options={"alpha": 0})
-    TaylorMethod().check(config)  # pure BCE needs no teacher; the architecture comes from the checkpoint
+    TaylorMethod(config).check(config)  # pure BCE needs no teacher; the architecture comes from the checkpoint
     assert config.arch == "efficientnet_lite0"
 
 
@@ -176,7 +178,7 @@ def test_taylor_defaults_to_the_shipped_lite0_and_b0_of_its_dataset():
     from core.methods.taylor import TaylorMethod
 
     config = TrainConfig(method="taylor", data="synthetic:faceswap")
-    TaylorMethod().check(config)
+    TaylorMethod(config).check(config)
     start, teacher = core.load_model(config.init_checkpoint).header, core.load_model(config.teacher).header
     assert (start["model"]["arch"], teacher["model"]["arch"]) == ("efficientnet_lite0", "efficientnet_b0")
     assert start["config"]["data"] == teacher["config"]["data"] == "synthetic:faceswap" and config.arch == "efficientnet_lite0"

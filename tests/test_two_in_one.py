@@ -309,25 +309,27 @@ def test_two_in_one_needs_a_dual_teacher_and_a_single_branch_student(dual_teache
     from core.checkpoint import save_checkpoint
     from core.methods.two_in_one import TwoInOneMethod
 
-    method = TwoInOneMethod()
+    def check(config: TrainConfig) -> None:  # a method object per run, its options checked as it is made
+        TwoInOneMethod(config).check(config)
+
     with pytest.raises(ValueError, match="--arch dual_resnet18 --data synthetic"):
-        method.check(TrainConfig(method="two-in-one", arch="resnet18", data="synthetic"))  # none shipped for pooled synthetic
+        check(TrainConfig(method="two-in-one", arch="resnet18", data="synthetic"))  # none shipped for pooled synthetic
     single = tmp_path / "single.safetensors"
     save_checkpoint(single, build_model("resnet-tiny"), {"method": "teacher", "model": {"type": "resnet", "arch": "resnet-tiny"},
                                                          "image_size": 32, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
     with pytest.raises(ValueError, match="needs a dual-branch teacher"):
-        method.check(TrainConfig(method="two-in-one", arch="resnet18", teacher=str(single)))
+        check(TrainConfig(method="two-in-one", arch="resnet18", teacher=str(single)))
     with pytest.raises(ValueError, match="single-branch ResNet"):
-        method.check(TrainConfig(method="two-in-one", arch="dual_resnet18", teacher=str(dual_teacher)))
+        check(TrainConfig(method="two-in-one", arch="dual_resnet18", teacher=str(dual_teacher)))
     with pytest.raises(ValueError, match="single-branch ResNet"):
-        method.check(TrainConfig(method="two-in-one", arch="mesonet", teacher=str(dual_teacher)))
+        check(TrainConfig(method="two-in-one", arch="mesonet", teacher=str(dual_teacher)))
     with pytest.raises(ValueError, match="single-branch ResNet"):
-        method.check(TrainConfig(method="two-in-one", teacher=str(dual_teacher), init_checkpoint=str(dual_teacher)))
+        check(TrainConfig(method="two-in-one", teacher=str(dual_teacher), init_checkpoint=str(dual_teacher)))
     with pytest.raises(ValueError, match="mode must be one of"):
-        method.check(TrainConfig(method="two-in-one", arch="resnet18", teacher=str(dual_teacher),
+        check(TrainConfig(method="two-in-one", arch="resnet18", teacher=str(dual_teacher),
                                  method_options={"mode": "both"}))
     config = TrainConfig(method="two-in-one", arch="resnet18", teacher=str(dual_teacher))
-    method.check(config)
+    check(config)
     assert config.arch == "resnet18"
 
 
@@ -335,7 +337,7 @@ def test_the_shipped_dual_teacher_is_the_default_on_faceswap():
     from core.methods.two_in_one import TwoInOneMethod
 
     config = build_config(method="two-in-one", preset="full", data="synthetic:faceswap")
-    TwoInOneMethod().check(config)
+    TwoInOneMethod(config).check(config)
     teacher = core.load_model(config.teacher)
     assert Path(config.teacher).name == "teacher-dual_resnet18-synthetic-faceswap.safetensors"
     assert teacher.header["model"] == {"type": "resnet", "arch": "dual_resnet18"} and teacher.header["image_size"] == 64

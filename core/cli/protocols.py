@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
+from core.methods import compared_in
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +160,16 @@ def _scaled(ctx: Context, preset: str, method: str, student_method: str | None =
 
 
 def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
-    """Teacher; per seed: KDFS, Pearson and PDD searches, each fine-tuned where the paper fine-tuned it."""
+    """Teacher; per seed: the KDFS, Pearson and PDD searches (and any method compared in this protocol), each
+    fine-tuned where the paper fine-tuned it."""
     preset = reference
     teacher_preset = preset if ctx.scale == "full" else "full"
     stages = [_teacher_stage(ctx, "resnet50", ["train", "--method", "teacher", "--preset", teacher_preset]
                              + (["--image-size", str(MINI_IMAGE_SIZE)] if ctx.scale == "mini" else []))]
     notes = [f"hyperparameters: the {preset} preset (configs/presets.yaml)"]
+    compared = ctx.wanted(compared_in("pearson-paper"))  # every method that says it takes part (Method.compared_in)
     for seed in ctx.seeds:
-        for method in ctx.wanted(["kdfs", "pearson", "pdd"]):
+        for method in compared:
             search = f"search/{method}/{seed}"
             stages.append(Stage("search", method, seed, search,
                                 ["train", "--method", method, "--preset", preset, "--teacher", "{teacher}",
@@ -175,7 +178,7 @@ def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[
                 stages.append(Stage("finetune", method, seed, f"finetune/{method}/{seed}",
                                     ["finetune", f"{{{search}}}", "--preset", preset, "--seed", str(seed),
                                      *_scaled(ctx, preset, "finetune", method), *ctx.common("finetune", method)]))
-    fine_tuned = [m for m in ctx.wanted(["kdfs", "pearson", "pdd"]) if published_finetune(preset, m)]
+    fine_tuned = [m for m in compared if published_finetune(preset, m)]
     notes.append(f"fine-tuned, as the paper did on {preset}: {', '.join(fine_tuned) or 'none'}; "
                  "a fine-tune starts from its search's last checkpoint (the authors' script)")
     if ctx.scale == "mini":
@@ -325,11 +328,11 @@ def _finetune_config(args, header: dict):
 
 def _shown(config) -> dict:
     """The plan's view of a TrainConfig: :data:`PLAN_KEYS`, with every method option resolved (defaults included)."""
-    from core.methods import get_method
+    from core.methods import create_method
 
     values = config.to_dict()
     return {**{key: values[key] for key in PLAN_KEYS}, "method": config.method,
-            "method_options": get_method(config.method).resolved_options(config)}
+            "method_options": create_method(config).resolved_options()}
 
 
 # --- running ------------------------------------------------------------------------------

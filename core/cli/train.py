@@ -6,69 +6,56 @@ import argparse
 import os
 
 from core.cli.common import _boolean, _emit, log
-
-# student hyperparameters: flag -> StudentOptions field (core/methods/distillation.py)
-STUDENT_FLAGS = {
-    "kd_temperature": (float, "T of the KD loss"),
-    "kd_scale": (str, "none (the Pearson authors' code, default: no T^2 factor) or t2 (Hinton's T^2 factor)"),
-    "tau_start": (float, "Gumbel temperature at the start (tau_0)"),
-    "tau_end": (float, "Gumbel temperature at the last epoch (tau_E)"),
-    "lambda_kd": (float, "weight of the KD loss (lambda_1)"),
-    "lambda_rl": (float, "weight of the feature-reconstruction loss (lambda_2)"),
-    "lambda_prune": (float, "weight of the pruning loss (lambda_3)"),
-    "target_rate": (float, "KDFS: fraction of the teacher's MACs to remove (e.g. 0.8)"),
-    "student_init": (str, "teacher (default) or scratch"),
-    "mask_init": (str, "kaiming (the papers', default: about half the filters start dropped) or keep (all start kept)"),
-    "keep_margin": (float, "mask_init keep: the starting keep-minus-drop logit (default 3)"),
-    "feature_distance": (str, "attention (KDFS's, default) or mse"),
-    "feature_stages": (str, "mean (the KDFS code, default: L_RL averaged over the 4 stages) or sum"),
-    "feature_decoders": (_boolean, "true: a learnable 1x1 conv per stage before the distance (default false, as the KDFS code)"),
-    "sampler_lr": (float, "learning rate of the mask logits (default: --lr)"),
-    "sampler_weight_decay": (float, "weight decay of the mask parameters (default 0; pdd: the weights')"),
-    "correlation_normalization": (str, "pearson: author-code (the published code's (W-1)^2 scale, default) or paper "
-                                       "(the equations)"),
-    "score_every": (int, "pearson: recompute the redundancy scores every N steps (needs --no-correlation-weight-gradient)"),
-    "initial_score": (float, "pdd: mean of the starting mask scores (default 0)"),
-    "initial_score_std": (float, "pdd: their spread (default 0.001, the PDD code's; 0: all equal)"),
-}
+from core.methods import get_method
 
 
-# lottery-ticket options: flag -> LTHOptions field (core/methods/lth.py)
-LTH_FLAGS = {
-    "prune_rate": (float, "fraction of the remaining weights each IMP round removes (default 0.2)"),
-    "target_sparsity": (float, "IMP stops at this fraction of conv/linear weights pruned (default 0.8)"),
-    "rewind_epoch": (int, "0: rewind to the initialisation (default); k: to the dense run's weights after k epochs"),
-    "chain": (str, "name of the IMP chain (default: the architecture and a random id)"),
-}
+def option_flags(parser: argparse.ArgumentParser, options_class, title: str | None = None) -> None:
+    """The declared options of ``options_class`` as flags (core.methods.options); a flag already on the parser
+    (an option two methods share, e.g. kd_temperature) keeps its first declaration."""
+    taken = {action.dest for action in parser._actions}
+    group = parser.add_argument_group(title) if title else parser
+    for option in options_class.declarations():
+        if option.internal or option.name in taken:
+            continue
+        text = option.help + ("" if option.switch or "default" in option.help else f" (default {option.default})")
+        if option.switch:
+            group.add_argument("--" + option.flag, dest=option.name, action="store_const", const=not option.default,
+                               default=None, help=text)
+        elif option.choices:
+            group.add_argument("--" + option.flag, dest=option.name, choices=option.choices, help=text)
+        else:
+            group.add_argument("--" + option.flag, dest=option.name, help=text,
+                               type=_boolean if option.kind is bool else option.kind)
+        taken.add(option.name)
 
 
-# Taylor-pruning options: flag -> TaylorOptions field (core/methods/taylor.py); --kd-temperature is shared
-TAYLOR_FLAGS = {
-    "alpha": (float, "weight of the KD (soft-label) loss; BCE gets 1 - alpha (default 0.25, the NTU report's best)"),
-    "prune_ratio": (float, "fraction of the dense network's prunable channels the schedule removes (default 0.5)"),
-    "steps": (int, "pruning steps, each a run with its fine-tune (default 5; --one-shot: 1)"),
-    "taylor_batches": (int, "training batches whose loss gradient gives the Taylor importance (default 8)"),
-}
+def method_flags(parser: argparse.ArgumentParser) -> None:
+    """Every registered method's options, one group per options class (named after the methods that take it)."""
+    from core.methods import METHODS
+
+    trainable = {name: method.options_class for name, method in METHODS.items()
+                 if method.options_class is not None and method.trainable}
+    for options_class in dict.fromkeys(trainable.values()):  # each class once, in registry order
+        names = [name for name, cls in trainable.items() if issubclass(cls, options_class)]
+        option_flags(parser, options_class, f"{', '.join(names)} options")
 
 
-# two-in-one options: flag -> TwoInOneOptions field (core/methods/two_in_one.py); --kd-temperature, --lambda-kd are shared
-TWO_IN_ONE_FLAGS = {
-    "mode": (str, "spatial (spatial-branch KD only), naive (one shared projector, losses summed), dedicated (a projector "
-                  "per branch, summed) or two-in-one (a projector per branch + gradient homogenisation, default)"),
-    "lambda_feature": (float, "weight of the feature-distillation losses (default 1)"),
-    "projector_hidden": (int, "hidden width of each projector MLP (default 512)"),
-}
+def _declared_options(args: argparse.Namespace) -> dict:
+    """The method options given on the command line: every declared option whose flag was used."""
+    from core.methods import METHODS
+
+    names = {option.name for method in METHODS.values() if method.options_class is not None
+             for option in method.options_class.declarations()}
+    return {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
 
 
 def _train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
     from core.config import build_config
+    from core.methods import check_presets
 
-    options = {name: getattr(args, name) for name in {**STUDENT_FLAGS, **LTH_FLAGS, **TAYLOR_FLAGS, **TWO_IN_ONE_FLAGS}
-               if getattr(args, name, None) is not None}
-    if getattr(args, "local_pruning", False):
-        options["global_pruning"] = False
-    if getattr(args, "no_correlation_weight_gradient", False):
-        options["correlation_weight_gradient"] = False
+    check_presets()  # an unknown key in any preset is an error before anything runs
+
+    options = _declared_options(args)
     values = dict(
         preset=args.preset, config_file=args.config, data=args.data, data_root=args.data_root,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
@@ -132,7 +119,7 @@ def train_configs(args: argparse.Namespace) -> list:
                                    trainable=args.trainable, teacher=args.teacher, seed=seed)
             if sweep_key is not None:
                 _set_sweep_value(config, sweep_key, value)
-            if args.method in ("taylor", "two-in-one"):  # the network to prune, or the student to start from
+            if get_method(args.method).starts_from:  # the network to prune, or the student to start from
                 config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
             configs.append(config)
     return configs
@@ -140,34 +127,31 @@ def train_configs(args: argparse.Namespace) -> list:
 
 def execute_train(args: argparse.Namespace, train_fn=None) -> list:
     """Run what a ``train`` command line asks for; ``train_fn`` trains one config (default: a new run)."""
+    from core.training.drivers import DRIVERS
     from core.training.engine import train
 
     train_fn = train_fn or (lambda config: train(config, progress=not args.quiet))
     configs = train_configs(args)
-    if args.method == "lth":
-        return [result for config in configs for result in _lottery_tickets(args, config, train_fn)]
-    if args.method == "taylor":
-        from core.training.drivers import prune_iteratively
-
+    driver = get_method(args.method).driver
+    if driver == "imp" and args.ticket:  # one run of a given ticket (a transfer), not a chain
+        return [_transferred_ticket(args, config, train_fn) for config in configs]
+    if driver is not None:  # a chain of runs (IMP rounds, Taylor steps)
         return [result for config in configs
-                for result in prune_iteratively(config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)]
+                for result in DRIVERS[driver](config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)]
     return [train_fn(config) for config in configs]
 
 
-def _lottery_tickets(args: argparse.Namespace, config, train_fn) -> list:
-    """IMP from a dense run (and one-shot with --one-shot), or one run of a given ticket (--ticket: transfer it)."""
+def _transferred_ticket(args: argparse.Namespace, config, train_fn):
+    """One run of a given ticket on --data (mask kept, weights rewound): ``--ticket``."""
     from core.checkpoint import read_header, resolve_checkpoint
-    from core.training.drivers import iterative_magnitude_pruning
 
-    if not args.ticket:
-        return iterative_magnitude_pruning(config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)
     ticket = read_header(resolve_checkpoint(args.ticket))
     if "lth" not in ticket:
         raise ValueError(f"{args.ticket} is not an lth run (train one with --method lth)")
     config.init_checkpoint = str(args.ticket)
     config.arch = ticket["model"]["arch"]
     config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
-    return [train_fn(config)]
+    return train_fn(config)
 
 
 def _parse_sweep(text: str) -> tuple[str, list]:
@@ -177,7 +161,7 @@ def _parse_sweep(text: str) -> tuple[str, list]:
     key, _, values = text.partition("=")
     parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
     if not key or not parsed:
-        raise ValueError(f"--sweep takes KEY=V1,V2,... (e.g. lambda_prune=0,0.5,5), got {text!r}")
+        raise ValueError(f"--sweep takes KEY=V1,V2,... (e.g. epochs=5,10; a method option by its name in --help), got {text!r}")
     return key.strip().replace("-", "_"), parsed
 
 
@@ -268,38 +252,20 @@ def add_parsers(commands, command) -> None:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
     train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence (e.g. 0,1,2)")
     train.add_argument("--sweep", metavar="KEY=V1,V2,...",
-                       help="ablation: one run per value of a config field or method option (e.g. lambda_prune=0,0.5,5)")
-    student = train.add_argument_group("student options (kdfs, pearson)")
-    for name, (kind, text) in STUDENT_FLAGS.items():
-        student.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    student.add_argument("--no-correlation-weight-gradient", action="store_true",
-                         help="pearson: the correlation loss moves only the masks, not the weights")
-    tickets = train.add_argument_group("lottery tickets (lth)")
-    for name, (kind, text) in LTH_FLAGS.items():
-        tickets.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    tickets.add_argument("--one-shot", action="store_true",
-                         help="lth: also prune the dense run straight to the target, once; taylor: prune in a single step")
-    tickets.add_argument("--ticket", metavar="RUN", help="train this ticket (mask kept, weights rewound) on --data: a transfer")
-
-    taylor = train.add_argument_group("Taylor pruning (taylor)")
-    taylor.add_argument("--init-checkpoint", metavar="RUN", help="taylor: the network to prune, a dense teacher-method run "
-                        "(e.g. --arch efficientnet_lite0) or a taylor step; two-in-one: the student to start from "
-                        "(e.g. a compact pearson student; default: --arch from scratch)")
-    for name, (kind, text) in TAYLOR_FLAGS.items():
-        taylor.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    taylor.add_argument("--local", dest="local_pruning", action="store_true",
-                        help="every layer loses the same fraction (default: global ranking across layers)")
-
-    two_in_one = train.add_argument_group("two-in-one distillation (two-in-one; --teacher: a --arch dual_resnet18 teacher run)")
-    for name, (kind, text) in TWO_IN_ONE_FLAGS.items():
-        two_in_one.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+                       help="ablation: one run per value of a config field or method option, by its name in this help "
+                            "(e.g. epochs=5,10)")
+    method_flags(train)
+    chains = train.add_argument_group("runs that chain (lth, taylor) and starting checkpoints")
+    chains.add_argument("--one-shot", action="store_true",
+                        help="lth: also prune the dense run straight to the target, once; taylor: prune in a single step")
+    chains.add_argument("--ticket", metavar="RUN", help="lth: train this ticket (mask kept, weights rewound) on --data: a transfer")
+    chains.add_argument("--init-checkpoint", metavar="RUN", help="; ".join(
+        f"{name}: {method.starts_from}" for name, method in METHODS.items() if method.starts_from))
 
     finetune = command(commands, "finetune", cmd_finetune,
                        "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")
     finetune.add_argument("checkpoint", help="student checkpoint or run directory (masked or compact)")
     training_flags(finetune)
     finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
-    finetune.add_argument("--lambda-kd", dest="lambda_kd", type=float,
-                          help="weight of KD from the student's teacher (default 0: BCE only, as the published fine-tune)")
-    finetune.add_argument("--kd-temperature", dest="kd_temperature", type=float, help="T of the KD loss (default 3)")
+    option_flags(finetune, METHODS["finetune"].options_class)
 

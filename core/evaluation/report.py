@@ -97,6 +97,13 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def baseline_method() -> str:
+    """The method the others are tested against (``Method.baseline``: the papers' KDFS)."""
+    from core.methods import METHODS
+
+    return next(name for name, method in METHODS.items() if method.baseline)
+
+
 def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
     from core.models import build_model
     from core.pruning.flops import profile_model
@@ -107,7 +114,8 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
         groups.setdefault(entry.group, []).append(entry)
     accuracy = {key: [e.evaluations[e.trained_on].metrics()["accuracy"] for e in members] for key, members in groups.items()}
     teachers = {e.trained_on: accuracy[e.group] for e in entries if e.method == "teacher"}
-    baselines = {key[1]: values for key, values in accuracy.items() if key[0] == "kdfs"}
+    baseline = baseline_method()
+    baselines = {key[1]: values for key, values in accuracy.items() if key[0] == baseline}
     rows = []
     for key, members in groups.items():
         method, data = key[0], key[1]
@@ -127,14 +135,14 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
                 "type") == "resnet" else {"params": params, "macs": macs}
         mean, std = mean_std(accuracy[key])
         p_value = None
-        if method != "kdfs" and data in baselines and len(baselines[data]) >= 2 and len(accuracy[key]) >= 2:
+        if method != baseline and data in baselines and len(baselines[data]) >= 2 and len(accuracy[key]) >= 2:
             p_value = ttest(accuracy[key], baselines[data])[1]
         teacher = teachers.get(data)
         rows.append({
             "method": f"{method} ({first.runtime})" if first.runtime else method, "trained on": data, "seeds": len(members),
             "compression (MACs)": _fmt(1 - macs / full["macs"], 3) if full["macs"] else "–",
             f"{split} accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(members) > 1 else f"{100 * mean:.2f}",
-            "p vs KDFS": _fmt(p_value, 4),
+            f"p vs {baseline.upper()}": _fmt(p_value, 4),
             "Δacc vs teacher": _fmt(100 * (mean - sum(teacher) / len(teacher)), 2) if teacher and method != "teacher" else "–",
             "params (M)": f"{params / 1e6:.2f}", "MACs (M)": f"{macs / 1e6:.1f}",
             "params ↓": f"{100 * (1 - params / full['params']):.1f}%", "MACs ↓": f"{100 * (1 - macs / full['macs']):.1f}%",
@@ -155,7 +163,7 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
         return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
     teacher = next((r for r in rows if r["method"] == "teacher"), None)
-    baseline = next((r for r in rows if r["method"] == "kdfs"), None)
+    baseline = next((r for r in rows if r["method"] == baseline_method()), None)
     table = []
     for row in rows:
         published = row.get("published") or {}
@@ -171,7 +179,7 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
             "accuracy % (published)": _fmt(published.get("accuracy"), 2) + (
                 f" ± {published['accuracy_std']:.2f}" if "accuracy_std" in published else ""),
             "Δ accuracy (points)": _fmt(100 * row["accuracy"] - published["accuracy"], 2) if "accuracy" in published else "–",
-            "p vs KDFS": _fmt(p_value, 4),
+            f"p vs {baseline_method().upper()}": _fmt(p_value, 4),
             "Δ vs teacher (measured)": _fmt(100 * (row["accuracy"] - teacher["accuracy"]), 2)
             if teacher is not None and row is not teacher else "–",
             "Δ vs teacher (published)": _fmt(published["accuracy"] - published_teacher, 2)

@@ -1,11 +1,20 @@
-"""The interface every training method implements."""
+"""The interface every training method implements, and what it declares about itself.
+
+A method is a class: its attributes say what the CLI, the sidebar, ``reproduce`` and ``report``
+need to know (architectures, teacher, options, multi-run driver, ...). One instance is made
+per run (:func:`core.methods.create_method`) with its options bound and checked once; the
+engine (:mod:`core.training.engine`) calls its hooks.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from core.config import TrainConfig
+from core.methods.options import Options
 
 
 class Method:
@@ -13,17 +22,32 @@ class Method:
 
     name: str = ""
     description: str = ""
-    options_class: type | None = None  # the dataclass of its ``method_options`` (None: it takes none)
+    options_class: type[Options] | None = None  # the dataclass of its ``method_options`` (None: it takes none)
+    architectures: tuple[str, ...] = ()  # what the sidebar offers (first = its default; one or none: no picker)
+    needs_teacher: bool = False  # it distils from a teacher checkpoint (``--teacher``)
+    teacher_kind: str = "shipped ResNet-50 teacher of this dataset"  # the sidebar's teacher picker: what the default is
+    driver: str | None = None  # a multi-run driver of core.training.drivers (``imp``, ``taylor-steps``): its runs chain
+    starts_from: str | None = None  # what ``--init-checkpoint`` holds for it (None: it takes none)
+    compared_in: tuple[str, ...] = ()  # protocols (configs/protocols.yaml) whose comparison includes it
+    baseline: bool = False  # ``report`` tests the other methods against it (the papers' KDFS)
+    rank: int = 100  # position in the registry (the sidebar's list, --help): lower first
+    trainable: bool = True  # offered by ``train`` and the sidebar (finetune starts from a student: its own command)
 
-    def resolved_options(self, config: TrainConfig) -> dict:
-        """Every option the method will use for ``config``: the given ones and the defaults, validated."""
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.options = self.bind(config)
+
+    def bind(self, config: TrainConfig) -> Options | None:
+        """``config.method_options`` as this method's options, each checked against its declaration."""
         if self.options_class is None:
             if config.method_options:
                 raise ValueError(f"{self.name} takes no method options, got {sorted(config.method_options)}")
-            return {}
-        import dataclasses
+            return None
+        return self.options_class.from_config(config)
 
-        return dataclasses.asdict(self.options_class.from_config(config))
+    def resolved_options(self) -> dict:
+        """Every option the method uses: the given ones and the defaults."""
+        return dataclasses.asdict(self.options) if self.options is not None else {}
 
     def check(self, config: TrainConfig) -> None:
         """Validate (and complete, e.g. a default teacher) ``config`` before any work is done."""
@@ -62,14 +86,3 @@ class Method:
     def header_extras(self, model: nn.Module, config: TrainConfig, summary: dict) -> dict:
         """Extra checkpoint-header fields, given this epoch's summary."""
         return {}
-
-
-def parse_options(options_class, config: TrainConfig):
-    """``config.method_options`` as an instance of the method's options dataclass; unknown keys are an error."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(options_class)}
-    unknown = set(config.method_options) - known
-    if unknown:
-        raise ValueError(f"unknown {config.method} options {sorted(unknown)}; known: {sorted(known)}")
-    return options_class(**config.method_options)

@@ -33,7 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.config import TrainConfig
-from core.methods.base import Method, parse_options
+from core.methods.base import Method
+from core.methods.options import Options, option
 from core.models.masked import MaskedResNet
 from core.models.resnet import fold_batch_norms, forward_features, stages
 from core.pruning.flops import MaskedCost
@@ -46,58 +47,49 @@ KD_SCALES = ("none", "t2")
 # Pearson's redundancy scores: "paper" = the equations (rho divided by W-1); "author-code" = the published
 # code's Zn Zn^T without the 1/(W-1), i.e. (W-1)^2 x the paper's scores per layer (core.methods.pearson)
 CORRELATION_NORMALIZATIONS = ("author-code", "paper")
+GUMBEL = ("kdfs", "pearson")  # the students with Gumbel masks and feature reconstruction (PDD has neither)
 
 
 @dataclass
-class StudentOptions:
+class StudentOptions(Options):
     """The hyperparameters of the papers' tables (``method_options`` in a TrainConfig)."""
 
-    kd_temperature: float = 3.0  # T
-    kd_scale: str = "none"  # none (the Pearson authors' code: BCE of the tempered outputs) | t2 (Hinton's T^2 factor)
-    tau_start: float = 2.0  # tau_0 of the Gumbel softmax
-    tau_end: float = 0.2  # tau_E, reached at the last epoch
-    lambda_kd: float = 1.0
-    lambda_rl: float = 1.0
-    lambda_prune: float = 0.5
-    target_rate: float = 0.8  # KDFS: the fraction of the teacher's MACs to remove
-    student_init: str = "teacher"  # teacher | scratch
-    mask_init: str = "kaiming"  # kaiming (the papers': ~half the filters start dropped) | keep (all start kept)
-    keep_margin: float = 3.0  # mask_init keep: P_keep - P_drop at the start (Gumbel keeps a filter w.p. sigmoid(margin))
-    feature_distance: str = "attention"  # attention | mse
-    feature_stages: str = "mean"  # mean (the KDFS code: L_RL averaged over the 4 stages) | sum
-    feature_decoders: bool = False  # a learnable 1x1 conv per stage before the distance (the KDFS code has none)
-    sampler_lr: float | None = None  # learning rate of the mask logits (default: the weights' lr)
-    sampler_weight_decay: float | None = 0.0  # weight decay of the mask parameters (None: the weights'; KDFS code: 0)
-    correlation_weight_gradient: bool = True  # Pearson: let the correlation loss move the weights too
-    correlation_normalization: str = "author-code"  # Pearson: author-code (published code, (W-1)^2 x) | paper (equations)
-    score_every: int = 1  # Pearson: recompute the redundancy scores every N steps (needs correlation_weight_gradient false)
+    kd_temperature: float = option(3.0, "T of the KD loss", label="T (KD temperature)", low=0, low_open=True)
+    kd_scale: str = option("none", "none (the Pearson authors' code: no T^2 factor) or t2 (Hinton's T^2 factor)",
+                           choices=KD_SCALES)
+    tau_start: float = option(2.0, "Gumbel temperature at the start (tau_0)", label="τ0 (Gumbel start)", low=0, low_open=True,
+                              methods=GUMBEL)
+    tau_end: float = option(0.2, "Gumbel temperature at the last epoch (tau_E)", label="τE (Gumbel end)", low=0, low_open=True,
+                            methods=GUMBEL)
+    lambda_kd: float = option(1.0, "weight of the KD loss (lambda_1)", label="λ1 (KD)", low=0)
+    lambda_rl: float = option(1.0, "weight of the feature-reconstruction loss (lambda_2)", label="λ2 (feature reconstruction)",
+                              low=0, methods=GUMBEL)
+    lambda_prune: float = option(0.5, "weight of the pruning loss (lambda_3)", label="λ3 (pruning)", low=0)
+    target_rate: float = option(0.8, "KDFS: fraction of the teacher's MACs to remove (e.g. 0.8)",
+                                label="Target rate (fraction of MACs removed)", low=0, high=1, high_open=True,
+                                methods=("kdfs",))
+    student_init: str = option("teacher", "teacher (start from the teacher's weights) or scratch", choices=("teacher", "scratch"))
+    mask_init: str = option("kaiming", "kaiming (the papers': about half the filters start dropped) or keep (all start kept)",
+                            choices=("kaiming", "keep"))
+    keep_margin: float = option(3.0, "mask_init keep: the starting keep-minus-drop logit (Gumbel keeps a filter w.p. "
+                                     "sigmoid(margin))")
+    feature_distance: str = option("attention", "attention (KDFS's) or mse", choices=("attention", "mse"))
+    feature_stages: str = option("mean", "mean (the KDFS code: L_RL averaged over the 4 stages) or sum", choices=FEATURE_STAGES)
+    feature_decoders: bool = option(False, "true: a learnable 1x1 conv per stage before the distance (the KDFS code has none)")
+    sampler_lr: float | None = option(None, "learning rate of the mask logits (default: --lr)", low=0, low_open=True)
+    sampler_weight_decay: float | None = option(0.0, "weight decay of the mask parameters (null: the weights'; KDFS code: 0)",
+                                                low=0)
+    correlation_weight_gradient: bool = option(True, "pearson: let the correlation loss move the weights too "
+                                                     "(the flag turns it off)", switch="no-correlation-weight-gradient")
+    correlation_normalization: str = option("author-code", "pearson: author-code (the published code's (W-1)^2 scale) or "
+                                                           "paper (the equations)", choices=CORRELATION_NORMALIZATIONS)
+    score_every: int = option(1, "pearson: recompute the redundancy scores every N steps "
+                                 "(needs --no-correlation-weight-gradient)", low=1)
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> StudentOptions:
-        options = parse_options(cls, config)
-        if options.student_init not in ("teacher", "scratch"):
-            raise ValueError(f"student_init must be 'teacher' or 'scratch', got {options.student_init!r}")
-        if options.mask_init not in ("kaiming", "keep"):
-            raise ValueError(f"mask_init must be 'kaiming' or 'keep', got {options.mask_init!r}")
-        if options.feature_distance not in ("attention", "mse"):
-            raise ValueError(f"feature_distance must be 'attention' or 'mse', got {options.feature_distance!r}")
-        if options.kd_scale not in KD_SCALES:
-            raise ValueError(f"kd_scale must be one of {KD_SCALES}, got {options.kd_scale!r}")
-        if options.feature_stages not in FEATURE_STAGES:
-            raise ValueError(f"feature_stages must be one of {FEATURE_STAGES}, got {options.feature_stages!r}")
-        if options.correlation_normalization not in CORRELATION_NORMALIZATIONS:
-            raise ValueError(f"correlation_normalization must be one of {CORRELATION_NORMALIZATIONS}, "
-                             f"got {options.correlation_normalization!r}")
-        if options.sampler_weight_decay is not None and options.sampler_weight_decay < 0:
-            raise ValueError(f"sampler_weight_decay must be >= 0 (or null: the weights'), got {options.sampler_weight_decay}")
-        if not (options.kd_temperature > 0 and options.tau_start > 0 and options.tau_end > 0):
-            raise ValueError("kd_temperature, tau_start and tau_end must be positive")
-        if options.score_every < 1 or (options.score_every > 1 and options.correlation_weight_gradient):
+    def validate(self, config: TrainConfig) -> None:
+        if self.score_every > 1 and self.correlation_weight_gradient:
             raise ValueError("score_every must be >= 1, and > 1 only with correlation_weight_gradient false (the scores are "
                              "then constants for the masks' gradient; with the weight gradient they are part of the graph)")
-        if not 0 <= options.target_rate < 1:
-            raise ValueError(f"target_rate is the fraction of MACs to remove, in [0, 1); got {options.target_rate}")
-        return options
 
 
 def temperature(options: StudentOptions, epoch: int, epochs: int) -> float:
@@ -169,16 +161,33 @@ def load_teacher(config: TrainConfig, same_arch: bool = True) -> nn.Module:
     return teacher
 
 
+class Penalty:
+    """``L_prune`` of a masked student: called as ``penalty(distiller, mask, keep_probability)`` every step.
+
+    The distiller owns one per run, so a penalty that keeps state (Pearson's score cache) keeps it here.
+    """
+
+    def __call__(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def new_epoch(self) -> None:
+        """Called at each epoch's start."""
+
+    def summary(self) -> dict:
+        """Extra fields of the epoch record."""
+        return {}
+
+
 class Distiller(nn.Module):
     """Student + per-stage decoders; ``forward(images, labels)`` returns ``(loss, terms)``."""
 
-    def __init__(self, student: MaskedResNet, teacher: nn.Module, options: StudentOptions, prune_loss,
+    def __init__(self, student: MaskedResNet, teacher: nn.Module, options: StudentOptions, penalty: Penalty,
                  cost: MaskedCost, teacher_macs: float):
         super().__init__()
         self.student = student
         self.cost = cost
         self.options = options
-        self.prune_loss = prune_loss
+        self.penalty = penalty
         self.teacher_macs = teacher_macs
         # 1x1 decoders from the student's stage widths to the teacher's (equal for KDFS/Pearson; PDD's
         # ResNet-18 student has narrower stages than its ResNet-50 teacher); none when L_RL is off
@@ -217,7 +226,7 @@ class Distiller(nn.Module):
         rl = logits.new_zeros(())
         if options.lambda_rl:  # L_RL off (lambda_rl = 0) means no decoders at all, so nothing unused under DDP
             rl = reconstruction_loss(features, teacher_features, self.decoders or None, options)
-        prune = self.prune_loss(self, mask, keep_probability)
+        prune = self.penalty(self, mask, keep_probability)
         loss = bce + options.lambda_kd * kd + options.lambda_rl * rl + options.lambda_prune * prune
         return loss, {"bce": bce.detach(), "kd": kd.detach(), "rl": rl.detach(), "prune": prune.detach(),
                       "mask_macs_ratio": (self.cost.macs(mask.detach().double()) / self.teacher_macs).detach()}
@@ -229,7 +238,7 @@ def _stage_width(stage: nn.Sequential) -> int:
 
 
 class MaskedStudentMethod(Method):
-    """A masked ResNet student distilled from a ResNet teacher; subclasses define ``prune_loss``.
+    """A masked ResNet student distilled from a ResNet teacher; subclasses define its :class:`Penalty`.
 
     ``sampler`` picks the masks (Gumbel keep/drop logits, or PDD's sign scores), ``options_class``
     the hyperparameters and their defaults, ``same_arch_teacher`` whether the teacher must be the
@@ -239,15 +248,14 @@ class MaskedStudentMethod(Method):
     sampler = "gumbel"
     options_class = StudentOptions
     same_arch_teacher = True
+    needs_teacher = True
 
-    def options(self, config: TrainConfig) -> StudentOptions:
-        return self.options_class.from_config(config)
-
-    def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+    def penalty(self) -> Penalty:
+        """This run's ``L_prune`` (and whatever state it keeps): the distiller owns it."""
         raise NotImplementedError
 
     def check(self, config: TrainConfig) -> None:
-        options = self.options(config)
+        options = self.options
         if config.teacher is None:
             config.teacher = default_teacher(config.data, config.arch if self.same_arch_teacher else "resnet50")
             if config.teacher is not None:
@@ -260,7 +268,7 @@ class MaskedStudentMethod(Method):
     def build(self, config: TrainConfig) -> Distiller:
         from core.pruning.flops import profile_model
 
-        options = self.options(config)
+        options = self.options
         teacher = load_teacher(config, self.same_arch_teacher)
         student = MaskedResNet(config.arch, self.sampler)
         if options.student_init == "teacher":
@@ -273,7 +281,7 @@ class MaskedStudentMethod(Method):
                 student.sampler.logits[:, 1] = options.keep_margin
         cost = MaskedCost(student, config.image_size)
         teacher_macs = profile_model(teacher, config.image_size)["macs"]
-        return Distiller(student, teacher, options, self.prune_loss, cost, teacher_macs)
+        return Distiller(student, teacher, options, self.penalty(), cost, teacher_macs)
 
     def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
         return {"type": "masked-resnet", "arch": config.arch, **({"sampler": self.sampler} if self.sampler != "gumbel" else {})}
@@ -282,7 +290,7 @@ class MaskedStudentMethod(Method):
         return model.student
 
     def parameter_groups(self, model: Distiller, config: TrainConfig) -> list[dict]:
-        options = self.options(config)
+        options = self.options
         sampler = list(model.student.sampler.parameters())
         weights = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in sampler)]
         decay = config.weight_decay if options.sampler_weight_decay is None else options.sampler_weight_decay
@@ -290,9 +298,10 @@ class MaskedStudentMethod(Method):
                 {"params": sampler, "weight_decay": decay, "lr": options.sampler_lr or config.lr}]
 
     def on_epoch_start(self, model: Distiller, epoch: int, config: TrainConfig) -> None:
-        options = self.options(config)
+        options = self.options
         model.student.sampler.temperature = temperature(options, epoch, config.epochs)
         model.student.sampler.seed(config.seed * 100_003 + epoch)
+        model.penalty.new_epoch()
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return model(images, labels)
@@ -315,6 +324,7 @@ class MaskedStudentMethod(Method):
             "compact_macs": macs, "compact_params": params,
             "macs_reduction": 1 - macs / model.cost.full_macs,
             "params_reduction": 1 - params / model.cost.full_params,
+            **model.penalty.summary(),
         }
 
     def header_extras(self, model: Distiller, config: TrainConfig, summary: dict) -> dict:

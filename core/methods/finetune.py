@@ -24,20 +24,18 @@ from torch.nn import functional as F
 
 from core.checkpoint import CheckpointError, resolve_checkpoint
 from core.config import TrainConfig
-from core.methods.base import Method, parse_options
+from core.methods import register_method
+from core.methods.base import Method
 from core.methods.distillation import kd_loss
+from core.methods.options import Options, option
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneOptions:
-    lambda_kd: float = 0.0  # the published fine-tune is BCE only; > 0 adds KD from the student's teacher
-    kd_temperature: float = 3.0
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> FinetuneOptions:
-        return parse_options(cls, config)
+class FinetuneOptions(Options):
+    lambda_kd: float = option(0.0, "weight of KD from the student's teacher (the published fine-tune: 0, BCE only)", low=0)
+    kd_temperature: float = option(3.0, "T of the KD loss", low=0, low_open=True)
 
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
@@ -83,15 +81,18 @@ class Finetuned(nn.Module):
         return bce + self.options.lambda_kd * kd, {"bce": bce.detach(), "kd": kd.detach()}
 
 
+@register_method
 class FinetuneMethod(Method):
     name = "finetune"
     description = "Fine-tune the compact (physically pruned) network of a student: BCE (+ KD with lambda_kd > 0), small lr."
+    rank = 60
+    trainable = False
     options_class = FinetuneOptions
 
     def check(self, config: TrainConfig) -> None:
         if not config.init_checkpoint:
             raise ValueError("finetune needs the student checkpoint to start from (python -m core finetune CKPT ...)")
-        options = FinetuneOptions.from_config(config)
+        options = self.options
         _, header = load_compact(config.init_checkpoint)
         if options.lambda_kd and config.teacher is None and header.get("teacher"):
             try:
@@ -107,7 +108,7 @@ class FinetuneMethod(Method):
             raise ValueError(f"{config.init_checkpoint} is a {student.arch} student, but the config says {config.arch}")
         student.source_header = header
         student.mask_history = mask_history(config.init_checkpoint)
-        options = FinetuneOptions.from_config(config)
+        options = self.options
         teacher = load_model(config.teacher) if config.teacher and options.lambda_kd else None
         return Finetuned(student, teacher, options)
 

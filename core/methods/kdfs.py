@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import torch
 
-from core.methods.distillation import Distiller, MaskedStudentMethod
+from core.methods import register_method
+from core.methods.distillation import Distiller, MaskedStudentMethod, Penalty
 
 
+class MacsPenalty(Penalty):
+    """``(MACs(student; pi) / MACs(teacher) - (1 - target_rate))^2``."""
+
+    def __init__(self, target_rate: float) -> None:
+        self.remaining = 1.0 - target_rate
+
+    def __call__(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+        return (distiller.cost.macs(mask.float()) / distiller.teacher_macs - self.remaining).pow(2)
+
+
+@register_method
 class KDFSMethod(MaskedStudentMethod):
     name = "kdfs"
     description = "KDFS: masked ResNet-50 student, KD + feature reconstruction, MACs penalty toward a target rate."
+    rank = 10
+    compared_in = ("pearson-paper",)
+    baseline = True
 
-    def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
-        remaining = 1.0 - distiller.options.target_rate
-        return (distiller.cost.macs(mask.float()) / distiller.teacher_macs - remaining).pow(2)
+    def penalty(self) -> Penalty:
+        return MacsPenalty(self.options.target_rate)

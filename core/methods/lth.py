@@ -28,28 +28,29 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.config import TrainConfig
-from core.methods.base import Method, parse_options
+from core.methods import register_method
+from core.methods.base import Method
+from core.methods.options import Options, option
 from core.models.ticket import Ticket
 from core.pruning.magnitude import magnitude_masks
 
 
 @dataclass
-class LTHOptions:
-    sparsity: float = 0.0  # of this run's mask: the fraction of conv/linear weights at zero
-    rewind_epoch: int = 0  # 0: rewind to the initialisation; k: to the dense run's weights after k epochs
-    prune_rate: float = 0.2  # IMP: the fraction of the remaining weights each round removes
-    target_sparsity: float = 0.8  # IMP: stop at this sparsity
-    chain: str = ""  # the IMP (or one-shot) sequence this run belongs to
-    round: int = 0
+class LTHOptions(Options):
+    sparsity: float = option(0.0, "this run's mask: the fraction of conv/linear weights at zero", low=0, high=1,
+                             high_open=True, internal=True)
+    rewind_epoch: int = option(0, "0: rewind to the initialisation; k: to the dense run's weights after k epochs", low=0)
+    prune_rate: float = option(0.2, "fraction of the remaining weights each IMP round removes",
+                               label="Pruned per round (fraction of the remaining weights)", low=0, high=1,
+                               low_open=True, high_open=True)
+    target_sparsity: float = option(0.8, "IMP stops at this fraction of conv/linear weights pruned", label="Target sparsity",
+                                    low=0, high=1, low_open=True, high_open=True)
+    chain: str = option("", "name of the IMP chain (default: the architecture and a random id)")
+    round: int = option(0, "which IMP round this run is (0: the dense one)", low=0, internal=True)
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> LTHOptions:
-        options = parse_options(cls, config)
-        if not (0 <= options.sparsity < 1 and 0 < options.prune_rate < 1 and 0 < options.target_sparsity < 1):
-            raise ValueError("sparsity must lie in [0, 1), prune_rate and target_sparsity in (0, 1)")
-        if options.rewind_epoch < 0 or options.rewind_epoch >= max(config.epochs, 1) and options.rewind_epoch:
-            raise ValueError(f"rewind_epoch must lie in [0, epochs), got {options.rewind_epoch}")
-        return options
+    def validate(self, config: TrainConfig) -> None:
+        if self.rewind_epoch and self.rewind_epoch >= max(config.epochs, 1):
+            raise ValueError(f"rewind_epoch must lie in [0, epochs), got {self.rewind_epoch}")
 
 
 def imp_schedule(prune_rate: float, target_sparsity: float) -> list[float]:
@@ -58,20 +59,24 @@ def imp_schedule(prune_rate: float, target_sparsity: float) -> list[float]:
     return [min(target_sparsity, 1 - (1 - prune_rate) ** k) for k in range(1, rounds + 1)]
 
 
+@register_method
 class LTHMethod(Method):
     name = "lth"
     description = "Lottery tickets: global magnitude pruning with rewinding, round by round (MesoNet, CNN-5, ResNet-18)."
+    rank = 40
+    architectures = ("mesonet", "cnn5", "resnet18")
+    driver = "imp"
     options_class = LTHOptions
 
     def check(self, config: TrainConfig) -> None:
-        options = LTHOptions.from_config(config)
+        options = self.options
         if options.sparsity > 0 and not config.init_checkpoint:
             raise ValueError("an lth run with sparsity > 0 prunes a previous run: give its checkpoint (init_checkpoint)")
 
     def build(self, config: TrainConfig) -> nn.Module:
         from core.models.loading import load_model
 
-        options = LTHOptions.from_config(config)
+        options = self.options
         ticket = Ticket(config.arch)
         if not config.init_checkpoint:
             return ticket
@@ -87,7 +92,7 @@ class LTHMethod(Method):
         return ticket
 
     def on_epoch_start(self, model: Ticket, epoch: int, config: TrainConfig) -> None:
-        options = LTHOptions.from_config(config)
+        options = self.options
         if not config.init_checkpoint and options.rewind_epoch and epoch == options.rewind_epoch:
             model.snapshot_rewind()  # late rewinding: the dense run's weights after rewind_epoch epochs
 
@@ -99,7 +104,7 @@ class LTHMethod(Method):
         return bce, {"bce": bce.detach()}
 
     def header_extras(self, model: Ticket, config: TrainConfig, summary: dict) -> dict:
-        options = LTHOptions.from_config(config)
+        options = self.options
         return {"lth": {**model.counts(), "round": options.round, "chain": options.chain, "source": config.init_checkpoint,
                         "rewind_epoch": options.rewind_epoch}}
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from core.config import TrainConfig
-from core.methods.distillation import Distiller, MaskedStudentMethod, StudentOptions
+from core.methods import register_method
+from core.methods.distillation import Distiller, MaskedStudentMethod, Penalty, StudentOptions
+from core.methods.options import option
 
 
 @dataclass
@@ -41,33 +43,35 @@ class PDDOptions(StudentOptions):
     lambda_rl: float = 0.0
     lambda_prune: float = 0.0
     student_init: str = "scratch"
-    initial_score: float = 0.0  # the mean of the starting scores (PDD code: 0)
-    initial_score_std: float = 1e-3  # their spread (PDD code: randn * 0.001); 0 = every score equals initial_score
+    initial_score: float = option(0.0, "pdd: mean of the starting mask scores (the PDD code: 0); inside (-1, 1), where "
+                                       "ApproxSign has a gradient", low=-1, high=1, low_open=True, high_open=True)
+    initial_score_std: float = option(1e-3, "pdd: their spread (the PDD code's randn * 0.001; 0: all equal)", low=0)
     sampler_weight_decay: float | None = None  # the weights' decay acts on the scores (PDD code: one SGD for all)
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> PDDOptions:
-        options = super().from_config(config)
-        if not -1 < options.initial_score < 1:
-            raise ValueError(f"initial_score must lie in (-1, 1), where ApproxSign has a gradient; got {options.initial_score}")
-        if options.initial_score_std < 0:
-            raise ValueError(f"initial_score_std must be >= 0, got {options.initial_score_std}")
-        return options
+
+class KeptShare(Penalty):
+    """``mean((ApproxSign(m) + 1) / 2)``: the L1 pull toward fewer channels (``lambda_prune > 0``)."""
+
+    def __call__(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+        return keep_probability.mean()
 
 
+@register_method
 class PDDMethod(MaskedStudentMethod):
     name = "pdd"
     description = "PDD: ResNet-18 student with sign masks (ApproxSign gradient) trained during KD from a ResNet-50 teacher."
+    rank = 30
+    compared_in = ("pearson-paper",)
     sampler = "sign"
     options_class = PDDOptions
     same_arch_teacher = False
 
     def build(self, config: TrainConfig) -> Distiller:
         distiller = super().build(config)
-        options = self.options(config)
+        options = self.options
         with torch.no_grad():  # seeded: the engine calls torch.manual_seed(config.seed) before build
             distiller.student.sampler.scores.normal_(options.initial_score, options.initial_score_std)
         return distiller
 
-    def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
-        return keep_probability.mean()
+    def penalty(self) -> Penalty:
+        return KeptShare()

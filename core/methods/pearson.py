@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import torch
 
-from core.config import TrainConfig
-from core.methods.distillation import Distiller, MaskedStudentMethod
+from core.methods import register_method
+from core.methods.distillation import Distiller, MaskedStudentMethod, Penalty, StudentOptions
 from core.models.masked import MaskedResNet
 from core.pruning.correlation import redundancy_scores
 
@@ -65,11 +65,10 @@ def normalization_factor(width: int, normalization: str) -> float:
     return float((width - 1) ** 2) if normalization == "author-code" else 1.0
 
 
-def layer_scores(student: MaskedResNet, weight_gradient: bool = True, normalization: str = "paper") -> list[torch.Tensor]:
-    """``Score`` of every shape group's layers, ``[G, C]`` per group, in :func:`shape_groups` order."""
-    groups = getattr(student, "_shape_groups", None)
-    if groups is None:  # the architecture never changes: group once per model
-        groups = student._shape_groups = shape_groups(student)
+def layer_scores(student: MaskedResNet, weight_gradient: bool = True, normalization: str = "paper",
+                 groups: list | None = None) -> list[torch.Tensor]:
+    """``Score`` of every shape group's layers, ``[G, C]`` per group, in :func:`shape_groups` order (``groups``: given)."""
+    groups = shape_groups(student) if groups is None else groups
     scores = []
     # correlations of thousands-long filters lose too much in fp16: score them in fp32 under AMP
     with torch.autocast(student.sampler.layer_index.device.type, enabled=False):
@@ -81,12 +80,14 @@ def layer_scores(student: MaskedResNet, weight_gradient: bool = True, normalizat
 
 
 def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weight_gradient: bool = True,
-                     scores: list[torch.Tensor] | None = None, normalization: str = "paper") -> torch.Tensor:
+                     scores: list[torch.Tensor] | None = None, normalization: str = "paper",
+                     groups: list | None = None) -> torch.Tensor:
     """``(1/L) sum_l (1/C_l) sum_i Score_l,i * phi_l,i`` over all masked layers (``scores``: precomputed ones)."""
     keep = student.sampler.split(keep_probability)
-    scores = layer_scores(student, weight_gradient, normalization) if scores is None else scores
+    groups = shape_groups(student) if groups is None else groups
+    scores = layer_scores(student, weight_gradient, normalization, groups) if scores is None else scores
     total = keep_probability.new_zeros((), dtype=torch.float32)
-    for (indices, _), group_scores in zip(student._shape_groups, scores, strict=True):
+    for (indices, _), group_scores in zip(groups, scores, strict=True):
         phi = torch.stack([keep[i] for i in indices]).float()
         total = total + (group_scores * phi).mean(dim=-1).sum()
     return total / len(student.layers)
@@ -98,30 +99,44 @@ def _agreement(old: list[torch.Tensor], new: list[torch.Tensor]) -> float:
     return float(torch.corrcoef(pair)[0, 1])
 
 
+class CorrelationPenalty(Penalty):
+    """Pearson's ``L_prune``, with its state: the student's shape groups, and (``score_every > 1``) the cached
+    scores, refreshed every ``score_every`` steps and at each epoch's first, with their agreement."""
+
+    def __init__(self, options: StudentOptions) -> None:
+        self.options = options
+        self.groups: list | None = None  # the architecture never changes: grouped once
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self.step, self.scores, self.agreement = 0, None, []
+
+    def __call__(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
+        options, student = self.options, distiller.student
+        if self.groups is None:
+            self.groups = shape_groups(student)
+        if options.score_every == 1:
+            return correlation_loss(student, keep_probability, options.correlation_weight_gradient,
+                                    normalization=options.correlation_normalization, groups=self.groups)
+        if self.scores is None or self.step % options.score_every == 0:
+            with torch.no_grad():
+                fresh = layer_scores(student, False, options.correlation_normalization, self.groups)
+            if self.scores is not None:
+                self.agreement.append(_agreement(self.scores, fresh))
+            self.scores = fresh
+        self.step += 1
+        return correlation_loss(student, keep_probability, scores=self.scores, groups=self.groups)
+
+    def summary(self) -> dict:
+        return {"score_agreement": min(self.agreement)} if self.agreement else {}
+
+
+@register_method
 class PearsonMethod(MaskedStudentMethod):
     name = "pearson"
     description = "Pearson (proposed): masked ResNet-50 student, KD + feature reconstruction, filter-correlation redundancy loss."
+    rank = 20
+    compared_in = ("pearson-paper",)
 
-    def prune_loss(self, distiller: Distiller, mask: torch.Tensor, keep_probability: torch.Tensor) -> torch.Tensor:
-        options = distiller.options
-        if options.score_every == 1:
-            return correlation_loss(distiller.student, keep_probability, options.correlation_weight_gradient,
-                                    normalization=options.correlation_normalization)
-        state = distiller.__dict__.setdefault("_scores", {"step": 0, "scores": None, "agreement": []})
-        if state["scores"] is None or state["step"] % options.score_every == 0:
-            with torch.no_grad():
-                fresh = layer_scores(distiller.student, False, options.correlation_normalization)
-            if state["scores"] is not None:
-                state["agreement"].append(_agreement(state["scores"], fresh))
-            state["scores"] = fresh
-        state["step"] += 1
-        return correlation_loss(distiller.student, keep_probability, scores=state["scores"])
-
-    def on_epoch_start(self, model: Distiller, epoch: int, config: TrainConfig) -> None:
-        super().on_epoch_start(model, epoch, config)
-        model.__dict__["_scores"] = {"step": 0, "scores": None, "agreement": []}  # fresh scores at each epoch's first step
-
-    def epoch_summary(self, model: Distiller) -> dict:
-        summary = super().epoch_summary(model)
-        agreement = model.__dict__.get("_scores", {}).get("agreement")
-        return {**summary, "score_agreement": min(agreement)} if agreement else summary
+    def penalty(self) -> Penalty:
+        return CorrelationPenalty(self.options)

@@ -31,9 +31,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.config import TrainConfig
-from core.methods.base import Method, parse_options
+from core.methods import register_method
+from core.methods.base import Method
 from core.methods.distillation import kd_loss, load_teacher
 from core.methods.finetune import Finetuned
+from core.methods.options import Options, option
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +44,26 @@ DEFAULT_START, DEFAULT_TEACHER = "efficientnet_lite0", "efficientnet_b0"  # ship
 
 
 @dataclass
-class TaylorOptions:
-    alpha: float = 0.25  # weight of the soft-label (KD) loss; the hard-label BCE gets 1 - alpha (NTU report: 0.25 best)
-    kd_temperature: float = 1.0  # T; 1 is the NTU report's untempered alpha * BCE(p_s, p_t) (the embedded presets: 3)
-    prune_ratio: float = 0.5  # R: fraction of the dense network's prunable channels the whole schedule removes
-    steps: int = 5  # n: pruning steps in the schedule (1 = one-shot)
-    step: int = 1  # k: which step this run is (1-based; prune_iteratively sets it)
-    global_pruning: bool = True  # rank all layers' channels together (else every layer loses the same fraction)
-    taylor_batches: int = 8  # training batches whose loss gradient estimates the importance
-    max_layer_ratio: float = 0.9  # no coupled group loses more than this fraction of its channels in one step
+class TaylorOptions(Options):
+    alpha: float = option(0.25, "weight of the KD (soft-label) loss; BCE gets 1 - alpha (the NTU report's best: 0.25)",
+                          label="α (weight of the KD loss; BCE gets 1 − α)", low=0, high=1)
+    kd_temperature: float = option(1.0, "T of the KD loss; 1 is the NTU report's untempered alpha * BCE(p_s, p_t) "
+                                        "(the embedded presets: 3)", low=0, low_open=True)
+    prune_ratio: float = option(0.5, "fraction of the dense network's prunable channels the schedule removes (R)",
+                                label="Prune ratio (fraction of the channels removed)", low=0, high=1, low_open=True,
+                                high_open=True)
+    steps: int = option(5, "pruning steps, each a run with its fine-tune (n; --one-shot: 1)",
+                        label="Pruning steps (each fine-tuned)", low=1)
+    step: int = option(1, "which step this run is (k, 1-based; the schedule sets it)", low=1, internal=True)
+    global_pruning: bool = option(True, "rank all layers' channels together (the flag: every layer loses the same fraction)",
+                                  label="Local (every layer loses the same fraction)", switch="local")
+    taylor_batches: int = option(8, "training batches whose loss gradient gives the Taylor importance", low=1)
+    max_layer_ratio: float = option(0.9, "no coupled group loses more than this fraction of its channels in one step",
+                                    low=0, high=1, low_open=True, high_open=True, internal=True)
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> TaylorOptions:
-        options = parse_options(cls, config)
-        if not 0 <= options.alpha <= 1:
-            raise ValueError(f"alpha weighs the KD loss against BCE, in [0, 1]; got {options.alpha}")
-        if not 0 < options.prune_ratio < 1:
-            raise ValueError(f"prune_ratio is a fraction of channels to remove, in (0, 1); got {options.prune_ratio}")
-        if not 1 <= options.step <= options.steps:
-            raise ValueError(f"step must be in 1..steps ({options.steps}); got {options.step}")
-        if options.taylor_batches < 1 or options.kd_temperature <= 0:
-            raise ValueError("taylor_batches must be >= 1 and kd_temperature > 0")
-        return options
+    def validate(self, config: TrainConfig) -> None:
+        if self.step > self.steps:
+            raise ValueError(f"step must be in 1..steps ({self.steps}); got {self.step}")
 
     @property
     def step_ratio(self) -> float:
@@ -103,16 +103,22 @@ def importance_batches(config: TrainConfig, count: int) -> list[tuple[torch.Tens
     return [(batch["images"], batch["labels"]) for batch in islice(loader, count) if batch["images"] is not None]
 
 
+@register_method
 class TaylorMethod(Method):
     name = "taylor"
     description = "Structured channel pruning by first-order Taylor importance (Torch-Pruning), one step per run, KD fine-tune."
+    rank = 50
+    needs_teacher = True
+    teacher_kind = "shipped EfficientNet-B0 of this dataset"
+    driver = "taylor-steps"
+    starts_from = "the network to prune, a dense teacher-method run (default: the shipped EfficientNet-Lite0 of this dataset)"
     options_class = TaylorOptions
 
     def check(self, config: TrainConfig) -> None:
         from core.checkpoint import read_header
         from core.methods.distillation import default_teacher
 
-        options = TaylorOptions.from_config(config)
+        options = self.options
         # defaults: the shipped dense Lite0 and B0 teacher of this dataset, when there are
         if not config.init_checkpoint:
             config.init_checkpoint = default_teacher(config.data, DEFAULT_START)
@@ -144,7 +150,7 @@ class TaylorMethod(Method):
         from core.pruning.flops import profile_model
         from core.pruning.structured import prunable_channels, taylor_prune
 
-        options = TaylorOptions.from_config(config)
+        options = self.options
         student = load_model(config.init_checkpoint)
         teacher = load_teacher(config, same_arch=False) if options.alpha > 0 else None
         model = PrunedStudent(student, teacher, options)

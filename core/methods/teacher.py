@@ -7,13 +7,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.config import TrainConfig
+from core.methods import register_method
 from core.methods.base import Method
 from core.models.resnet import build_model, set_trainable
 
 
+@register_method
 class TeacherMethod(Method):
     name = "teacher"
     description = "ResNet teacher with a single-logit head, BCE with logits (ImageNet start or scratch)."
+    rank = 0
+    architectures = ("resnet50", "resnet18", "efficientnet_b0", "efficientnet_lite0", "mesonet", "cnn5", "dual_resnet18")
 
     def build(self, config: TrainConfig) -> nn.Module:
         model = build_model(config.arch, config.pretrained)

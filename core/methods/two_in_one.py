@@ -63,9 +63,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.config import TrainConfig
-from core.methods.base import Method, parse_options
+from core.methods import register_method
+from core.methods.base import Method
 from core.methods.distillation import default_teacher, kd_loss, load_teacher
 from core.methods.finetune import Finetuned
+from core.methods.options import Options, option
 from core.models.dual import BRANCHES, is_dual
 from core.models.resnet import RESNET_PARTS, pooled_features
 
@@ -78,23 +80,15 @@ NORM_EPS = 1e-12
 
 
 @dataclass
-class TwoInOneOptions:
-    mode: str = "two-in-one"  # spatial | naive | dedicated | two-in-one
-    kd_temperature: float = 3.0  # T
-    lambda_kd: float = 1.0
-    lambda_feature: float = 1.0
-    projector_hidden: int = 512
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> TwoInOneOptions:
-        options = parse_options(cls, config)
-        if options.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {options.mode!r}")
-        if options.kd_temperature <= 0 or options.lambda_kd < 0 or options.lambda_feature < 0:
-            raise ValueError("kd_temperature must be positive, lambda_kd and lambda_feature non-negative")
-        if options.projector_hidden < 1:
-            raise ValueError(f"projector_hidden is a layer width >= 1, got {options.projector_hidden}")
-        return options
+class TwoInOneOptions(Options):
+    mode: str = option("two-in-one", "spatial (spatial-branch KD only), naive (one shared projector, losses summed), "
+                                     "dedicated (a projector per branch, summed) or two-in-one (a projector per branch + "
+                                     "gradient homogenisation)", label="Mode", choices=MODES)
+    kd_temperature: float = option(3.0, "T of the KD loss", label="T (KD temperature)", low=0, low_open=True)
+    lambda_kd: float = option(1.0, "weight of the output KD loss", label="λ_kd (output KD)", low=0)
+    lambda_feature: float = option(1.0, "weight of the feature-distillation losses (both branches)",
+                                   label="λ_feat (feature distillation, both branches)", low=0)
+    projector_hidden: int = option(512, "hidden width of each projector MLP", low=1)
 
 
 def projector(width: int, hidden: int, target_width: int) -> nn.Sequential:
@@ -202,17 +196,23 @@ def load_student(config: TrainConfig) -> tuple[nn.Module, dict, dict]:
     return student, dict(header["model"]), header
 
 
+@register_method
 class TwoInOneMethod(Method):
     name = "two-in-one"
     description = ("Two-in-one KD: a dual-branch (RGB + DCT) teacher into one RGB student, a projector per branch and "
                    "gradient homogenisation.")
+    rank = 70
+    architectures = ("resnet18", "resnet34")  # the student (a start checkpoint overrides it)
+    needs_teacher = True
+    teacher_kind = "shipped dual-branch ResNet-18 teacher of this dataset"
+    starts_from = "a student checkpoint to start from (masked or compact; default: the architecture, from scratch)"
     options_class = TwoInOneOptions
 
     def check(self, config: TrainConfig) -> None:
         from core.checkpoint import read_header
         from core.models import build_model
 
-        options = TwoInOneOptions.from_config(config)
+        options = self.options
         spec = read_header(config.init_checkpoint)["model"] if config.init_checkpoint else {"type": "resnet", "arch": config.arch}
         single_branch_resnet = spec.get("type") in STUDENT_TYPES and not is_dual(spec.get("arch")) and (
             spec["type"] != "resnet" or all(hasattr(build_model(spec["arch"]), part) for part in RESNET_PARTS))
@@ -241,7 +241,7 @@ class TwoInOneMethod(Method):
     def build(self, config: TrainConfig) -> TwoInOneStudent:
         student, spec, source = load_student(config)
         student.student_spec, student.source_header = spec, source
-        return TwoInOneStudent(student, load_teacher(config, same_arch=False), TwoInOneOptions.from_config(config))
+        return TwoInOneStudent(student, load_teacher(config, same_arch=False), self.options)
 
     def deployable(self, model: TwoInOneStudent) -> nn.Module:
         return model.student

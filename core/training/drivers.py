@@ -5,7 +5,8 @@
 - :func:`prune_iteratively`: Taylor pruning's ``steps``, each a ``taylor`` run starting from the
   previous step's best checkpoint.
 
-Each takes a ``train_fn(config)`` (default: a new run of :func:`core.training.engine.train`);
+:data:`DRIVERS` maps a method's ``driver`` to its function. Each takes a
+``train_fn(config)`` (default: a new run of :func:`core.training.engine.train`);
 ``reproduce`` passes one that finds and resumes earlier runs of the same config.
 """
 
@@ -58,7 +59,7 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
     from core.training.engine import train
 
     train_fn = train_fn or (lambda step_config: train(step_config, progress=progress))
-    TaylorMethod().check(config)  # fills the default start and teacher once, for every step
+    TaylorMethod(config).check(config)  # fills the default start and teacher once, for every step
     steps = 1 if one_shot else steps or TaylorOptions.from_config(config).steps
     results, start = [], config.init_checkpoint
     for step in range(1, steps + 1):
@@ -67,3 +68,7 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
         results.append(train_fn(step_config))
         start = str(results[-1].checkpoint)
     return results
+
+
+# Method.driver -> the driver that chains its runs (``train`` runs these instead of one run)
+DRIVERS = {"imp": iterative_magnitude_pruning, "taylor-steps": prune_iteratively}

@@ -57,7 +57,7 @@ from core.data.images import (
 )
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
 from core.io import WriteError, cache_dir, pause_point
-from core.methods import get_method
+from core.methods import Method, create_method
 from core.models.resnet import ARCHITECTURES, default_device
 from core.pruning.flops import profile_model
 from core.runs import Run, default_runs_dir, find_run
@@ -203,9 +203,8 @@ def _raise_cancelled(signum, frame):
     raise Cancelled(f"received signal {signum}")
 
 
-def _check_config(config: TrainConfig) -> DatasetSplits:
+def _check_config(config: TrainConfig, method: Method) -> DatasetSplits:
     """Fail on bad input before any work (and, for new runs, before a run directory exists)."""
-    method = get_method(config.method)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     if config.augment not in AUGMENTATIONS:
@@ -224,12 +223,20 @@ def _check_config(config: TrainConfig) -> DatasetSplits:
     return dataset
 
 
-def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train ``config`` in a new run directory, or continue the run at ``resume``."""
+def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
+          method: Method | None = None) -> TrainResult:
+    """Train ``config`` in a new run directory, or continue the run at ``resume``.
+
+    ``method``: the run's method object (default: :func:`core.methods.create_method` of the config),
+    its options bound and checked once.
+    """
     if resume is not None:
         config = TrainConfig.from_dict(Run.open(resume).config())
     assert config is not None, "train() needs a config or a run to resume"
-    dataset = _check_config(config)
+    method = method or create_method(config)
+    if method.config is not config or method.name != config.method:
+        raise ValueError(f"the {method.name} method object was made for another config than this {config.method} run's")
+    dataset = _check_config(config, method)
     context, device = distributed.setup(default_device(config.device))
     try:
         if resume is not None:
@@ -241,7 +248,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
                 run.write_config(config.to_dict())
                 run_dir = run.dir
             run = Run.open(distributed.broadcast(run_dir, context))
-        return _train_guarded(run, config, dataset, resume is not None, progress, context, device)
+        return _train_guarded(run, config, method, dataset, resume is not None, progress, context, device)
     finally:
         distributed.cleanup(context)
 
@@ -257,11 +264,12 @@ def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
     import copy
 
     completed = copy.deepcopy(config)
-    _check_config(completed)
+    method = create_method(completed)
+    _check_config(completed, method)
     runs_dir = completed.runs_dir or default_runs_dir()
     run = find_run(runs_dir, completed.to_dict())
     if run is None:
-        return train(completed, progress=progress)
+        return train(completed, progress=progress, method=method)
     status = run.status()
     if status.get("status") == "finished" and run.best_checkpoint.is_file():
         log.info("reusing the finished run %s", run.dir)
@@ -272,7 +280,7 @@ def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
     return train(resume=run.dir, progress=progress)
 
 
-def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,
+def _train_guarded(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits, resuming: bool, progress: bool,
                    context: distributed.Context, device: torch.device) -> TrainResult:
     """``_train`` with the run's status kept: running, then finished, cancelled or failed (rank 0 writes)."""
     # SIGTERM (the dashboard's Cancel) ends the run cleanly; handlers exist only in the main thread
@@ -282,7 +290,7 @@ def _train_guarded(run: Run, config: TrainConfig, dataset: DatasetSplits, resumi
     if main:
         run.set_status("running")
     try:
-        result = _train(run, config, dataset, resuming, progress and main, context, device)
+        result = _train(run, config, method, dataset, resuming, progress and main, context, device)
     except (Cancelled, KeyboardInterrupt) as error:
         if main:
             _record_end(run, "cancelled", f"cancelled: {error}")
@@ -326,10 +334,9 @@ def _record_end(run: Run, status: str, message: str, **extra) -> None:
         pass  # the status (or the warning above) already says it
 
 
-def _train(run: Run, config: TrainConfig, dataset: DatasetSplits, resuming: bool, progress: bool,
+def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits, resuming: bool, progress: bool,
            context: distributed.Context, device: torch.device) -> TrainResult:
     main = context.is_main
-    method = get_method(config.method)
     if main:
         run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
         run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device}); "

@@ -58,15 +58,15 @@ def _all_finite(path: Path) -> bool:
 @pytest.fixture()
 def poisoned_loss(monkeypatch):
     """``poison({call numbers}, value)``: the teacher's loss becomes ``value`` (NaN, Inf) at those training steps."""
-    method = get_method("teacher")
+    method = get_method("teacher")  # the class: every run's instance gets the poisoned loss
     original = method.loss
 
     def poison(calls: set[int] | None, value: float = float("nan")) -> None:
         seen = {"n": 0}
 
-        def loss(model, images, labels):
+        def loss(self, model, images, labels):
             seen["n"] += 1
-            total, terms = original(model, images, labels)
+            total, terms = original(self, model, images, labels)
             if calls is None or seen["n"] in calls:
                 total = total * value
             return total, terms

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -242,7 +243,11 @@ def test_sidebar_refuses_a_bad_path_before_launching(tiny_benchmark, tmp_path, m
     assert not app.exception
     assert app.sidebar.error[0].value.startswith("Cannot use this path: ") and "does not exist" in app.sidebar.error[0].value
     assert app.sidebar.button(key="launch_button").disabled
-    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces").mkdir()  # it exists, but holds no image: nothing to train on
+    app.sidebar.text_input(key="launch_path").set_value(f"{tmp_path}/faces/../faces").run()
+    assert app.sidebar.error[0].value.startswith("Cannot train on it: ") and app.sidebar.button(key="launch_button").disabled
+    shutil.rmtree(tmp_path / "faces")
+    shutil.copytree(tiny_benchmark / "faceswap", tmp_path / "faces")  # a dataset: train/val/test of real and fake
     app.sidebar.text_input(key="launch_path").set_value(f"{tmp_path}/faces/../faces").run()
     assert not app.sidebar.error and not app.sidebar.button(key="launch_button").disabled
     app.sidebar.button(key="launch_button").click().run()
