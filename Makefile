@@ -35,7 +35,7 @@ check-layers: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $${TMPDIR:-/tmp}/core-docs-site
 
-ci: check-layers docs test
+ci: lint check-layers docs test
 
 synth: install
 	$(PY) -m core data synth

@@ -18,6 +18,7 @@ from core.methods import METHODS, trainable_methods
 from core.models.dual import is_dual
 from core.runs import default_runs_dir
 
+
 def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
     """The dataset widgets (keys ``<prefix>_data_kind``...): ``(spec, data_root)``, or None until one is given."""
     kind = st.radio("Dataset", ["Embedded benchmark", "Registered dataset", "Folder or CSV"], key=f"{prefix}_data_kind")

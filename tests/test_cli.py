@@ -1,4 +1,4 @@
-"""The command line as INTERFACES.md describes it: --help, --json last line, one-line errors."""
+"""The command line as docs/interfaces.md describes it: --help, --json last line, one-line errors."""
 
 from __future__ import annotations
 
