@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
+from core.checkpoint import SHIPPED_DIR, CheckpointError, compact_cost, read_header
 from core.runs import default_runs_dir, list_runs
 
 
@@ -23,8 +23,8 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
         except CheckpointError as error:
             rows.append({**row, "error": str(error)})
             continue
-        pruning = header.get("pruning") or header.get("structured_pruning") or {}
-        params, macs = pruning.get("compact_params", header.get("params", 0)), pruning.get("compact_macs", header.get("macs", 0))
+        cost = compact_cost(header)
+        params, macs = cost["params"] or 0, cost["macs"] or 0
         row.update({
             "method": header.get("student_method") or header.get("method"),
             "stage": "fine-tuned" if header.get("finetuned_from") else "trained",
@@ -32,8 +32,8 @@ def checkpoint_rows(directory: Path = SHIPPED_DIR) -> list[dict]:
             "kind": header.get("model", {}).get("type"),
             "dataset": header.get("dataset"), "image_size": header.get("image_size"),
             "params_m": round(params / 1e6, 2), "macs_m": round(macs / 1e6, 1),
-            **({"params_reduction": round(pruning["params_reduction"], 4), "macs_reduction": round(pruning["macs_reduction"], 4)}
-               if "macs_reduction" in pruning else {}),
+            **({"params_reduction": round(cost["params_reduction"], 4), "macs_reduction": round(cost["macs_reduction"], 4)}
+               if cost["pruned"] else {}),
             **header.get("metrics", {}),
         })
         rows.append(row)

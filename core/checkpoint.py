@@ -229,3 +229,25 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a trainer state"
         raise CheckpointError(f"{path}: unreadable trainer state ({_refusal(error)})") from None
+
+
+def compact_cost(header: dict) -> dict:
+    """What a checkpoint's deployable network costs, read in one place for every kind of checkpoint.
+
+    ``params`` and ``macs`` of the network it serves; for a pruned one (``pruned``: a masked or compact
+    student's ``pruning`` record, a Taylor student's ``structured_pruning``) also those of the dense network
+    it came from (``full_params``, ``full_macs``: the teacher's, or the dense network Taylor pruned) and the
+    reductions. A fine-tuned compact network reports its own count. Anything else: its own count, nothing
+    removed (``full_*`` None, reductions 0).
+    """
+    record = header.get("pruning") or header.get("structured_pruning") or {}
+    if "compact_params" not in record:
+        return {"pruned": False, "params": header.get("params"), "macs": header.get("macs"), "full_params": None,
+                "full_macs": None, "params_reduction": 0.0, "macs_reduction": 0.0}
+    full_params = record.get("teacher_params") or record.get("dense_params")
+    full_macs = record.get("teacher_macs") or record.get("dense_macs")
+    params, macs = record["compact_params"], record["compact_macs"]
+    if header.get("model", {}).get("type") == "compact-resnet" and header.get("params"):
+        params, macs = header["params"], header["macs"]  # a fine-tuned compact network: its own count
+    return {"pruned": True, "params": params, "macs": macs, "full_params": full_params, "full_macs": full_macs,
+            "params_reduction": 1 - params / full_params, "macs_reduction": 1 - macs / full_macs}

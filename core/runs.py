@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint import BEST, LAST, read_header
+from core.checkpoint import BEST, LAST, compact_cost, read_header
 from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
@@ -184,11 +184,11 @@ class Run:
             try:
                 header = read_header(self.best_checkpoint)
                 row.update(header.get("metrics", {}))
-                pruning = header.get("pruning") or header.get("structured_pruning") or {}
-                if "macs_reduction" in pruning:  # students: the compact network's cost
-                    row.update(params_m=round(pruning["compact_params"] / 1e6, 2), macs_m=round(pruning["compact_macs"] / 1e6, 1),
-                               params_reduction=round(pruning["params_reduction"], 4),
-                               macs_reduction=round(pruning["macs_reduction"], 4))
+                cost = compact_cost(header)
+                if cost["pruned"]:  # students: the compact network's cost
+                    row.update(params_m=round(cost["params"] / 1e6, 2), macs_m=round(cost["macs"] / 1e6, 1),
+                               params_reduction=round(cost["params_reduction"], 4),
+                               macs_reduction=round(cost["macs_reduction"], 4))
             except ValueError as error:
                 row["error"] = str(error)
         return row

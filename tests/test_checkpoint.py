@@ -111,3 +111,20 @@ def test_ship_checkpoint_halves_and_still_loads(tmp_path):
     assert header["stored_dtype"] == "float16" and header["shipped_from"] == "run"
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(core.load_model(shipped)(x), model(x), rtol=2e-2, atol=2e-2)
+
+
+def test_compact_cost_reads_every_kind_of_checkpoint_the_same_way():
+    from core.checkpoint import compact_cost
+
+    student = {"model": {"type": "masked-resnet"}, "params": 25e6, "macs": 5e9,
+               "pruning": {"compact_params": 5e6, "compact_macs": 1e9, "teacher_params": 25e6, "teacher_macs": 4e9}}
+    assert compact_cost(student) == {"pruned": True, "params": 5e6, "macs": 1e9, "full_params": 25e6, "full_macs": 4e9,
+                                     "params_reduction": 0.8, "macs_reduction": 0.75}
+    taylor = {"model": {"type": "pruned-net"}, "structured_pruning": {"compact_params": 2e6, "compact_macs": 3e8,
+                                                                       "dense_params": 4e6, "dense_macs": 6e8}}
+    assert compact_cost(taylor)["params_reduction"] == 0.5 and compact_cost(taylor)["full_macs"] == 6e8
+    finetuned = {**student, "model": {"type": "compact-resnet"}, "params": 4e6, "macs": 8e8}  # its own count wins
+    assert (compact_cost(finetuned)["params"], compact_cost(finetuned)["macs_reduction"]) == (4e6, 0.8)
+    dense = {"model": {"type": "resnet"}, "params": 25e6, "macs": 4e9}
+    assert compact_cost(dense) == {"pruned": False, "params": 25e6, "macs": 4e9, "full_params": None, "full_macs": None,
+                                   "params_reduction": 0.0, "macs_reduction": 0.0}

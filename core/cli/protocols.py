@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from core.checkpoint import compact_cost
 from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
 from core.methods import compared_in
 
@@ -426,16 +427,8 @@ def _final_outcomes(plan_: Plan, outcomes: dict[str, Outcome]) -> dict[tuple[str
 
 def cost_of(header: dict) -> dict:
     """Params and MACs of a checkpoint's deployable network, and its reductions against the dense one it came from."""
-    pruning = header.get("pruning") or header.get("structured_pruning") or {}
-    if "compact_params" in pruning:
-        full_params = pruning.get("teacher_params") or pruning.get("dense_params")
-        full_macs = pruning.get("teacher_macs") or pruning.get("dense_macs")
-        params, macs = pruning["compact_params"], pruning["compact_macs"]
-        if header.get("model", {}).get("type") == "compact-resnet" and header.get("params"):
-            params, macs = header["params"], header["macs"]  # a fine-tuned compact network: its own count
-        return {"params": params, "macs": macs, "params_reduction": 1 - params / full_params,
-                "macs_reduction": 1 - macs / full_macs}
-    return {"params": header.get("params"), "macs": header.get("macs"), "params_reduction": 0.0, "macs_reduction": 0.0}
+    cost = compact_cost(header)
+    return {key: cost[key] for key in ("params", "macs", "params_reduction", "macs_reduction")}
 
 
 def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:

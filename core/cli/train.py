@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from core.checkpoint import compact_cost, read_header
 from core.cli.common import _boolean, _emit, log
 from core.methods import get_method
 
@@ -75,10 +76,10 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
         return
     test = result.test
     extra = {}
-    pruning = _pruning_summary(result.checkpoint)
-    if pruning:
-        extra = {"params_reduction": pruning["params_reduction"], "macs_reduction": pruning["macs_reduction"],
-                 "compact_params": pruning["compact_params"], "compact_macs": pruning["compact_macs"]}
+    cost = compact_cost(read_header(result.checkpoint))
+    if cost["pruned"]:
+        extra = {"params_reduction": cost["params_reduction"], "macs_reduction": cost["macs_reduction"],
+                 "compact_params": cost["params"], "compact_macs": cost["macs"]}
     tested = (f"test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} on {test.get('n')} images, "
               f"{test.get('skipped', 0)} skipped" if test.get("accuracy") is not None else f"no test: {test.get('note')}")
     human = f"{result.status}: {result.run_dir} ({tested})"
@@ -89,13 +90,6 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
         human += f"; {len(runs)} runs: python -m core report {' '.join(runs)}"
     _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
                  "test_accuracy": test["accuracy"], "test_auc": test["auc"], **extra}, human)
-
-
-def _pruning_summary(checkpoint) -> dict | None:
-    from core.checkpoint import read_header
-
-    header = read_header(checkpoint)
-    return header.get("pruning") or header.get("structured_pruning")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -143,7 +137,7 @@ def execute_train(args: argparse.Namespace, train_fn=None) -> list:
 
 def _transferred_ticket(args: argparse.Namespace, config, train_fn):
     """One run of a given ticket on --data (mask kept, weights rewound): ``--ticket``."""
-    from core.checkpoint import read_header, resolve_checkpoint
+    from core.checkpoint import resolve_checkpoint
 
     ticket = read_header(resolve_checkpoint(args.ticket))
     if "lth" not in ticket:
@@ -175,7 +169,6 @@ def _set_sweep_value(config, key: str, value) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from core.checkpoint import read_header
     from core.training.engine import train
 
     config = finetune_config(args, read_header(args.checkpoint))

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from core.checkpoint import is_onnx, read_header, resolve_checkpoint
+from core.checkpoint import compact_cost, is_onnx, read_header, resolve_checkpoint
 from core.evaluation.evaluate import Evaluation, evaluate
 from core.io import atomic_write_text
 from core.runs import Run
@@ -120,15 +120,11 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
     for key, members in groups.items():
         method, data = key[0], key[1]
         first = members[0]
-        pruning = first.header.get("pruning") or {}
-        structured = first.header.get("structured_pruning") or {}  # Taylor: reductions against the dense network it pruned
+        cost = compact_cost(first.header)  # a pruned network: against the dense one it came from (teacher, or Taylor's)
         size = first.header.get("image_size")
-        if pruning:
-            params, macs = pruning["compact_params"], pruning["compact_macs"]
-            full = {"params": pruning["teacher_params"], "macs": pruning["teacher_macs"]}
-        elif structured:
-            params, macs = structured["compact_params"], structured["compact_macs"]
-            full = {"params": structured["dense_params"], "macs": structured["dense_macs"]}
+        if cost["pruned"]:
+            params, macs = cost["params"], cost["macs"]
+            full = {"params": cost["full_params"], "macs": cost["full_macs"]}
         else:
             params, macs = first.header.get("params"), first.header.get("macs")
             full = profile_model(build_model(first.header["model"]["arch"]), size) if first.header.get("model", {}).get(
@@ -269,12 +265,12 @@ def ablation_table(entries: list[Entry]) -> pd.DataFrame:
             continue
         for entry, values in zip(members, flat, strict=True):
             metrics = entry.evaluations[data].metrics()
-            pruning = entry.header.get("pruning") or {}
+            cost = compact_cost(entry.header)
             rows.append({"method": method, "data": data, **{k: values.get(k) for k in varying},
                          "accuracy": f"{metrics['accuracy']:.4f}", "AUC": _fmt(metrics["auc"], 4),
-                         "params (M)": f"{pruning.get('compact_params', entry.header.get('params', 0)) / 1e6:.2f}",
-                         "MACs (M)": f"{pruning.get('compact_macs', entry.header.get('macs', 0)) / 1e6:.1f}",
-                         "params ↓": _fmt(pruning.get("params_reduction"), 3), "MACs ↓": _fmt(pruning.get("macs_reduction"), 3)})
+                         "params (M)": f"{(cost['params'] or 0) / 1e6:.2f}", "MACs (M)": f"{(cost['macs'] or 0) / 1e6:.1f}",
+                         "params ↓": _fmt(cost["params_reduction"] if cost["pruned"] else None, 3),
+                         "MACs ↓": _fmt(cost["macs_reduction"] if cost["pruned"] else None, 3)})
     return _table(rows)
 
 
