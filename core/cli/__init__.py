@@ -13,7 +13,7 @@ import sys
 
 import core.deploy.onnx  # noqa: F401  (registers the ONNX runner: every command reads .onnx checkpoints)
 from core.cli import data, deploy, evaluate, reproduce, train, video
-from core.cli.common import EXIT_BAD_INPUT, EXIT_CANCELLED
+from core.cli.common import EXIT_BAD_INPUT, EXIT_CANCELLED, add_command
 
 GROUPS = (data, train, reproduce, deploy, evaluate, video)  # the order of `python -m core --help`
 
@@ -23,15 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--json", action="store_true", help="print one JSON object on stdout as the last line")
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-        p.set_defaults(func=func)
-        return p
-
     for group in GROUPS:
-        group.add_parsers(commands, command)
+        group.add_parsers(commands, add_command)
     return parser
 
 

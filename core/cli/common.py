@@ -51,3 +51,12 @@ def _boolean(text: str) -> bool:
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value in ("true", "1", "yes")
+
+
+def add_command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    """A subcommand with the flags every command has (``--json``, ``--quiet``), dispatching to ``func``."""
+    p = sub.add_parser(name, help=help, description=help)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout as the last line")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=func)
+    return p

@@ -11,7 +11,7 @@ from core.cli.common import _emit, _probability
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from core.evaluation.evaluate import evaluate
-    from core.models.resnet import default_device
+    from core.training.distributed import default_device
 
     started = time.perf_counter()
     evaluation = evaluate(args.checkpoint, args.data, args.split, args.data_root, str(default_device(args.device)),

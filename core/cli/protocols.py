@@ -295,9 +295,15 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
 
 
 def _parse(command: list[str]):
-    from core.cli import build_parser
+    """A stage's ``train``/``finetune`` command line, parsed as the CLI parses it."""
+    import argparse
 
-    return build_parser().parse_args(command)
+    from core.cli import train
+    from core.cli.common import add_command
+
+    parser = argparse.ArgumentParser(prog="python -m core")
+    train.add_parsers(parser.add_subparsers(dest="command", required=True), add_command)
+    return parser.parse_args(command)
 
 
 def _stage_config(stage: Stage, stages: dict[str, Stage]) -> dict:

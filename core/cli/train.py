@@ -12,7 +12,7 @@ from core.methods import get_method
 
 def option_flags(parser: argparse.ArgumentParser, options_class, title: str | None = None) -> None:
     """The declared options of ``options_class`` as flags (core.methods.options); a flag already on the parser
-    (an option two methods share, e.g. kd_temperature) keeps its first declaration."""
+    (an option two methods share) keeps its first declaration."""
     taken = {action.dest for action in parser._actions}
     group = parser.add_argument_group(title) if title else parser
     for option in options_class.declarations():

@@ -7,7 +7,6 @@ checkpoint header all name models the same way.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,13 +175,3 @@ def set_trainable(model: nn.Module, trainable: str) -> None:
         parameter.requires_grad_(name.startswith(("layer4.", "fc.")))
 
 
-def default_device(requested: str | None = None) -> torch.device:
-    """cuda, then mps, then cpu, unless ``requested`` (or $CORE_DEVICE) names one."""
-    requested = requested or os.environ.get("CORE_DEVICE")
-    if requested and requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

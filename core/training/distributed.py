@@ -106,3 +106,15 @@ def replicas_identical(model: torch.nn.Module, context: Context) -> bool:
     gathered = [torch.empty_like(fingerprint) for _ in range(context.world_size)]
     dist.all_gather(gathered, fingerprint)
     return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def default_device(requested: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu, unless ``requested`` (or $CORE_DEVICE) names one."""
+    requested = requested or os.environ.get("CORE_DEVICE")
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

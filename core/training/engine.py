@@ -58,10 +58,11 @@ from core.data.images import (
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
 from core.io import WriteError, cache_dir, pause_point
 from core.methods import Method, create_method
-from core.models.resnet import ARCHITECTURES, default_device
+from core.models.resnet import ARCHITECTURES
 from core.pruning.flops import profile_model
 from core.runs import Run, default_runs_dir, find_run
 from core.training import distributed
+from core.training.distributed import default_device
 
 log = logging.getLogger(__name__)
 
