@@ -104,19 +104,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def train_configs(args: argparse.Namespace) -> list:
     """The TrainConfigs a ``train`` command line asks for: one per (sweep value, seed)."""
+    from core.training.drivers import grid
+
+    def config_of(seed: int):
+        config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
+                               trainable=args.trainable, teacher=args.teacher, seed=seed)
+        if get_method(args.method).starts_from:  # the network to prune, or the student to start from
+            config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
+        return config
+
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
-    sweep_key, sweep_values = _parse_sweep(args.sweep) if args.sweep else (None, [None])
-    configs = []
-    for value in sweep_values:  # one run directory per (value, seed); `report` tabulates them
-        for seed in seeds:
-            config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
-                                   trainable=args.trainable, teacher=args.teacher, seed=seed)
-            if sweep_key is not None:
-                _set_sweep_value(config, sweep_key, value)
-            if get_method(args.method).starts_from:  # the network to prune, or the student to start from
-                config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
-            configs.append(config)
-    return configs
+    return grid(config_of, seeds, args.sweep)
 
 
 def execute_train(args: argparse.Namespace, train_fn=None) -> list:
@@ -146,26 +144,6 @@ def _transferred_ticket(args: argparse.Namespace, config, train_fn):
     config.arch = ticket["model"]["arch"]
     config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
     return train_fn(config)
-
-
-def _parse_sweep(text: str) -> tuple[str, list]:
-    """``KEY=V1,V2,...`` -> (key, typed values); KEY is a TrainConfig field or a method option."""
-    import yaml
-
-    key, _, values = text.partition("=")
-    parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
-    if not key or not parsed:
-        raise ValueError(f"--sweep takes KEY=V1,V2,... (e.g. epochs=5,10; a method option by its name in --help), got {text!r}")
-    return key.strip().replace("-", "_"), parsed
-
-
-def _set_sweep_value(config, key: str, value) -> None:
-    import dataclasses
-
-    if key in {f.name for f in dataclasses.fields(config)} and key != "method_options":
-        setattr(config, key, value)
-    else:
-        config.method_options = {**config.method_options, key: value}
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

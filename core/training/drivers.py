@@ -1,4 +1,6 @@
-"""Multi-run drivers: methods whose result is a chain of runs, each one a call of the engine.
+"""Multi-run drivers: grids of runs, and methods whose result is a chain of runs, each one a call of the engine.
+
+- :func:`grid`: one config per (sweep value, seed), ``train --seeds/--sweep``;
 
 - :func:`iterative_magnitude_pruning`: the lottery-ticket rounds (dense, then IMP up to the target
   sparsity, and a one-shot run), each round a ``lth`` run starting from the previous one;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 
 from core.config import TrainConfig
 from core.methods.lth import LTHOptions, imp_schedule
@@ -68,6 +71,39 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
         results.append(train_fn(step_config))
         start = str(results[-1].checkpoint)
     return results
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """``KEY=V1,V2,...`` -> (key, typed values); KEY is a TrainConfig field or a method option."""
+    import yaml
+
+    key, _, values = text.partition("=")
+    parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not key or not parsed:
+        raise ValueError(f"--sweep takes KEY=V1,V2,... (e.g. epochs=5,10; a method option by its name in --help), got {text!r}")
+    return key.strip().replace("-", "_"), parsed
+
+
+def set_sweep_value(config: TrainConfig, key: str, value) -> None:
+    """A TrainConfig field, or else a method option (checked when the run's method object is made)."""
+    if key in {f.name for f in dataclasses.fields(config)} and key != "method_options":
+        setattr(config, key, value)
+    else:
+        config.method_options = {**config.method_options, key: value}
+
+
+def grid(config_of: Callable[[int], TrainConfig], seeds: list[int], sweep: str | None = None) -> list[TrainConfig]:
+    """One config per (sweep value, seed), sweep-major: ``config_of(seed)`` with the swept key set; one run
+    directory each, which ``report`` tabulates."""
+    key, values = parse_sweep(sweep) if sweep else (None, [None])
+    configs = []
+    for value in values:
+        for seed in seeds:
+            config = config_of(seed)
+            if key is not None:
+                set_sweep_value(config, key, value)
+            configs.append(config)
+    return configs
 
 
 # Method.driver -> the driver that chains its runs (``train`` runs these instead of one run)

@@ -1,0 +1,28 @@
+"""Grids of runs (train --seeds/--sweep): one config per (sweep value, seed), sweep-major."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import TrainConfig
+from core.training.drivers import DRIVERS, grid, parse_sweep
+
+
+def test_a_sweep_over_seeds_gives_one_config_per_pair_and_types_the_values():
+    configs = grid(lambda seed: TrainConfig(method="pearson", seed=seed), [0, 1], "lambda-prune=0,0.5,5")
+    assert [(c.method_options["lambda_prune"], c.seed) for c in configs] == [(0, 0), (0, 1), (0.5, 0), (0.5, 1), (5, 0), (5, 1)]
+    epochs = grid(lambda seed: TrainConfig(seed=seed), [3], "epochs=2,4")
+    assert [(c.epochs, c.method_options) for c in epochs] == [(2, {}), (4, {})], "a TrainConfig field, not an option"
+    assert [c.seed for c in grid(lambda seed: TrainConfig(seed=seed), [7, 8])] == [7, 8]
+
+
+@pytest.mark.parametrize("text", ["lambda_prune=", "=1,2", "noequals"])
+def test_a_malformed_sweep_is_refused(text):
+    with pytest.raises(ValueError, match="--sweep takes KEY=V1,V2"):
+        parse_sweep(text)
+
+
+def test_every_declared_driver_exists():
+    from core.methods import METHODS
+
+    assert {m.driver for m in METHODS.values() if m.driver} <= set(DRIVERS) == {"imp", "taylor-steps"}
