@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.catalog import checkpoint_rows, run_rows
@@ -139,9 +141,27 @@ def pick_checkpoints(key: str, default: list[str] | None = None, max_selections:
     return choices, picked
 
 
-@st.cache_data(ttl=30, show_spinner=False)
 def dataset_summary(spec: str, root: str | None) -> dict:
-    """What a run on this dataset would use: one line per split (images, real/fake, and why), or the error."""
+    """What a run on this dataset would use: one line per split (images, real/fake, and why), or the error.
+
+    Cached per (spec, root) and the modification times of the path and of the folders in it, so a folder
+    the user has just filled (or a CSV just saved) is read again at once.
+    """
+    return _dataset_summary(spec, root, _stamp(root or spec))
+
+
+def _stamp(path: str) -> tuple:
+    """mtimes of ``path`` and its direct entries: adding, removing or renaming a split or class folder changes it."""
+    try:
+        folder = Path(path)
+        return (folder.stat().st_mtime_ns, *sorted(entry.stat().st_mtime_ns for entry in folder.iterdir())) \
+            if folder.is_dir() else (folder.stat().st_mtime_ns,)
+    except OSError:
+        return ()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _dataset_summary(spec: str, root: str | None, stamp: tuple) -> dict:
     from core.data.datasets import DatasetError, resolve_dataset
 
     try:
