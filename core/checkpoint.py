@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from safetensors import SafetensorError
@@ -34,6 +35,41 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 ONNX_SUFFIX = ".onnx"  # ONNX exports (core.deploy.onnx) are told apart by suffix: a protobuf has no magic number
+
+
+class Header(TypedDict, total=False):
+    """The JSON header every checkpoint carries (``.safetensors`` metadata, ``.pt`` payload, ONNX metadata_props).
+
+    Always written by the engine: ``method``, ``model`` (the spec ``core.models.build_from_spec`` builds),
+    ``image_size``, ``normalization`` (``mean``, ``std``), ``dataset``, ``data_root``, ``params``, ``macs``
+    (of the network as trained), ``config`` (its TrainConfig), ``metrics`` and ``format_version``. Added by
+    what made the checkpoint: a student's ``teacher`` and ``pruning`` record, a Taylor step's
+    ``structured_pruning``, a lottery ticket's ``lth``, a fine-tune's ``finetuned_from`` and ``student_method``,
+    an export's ``compacted_from`` and ``deploy``, a shipped file's ``stored_dtype`` and ``shipped_from``.
+    What the network costs is read in one place: :func:`compact_cost`.
+    """
+
+    format_version: int
+    method: str
+    model: dict
+    image_size: int
+    normalization: dict
+    dataset: str
+    data_root: str | None
+    params: float
+    macs: float
+    config: dict
+    metrics: dict
+    teacher: str | None
+    pruning: dict
+    structured_pruning: dict
+    lth: dict
+    finetuned_from: str
+    student_method: str
+    compacted_from: str
+    deploy: dict
+    stored_dtype: str
+    shipped_from: str
 
 
 class CheckpointError(ValueError):
@@ -161,7 +197,7 @@ def runner_for(path: Path) -> Callable[[Path], nn.Module] | None:
     return RUNNERS.get(suffix)
 
 
-def read_header(path: str | os.PathLike) -> dict:
+def read_header(path: str | os.PathLike) -> Header:
     """The JSON header of a checkpoint, without loading its tensors (an ONNX export's: from its metadata)."""
     path = resolve_checkpoint(path)
     if is_onnx(path):
@@ -184,7 +220,7 @@ def read_header(path: str | os.PathLike) -> dict:
     return _check_version(path, header)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Header]:
     """(state dict, header) of a checkpoint file or run directory."""
     path = resolve_checkpoint(path)
     if is_onnx(path):
@@ -231,7 +267,7 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: unreadable trainer state ({_refusal(error)})") from None
 
 
-def compact_cost(header: dict) -> dict:
+def compact_cost(header: Header) -> dict:
     """What a checkpoint's deployable network costs, read in one place for every kind of checkpoint.
 
     ``params`` and ``macs`` of the network it serves; for a pruned one (``pruned``: a masked or compact
