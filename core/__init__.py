@@ -14,18 +14,24 @@ import os
 __version__ = "0.1.0"
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu"):
+def load_model(path: str | os.PathLike, device: str = "cpu", serve: bool = False):
     """Load a checkpoint file (or a run directory's best checkpoint) as an eval-mode module.
 
     The module carries ``preprocess`` (PIL image -> normalised tensor) and
     ``header`` (the checkpoint's JSON header: method, dataset, metrics, ...).
+    ``serve=True``: the network as it should run for inference, with each BatchNorm folded into the
+    conv before it and channels_last weights and inputs (:func:`core.models.loading.served`); its
+    logits equal the checkpoint's within float rounding. Default: the network as trained, with its
+    BatchNorms and gradients (fine-tuning, Grad-CAM, feature-map hooks).
     A ``.onnx`` file written by ``export --format onnx|onnx-int8`` loads as a
     :class:`core.deploy.onnx.OnnxModel` (onnxruntime on CPU, torch tensors in and out).
     """
     import core.deploy.onnx  # noqa: F401  (registers the ONNX runner)
     from core.models.loading import load_model as load
+    from core.models.loading import served
 
-    return load(path, device)
+    model = load(path, device)
+    return served(model) if serve else model
 
 
 __all__ = ["__version__", "load_model"]

@@ -83,7 +83,7 @@ def search_checkpoint_of(path: str) -> str | None:
 def _model(path: str, stamp: float):
     import core
 
-    return core.load_model(path)
+    return core.load_model(path)  # as trained: the pages hook layers, read BatchNorms and take gradients (Grad-CAM)
 
 
 def model(path: str):

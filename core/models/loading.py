@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 from core.checkpoint import CheckpointError, load_checkpoint, load_state_into, resolve_checkpoint, runner_for
@@ -34,3 +35,26 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     model.preprocess = preprocess
     model.header = header
     return model.to(device).eval()
+
+
+SERVED_TYPES = ("resnet", "compact-resnet", "pruned-net")  # networks whose BatchNorms follow a conv and run in eval only
+
+
+def _channels_last_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+def served(model: nn.Module) -> nn.Module:
+    """``model`` as it should serve: BatchNorm folded into the preceding conv (``fold_batch_norms``), channels_last
+    weights, and inputs made channels_last on the way in (oneDNN's layout on CPU; max pooling is vectorised only in
+    it). Gradients off. Other kinds (masked students, lottery tickets, ONNX) are returned as they are.
+    Keeps ``header`` and ``preprocess``; ``model.served`` says which form it is."""
+    from core.models.resnet import fold_batch_norms
+
+    header = getattr(model, "header", None) or {}
+    if header.get("model", {}).get("type") not in SERVED_TYPES:
+        return model
+    folded = fold_batch_norms(model).to(memory_format=torch.channels_last)
+    folded.register_forward_pre_hook(_channels_last_input)
+    folded.served = True
+    return folded
