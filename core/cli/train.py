@@ -52,9 +52,6 @@ def _declared_options(args: argparse.Namespace) -> dict:
 
 def _train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
     from core.config import build_config
-    from core.methods import check_presets
-
-    check_presets()  # an unknown key in any preset is an error before anything runs
 
     options = _declared_options(args)
     values = dict(
@@ -104,7 +101,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def train_configs(args: argparse.Namespace) -> list:
     """The TrainConfigs a ``train`` command line asks for: one per (sweep value, seed)."""
+    from core.methods import check_presets
     from core.training.drivers import grid
+
+    check_presets()  # an unknown key in any preset is an error before anything runs (once, not per seed)
 
     def config_of(seed: int):
         config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
@@ -161,6 +161,9 @@ def finetune_config(args: argparse.Namespace, source: dict):
     fine-tune of this kind of student (the ``paper`` preset's), for whatever the flags leave open.
     """
     from core.config import finetune_defaults, published_finetune
+    from core.methods import check_presets
+
+    check_presets()
 
     student_method = source.get("student_method") or source.get("method")
     if args.preset is not None and args.lr is None and not published_finetune(args.preset, student_method):
