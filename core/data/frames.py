@@ -45,6 +45,7 @@ from core.data.video import (
     SamplingOptions,
     VideoError,
     crop,
+    crop_box_of,
     find_faces,
     iterate_frames,
     list_videos,
@@ -147,7 +148,7 @@ def extract_face_dataset(root: str | os.PathLike, out: str | os.PathLike, frames
             if not found:
                 record["frames_without_face"].append(index)
                 continue
-            face = crop(frame, found[0][1])
+            face = crop(frame, crop_box_of(found[0].box, (frame.shape[1], frame.shape[0]), faces))
             if size:
                 face = face.resize((size, size), Image.Resampling.BICUBIC)
             target = folder / f"{index:06d}.png"

@@ -8,10 +8,11 @@ pixels into an array is cheap. Frame sampling follows the FaceForensics++ toolin
   32), or drawn at random (``random=True``, seeded);
 - ``fixed_stride``: every ``stride``-th frame.
 
-Faces are found with the Haar cascade of :mod:`core.data.faces`, on each sampled frame,
-with a configurable :class:`FaceOptions` (the published video pipeline raised
-``scaleFactor`` and ``minNeighbors`` and kept only the largest face to cut false
-positives); each face is cropped as a square ``crop_scale`` times its longer side.
+Faces are found with :mod:`core.data.faces` (YuNet, or the Haar cascade as fallback) on each
+sampled frame, with a configurable :class:`FaceOptions` (the published video pipeline kept only the
+largest face to cut false positives); each face is cropped as a square ``crop_scale`` times its
+longer side. :func:`smooth_tracks` then steadies the boxes over time: a face seen in consecutive
+sampled frames at overlapping places is one track, and its box is averaged with its neighbours'.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.data.faces import Box, detect_faces, square_around
+from core.data.faces import DETECTORS, YUNET_SCORE_THRESHOLD, Box, Face, detect_faces, square_around
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 STRATEGIES = ("fixed_num_frames", "fixed_stride")
@@ -53,14 +54,29 @@ class VideoInfo:
 class FaceOptions:
     """How faces are found and cropped in video frames."""
 
+    detector: str = "auto"  # core.data.faces.DETECTORS: YuNet when installed, else Haar
+    score_threshold: float = YUNET_SCORE_THRESHOLD  # YuNet: faces scoring below it are dropped
     scale_factor: float = 1.15  # Haar pyramid step, raised from OpenCV's 1.1 to cut false positives (and time)
-    min_neighbors: int = 5  # overlapping hits needed, raised from OpenCV's 3 for the same reason
+    min_neighbors: int = 5  # Haar: overlapping hits needed, raised from OpenCV's 3 for the same reason
     largest_only: bool = True  # keep only the largest face of a frame
     crop_scale: float = 1.3  # crop side = crop_scale x the face box's longer side (FaceForensics++-style preprocessing)
+    smooth: int = 1  # boxes averaged over this many sampled frames on each side of a track (0: raw boxes)
 
     def __post_init__(self):
-        if self.scale_factor <= 1 or self.min_neighbors < 0 or self.crop_scale < 1:
-            raise ValueError("face options: scale_factor > 1, min_neighbors >= 0 and crop_scale >= 1 are required")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"face options: detector must be one of {DETECTORS}, got {self.detector!r}")
+        if (self.scale_factor <= 1 or self.min_neighbors < 0 or self.crop_scale < 1 or not 0 < self.score_threshold < 1
+                or self.smooth < 0):
+            raise ValueError("face options: scale_factor > 1, min_neighbors >= 0, crop_scale >= 1, 0 < score_threshold < 1 "
+                             "and smooth >= 0 are required")
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """The faces of ``image`` with these options' detector."""
+        from core.data.faces import resolve_detector_name
+
+        if resolve_detector_name(self.detector) == "yunet":
+            return detect_faces(image, "yunet", score_threshold=self.score_threshold)
+        return detect_faces(image, "haar", scale_factor=self.scale_factor, min_neighbors=self.min_neighbors)
 
 
 @dataclass(frozen=True)
@@ -144,14 +160,58 @@ def iterate_frames(path: str | os.PathLike, indices: list[int] | None = None) ->
         capture.release()
 
 
-def find_faces(frame: np.ndarray | Image.Image, options: FaceOptions = FaceOptions()) -> list[tuple[Box, Box]]:
-    """``[(face box, square crop box)]`` of a frame, largest face first (only it with ``largest_only``)."""
+def find_faces(frame: np.ndarray | Image.Image, options: FaceOptions = FaceOptions()) -> list[Face]:
+    """The faces of a frame, largest first (only it with ``largest_only``)."""
     image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
-    faces = detect_faces(image, scale_factor=options.scale_factor, min_neighbors=options.min_neighbors)
-    if options.largest_only:
-        faces = faces[:1]
-    margin = (options.crop_scale - 1) / 2  # square_around adds margin x side on each side
-    return [(face, square_around(face, image.size, margin)) for face in faces]
+    faces = options.detect(image)
+    return faces[:1] if options.largest_only else faces
+
+
+def crop_box_of(face: Box, size: tuple[int, int], options: FaceOptions = FaceOptions()) -> Box:
+    """The square crop of ``options.crop_scale`` x the face's longer side, inside an image of ``size``."""
+    return square_around(face, size, (options.crop_scale - 1) / 2)  # square_around adds margin x side on each side
+
+
+def _iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+TRACK_IOU = 0.3  # a face in the next sampled frame overlapping this much is the same face
+
+
+def smooth_tracks(detections: dict[int, list[Face]], radius: int = 1) -> dict[int, list[Face]]:
+    """Boxes steadied over time: each face is linked to the best-overlapping face (IoU >= :data:`TRACK_IOU`) of the
+    previous sampled frame; its box becomes the mean of the boxes of its track within ``radius`` sampled frames on each
+    side. A frame without a face breaks its tracks; confidences are kept as detected. ``radius=0`` changes nothing."""
+    order = sorted(detections)
+    if radius <= 0:
+        return {index: list(detections[index]) for index in order}
+    track_of: dict[tuple[int, int], int] = {}
+    members: dict[int, list[tuple[int, Face]]] = {}
+    for position, index in enumerate(order):
+        previous = detections[order[position - 1]] if position else []
+        for number, face in enumerate(detections[index]):
+            scores = [(_iou(face.box, other.box), k) for k, other in enumerate(previous)]
+            best = max(scores, default=(0.0, -1))
+            if best[0] >= TRACK_IOU and (order[position - 1], best[1]) in track_of:
+                track = track_of[(order[position - 1], best[1])]
+            else:
+                track = len(members)
+            track_of[(index, number)] = track
+            members.setdefault(track, []).append((position, face))
+    smoothed: dict[int, list[Face]] = {index: [] for index in order}
+    for track in members.values():
+        for at, (position, face) in enumerate(track):
+            window = [f.box for p, f in track[max(0, at - radius):at + radius + 1] if abs(p - position) <= radius]
+            box = tuple(int(round(float(np.mean([b[k] for b in window])))) for k in range(4))
+            smoothed[order[position]].append(Face(box, face.confidence))
+    for index in order:
+        smoothed[index].sort(key=lambda face: face.area, reverse=True)
+    return smoothed
 
 
 def crop(frame: np.ndarray, box: Box) -> Image.Image:

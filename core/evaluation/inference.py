@@ -2,7 +2,7 @@
 
 Latency is wall time (``time.perf_counter``) under ``torch.inference_mode``, split into
 the parts a deployment pays for: ``decode_ms`` (upload bytes -> RGB image),
-``face_crop_ms`` (Haar detection + crop) and ``model_ms`` (preprocess + forward). When
+``face_crop_ms`` (face detection, :mod:`core.data.faces`, + crop) and ``model_ms`` (preprocess + forward). When
 several models judge one image the crop is done once and shared; each prediction's
 ``latency_ms`` is then ``face_crop_ms + model_ms``, what that model alone would cost.
 """
@@ -41,13 +41,15 @@ def decode_upload(data: bytes, name: str) -> Image.Image:
 
 
 def crop_input(image: Image.Image, face_crop: bool = True, margin: float = FACE_MARGIN) -> dict:
-    """``{"crop", "face_box", "face_crop_ms"}``: the largest face's square crop, or the whole image when disabled.
+    """``{"crop", "face_box", "face_confidence", "face_crop_ms"}``: the largest face's square crop, or the whole image
+    when disabled.
 
     With no face found the crop is the image's centre square and ``face_box`` is None.
     """
     started = time.perf_counter()
-    crop, box = crop_face(image, margin) if face_crop else (image, None)
-    return {"crop": crop, "face_box": box, "face_crop_ms": (time.perf_counter() - started) * 1000}
+    crop, face = crop_face(image, margin) if face_crop else (image, None)
+    return {"crop": crop, "face_box": None if face is None else face.box,
+            "face_confidence": None if face is None else face.confidence, "face_crop_ms": (time.perf_counter() - started) * 1000}
 
 
 @torch.inference_mode()

@@ -3,7 +3,8 @@
 :func:`analyse_video` runs the FaceForensics++-style pipeline on one video file:
 
 1. **decode**: the sampled frames (:mod:`core.data.video`; every other frame is grabbed, not decoded);
-2. **detect**: faces on each sampled frame (Haar cascade, :class:`core.data.video.FaceOptions`), square crops;
+2. **detect**: faces on each sampled frame (YuNet, or Haar as fallback: :class:`core.data.video.FaceOptions`), boxes
+   smoothed along each face's track (:func:`core.data.video.smooth_tracks`), square crops;
 3. **classify**: every crop through the model in batches (``model.preprocess`` then the single logit);
 4. **aggregate**: the video score is the ``mean`` (default), ``median`` or ``max`` of all face
    probabilities; a frame's score is its most suspicious face's. Frames without a face
@@ -38,7 +39,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core.data.datasets import FAKE, LABEL_NAMES, REAL
-from core.data.video import FaceOptions, SamplingOptions, VideoError, crop, find_faces, iterate_frames, probe_video, sample_frame_indices
+from core.data.video import (
+    FaceOptions,
+    SamplingOptions,
+    VideoError,
+    crop,
+    crop_box_of,
+    find_faces,
+    iterate_frames,
+    probe_video,
+    sample_frame_indices,
+    smooth_tracks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +109,23 @@ def analyse_video(path: str | os.PathLike, model: nn.Module, options: VideoOptio
     for done, (index, frame) in enumerate(tqdm(frames.items(), desc="detect", unit="frame", disable=not progress, leave=False)):
         detections[index] = find_faces(frame, options.faces)
         notify("detect", done + 1, len(frames))
+    detections = smooth_tracks(detections, options.faces.smooth)
     timing["detect_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    crops = [(index, face, box) for index, found in detections.items() for face, box in found]
+    crops = [(index, face, crop_box_of(face.box, (frames[index].shape[1], frames[index].shape[0]), options.faces))
+             for index, found in detections.items() for face in found]
     probabilities = _classify(model, [crop(frames[index], box) for index, _, box in crops], options.batch_size)
     timing["classify_s"] = time.perf_counter() - started
     notify("classify", 1, 1)
 
-    per_frame = {index: {"index": index, "time_s": round(index / info.fps, 3), "faces": 0, "boxes": [], "crops": [],
+    per_frame = {index: {"index": index, "time_s": round(index / info.fps, 3), "faces": 0, "boxes": [], "face_confidences": [], "crops": [],
                          "scores": [], "score": None} for index in frames}
     for (index, face, box), probability in zip(crops, probabilities, strict=True):
         record = per_frame[index]
         record["faces"] += 1
-        record["boxes"].append(list(face))
+        record["boxes"].append(list(face.box))
+        record["face_confidences"].append(face.confidence)
         record["crops"].append(list(box))
         record["scores"].append(round(probability, 6))
         record["score"] = max(record["score"] or 0.0, round(probability, 6))
