@@ -45,7 +45,8 @@ class Header(TypedDict, total=False):
     (of the network as trained), ``config`` (its TrainConfig), ``metrics`` and ``format_version``. Added by
     what made the checkpoint: a student's ``teacher`` and ``pruning`` record, a Taylor step's
     ``structured_pruning``, a lottery ticket's ``lth``, a fine-tune's ``finetuned_from`` and ``student_method``,
-    an export's ``compacted_from`` and ``deploy``, a shipped file's ``stored_dtype`` and ``shipped_from``.
+    an export's ``compacted_from`` and ``deploy``, a shipped file's ``stored_dtype`` and ``shipped_from``, the
+    engine's ``ood`` record with its tensors (``extra_tensors`` lists their prefixes: they are not weights).
     What the network costs is read in one place: :func:`compact_cost`.
     """
 
@@ -70,14 +71,20 @@ class Header(TypedDict, total=False):
     deploy: dict
     stored_dtype: str
     shipped_from: str
+    ood: dict  # the out-of-distribution model's record (core.evaluation.ood), written by the engine after the test
+    extra_tensors: list  # prefixes of stored tensors that are not model weights (e.g. "ood.")
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint of this project (reason in the message)."""
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dtype: torch.dtype | None = None) -> None:
-    """Write ``model``'s state with ``header`` atomically; ``dtype`` casts floats (e.g. fp16 to ship)."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dtype: torch.dtype | None = None,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model``'s state with ``header`` atomically; ``dtype`` casts floats (e.g. fp16 to ship).
+
+    ``extra`` are tensors that are not weights (their names' prefixes, up to the first dot, go in the header's
+    ``extra_tensors``; :func:`load_checkpoint` leaves them out, :func:`load_extra_tensors` reads them)."""
     state = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to("cpu")
@@ -85,6 +92,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, header: dict, dty
             tensor = tensor.to(dtype)
         state[name] = tensor.contiguous()
     header = {**header, "format_version": FORMAT_VERSION}
+    header.pop("extra_tensors", None)
+    if extra:
+        if any("." not in name for name in extra):
+            raise ValueError("extra tensor names need a prefix ending in a dot, e.g. 'ood.0.mean'")
+        prefixes = sorted({name.split(".", 1)[0] + "." for name in extra})
+        clash = [name for name in state if name.startswith(tuple(prefixes))]
+        if clash:
+            raise ValueError(f"extra tensors would shadow model weights: {clash[:3]}")
+        state.update({name: tensor.detach().to("cpu").contiguous() for name, tensor in extra.items()})
+        header["extra_tensors"] = prefixes
     metadata = {HEADER_KEY: json.dumps(header, sort_keys=True, default=str)}
     # serialised in memory, then written by Python: a full disk raises a clear OSError (safetensors' own
     # file writer reports it as an opaque SafetensorError); the bytes are at most one checkpoint
@@ -233,7 +250,25 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], H
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error})") from None
-    return state, header
+    extra = tuple(header.get("extra_tensors") or ())
+    return ({name: tensor for name, tensor in state.items() if not name.startswith(extra)} if extra else state), header
+
+
+def load_extra_tensors(path: str | os.PathLike, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` checkpoint that are not weights (see ``save_checkpoint(extra=)``): those whose
+    names start with ``prefix``, or all of them. Other formats hold none."""
+    from safetensors import safe_open
+
+    path = resolve_checkpoint(path)
+    declared = tuple(read_header(path).get("extra_tensors") or ())
+    if is_onnx(path) or _is_torch_file(path) or not declared:
+        return {}
+    prefix = prefix if prefix is not None else declared
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys() if name.startswith(prefix)}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error})") from None
 
 
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -80,18 +80,44 @@ def search_checkpoint_of(path: str) -> str | None:
 
 
 @st.cache_resource(show_spinner="loading the model...", max_entries=8)
-def _model(path: str, stamp: float):
+def _model(path: str, stamp: float, serve: bool):
     import core
 
-    return core.load_model(path)  # as trained: the pages hook layers, read BatchNorms and take gradients (Grad-CAM)
+    return core.load_model(path, serve=serve)
 
 
 def model(path: str):
-    """A checkpoint's eval-mode model (shared across pages and sessions; re-loaded when the file changes)."""
+    """A checkpoint's eval-mode model as trained: the pages hook layers, read BatchNorms and take gradients (Grad-CAM).
+    Shared across pages and sessions; re-loaded when the file changes."""
     from core.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
-    return _model(str(resolved), resolved.stat().st_mtime)
+    return _model(str(resolved), resolved.stat().st_mtime, False)
+
+
+def served_model(path: str):
+    """A checkpoint's model as it serves (BatchNorm folded, channels_last): for verdicts, not for gradients."""
+    from core.checkpoint import resolve_checkpoint
+
+    resolved = resolve_checkpoint(path)
+    return _model(str(resolved), resolved.stat().st_mtime, True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _ood(path: str, stamp: float):
+    from core.evaluation.ood import load_ood
+
+    return load_ood(path)
+
+
+def ood_model(path: str):
+    """A checkpoint's out-of-distribution model (its own, or its sidecar's), or None."""
+    from core.checkpoint import resolve_checkpoint
+    from core.evaluation.ood import sidecar_path
+
+    resolved = resolve_checkpoint(path)
+    sidecar = sidecar_path(resolved)
+    return _ood(str(resolved), resolved.stat().st_mtime + (sidecar.stat().st_mtime if sidecar.is_file() else 0))
 
 
 @st.cache_data(show_spinner=False, ttl=60)

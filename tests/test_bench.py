@@ -126,3 +126,25 @@ def test_video_smoke_runs_the_cli_end_to_end_and_times_each_stage(tmp_path):
     assert {"decode_s", "detect_s", "classify_s", "encode_s", "cli_wall"} <= set(written["median_s"])
     _positive(written["median_s"])
     assert written["faces_found"] > 0 and written["verdict"]
+
+
+def test_faces_smoke_runs_yunet_and_haar_side_by_side(tmp_path):
+    written = _run("faces", tmp_path)
+    assert written["config"]["threads"] == {"cv2": 2, "torch": 2}
+    assert torch.get_num_threads() == 1, "the bench restores the thread count it changed"
+    clips = [f"clip {kind}" for kind in ("moving", "scaled", "rotated", "darker")]
+    for name in ["astronaut photo", "LFW faces 100 px", "LFW faces 50 px in 640x480", "embedded benchmark 64 px", *clips]:
+        assert set(written["recall"][name]) == {"yunet", "haar"} and written["found"][name]["n"] >= 1
+    assert written["recall"]["astronaut photo"] == {"yunet": 1.0, "haar": 1.0}
+    assert all(written["recall"][name]["yunet"] == 1.0 for name in clips) and written["recall_astronaut_clips"]["yunet"] == 1.0
+    assert written["recall"]["embedded benchmark 64 px"]["yunet"] > written["recall"]["embedded benchmark 64 px"]["haar"]
+    assert written["false_positives"]["photos (coffee, chelsea)"] == {"yunet": 0.0, "haar": 0.0}
+    assert written["confidence"]["haar"] is None and 0.6 <= written["confidence"]["yunet"]["min"] <= 1
+    assert set(written["ratios"]) == {"face 640x480: yunet / haar", "small face 640x480: yunet / haar"}
+    _positive(written["ratios"])
+    _positive(written["median_ms"])
+    _positive(written["raw_s"])
+    assert written["found"]["face 640x480"]["yunet"] == written["found"]["face 640x480"]["n"]
+    assert {"yunet recall, astronaut clips", "yunet ms, 640x480 frame with a face"} == set(written["targets"])
+    assert written["targets"]["yunet recall, astronaut clips"]["met"] is True
+    assert {row["detector"] for row in written["table"]} == {"yunet", "haar"}

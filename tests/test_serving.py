@@ -1,4 +1,5 @@
-"""core.load_model(serve=True) gives the network as it should run: BatchNorm folded, channels_last, same logits."""
+"""core.load_model gives the network as it should run: BatchNorm folded, channels_last, same logits; or ONNX Runtime
+through a cached export whose graph also outputs the out-of-distribution statistics."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 @pytest.mark.parametrize("name", ["teacher-resnet50-synthetic-faceswap", "student-pearson-resnet50-synthetic-faceswap"])
 def test_the_served_network_gives_the_trained_networks_logits(name):
     path = SHIPPED / f"{name}.safetensors"
-    trained, served = core.load_model(path), core.load_model(path, serve=True)
+    trained, served = core.load_model(path, serve=False), core.load_model(path)  # serving is the default
     assert served.served and not getattr(trained, "served", False)
     assert served.header == trained.header and served.preprocess is not None
     assert not any(isinstance(m, nn.BatchNorm2d) for m in served.modules()), "every BatchNorm folded into its conv"
@@ -29,7 +30,7 @@ def test_the_served_network_gives_the_trained_networks_logits(name):
 
 
 def test_the_trained_form_still_takes_gradients_for_grad_cam():
-    trained = core.load_model(SHIPPED / "student-pearson-resnet50-synthetic-faceswap.safetensors")
+    trained = core.load_model(SHIPPED / "student-pearson-resnet50-synthetic-faceswap.safetensors", serve=False)
     images = torch.randn(1, 3, 64, 64, requires_grad=True)
     trained(images).sum().backward()
     assert images.grad is not None and any(p.grad is not None for p in trained.parameters())
@@ -44,3 +45,31 @@ def test_a_masked_student_is_served_as_it_is(tmp_path):
     save_checkpoint(tmp_path / "masked.safetensors", masked, header)
     loaded = core.load_model(tmp_path / "masked.safetensors", serve=True)
     assert isinstance(loaded, MaskedResNet) and not getattr(loaded, "served", False)
+
+
+def test_onnx_runtime_serves_through_a_cached_export_with_the_ood_statistics(tmp_path, monkeypatch):
+    from core.deploy.serving import serving_path
+    from core.evaluation.ood import FeatureTap, Scorer, load_ood
+
+    monkeypatch.setenv("CORE_CACHE_DIR", str(tmp_path / "cache"))
+    path = SHIPPED / "student-pearson-resnet50-synthetic-faceswap.safetensors"
+    onnx_model = core.load_model(path, runtime="onnx")
+    export = serving_path(path)
+    assert export.is_file() and export.parent == tmp_path / "cache" / "serving"
+    stamp = export.stat().st_mtime_ns
+    assert core.load_model(path, runtime="onnx").statistics == ["layer1", "layer2", "layer3", "layer4"]
+    assert export.stat().st_mtime_ns == stamp, "the second load reuses the export"
+    torch_model = core.load_model(path)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    logits, statistics = onnx_model.forward_with_statistics(images)
+    with torch.no_grad(), FeatureTap(torch_model) as tap:
+        expected = torch_model(images)
+        expected_statistics = tap.take()
+    assert (logits - expected).abs().max() <= 1e-4
+    for stage, values in statistics.items():
+        torch.testing.assert_close(values, expected_statistics[stage], rtol=1e-4, atol=1e-4)
+    ood = load_ood(path)
+    torch.testing.assert_close(Scorer(onnx_model, load_ood(export))(images)[1], Scorer(torch_model, ood)(images)[1],
+                               rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        core.load_model(path, runtime="tensorrt")

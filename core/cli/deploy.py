@@ -41,7 +41,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         from core.models.masked import masked_layers
         from core.pruning.surgery import compact_of
 
-        loaded = core.load_model(args.checkpoint)
+        loaded = core.load_model(args.checkpoint, serve=False)  # profiled as trained: BatchNorms counted
         image_size, what = args.image_size or loaded.header["image_size"], str(args.checkpoint)
         if isinstance(loaded, OnnxModel):  # a graph, not a module to profile
             _emit_exported_profile(args, loaded.header, image_size, what)

@@ -389,12 +389,17 @@ def render_image(config: SynthConfig, source: str, label: int, rng: np.random.Ge
     return _to_uint8(_jpeg(image, quality))
 
 
+def render_split_image(config: SynthConfig, source: str, split: str, index: int) -> tuple[np.ndarray, int]:
+    """``(pixels, label)`` of image ``index`` of ``split`` of ``source``: exactly the file the benchmark holds (before
+    its PNG encoding, which is lossless), without generating the benchmark."""
+    label = index % 2  # alternate real / fake: balanced classes
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, config.sources.index(source), SPLITS.index(split), index]))
+    return render_image(config, source, label, rng), label
+
+
 def _render_chunk(config: SynthConfig, source: str, split: str, indices: list[int], out_dir: str) -> int:
-    source_id, split_id = config.sources.index(source), SPLITS.index(split)
     for index in indices:
-        label = index % 2  # alternate real / fake: balanced classes
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, source_id, split_id, index]))
-        pixels = render_image(config, source, label, rng)
+        pixels, label = render_split_image(config, source, split, index)
         path = Path(out_dir) / source / split / CLASSES[label] / f"{source}_{split}_{index:06d}.png"
         Image.fromarray(pixels).save(path, optimize=False, compress_level=1)
     return len(indices)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoint import is_onnx, read_header, resolve_checkpoint, save_checkpoint, save_pt
+from core.checkpoint import is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt
 from core.pruning.flops import profile_model
 from core.pruning.surgery import compact_of
 
@@ -67,8 +67,10 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     result = {"path": str(out), "format": fmt, "kind": header["model"]["type"], "params": cost["params"], "macs": cost["macs"],
               "image_size": size}
     if fmt == "onnx-int8":
-        return {**result, **_export_int8(source, compact, header, path, out, images, expected, data, data_root,
-                                         calibration_images, progress, fp32_onnx)}
+        int8 = _export_int8(source, compact, header, path, out, images, expected, data, data_root, calibration_images,
+                            progress, fp32_onnx)
+        _carry_ood(path, out, fmt)
+        return {**result, **int8}
     if fmt == "onnx":
         _write_onnx(compact, header, path, out)
         reloaded = load_onnx(out)
@@ -76,11 +78,24 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
         if fmt == "pt":
             save_pt(out, compact, header)
         else:
-            save_checkpoint(out, compact, header)
+            save_checkpoint(out, compact, header, extra=load_extra_tensors(path))  # its ood model rides along
         reloaded = load_model(out)
     with torch.no_grad():
         actual = reloaded(images).reshape(batch, -1)
+    _carry_ood(path, out, fmt)
     return {**result, "max_abs_diff": float((actual - expected).abs().max()), "bytes": out.stat().st_size}
+
+
+def _carry_ood(source: Path, out: Path, fmt: str) -> None:
+    """A format that cannot hold the out-of-distribution model gets it as a sidecar beside the export (the compact
+    network's stages compute the same statistics as the source's: the surgery keeps every stage's output)."""
+    from core.evaluation.ood import load_ood, save_sidecar, sidecar_path
+
+    if fmt == "safetensors":
+        return
+    ood = load_ood(source)
+    if ood is not None:
+        save_sidecar(ood, sidecar_path(out))
 
 
 def _write_onnx(model: nn.Module, header: dict, source: Path, out: Path) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 from core.checkpoint import FORMAT_VERSION, HEADER_KEY, read_header, register_runner
 
 INPUT, OUTPUT = "images", "logits"
+STATISTICS_PREFIX = "stats."  # extra outputs of a serving export: a stage's out-of-distribution statistics
 MAX_BATCH = 4096  # the dynamic batch axis' upper bound (torch.export needs one)
 QUIET_LOGGERS = ("onnxscript", "onnx_ir", "onnxruntime.quantization")  # they log every pass at INFO
 
@@ -103,22 +104,48 @@ def deployed_header(header: dict) -> dict:
     return header
 
 
-def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.PathLike) -> None:
-    """Export ``model`` (eval mode) with torch.onnx's dynamo exporter and ``header`` in its metadata, atomically."""
+def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.PathLike,
+               statistics: list[str] | None = None) -> None:
+    """Export ``model`` (eval mode) with torch.onnx's dynamo exporter and ``header`` in its metadata, atomically.
+
+    ``statistics``: stage names whose out-of-distribution statistics (:mod:`core.evaluation.ood`) the graph also
+    outputs, as ``stats.<stage>``, so that a served ONNX model scores its inputs in the same run."""
+    import warnings
+
+    from core.evaluation.ood import FeatureTap
     from core.io import atomic_write
 
     quiet_exporter_logs()
     network = exportable(model.eval(), image_size)
+    if statistics:
+        network = _WithStatistics(network, statistics, FeatureTap).eval()
     example = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    outputs = [OUTPUT, *(STATISTICS_PREFIX + name for name in statistics or [])]
 
     def write(tmp: str) -> None:
-        program = torch.onnx.export(network, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=({0: batch},), verbose=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The tensor attributes")  # the tap's captures, read back at once
+            program = torch.onnx.export(network, (example,), dynamo=True, input_names=[INPUT], output_names=outputs,
+                                        dynamic_shapes=({0: batch},), verbose=False)
         program.model.metadata_props[HEADER_KEY] = header_json(header)
         program.save(tmp)
 
     atomic_write(out, write)
+
+
+class _WithStatistics(nn.Module):
+    """``network``'s logits and its stages' statistics, for export (the tap stays registered)."""
+
+    def __init__(self, network: nn.Module, stages: list[str], tap_class) -> None:
+        super().__init__()
+        self.network, self.stages = network, list(stages)
+        self.tap = tap_class(network, stages).__enter__()
+
+    def forward(self, images: torch.Tensor):
+        logits = self.network(images)
+        captured = self.tap.take()
+        return (logits, *(captured[name] for name in self.stages))
 
 
 def header_json(header: dict) -> str:
@@ -173,6 +200,19 @@ class OnnxModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run([OUTPUT], {INPUT: images.detach().to("cpu", torch.float32).contiguous().numpy()})
         return torch.from_numpy(logits).to(images.device)
+
+    @property
+    def statistics(self) -> list[str]:
+        """Stages whose out-of-distribution statistics the graph outputs (a serving export's; else none)."""
+        return [o.name.removeprefix(STATISTICS_PREFIX) for o in self.session.get_outputs()
+                if o.name.startswith(STATISTICS_PREFIX)]
+
+    def forward_with_statistics(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(logits, {stage: statistics})`` in one run of the graph."""
+        names = [OUTPUT, *(STATISTICS_PREFIX + s for s in self.statistics)]
+        outputs = self.session.run(names, {INPUT: images.detach().to("cpu", torch.float32).contiguous().numpy()})
+        return torch.from_numpy(outputs[0]), {n.removeprefix(STATISTICS_PREFIX): torch.from_numpy(o)
+                                              for n, o in zip(names[1:], outputs[1:], strict=True)}
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, precision={self.precision}"

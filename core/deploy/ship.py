@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import SHIPPED_DIR, resolve_checkpoint, save_checkpoint
+from core.checkpoint import SHIPPED_DIR, load_extra_tensors, resolve_checkpoint, save_checkpoint
 from core.models.loading import load_model
 
 
@@ -23,5 +23,5 @@ def ship_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, d
     teacher = header.get("teacher")
     if teacher and Path(teacher).resolve().parent == SHIPPED_DIR:  # portable: relative to the repository
         header["teacher"] = f"checkpoints/{Path(teacher).name}"
-    save_checkpoint(destination, model, header, dtype=dtype)
+    save_checkpoint(destination, model, header, dtype=dtype, extra=load_extra_tensors(source))  # e.g. its ood model
     return Path(destination)

@@ -525,6 +525,12 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
                        "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
         run.append_metrics(test_record)
         run.log(f"no test: {dataset.describe('test')}")
+        state, best_header = load_checkpoint(run.best_checkpoint)
+        deployable = method.deployable(model)
+        load_state_into(deployable, state, str(run.best_checkpoint))
+        ood = _fit_ood(run, method, deployable, train_samples, val_samples, [], evaluation, device, progress)
+        if ood is not None:
+            save_checkpoint(run.best_checkpoint, deployable, {**best_header, "ood": ood.record()}, extra=ood.tensors())
         distributed.broadcast(test_record, context)
         return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
     state, best_header = load_checkpoint(run.best_checkpoint)
@@ -541,14 +547,41 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         "per_source": per_source_accuracy(test_samples, test),
         **({"stopped_early": stopped_early} if stopped_early else {}),
     }
-    run.append_metrics(test_record)
     final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
                      "test_eer": test_metrics["eer"]}
-    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics})
+    ood = _fit_ood(run, method, deployable, train_samples, val_samples, test_samples, evaluation, device, progress)
+    if ood is not None:
+        test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
+    run.append_metrics(test_record)
+    final_header = {**best_header, "metrics": final_metrics, **({"ood": ood.record()} if ood is not None else {})}
+    save_checkpoint(run.best_checkpoint, deployable, final_header, extra=None if ood is None else ood.tensors())
     _report(run, dataset, test_samples, test)
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     distributed.broadcast(test_record, context)
     return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
+
+
+def _fit_ood(run: Run, method: Method, deployable: torch.nn.Module, train_samples: list[Sample], val_samples: list[Sample],
+             test_samples: list[Sample], transform, device, progress: bool):
+    """The best checkpoint's out-of-distribution model (:mod:`core.evaluation.ood`): fitted on training images,
+    calibrated on validation ones, and the share of test images it calls in distribution; None (logged) when the run
+    has too few images for it."""
+    from core.evaluation import ood as ood_module
+
+    forward = method.predict_logits
+    try:
+        ood = ood_module.fit(deployable, train_samples, val_samples, transform, device=str(device), forward=forward,
+                             progress=progress)
+    except (ValueError, RuntimeError) as error:
+        run.log(f"no out-of-distribution model: {error}")
+        return None
+    if test_samples:
+        statistics = ood_module.collect(deployable, subsample(test_samples, ood_module.CALIBRATION_IMAGES), transform,
+                                        device=str(device), forward=forward, progress=progress, desc="ood test")
+        ood.info["test_in_distribution"] = round(float((ood.score(statistics) <= 1).float().mean()), 4)
+    run.log(f"out-of-distribution model: {len(ood.stages)} stages, threshold {ood.threshold:.3g}"
+            + (f", test in distribution {ood.info['test_in_distribution']:.3f}" if "test_in_distribution" in ood.info else ""))
+    return ood
 
 
 def _stop_early(config: TrainConfig, stale_epochs: int | None, context: distributed.Context) -> bool:

@@ -19,7 +19,7 @@ from core.evaluation.attribution import DEFAULT_STAGE, STAGES, grad_cam, overlay
 from core.evaluation.inference import UPLOAD_RULE, decode_upload, describe_crop, predict_models
 
 st.title("Live inference")
-st.caption("Upload an image or pick one from the embedded benchmark: the largest face is cropped (OpenCV's Haar cascade) "
+st.caption("Upload an image or pick one from the embedded benchmark: the largest face is cropped (YuNet face detector) "
            "and every picked checkpoint judges the same crop.")
 
 choices, picked = pick_checkpoints("inference_pick")

@@ -20,7 +20,7 @@ MAX_UPLOAD_MB = 200
 STAGES = ("decode", "detect", "classify", "encode")
 
 st.title("Video")
-st.caption("Sampled frames → the largest face of each (Haar cascade) → the model's P(fake) per face → the video's verdict "
+st.caption("Sampled frames → the largest face of each (YuNet face detector) → the model's P(fake) per face → the video's verdict "
            "(mean over faces by default), and the clip again with a red (fake) or green (real) box on every face.")
 
 choices = all_checkpoints()
