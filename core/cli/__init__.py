@@ -12,10 +12,10 @@ import logging
 import sys
 
 import core.deploy.onnx  # noqa: F401  (registers the ONNX runner: every command reads .onnx checkpoints)
-from core.cli import data, deploy, evaluate, reproduce, train, video
+from core.cli import data, deploy, evaluate, predict, reproduce, train, video
 from core.cli.common import EXIT_BAD_INPUT, EXIT_CANCELLED, add_command
 
-GROUPS = (data, train, reproduce, deploy, evaluate, video)  # the order of `python -m core --help`
+GROUPS = (data, train, reproduce, deploy, evaluate, predict, video)  # the order of `python -m core --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

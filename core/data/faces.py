@@ -9,8 +9,9 @@ Two detectors stand behind one interface (:func:`detect_faces`, :func:`face_dete
 - **Haar** (``"haar"``, the fallback when the YuNet file is missing): OpenCV's bundled frontal-face cascade. It gives
   no calibrated score, so its faces carry ``confidence=None``.
 
-``"auto"`` is YuNet when its model file is there, else Haar. docs/inference.md has the side-by-side comparison
-(recall on real photographs, rotated/darker/moving clips and the embedded benchmark; latency) that chose YuNet.
+``"auto"`` is YuNet when its model file is there, else Haar. ``docs/faces.md`` has the side-by-side comparison that
+chose YuNet (``python -m core bench faces``: recall on real photographs, on rotated/darker/moving clips and on the
+embedded benchmark; false faces; latency).
 
 YuNet searches coarse to fine: first a copy whose longest side is :data:`YUNET_COARSE_SIDE` (a face that fills a
 good part of the photo, the usual case, is found there in a few milliseconds); only when that finds nothing, again at
