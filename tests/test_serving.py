@@ -73,3 +73,42 @@ def test_onnx_runtime_serves_through_a_cached_export_with_the_ood_statistics(tmp
                                rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="runtime must be one of"):
         core.load_model(path, runtime="tensorrt")
+
+
+def test_round_to_keeps_the_most_probable_dropped_filters_and_the_masked_twin_agrees():
+    from core.models.masked import KEEP
+    from core.pruning.surgery import compact_from_masked, round_masks
+
+    torch.manual_seed(0)
+    masked = MaskedResNet("resnet-tiny").eval()
+    with torch.no_grad():
+        masked.sampler.logits.normal_()
+    before = [m.clone() for m in masked.sampler.split(masked.sampler.eval_mask().bool())]
+    probability = masked.sampler.split(masked.sampler.keep_probability().detach())
+    round_masks(masked, 4)
+    after = masked.sampler.split(masked.sampler.eval_mask().bool())
+    for old, new, p in zip(before, after, probability, strict=True):
+        count = int(new.sum())
+        assert count % 4 == 0 or count == len(new)
+        assert bool((new | ~old).all()), "every filter kept before is still kept"
+        added, left = new & ~old, ~new
+        if added.any() and left.any():
+            assert p[added].min() >= p[left].max(), "the added filters are the most probable dropped ones"
+    assert masked.sampler.logits[:, KEEP].isfinite().all()
+    compact = compact_from_masked(masked)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (compact(images) - masked(images)).abs().max() <= 1e-4
+
+
+def test_a_compact_checkpoint_is_padded_with_zero_filters_and_gives_the_same_logits():
+    from core.pruning.surgery import pad_compact
+
+    compact = core.load_model(SHIPPED / "student-pearson-resnet50-synthetic-faceswap.safetensors", serve=False)
+    padded = pad_compact(compact, 8)
+    # every ResNet-50 layer width is a multiple of 8, so every count is
+    assert all(n % 8 == 0 for n in padded.active_filters) and sum(padded.active_filters) > sum(compact.active_filters)
+    assert all(p >= c for p, c in zip(padded.active_filters, compact.active_filters, strict=True))
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (padded(images) - compact(images)).abs().max() <= 1e-5

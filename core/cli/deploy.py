@@ -16,7 +16,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     suffix = {"onnx-int8": "-int8.onnx"}.get(fmt, f".{fmt}")
     out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"-compact{suffix}"
     result = export(args.checkpoint, fmt, out, data=args.data, data_root=args.data_root,
-                    calibration_images=args.calibration_images, progress=not args.quiet)
+                    calibration_images=args.calibration_images, progress=not args.quiet, round_to=args.round_to)
     int8 = (f"; {result['bytes'] / 2**20:.2f} MB = {result['size_ratio']:.1%} of the fp32 ONNX "
             f"({result['fp32_bytes'] / 2**20:.2f} MB), calibrated on {result['calibration']['images']} images of "
             f"{result['calibration']['data']}; on {result['check_images']} of them, max |P(fake) difference| "
@@ -121,6 +121,9 @@ def add_parsers(commands, command) -> None:
     export.add_argument("--data-root", help="onnx-int8: root folder of a registered --data")
     export.add_argument("--calibration-images", type=int,
                         help="onnx-int8: training images that set the int8 ranges, evenly spread (default 300)")
+    export.add_argument("--round-to", type=int, default=1, metavar="N",
+                        help="kept filters per layer rounded up to a multiple of N: a masked student keeps its most "
+                             "probable dropped filters, a compact one is padded with zero filters (default 1: as pruned)")
 
     BENCHMARKS = _benchmarks().BENCHMARKS  # noqa: N806
 

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from core.checkpoint import is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt
+from core.models.compact import CompactResNet
+from core.models.masked import MaskedResNet
 from core.pruning.flops import profile_model
-from core.pruning.surgery import compact_of
+from core.pruning.surgery import compact_of, pad_compact, round_masks
 
 FORMATS = ("safetensors", "pt", "onnx", "onnx-int8")
 INT8_CHECK_IMAGES = 32  # real training images on which an int8 export is compared with its source
@@ -37,8 +39,13 @@ INT8_CHECK_IMAGES = 32  # real training images on which an int8 export is compar
 
 def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batch: int = 4, data: str | None = None,
            data_root: str | None = None, calibration_images: int | None = None, progress: bool = True,
-           fp32_onnx: str | os.PathLike | None = None) -> dict:
+           fp32_onnx: str | os.PathLike | None = None, round_to: int = 1) -> dict:
     """Write ``checkpoint``'s compact model as ``fmt`` to ``out`` and check it against the source.
+
+    ``round_to`` > 1 rounds every pruned layer's kept filters up to a multiple of it: a masked student keeps its
+    dropped filters with the highest keep probability (:func:`core.pruning.surgery.round_masks`; the check is then
+    against that masked twin, and accuracy may move); a compact checkpoint, whose dropped filters are gone, is padded
+    with zero filters (:func:`core.pruning.surgery.pad_compact`: the same outputs exactly).
 
     ``onnx-int8`` calibrates on ``calibration_images`` training images of ``data`` (default: the
     checkpoint's own dataset), quantising ``fp32_onnx`` when given (an ``onnx`` export of the same
@@ -55,7 +62,15 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     if is_onnx(path):
         raise ValueError(f"{path} is already an ONNX export; export its source checkpoint ({read_header(path)['deploy']['source']})")
     source = load_model(path)
+    if round_to > 1 and isinstance(source, MaskedResNet):
+        round_masks(source, round_to)
     compact, header = compact_of(source)
+    if round_to > 1:
+        if not isinstance(compact, CompactResNet):
+            raise ValueError(f"--round-to is for pruned ResNet students; {header['model']['type']} has no kept-filter counts")
+        compact = pad_compact(compact, round_to)
+        header["model"] = {**header["model"], "active_filters": compact.active_filters}
+        header["round_to"] = round_to
     size = header["image_size"]
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.models import build_model
 from core.models.compact import CompactResNet
-from core.models.masked import MaskedResNet, block_convs, residual_blocks
+from core.models.masked import DROP, KEEP, MaskedResNet, block_convs, masked_layers, residual_blocks
 from core.models.ticket import Ticket
 from core.pruning.correlation import redundancy_scores
 
@@ -94,3 +95,62 @@ def compact_of(model: nn.Module) -> tuple[nn.Module, dict]:
         header["compacted_from"] = "masked-resnet"
         return compact, header
     return model, header
+
+
+def rounded_counts(counts: list[int], widths: list[int], multiple: int) -> list[int]:
+    """Each count rounded up to a multiple of ``multiple``, at most its layer's width."""
+    if multiple < 1:
+        raise ValueError(f"round-to must be >= 1, got {multiple}")
+    return [min(width, -(-count // multiple) * multiple) for count, width in zip(counts, widths, strict=True)]
+
+
+@torch.no_grad()
+def round_masks(masked: MaskedResNet, multiple: int) -> MaskedResNet:
+    """``masked`` (in place) keeping, in every layer, its kept filters plus the dropped ones with the highest keep
+    probability, up to a multiple of ``multiple`` filters. The sampler's logits are moved just enough for its eval
+    mask to say so, so the masked network and the compact one cut from it (:func:`compact_from_masked`) agree."""
+    sampler = masked.sampler
+    if not hasattr(sampler, "logits"):
+        raise ValueError("round-to needs a Gumbel keep/drop sampler (KDFS, Pearson); this student's sampler has none")
+    probability = sampler.keep_probability().detach().cpu()
+    masks = sampler.split(sampler.eval_mask().cpu().bool())
+    widths = [len(mask) for mask in masks]
+    targets = rounded_counts([int(mask.sum()) for mask in masks], widths, multiple)
+    offset = 0
+    for mask, target in zip(masks, targets, strict=True):
+        extra = target - int(mask.sum())
+        if extra:
+            candidates = torch.nonzero(~mask).flatten()
+            chosen = candidates[torch.argsort(probability[offset + candidates], descending=True)[:extra]] + offset
+            logits = sampler.logits
+            logits[chosen, KEEP] = torch.maximum(logits[chosen, KEEP], logits[chosen, DROP] + 1e-3).to(logits.dtype)
+        offset += len(mask)
+    return masked
+
+
+@torch.no_grad()
+def pad_compact(compact: CompactResNet, multiple: int) -> CompactResNet:
+    """A copy of ``compact`` whose every pruned conv has a multiple of ``multiple`` filters, the added ones all zero
+    (weights, BatchNorm scale and shift): the same outputs, exactly, with channel counts that fill the CPU's vector
+    lanes. For a compact checkpoint without its masked twin (the dropped filters' weights are gone)."""
+    widths = [layer.channels for layer in masked_layers(build_model(compact.arch))]
+    counts = rounded_counts(compact.active_filters, widths, multiple)
+    padded = CompactResNet(compact.arch, counts).to(next(compact.parameters()).device)
+    padded.load_state_dict({k: v for k, v in compact.state_dict().items() if not k.startswith("layer")}, strict=False)
+    for (_, source), (_, target) in zip(residual_blocks(compact), residual_blocks(padded), strict=True):
+        previous = None
+        for position in range(1, source.depth + 1):
+            conv, bn = getattr(source, f"conv{position}"), getattr(source, f"bn{position}")
+            new_conv, new_bn = getattr(target, f"conv{position}"), getattr(target, f"bn{position}")
+            kept, inputs = conv.out_channels, conv.in_channels
+            new_conv.weight.zero_()
+            new_conv.weight[:kept, :inputs] = conv.weight
+            new_bn.weight.zero_(), new_bn.bias.zero_(), new_bn.running_mean.zero_(), new_bn.running_var.fill_(1.0)
+            new_bn.weight[:kept], new_bn.bias[:kept] = bn.weight, bn.bias
+            new_bn.running_mean[:kept], new_bn.running_var[:kept] = bn.running_mean, bn.running_var
+            previous = kept
+        index = source.residual_index
+        target.residual_index.copy_(torch.cat([index, index[:1].expand(len(target.residual_index) - previous)]))
+        if source.downsample is not None:
+            target.downsample.load_state_dict(source.downsample.state_dict())
+    return padded.eval()
