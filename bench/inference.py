@@ -71,10 +71,10 @@ def _students(smoke: bool) -> tuple[nn.Module, dict[str, tuple[nn.Module, nn.Mod
     from core.pruning.surgery import compact_from_masked
 
     if not smoke:
-        teacher = core.load_model(REPO / SHIPPED_RESNET50["teacher"])
+        teacher = core.load_model(REPO / SHIPPED_RESNET50["teacher"], serve=False)  # as trained: eager, BatchNorm
         students = {}
         for method in ("kdfs", "pearson"):
-            compact = core.load_model(REPO / SHIPPED_RESNET50[method])
+            compact = core.load_model(REPO / SHIPPED_RESNET50[method], serve=False)
             students[method] = (_masked_student(compact, compact.header["pruning"]["kept"]), compact, compact.header)
         return teacher, students
     torch.manual_seed(0)
@@ -145,6 +145,8 @@ def bench_inference(smoke: bool) -> dict:
         for batch, (repeats, warmup) in batches.items():
             measured = measure_latency(models, size, batch=batch, repeats=repeats, warmup=warmup)
             raw[f"b{batch}"], medians[f"b{batch}"] = _timings(measured)
+        serving = _serving(teacher, students["pearson"][1], students["pearson"][2], size, Path(scratch) / "serving",
+                           with_onnx, smoke)
     ratios, targets = {}, {}
     for batch in batches:
         b = medians[f"b{batch}"]
@@ -163,20 +165,81 @@ def bench_inference(smoke: bool) -> dict:
                    for p in ("fp32", "int8") if f"{method} compact · ONNX {p}" in b}}
     targets["compact Pearson speed-up vs teacher, b1"] = target(ratios["b1: pearson"]["compact speed-up vs teacher"],
                                                                 COMPACT_SPEEDUP_TARGET)
+    default = serving["ratios"][serving["threads"][0]]
+    targets["served Pearson vs served teacher, b1, default threads"] = target(
+        default["served student vs served teacher"], SERVED_SPEEDUP_TARGET)
+    if "ONNX Runtime student vs served teacher" in default:
+        targets["ONNX Runtime Pearson vs served teacher, b1, default threads"] = target(
+            default["ONNX Runtime student vs served teacher"], ONNX_SPEEDUP_TARGET)
     b1 = ratios["b1: pearson"]
     summary = (f"inference: {size} px CPU fp32, compact Pearson {b1['compact speed-up vs teacher']:.2f}x faster than the "
                f"teacher at b1 (target {COMPACT_SPEEDUP_TARGET:g}x; {b1['compact speed-up vs teacher (channels_last)']:.2f}x vs "
                f"a channels_last teacher; {b1['teacher / compact MACs']:.1f}x fewer MACs), "
                f"{ratios['b32: pearson']['compact speed-up vs teacher']:.2f}x at b32; KDFS "
                f"{ratios['b1: kdfs']['compact speed-up vs teacher']:.2f}x / {ratios['b32: kdfs']['compact speed-up vs teacher']:.2f}x"
-               + (f"; ONNX int8 Pearson {b1['ONNX int8 speed-up vs teacher']:.1f}x at b1" if with_onnx else "; ONNX skipped"))
+               + (f"; ONNX int8 Pearson {b1['ONNX int8 speed-up vs teacher']:.1f}x at b1" if with_onnx else "; ONNX skipped")
+               + "; as served (core.load_model) at b1: " + "; ".join(
+                   f"{threads}: student {r['served student vs served teacher']:.2f}x the served teacher, "
+                   f"{r['served student vs eager teacher']:.2f}x the eager one"
+                   + (f", ONNX Runtime {r['ONNX Runtime student vs served teacher']:.2f}x" if "ONNX Runtime student vs served teacher" in r
+                      else "") + f", round-to 8 {r['round-to 8 vs served student']:.2f}x the served student"
+                   for threads, r in serving["ratios"].items()))
     config = {"image_size": size, "batches": {f"b{b}": {"repeats": r, "warmup_rounds": w} for b, (r, w) in batches.items()},
               "precision": "fp32", "device": "cpu", "mode": "torch.inference_mode, eval", "onnx": with_onnx,
               "onnx_int8_calibration_images": ONNX_CALIBRATION_IMAGES if with_onnx else None,
               "models": "tiny untrained resnet-tiny, random masks" if smoke else SHIPPED_RESNET50,
               "masked": "rebuilt from the compact student and its header's pruning.kept (same logits: see parity)"}
     return {"config": config, "raw_s": raw, "median_ms": medians, "macs": macs, "parity_max_abs_logit": parity,
-            "ratios": ratios, "targets": targets, "summary": summary}
+            "ratios": ratios, "serving": serving, "targets": targets, "summary": summary}
+
+
+SERVED_SPEEDUP_TARGET = 5.0  # issue 21: the compact Pearson student as core.load_model serves it vs the teacher, b1
+ONNX_SPEEDUP_TARGET = 8.0  # the same student in ONNX Runtime
+
+
+def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, folder: Path, with_onnx: bool,
+             smoke: bool) -> dict:
+    """Batch 1 as a user gets it from ``core.load_model``: the served student (BatchNorm folded, channels_last) against
+    the served teacher and the plain eager one (NCHW, BatchNorm), at torch's default thread count and at 1 thread;
+    with the student padded to multiples of 8 filters (``export --round-to 8``) and in ONNX Runtime (fp32)."""
+    from core.deploy.onnx import deployed_header, load_onnx, write_onnx
+    from core.evaluation.latency import measure_latency
+    from core.models.loading import served
+    from core.pruning.surgery import pad_compact
+
+    if not hasattr(teacher, "header"):  # the smoke run's untrained networks
+        teacher.header = {**header, "model": {"type": "resnet", "arch": compact.arch}}
+    compact.header = header
+    padded = pad_compact(compact, 8)
+    padded.header = {**header, "model": {**header["model"], "active_filters": padded.active_filters}}
+    onnx_path = folder / "student.onnx"
+    if with_onnx:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_onnx(compact, {**deployed_header(header), "image_size": size, "deploy": {"format": "onnx"}}, size, onnx_path)
+    default_threads = torch.get_num_threads()
+    repeats, warmup = (3, 1) if smoke else (30, 3)
+    medians, raw, ratios, thread_counts = {}, {}, {}, []
+    for threads in dict.fromkeys((default_threads, 1)):
+        key = f"{threads} threads"
+        thread_counts.append(key)
+        contenders = {"eager teacher": teacher, "served teacher": served(teacher), "served student": served(compact),
+                      "served student, round-to 8": served(padded)}
+        if with_onnx:
+            contenders["ONNX Runtime student"] = load_onnx(onnx_path, threads=threads)
+        with torch.inference_mode():
+            measured = measure_latency(contenders, size, batch=1, repeats=repeats, warmup=warmup, threads=threads)
+        raw[key], medians[key] = _timings(measured)
+        m = medians[key]
+        ratios[key] = {"served student vs served teacher": m["served teacher"] / m["served student"],
+                       "served student vs eager teacher": m["eager teacher"] / m["served student"],
+                       "served teacher vs eager teacher": m["eager teacher"] / m["served teacher"],
+                       "round-to 8 vs served student": m["served student"] / m["served student, round-to 8"]}
+        if with_onnx:
+            ratios[key]["ONNX Runtime student vs served teacher"] = m["served teacher"] / m["ONNX Runtime student"]
+            ratios[key]["ONNX Runtime student vs eager teacher"] = m["eager teacher"] / m["ONNX Runtime student"]
+    return {"threads": thread_counts, "default_threads": default_threads, "batch": 1, "image_size": size,
+            "repeats": repeats, "round_to_8_filters": {"before": sum(compact.active_filters), "after": sum(padded.active_filters)},
+            "median_ms": medians, "raw_s": raw, "ratios": ratios}
 
 
 
