@@ -126,6 +126,8 @@ def test_video_smoke_runs_the_cli_end_to_end_and_times_each_stage(tmp_path):
     assert {"decode_s", "detect_s", "classify_s", "encode_s", "cli_wall"} <= set(written["median_s"])
     _positive(written["median_s"])
     assert written["faces_found"] > 0 and written["verdict"]
+    photo = written["real_photograph"]  # a real photograph moving in the clip: found in every frame, and flagged
+    assert photo["frames_with_face"] == 1.0 and photo["in_distribution"] is False and "unreliable" in photo["verdict"]
 
 
 def test_faces_smoke_runs_yunet_and_haar_side_by_side(tmp_path):

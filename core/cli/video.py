@@ -13,6 +13,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     from core.data.faces import FACE_MARGIN
     from core.data.frames import crop_scale_of
     from core.data.video import SamplingOptions
+    from core.evaluation.ood import load_ood
     from core.evaluation.video import VideoOptions, analyse_video
 
     model = core.load_model(args.checkpoint)
@@ -23,7 +24,7 @@ def cmd_video(args: argparse.Namespace) -> None:
         sampling=SamplingOptions(strategy=args.strategy, num_frames=args.num_frames, stride=args.stride, random=args.random,
                                  seed=args.seed),
         faces=_face_options(args, crop_scale), aggregate=args.aggregate, threshold=args.threshold)
-    result = analyse_video(args.input, model, options, out=args.out, progress=not args.quiet)
+    result = analyse_video(args.input, model, options, out=args.out, progress=not args.quiet, ood=load_ood(args.checkpoint))
     timing = result["timing"]
     written = f"; wrote {result['output']['path']} ({result['output']['codec']})" if "output" in result else ""
     _emit(args, result, f"{result['verdict']}; {result['faces_total']} faces in {result['sampled']} sampled frames "

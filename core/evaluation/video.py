@@ -79,17 +79,27 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @torch.inference_mode()
-def _classify(model: nn.Module, crops: list, batch_size: int) -> list[float]:
-    probabilities = []
+def _classify(model: nn.Module, crops: list, batch_size: int, ood=None) -> tuple[list[float], list[float] | None]:
+    """``(P(fake) per crop, ood score per crop or None)``, in batches, one forward pass each."""
+    from core.evaluation.ood import Scorer
+
+    scorer = Scorer(model, ood)
+    probabilities, scores = [], []
     for start in range(0, len(crops), batch_size):
         batch = torch.stack([model.preprocess(image) for image in crops[start:start + batch_size]])
-        probabilities += torch.sigmoid(model(batch).reshape(-1).float()).tolist()
-    return probabilities
+        logits, batch_scores = scorer(batch)
+        probabilities += torch.sigmoid(logits.float()).tolist()
+        scores += [] if batch_scores is None else batch_scores.tolist()
+    return probabilities, (scores if scorer.ood is not None else None)
 
 
 def analyse_video(path: str | os.PathLike, model: nn.Module, options: VideoOptions = VideoOptions(),
-                  out: str | os.PathLike | None = None, progress: bool = True, on_progress: Progress | None = None) -> dict:
-    """Per-frame and per-video verdicts of ``model`` on the video at ``path`` (and the annotated video at ``out``)."""
+                  out: str | os.PathLike | None = None, progress: bool = True, on_progress: Progress | None = None,
+                  ood=None) -> dict:
+    """Per-frame and per-video verdicts of ``model`` on the video at ``path`` (and the annotated video at ``out``).
+
+    With ``ood`` (the checkpoint's :class:`core.evaluation.ood.OODModel`) every face also gets its out-of-distribution
+    score, and the video its median: above 1, the verdict is marked unreliable."""
     notify = on_progress or (lambda stage, done, total: None)
     timing: dict[str, float] = {}
     started = time.perf_counter()
@@ -115,14 +125,16 @@ def analyse_video(path: str | os.PathLike, model: nn.Module, options: VideoOptio
     started = time.perf_counter()
     crops = [(index, face, crop_box_of(face.box, (frames[index].shape[1], frames[index].shape[0]), options.faces))
              for index, found in detections.items() for face in found]
-    probabilities = _classify(model, [crop(frames[index], box) for index, _, box in crops], options.batch_size)
+    probabilities, ood_scores = _classify(model, [crop(frames[index], box) for index, _, box in crops], options.batch_size, ood)
     timing["classify_s"] = time.perf_counter() - started
     notify("classify", 1, 1)
 
     per_frame = {index: {"index": index, "time_s": round(index / info.fps, 3), "faces": 0, "boxes": [], "face_confidences": [], "crops": [],
                          "scores": [], "score": None} for index in frames}
-    for (index, face, box), probability in zip(crops, probabilities, strict=True):
+    for number, ((index, face, box), probability) in enumerate(zip(crops, probabilities, strict=True)):
         record = per_frame[index]
+        if ood_scores is not None:
+            record.setdefault("ood_scores", []).append(round(ood_scores[number], 4))
         record["faces"] += 1
         record["boxes"].append(list(face.box))
         record["face_confidences"].append(face.confidence)
@@ -139,7 +151,17 @@ def analyse_video(path: str | os.PathLike, model: nn.Module, options: VideoOptio
         "frames_without_face": [r["index"] for r in records if r["faces"] == 0],
         "video_score": video_score, "label": label, "aggregate": options.aggregate, "threshold": options.threshold,
         "verdict": _verdict(label, video_score, len(records), len(probabilities)),
+        "ood_score": None, "in_distribution": None,
     }
+    if ood_scores:
+        from core.evaluation.ood import UNRELIABLE
+
+        result["ood_score"] = round(statistics.median(ood_scores), 4)
+        result["in_distribution"] = result["ood_score"] <= 1
+        result["faces_in_distribution"] = sum(score <= 1 for score in ood_scores)
+        if not result["in_distribution"]:
+            result["note"] = UNRELIABLE
+            result["verdict"] += f"; {UNRELIABLE} (median ood score {result['ood_score']:.2f} > 1)"
     if out is not None:
         started = time.perf_counter()
         result["output"] = annotate_video(path, out, info, records, label, video_score, options.threshold, progress, notify)
