@@ -337,3 +337,14 @@ def test_page_rejects_bad_uploads_and_stays_up(tiny_benchmark):
         assert len(_verdicts(app)) == 3, name
     app.file_uploader(key="inference_upload").set_value(None).run()  # back to the benchmark sample
     assert not app.exception and len(_verdicts(app)) == 3
+
+
+def test_a_real_photograph_is_marked_unreliable_and_the_benchmark_origin_is_said(tiny_benchmark):
+    app = _inference_page()
+    app.toggle(key="inference_gradcam").set_value(False).run()
+    app.file_uploader(key="inference_upload").set_value(("astronaut.jpg", _encode(_astronaut(), "JPEG"), "image/jpeg")).run()
+    assert not app.exception and len(_verdicts(app)) == 3
+    warnings = [w.value for w in app.warning]
+    assert len(warnings) == 3 and all("Unreliable: this input is unlike the training data" in w for w in warnings), warnings
+    assert sum("learned from the embedded synthetic benchmark" in i.value for i in app.info) == 3
+    assert "largest face" in " ".join(_image_captions(app))

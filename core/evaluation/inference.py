@@ -22,6 +22,7 @@ from torch import nn
 from core.data.datasets import FAKE, LABEL_NAMES, REAL
 from core.data.faces import FACE_MARGIN, Box, crop_face
 from core.data.images import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, ImageLoadError, load_image
+from core.evaluation.ood import OODModel, Scorer
 
 UPLOAD_FORMATS = "JPEG, PNG, WebP, BMP or TIFF"
 UPLOAD_RULE = f"Accepted: {UPLOAD_FORMATS} images, {MIN_IMAGE_SIDE} px a side up to {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
@@ -53,27 +54,33 @@ def crop_input(image: Image.Image, face_crop: bool = True, margin: float = FACE_
 
 
 @torch.inference_mode()
-def predict_crop(model: nn.Module, crop: Image.Image) -> dict:
-    """``{"logit", "probability", "label", "model_ms"}`` of ``model`` on an already cropped image.
+def predict_crop(model: nn.Module, crop: Image.Image, ood: OODModel | None = None) -> dict:
+    """``{"logit", "probability", "label", "model_ms", "ood_score", "in_distribution"}`` of ``model`` on an already
+    cropped image.
 
     ``probability`` is sigmoid(logit), the probability of *fake*; ``model_ms`` covers
-    ``model.preprocess`` and the forward pass.
+    ``model.preprocess`` and the forward pass (which also gives the out-of-distribution score, with ``ood``;
+    ``ood_score`` <= 1 is in distribution, None without an ood model).
     """
     started = time.perf_counter()
-    logit = model(model.preprocess(crop)[None]).reshape(-1)[0]
+    logits, scores = Scorer(model, ood)(model.preprocess(crop)[None])
+    logit = logits[0]
     model_ms = (time.perf_counter() - started) * 1000
+    score = None if scores is None else float(scores[0])
     return {"logit": float(logit), "probability": float(torch.sigmoid(logit)), "label": LABEL_NAMES[FAKE if logit > 0 else REAL],
-            "model_ms": model_ms}
+            "model_ms": model_ms, "ood_score": score, "in_distribution": None if score is None else score <= 1}
 
 
-def predict_image(model: nn.Module, image: Image.Image, face_crop: bool = True, margin: float = FACE_MARGIN) -> dict:
+def predict_image(model: nn.Module, image: Image.Image, face_crop: bool = True, margin: float = FACE_MARGIN,
+                  ood: OODModel | None = None) -> dict:
     """One model's verdict on ``image``: probability, label, ``latency_ms`` (face crop + preprocess + forward),
-    the parts ``face_crop_ms`` and ``model_ms``, ``face_box`` (None: no face found, or cropping off) and ``crop``."""
-    return predict_models({"model": model}, image, face_crop, margin)["predictions"]["model"]
+    the parts ``face_crop_ms`` and ``model_ms``, ``face_box`` (None: no face found, or cropping off), ``crop`` and,
+    with ``ood``, ``ood_score``/``in_distribution``."""
+    return predict_models({"model": model}, image, face_crop, margin, {"model": ood})["predictions"]["model"]
 
 
 def predict_models(models: Mapping[str, nn.Module], image: Image.Image, face_crop: bool = True,
-                   margin: float = FACE_MARGIN) -> dict:
+                   margin: float = FACE_MARGIN, oods: Mapping[str, OODModel | None] | None = None) -> dict:
     """Several models on one image, the face cropped once.
 
     Returns ``{"crop", "face_box", "face_crop_ms", "predictions": {name: prediction}}``; each
@@ -83,7 +90,7 @@ def predict_models(models: Mapping[str, nn.Module], image: Image.Image, face_cro
     cropped = crop_input(image, face_crop, margin)
     predictions = {}
     for name, model in models.items():
-        prediction = predict_crop(model, cropped["crop"])
+        prediction = predict_crop(model, cropped["crop"], (oods or {}).get(name))
         predictions[name] = {**prediction, **cropped, "latency_ms": cropped["face_crop_ms"] + prediction["model_ms"]}
     return {**cropped, "predictions": predictions}
 

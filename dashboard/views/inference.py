@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from common import model, pick_checkpoints, test_samples
+from common import model, ood_model, pick_checkpoints, served_model, test_samples
 from core.data.datasets import LABEL_NAMES, DatasetError
 from core.data.faces import draw_boxes
 from core.data.images import ImageLoadError, load_image
@@ -17,6 +17,7 @@ from core.deploy.quantize import CALIBRATION_IMAGES
 from core.deploy.variants import DEPLOYED_RUNTIMES, RUNTIMES, deployed
 from core.evaluation.attribution import DEFAULT_STAGE, STAGES, grad_cam, overlay
 from core.evaluation.inference import UPLOAD_RULE, decode_upload, describe_crop, predict_models
+from core.evaluation.ood import UNRELIABLE
 
 st.title("Live inference")
 st.caption("Upload an image or pick one from the embedded benchmark: the largest face is cropped (YuNet face detector) "
@@ -91,9 +92,10 @@ def _show_runtimes(result: dict, exports: dict[tuple[str, str], dict]) -> None:
 
 def _show_verdicts(image: Image.Image, caption: str) -> None:
     exports = _exports()
-    models = {name: model(choices[name]) for name in picked}
+    models = {name: served_model(choices[name]) for name in picked}  # BatchNorm folded: the verdicts at serving speed
     deployed_models = {f"{name} · {runtime}": model(record["path"]) for (name, runtime), record in exports.items()}
-    result = predict_models({**models, **deployed_models}, image, face_crop=face_crop)
+    oods = {name: ood_model(choices[name]) for name in picked}
+    result = predict_models({**models, **deployed_models}, image, face_crop=face_crop, oods=oods)
     shown_input, shown_crop, _ = st.columns([2, 1, 2])
     boxes = [result["face_box"]] if result["face_box"] is not None else []
     shown_input.image(draw_boxes(image, boxes), caption=f"{caption} · {image.width}x{image.height} px", width="stretch")
@@ -109,13 +111,30 @@ def _show_verdicts(image: Image.Image, caption: str) -> None:
         column.metric("P(fake)", f"{prediction['probability']:.3f}")
         column.metric("Latency", f"{prediction['latency_ms']:.1f} ms",
                       help=f"face crop {prediction['face_crop_ms']:.1f} ms + model {prediction['model_ms']:.1f} ms")
+        _show_reliability(column, prediction, header, uploaded=caption.startswith("upload"))
         params = header.get("params") or sum(p.numel() for p in models[name].parameters())
         column.caption(f"{params / 1e6:.2f} M params · {header['model']['type']} · {header.get('student_method') or header['method']}")
         if show_grad_cam:
-            heatmap = grad_cam(models[name], models[name].preprocess(crop), stage)
+            trained = model(choices[name])  # Grad-CAM takes gradients: the network as trained
+            heatmap = grad_cam(trained, trained.preprocess(crop), stage)
             column.image(overlay(crop, heatmap), width="stretch", caption=f"Grad-CAM at {stage}: evidence for '{prediction['label']}'")
     if exports:
         _show_runtimes(result, exports)
+
+
+def _show_reliability(column, prediction: dict, header: dict, uploaded: bool) -> None:
+    """Whether the input is like the checkpoint's training data, and what a benchmark checkpoint can say of a photo."""
+    score = prediction.get("ood_score")
+    if score is None:
+        column.caption("No out-of-distribution model for this checkpoint: `python -m core ood fit CHECKPOINT` makes one.")
+    elif prediction["in_distribution"]:
+        column.caption(f"In distribution: like the training data (ood score {score:.2f} ≤ 1).")
+    else:
+        column.warning(f"**{UNRELIABLE[0].upper() + UNRELIABLE[1:]}** (ood score {score:.2f} > 1: further from the training "
+                       "data than 95% of its validation images).")
+    if uploaded and str(header.get("dataset", "")).startswith("synthetic"):
+        column.info("This checkpoint learned from the embedded synthetic benchmark (procedural faces), not from real "
+                    "photographs or videos: on a real photo its verdict says little.")
 
 
 chosen = _input_image()

@@ -8,11 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints, model
+from common import all_checkpoints, ood_model, served_model
 from core.data.datasets import FAKE, REAL
 from core.data.faces import FACE_MARGIN
 from core.data.synthetic_video import ClipConfig, sample_clip
 from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError
+from core.evaluation.ood import UNRELIABLE
 from core.evaluation.video import AGGREGATES, VideoOptions, analyse_video
 from core.io import cache_dir
 
@@ -76,7 +77,8 @@ def _analyse(path) -> dict | None:
 
     out = cache_dir() / "videos" / "annotated" / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.webm"
     try:
-        result = analyse_video(path, model(choices[picked]), options, out=out, progress=False, on_progress=on_progress)
+        result = analyse_video(path, served_model(choices[picked]), options, out=out, progress=False, on_progress=on_progress,
+                               ood=ood_model(choices[picked]))
     except VideoError as error:
         bar.empty()
         st.error(f"Cannot use this video: {error}")
@@ -93,6 +95,12 @@ def _show(result: dict) -> None:
     faces.metric("Faces in sampled frames", f"{result['faces_total']} in {result['sampled']}",
                  help=f"{len(result['frames_without_face'])} sampled frames had no face")
     st.caption(result["verdict"])
+    if result.get("in_distribution") is False:
+        st.warning(f"**{UNRELIABLE[0].upper() + UNRELIABLE[1:]}**: the faces' median out-of-distribution score is "
+                   f"{result['ood_score']:.2f} (> 1 means further from the training data than 95% of its validation "
+                   f"images; {result.get('faces_in_distribution', 0)} of {result['faces_total']} faces are within).")
+    elif result.get("ood_score") is not None:
+        st.caption(f"In distribution: the faces' median out-of-distribution score is {result['ood_score']:.2f} (≤ 1).")
     video, timeline = st.columns([3, 2])
     video.video(result["output"]["path"])
     video.caption(f"{result['output']['frames']} frames at {result['output']['fps']:g} fps, {result['output']['codec']} "
