@@ -12,7 +12,8 @@ from bench.inference import _students
 PAGE_TARGET_S = 2.0  # every page, rendered again once its models and data are cached
 
 
-LIVE_INFERENCE_TARGET_MS = 100.0  # decode + face crop + preprocess + forward, compact student, one image
+LIVE_INFERENCE_TARGET_MS = 20.0  # issue 21: decode + face crop + preprocess + forward, served compact student, 640x480 photo
+FACE_CROP_TARGET_MS = 10.0  # issue 21: the face crop of that photo
 
 
 DASHBOARD_PAGES = ("overview", "runs", "pruning", "tickets", "feature_maps", "correlation", "evaluation", "embeddings",
@@ -32,13 +33,17 @@ def _upload_images(smoke: bool) -> dict[str, bytes]:
     from core.data.synthetic_video import ClipConfig, render_clip
 
     rng = np.random.default_rng(0)
-    for _ in range(64):  # the first rendered face that the Haar cascade finds, alone and in the photo
+    for _ in range(64):  # the first rendered face that the face detector finds, alone and in the photo
         face = Image.fromarray(render_image(SynthConfig(), "faceswap", FAKE, rng))
         photo = Image.fromarray(render_clip(face, ClipConfig(seconds=0.04, fps=25, width=640, height=480, face_side=260))[0])
         if detect_faces(face) and detect_faces(photo):
             break
+    import skimage.data
+
+    real = Image.fromarray(skimage.data.astronaut()).resize((640, 640), Image.Resampling.BICUBIC).crop((0, 40, 640, 520))
     encoded = {}
-    for name, image, fmt in (("benchmark face 64 px PNG", face, "PNG"), ("640x480 photo JPEG", photo, "JPEG")):
+    for name, image, fmt in (("benchmark face 64 px PNG", face, "PNG"), ("640x480 photo JPEG", photo, "JPEG"),
+                             ("640x480 real photograph JPEG", real, "JPEG")):
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, quality=90)
         encoded[name] = buffer.getvalue()
@@ -111,15 +116,18 @@ def bench_dashboard(smoke: bool) -> dict:
             for image, data in _upload_images(smoke).items()}
     again = {page: statistics.median(values) for page, values in renders["again_s"].items()}
     slowest = max(again, key=again.get)
-    photo = live["640x480 photo JPEG"]["pearson compact"]["total_ms"]["median"]
+    photo = live["640x480 real photograph JPEG"]["pearson compact"]["total_ms"]["median"]
+    crop_ms = live["640x480 real photograph JPEG"]["pearson compact"]["face_crop_ms"]["median"]
     targets = {"slowest cached page render (s)": target(again[slowest], PAGE_TARGET_S, higher_is_better=False),
-               "live inference, compact Pearson, 640x480 photo (ms)": target(photo, LIVE_INFERENCE_TARGET_MS, False),
+               "live inference, compact Pearson, 640x480 real photograph (ms)": target(photo, LIVE_INFERENCE_TARGET_MS, False),
+               "face crop of that photograph (ms)": target(crop_ms, FACE_CROP_TARGET_MS, False),
                "pages without exceptions": {"value": len(pages) - len(renders["errors"]), "target": len(pages),
                                             "met": not renders["errors"]}}
     summary = (f"dashboard: cached page renders {min(again.values()):.2f}-{again[slowest]:.2f} s (slowest {slowest}; target "
                f"< {PAGE_TARGET_S:g} s), first renders up to {max(renders['first_s'].values()):.1f} s; live inference on a "
-               f"640x480 photo with face crop: compact Pearson {photo:.1f} ms (target < {LIVE_INFERENCE_TARGET_MS:g} ms), teacher "
-               f"{live['640x480 photo JPEG']['teacher']['total_ms']['median']:.1f} ms"
+               f"640x480 real photograph with face crop: compact Pearson as served {photo:.1f} ms (target <= "
+               f"{LIVE_INFERENCE_TARGET_MS:g} ms; face crop {crop_ms:.1f} ms, target <= {FACE_CROP_TARGET_MS:g} ms), teacher "
+               f"{live['640x480 real photograph JPEG']['teacher']['total_ms']['median']:.1f} ms"
                + (f"; errors on {sorted(renders['errors'])}" if renders["errors"] else ""))
     config = {"pages": list(pages), "repeats": repeats, "upload_repeats": upload_repeats,
               "checkpoints": "tiny untrained students at 32 px (live inference only)" if smoke else SHIPPED_RESNET50,

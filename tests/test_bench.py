@@ -81,7 +81,7 @@ def test_dashboard_smoke(tiny_benchmark, tmp_path):
     assert result["errors"] == {}
     assert set(result["median_s"]["first"]) == set(result["config"]["pages"]) == {"overview"}
     _positive(result["median_s"])
-    for image in ("benchmark face 64 px PNG", "640x480 photo JPEG"):
+    for image in ("benchmark face 64 px PNG", "640x480 photo JPEG", "640x480 real photograph JPEG"):
         parts = result["live_inference_ms"][image]["pearson compact"]
         assert set(parts) == {"decode_ms", "face_crop_ms", "model_ms", "total_ms"}
         _positive(parts)
