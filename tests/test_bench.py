@@ -150,3 +150,10 @@ def test_faces_smoke_runs_yunet_and_haar_side_by_side(tmp_path):
     assert {"yunet recall, astronaut clips", "yunet ms, 640x480 frame with a face"} == set(written["targets"])
     assert written["targets"]["yunet recall, astronaut clips"]["met"] is True
     assert {row["detector"] for row in written["table"]} == {"yunet", "haar"}
+
+
+def test_predict_smoke_reports_throughput_per_batch(tmp_path):
+    written = _run("predict", tmp_path)
+    assert [(r["face_crop"], r["batch"]) for r in written["rows"]] == [(True, 1), (True, 8), (False, 1), (False, 8)]
+    assert all(r["images_per_s"] > 0 and r["model_images_per_s"] > 0 for r in written["rows"])
+    assert all(r["in_distribution"] >= 0.8 for r in written["rows"]), "held-out benchmark images are in distribution"

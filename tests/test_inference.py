@@ -84,7 +84,7 @@ def test_yunet_is_the_default_and_finds_a_real_face_with_a_confidence():
     found = faces.detect_faces(_astronaut())
     assert len(found) == 1 and _overlap(found[0].box, ASTRONAUT_FACE) > 0.5, found
     assert faces.YUNET_SCORE_THRESHOLD <= found[0].confidence <= 1
-    # 3x larger: searched on a 320 px copy, reported in the photo's own pixels
+    # 3x larger: searched on a 256 px copy, reported in the photo's own pixels
     big = faces.detect_faces(_astronaut().resize((1536, 1536)))[0]
     assert all(isinstance(v, int) for v in big.box)
     assert _overlap(big.box, tuple(3 * v for v in found[0].box)) > 0.8, (big, found)
@@ -92,9 +92,9 @@ def test_yunet_is_the_default_and_finds_a_real_face_with_a_confidence():
 
 def test_a_small_face_is_found_by_the_second_finer_pass():
     frame = Image.new("RGB", (1280, 960), (90, 110, 100))
-    frame.paste(_astronaut().resize((200, 200)), (900, 600))  # face ~40 px: 10 px in the 320 px copy, 20 px at 640
+    frame.paste(_astronaut().resize((200, 200)), (900, 600))  # face ~40 px: 8 px in the 256 px copy, 20 px at 640
     detector = faces.face_detector("yunet")
-    assert detector._detect_at(frame, 320 / 1280) == []
+    assert detector._detect_at(frame, faces.YUNET_COARSE_SIDE / 1280) == []
     found = faces.detect_faces(frame)
     expected = (900 + 175 * 200 // 512, 600 + 55 * 200 // 512, 100 * 200 // 512, 125 * 200 // 512)
     assert len(found) == 1 and _overlap(found[0].box, expected) > 0.4, (found, expected)

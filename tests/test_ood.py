@@ -58,7 +58,11 @@ def test_statistics_are_channel_means_and_standard_deviations():
     stats = ood.stage_statistics(maps)
     assert stats.shape == (2, 6)
     np.testing.assert_allclose(stats[:, :3], maps.numpy().mean(axis=(2, 3)))
-    np.testing.assert_allclose(stats[:, 3:], maps.numpy().std(axis=(2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(stats[:, 3:], maps.numpy().std(axis=(2, 3)), rtol=1e-4)
+    rng = np.random.default_rng(3)
+    wide = rng.gamma(2.0, 1.5, size=(2, 64, 7, 9)).astype(np.float32)  # post-ReLU-like values, channels_last too
+    tensor = torch.from_numpy(wide).contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(ood.stage_statistics(tensor)[:, 64:], wide.astype(np.float64).std(axis=(2, 3)), rtol=1e-4)
     assert torch.equal(ood.stage_statistics(torch.ones(2, 5)), torch.ones(2, 5))
 
 
