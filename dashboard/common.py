@@ -79,11 +79,11 @@ def search_checkpoint_of(path: str) -> str | None:
     return resolved if resolved and header(resolved)["model"].get("type") == "masked-resnet" else None
 
 
-@st.cache_resource(show_spinner="loading the model...", max_entries=8)
-def _model(path: str, stamp: float, serve: bool):
+@st.cache_resource(show_spinner="loading the model (ONNX Runtime: exported once, then cached)...", max_entries=12)
+def _model(path: str, stamp: float, serve: bool, runtime: str = "torch"):
     import core
 
-    return core.load_model(path, serve=serve)
+    return core.load_model(path, serve=serve, runtime=runtime)
 
 
 def model(path: str):
@@ -95,12 +95,13 @@ def model(path: str):
     return _model(str(resolved), resolved.stat().st_mtime, False)
 
 
-def served_model(path: str):
-    """A checkpoint's model as it serves (BatchNorm folded, channels_last): for verdicts, not for gradients."""
+def served_model(path: str, runtime: str = "torch"):
+    """A checkpoint's model as it serves (BatchNorm folded, channels_last; or ONNX Runtime through its cached export):
+    for verdicts, not for gradients."""
     from core.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
-    return _model(str(resolved), resolved.stat().st_mtime, True)
+    return _model(str(resolved), resolved.stat().st_mtime, True, runtime)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

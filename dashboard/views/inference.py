@@ -35,6 +35,10 @@ face_crop = options[0].toggle("Crop the face", value=True, key="inference_crop",
 show_grad_cam = options[1].toggle("Grad-CAM", value=True, key="inference_gradcam")
 stage = options[2].selectbox("Grad-CAM stage", STAGES, index=STAGES.index(DEFAULT_STAGE), key="inference_stage",
                              disabled=not show_grad_cam, help="at 64 px input layer4 is 2x2 and layer3 4x4")
+SERVING = {"PyTorch (BatchNorm folded)": "torch", "ONNX Runtime": "onnx"}
+serving = st.radio("Verdicts run in", list(SERVING), horizontal=True, key="inference_serving",
+                   help="how core.load_model serves the checkpoint; ONNX Runtime is faster on small inputs (its export "
+                        "is made once per checkpoint and cached); Grad-CAM always runs in PyTorch")
 runtimes = st.multiselect("Also run", DEPLOYED_RUNTIMES, key="inference_runtimes",
                           help="the picked checkpoints exported to ONNX (onnxruntime, CPU) and quantised to int8, "
                                f"calibrated on {CALIBRATION_IMAGES} training images of each checkpoint's dataset; "
@@ -92,7 +96,7 @@ def _show_runtimes(result: dict, exports: dict[tuple[str, str], dict]) -> None:
 
 def _show_verdicts(image: Image.Image, caption: str) -> None:
     exports = _exports()
-    models = {name: served_model(choices[name]) for name in picked}  # BatchNorm folded: the verdicts at serving speed
+    models = {name: served_model(choices[name], SERVING[serving]) for name in picked}  # the verdicts at serving speed
     deployed_models = {f"{name} · {runtime}": model(record["path"]) for (name, runtime), record in exports.items()}
     oods = {name: ood_model(choices[name]) for name in picked}
     result = predict_models({**models, **deployed_models}, image, face_crop=face_crop, oods=oods)
