@@ -31,13 +31,15 @@ def test_round_trip_and_load_model(tmp_path):
     model = build_model("resnet-tiny").eval()
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, model, _header())
-    loaded = core.load_model(path)
+    loaded = core.load_model(path, serve=False)  # the trained form: bit-identical
     assert not loaded.training
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert loaded.header["metrics"]["val_accuracy"] == 0.9
     assert loaded.preprocess.transforms[1].size == [32, 32]
     assert read_header(path)["format_version"] == 1
+    served = core.load_model(path)  # the default: as served, the same logits up to float rounding
+    torch.testing.assert_close(served(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_fp16_checkpoint_loads_into_fp32(tmp_path):

@@ -119,7 +119,7 @@ def test_pruned_network_round_trips_through_its_spec(tmp_path):
     header = {"model": {"type": "pruned-net", "arch": "efficientnet_lite0", "shapes": layer_shapes(model)}, "image_size": 32,
               "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     save_checkpoint(tmp_path / "pruned.safetensors", model, header)
-    loaded = core.load_model(tmp_path / "pruned.safetensors")
+    loaded = core.load_model(tmp_path / "pruned.safetensors", serve=False)  # profiled as trained: BatchNorms counted
     with torch.no_grad():
         assert (loaded(images) - model(images)).abs().max() <= 1e-5
     assert profile_model(loaded, 32) == profile_model(model, 32)
@@ -150,10 +150,10 @@ def test_pruned_checkpoint_passes_parity_and_profile(pruning_steps, tmp_path):
         result = _cli("export", str(second.run_dir), "--format", fmt, "--out", str(tmp_path / f"pruned.{fmt}"))
         assert result["kind"] == "pruned-net" and result["max_abs_diff"] <= 1e-5
     profile = _cli("profile", str(second.run_dir))
-    loaded = core.load_model(second.run_dir)
+    loaded = core.load_model(second.run_dir, serve=False)
     assert (profile["params"], profile["macs"]) == (result["params"], result["macs"])
     assert {k: profile[k] for k in ("params", "macs")} == {k: profile_model(loaded, 32)[k] for k in ("params", "macs")}
-    macs, params = thop.profile(core.load_model(second.run_dir), inputs=(torch.zeros(1, 3, 32, 32),), verbose=False)
+    macs, params = thop.profile(core.load_model(second.run_dir, serve=False), inputs=(torch.zeros(1, 3, 32, 32),), verbose=False)
     assert (profile["params"], profile["macs"]) == (int(params), int(macs))
     header = loaded.header["structured_pruning"]
     assert profile["kind"] == "pruned-net" and profile["macs_reduction"] == pytest.approx(header["macs_reduction"])

@@ -52,8 +52,8 @@ def served(model: nn.Module) -> nn.Module:
     from core.models.resnet import fold_batch_norms
 
     header = getattr(model, "header", None) or {}
-    if header.get("model", {}).get("type") not in SERVED_TYPES:
-        return model
+    if header.get("model", {}).get("type") not in SERVED_TYPES or next(model.parameters(), None) is None:
+        return model  # a graph run elsewhere (ONNX Runtime) has no PyTorch weights to fold
     folded = fold_batch_norms(model).to(memory_format=torch.channels_last)
     folded.register_forward_pre_hook(_channels_last_input)
     folded.served = True
