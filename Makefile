@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test test-all lint check-layers docs ci synth teacher clean-data
+.PHONY: install run test test-all lint check-layers docs ci synth teacher clean-data tensorboard
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ run: install
 	$(PY) -m core data synth --if-missing
 	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
+
+# every run's TensorBoard event files (runs/<run>/events), on http://127.0.0.1:6006
+RUNS ?= runs
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"

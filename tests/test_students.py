@@ -70,6 +70,14 @@ def test_student_run_records_the_mask_history(student_run):
     assert header["model"]["type"] == "masked-resnet" and header["method"] == method
     assert header["pruning"]["active_filters"] == [r for r in run.metrics("epoch") if
                                                    r["val_accuracy"] == header["metrics"]["val_accuracy"]][0]["active_filters"]
+    # the same history in TensorBoard: per-epoch pruning scalars and the keep-probability histogram, per-step terms
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "events"), size_guidance={"histograms": 0, "scalars": 0})  # 0: keep all
+    events.Reload()
+    assert [e.value for e in events.Scalars("pruning/temperature")] == pytest.approx([r["temperature"] for r in epochs])
+    assert len(events.Scalars("pruning/macs_reduction")) == 3 and len(events.Scalars("train/prune")) == len(steps)
+    assert len(events.Histograms("pruning/keep_probability_per_layer")) == 3
 
 
 @pytest.mark.parametrize("fmt", ["pt", "onnx", "safetensors"])

@@ -145,3 +145,20 @@ def test_optimisers_are_fused_and_give_the_default_update(optimizer):
             opt.step()
     for a, b in zip(params, twins, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_mesonet_run_writes_tensorboard_events_its_reader_loads(tiny_benchmark, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(_config(tmp_path, arch="mesonet", epochs=2, max_train_samples=64), progress=False)
+    events = EventAccumulator(str(result.run_dir / "events"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/accuracy", "val/auc", "train/epoch_loss", "test/accuracy"} <= tags, tags
+    losses, accuracies = events.Scalars("train/loss"), events.Scalars("val/accuracy")
+    assert len(losses) >= 2 and len(accuracies) == 2
+    # the same numbers as metrics.jsonl, the one home of every record
+    run = Run.open(result.run_dir)
+    assert [round(e.value, 5) for e in accuracies] == [round(r["val_accuracy"], 5) for r in run.metrics("epoch")]
+    assert [e.value for e in losses] == pytest.approx([r["loss"] for r in run.metrics("step")], rel=1e-6)
+    assert events.Scalars("test/accuracy")[0].value == pytest.approx(run.metrics("test")[0]["accuracy"])

@@ -63,6 +63,7 @@ from core.pruning.flops import profile_model
 from core.runs import Run, default_runs_dir, find_run
 from core.training import distributed
 from core.training.distributed import default_device
+from core.training.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +410,13 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     steps_per_epoch = -(-len(train_set) // (config.batch_size * context.world_size))
     skipped_total, skipped_reasons = 0, {}
     guard = NonFiniteGuard(config, device, context, nonfinite_in_a_row)
+    events = EventLog(run.dir, steps_per_epoch, purge_epoch=start_epoch) if main else None  # TensorBoard, rank 0
+
+    def log(record: dict) -> None:
+        """A metrics record into metrics.jsonl (its one home) and into the TensorBoard events."""
+        run.append_metrics(record)
+        if events is not None:
+            events.record(record)
 
     # --- epochs --------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs if stopped_early is None else start_epoch):
@@ -454,7 +462,7 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
                     "lr": optimizer.param_groups[0]["lr"],
                     "images_per_s": seen / (time.perf_counter() - started),
                 }
-                run.append_metrics(record)
+                log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
         guard.check(epoch)  # before validation and checkpoints: weights a non-finite loss touched are never saved
         scheduler.step()
@@ -494,7 +502,7 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
         # The trainer state holds the weights too: one atomic file, written last, is the consistent resume
         # point, so a kill anywhere before it repeats this epoch (its metrics records are dropped on resume).
-        run.append_metrics(epoch_record)
+        log(epoch_record)
         save_checkpoint(run.last_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         if improved:
             save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
@@ -523,7 +531,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     if not test_samples:  # the data declares no test split: nothing to test on, and the run says so
         test_record = {"type": "test", "split": "test", "n": 0, "skipped": 0, "skipped_reasons": {},
                        "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
-        run.append_metrics(test_record)
+        log(test_record)
+        events.close()
         run.log(f"no test: {dataset.describe('test')}")
         state, best_header = load_checkpoint(run.best_checkpoint)
         deployable = method.deployable(model)
@@ -552,7 +561,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     ood = _fit_ood(run, method, deployable, train_samples, val_samples, test_samples, evaluation, device, progress)
     if ood is not None:
         test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
-    run.append_metrics(test_record)
+    log(test_record)
+    events.close()
     final_header = {**best_header, "metrics": final_metrics, **({"ood": ood.record()} if ood is not None else {})}
     save_checkpoint(run.best_checkpoint, deployable, final_header, extra=None if ood is None else ood.tensors())
     _report(run, dataset, test_samples, test)
