@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from bench import register_benchmark, target
+from core.data.faces import iou
 
 DETECTOR_NAMES = ("yunet", "haar")
 THREADS = 2  # cv2 and torch, set for the run and restored after it
@@ -169,8 +170,7 @@ def _hit(boxes: list[tuple], truth: tuple | None, rule: str) -> bool:
             if holds(box, centre) and w * h <= CENTRE_MAX_AREA * tw * th:
                 return True
             continue
-        overlap = max(0.0, min(x + w, tx + tw) - max(x, tx)) * max(0.0, min(y + h, ty + th) - max(y, ty))
-        if overlap / (w * h + tw * th - overlap) >= IOU_HIT or (holds(box, centre) and holds(truth, (x + w / 2, y + h / 2))):
+        if iou(box, truth) >= IOU_HIT or (holds(box, centre) and holds(truth, (x + w / 2, y + h / 2))):
             return True
     return False
 

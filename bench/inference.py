@@ -145,8 +145,9 @@ def bench_inference(smoke: bool) -> dict:
         for batch, (repeats, warmup) in batches.items():
             measured = measure_latency(models, size, batch=batch, repeats=repeats, warmup=warmup)
             raw[f"b{batch}"], medians[f"b{batch}"] = _timings(measured)
-        serving = _serving(teacher, students["pearson"][1], students["pearson"][2], size, Path(scratch) / "serving",
-                           with_onnx, smoke)
+        # the ONNX Runtime student of the serving comparison is the fp32 export made above (one export, not two)
+        serving = _serving(teacher, students["pearson"][1], students["pearson"][2], size,
+                           Path(scratch) / "pearson" / "fp32.onnx" if with_onnx else None, smoke)
     ratios, targets = {}, {}
     for batch in batches:
         b = medians[f"b{batch}"]
@@ -197,12 +198,12 @@ SERVED_SPEEDUP_TARGET = 5.0  # issue 21: the compact Pearson student as core.loa
 ONNX_SPEEDUP_TARGET = 8.0  # the same student in ONNX Runtime
 
 
-def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, folder: Path, with_onnx: bool,
+def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, onnx_path: Path | None,
              smoke: bool) -> dict:
     """Batch 1 as a user gets it from ``core.load_model``: the served student (BatchNorm folded, channels_last) against
     the served teacher and the plain eager one (NCHW, BatchNorm), at torch's default thread count and at 1 thread;
     with the student padded to multiples of 8 filters (``export --round-to 8``) and in ONNX Runtime (fp32)."""
-    from core.deploy.onnx import deployed_header, load_onnx, write_onnx
+    from core.deploy.onnx import load_onnx
     from core.evaluation.latency import measure_latency
     from core.models.loading import served
     from core.pruning.surgery import pad_compact
@@ -212,10 +213,6 @@ def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, fo
     compact.header = header
     padded = pad_compact(compact, 8)
     padded.header = {**header, "model": {**header["model"], "active_filters": padded.active_filters}}
-    onnx_path = folder / "student.onnx"
-    if with_onnx:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_onnx(compact, {**deployed_header(header), "image_size": size, "deploy": {"format": "onnx"}}, size, onnx_path)
     default_threads = torch.get_num_threads()
     repeats, warmup = (3, 1) if smoke else (30, 3)
     medians, raw, ratios, thread_counts = {}, {}, {}, []
@@ -224,7 +221,7 @@ def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, fo
         thread_counts.append(key)
         contenders = {"eager teacher": teacher, "served teacher": served(teacher), "served student": served(compact),
                       "served student, round-to 8": served(padded)}
-        if with_onnx:
+        if onnx_path is not None:
             contenders["ONNX Runtime student"] = load_onnx(onnx_path, threads=threads)
         with torch.inference_mode():
             measured = measure_latency(contenders, size, batch=1, repeats=repeats, warmup=warmup, threads=threads)
@@ -234,7 +231,7 @@ def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, fo
                        "served student vs eager teacher": m["eager teacher"] / m["served student"],
                        "served teacher vs eager teacher": m["eager teacher"] / m["served teacher"],
                        "round-to 8 vs served student": m["served student"] / m["served student, round-to 8"]}
-        if with_onnx:
+        if onnx_path is not None:
             ratios[key]["ONNX Runtime student vs served teacher"] = m["served teacher"] / m["ONNX Runtime student"]
             ratios[key]["ONNX Runtime student vs eager teacher"] = m["eager teacher"] / m["ONNX Runtime student"]
     return {"threads": thread_counts, "default_threads": default_threads, "batch": 1, "image_size": size,

@@ -216,6 +216,15 @@ def detect_faces(image: Image.Image, detector: str = "auto", **options) -> list[
     return face_detector(detector, **options)(image)
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
 def scale_box(box: Box, factor: float, size: tuple[int, int]) -> Box:
     """``box`` multiplied by ``factor`` (detection copy -> full resolution), rounded and clipped to ``size``."""
     x, y, w, h = (round(v * factor) for v in box)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.data.faces import DETECTORS, YUNET_SCORE_THRESHOLD, Box, Face, detect_faces, square_around
+from core.data.faces import DETECTORS, YUNET_SCORE_THRESHOLD, Box, Face, detect_faces, iou, resolve_detector_name, square_around
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 STRATEGIES = ("fixed_num_frames", "fixed_stride")
@@ -72,8 +72,6 @@ class FaceOptions:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces of ``image`` with these options' detector."""
-        from core.data.faces import resolve_detector_name
-
         if resolve_detector_name(self.detector) == "yunet":
             return detect_faces(image, "yunet", score_threshold=self.score_threshold)
         return detect_faces(image, "haar", scale_factor=self.scale_factor, min_neighbors=self.min_neighbors)
@@ -172,14 +170,6 @@ def crop_box_of(face: Box, size: tuple[int, int], options: FaceOptions = FaceOpt
     return square_around(face, size, (options.crop_scale - 1) / 2)  # square_around adds margin x side on each side
 
 
-def _iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / (aw * ah + bw * bh - w * h)
-
-
 TRACK_IOU = 0.3  # a face in the next sampled frame overlapping this much is the same face
 
 
@@ -195,7 +185,7 @@ def smooth_tracks(detections: dict[int, list[Face]], radius: int = 1) -> dict[in
     for position, index in enumerate(order):
         previous = detections[order[position - 1]] if position else []
         for number, face in enumerate(detections[index]):
-            scores = [(_iou(face.box, other.box), k) for k, other in enumerate(previous)]
+            scores = [(iou(face.box, other.box), k) for k, other in enumerate(previous)]
             best = max(scores, default=(0.0, -1))
             if best[0] >= TRACK_IOU and (order[position - 1], best[1]) in track_of:
                 track = track_of[(order[position - 1], best[1])]

@@ -189,6 +189,9 @@ class OnnxModel(nn.Module):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # stages whose out-of-distribution statistics the graph outputs (a serving export's; else none)
+        self.statistics = [o.name.removeprefix(STATISTICS_PREFIX) for o in self.session.get_outputs()
+                           if o.name.startswith(STATISTICS_PREFIX)]
         self.header = header
         norm = header["normalization"]
         self.preprocess = eval_transform(header["image_size"], Normalization(tuple(norm["mean"]), tuple(norm["std"])))
@@ -201,11 +204,6 @@ class OnnxModel(nn.Module):
         (logits,) = self.session.run([OUTPUT], {INPUT: images.detach().to("cpu", torch.float32).contiguous().numpy()})
         return torch.from_numpy(logits).to(images.device)
 
-    @property
-    def statistics(self) -> list[str]:
-        """Stages whose out-of-distribution statistics the graph outputs (a serving export's; else none)."""
-        return [o.name.removeprefix(STATISTICS_PREFIX) for o in self.session.get_outputs()
-                if o.name.startswith(STATISTICS_PREFIX)]
 
     def forward_with_statistics(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(logits, {stage: statistics})`` in one run of the graph."""

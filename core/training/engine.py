@@ -527,24 +527,22 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     if not main:  # rank 0 tests the best checkpoint and shares the result
         return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
 
-    # --- test the best checkpoint ------------------------------------------------------
+    # --- the best checkpoint: its out-of-distribution model, then its test ---------------
+    state, best_header = load_checkpoint(run.best_checkpoint)
+    deployable = method.deployable(model)
+    load_state_into(deployable, state, str(run.best_checkpoint))
+    ood = _fit_ood(run, method, deployable, train_samples, val_samples, test_samples, evaluation, device, progress)
+    ood_header, ood_tensors = ({}, None) if ood is None else ({"ood": ood.record()}, ood.tensors())
     if not test_samples:  # the data declares no test split: nothing to test on, and the run says so
         test_record = {"type": "test", "split": "test", "n": 0, "skipped": 0, "skipped_reasons": {},
                        "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
         log(test_record)
         events.close()
         run.log(f"no test: {dataset.describe('test')}")
-        state, best_header = load_checkpoint(run.best_checkpoint)
-        deployable = method.deployable(model)
-        load_state_into(deployable, state, str(run.best_checkpoint))
-        ood = _fit_ood(run, method, deployable, train_samples, val_samples, [], evaluation, device, progress)
         if ood is not None:
-            save_checkpoint(run.best_checkpoint, deployable, {**best_header, "ood": ood.record()}, extra=ood.tensors())
+            save_checkpoint(run.best_checkpoint, deployable, {**best_header, **ood_header}, extra=ood_tensors)
         distributed.broadcast(test_record, context)
         return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
-    state, best_header = load_checkpoint(run.best_checkpoint)
-    deployable = method.deployable(model)
-    load_state_into(deployable, state, str(run.best_checkpoint))
     test = predict(deployable, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
                    method.predict_logits, desc="test")
     test_metrics = classification_metrics(test.labels, test.probabilities)
@@ -558,13 +556,11 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     }
     final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
                      "test_eer": test_metrics["eer"]}
-    ood = _fit_ood(run, method, deployable, train_samples, val_samples, test_samples, evaluation, device, progress)
     if ood is not None:
         test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
     log(test_record)
     events.close()
-    final_header = {**best_header, "metrics": final_metrics, **({"ood": ood.record()} if ood is not None else {})}
-    save_checkpoint(run.best_checkpoint, deployable, final_header, extra=None if ood is None else ood.tensors())
+    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics, **ood_header}, extra=ood_tensors)
     _report(run, dataset, test_samples, test)
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     distributed.broadcast(test_record, context)

@@ -58,7 +58,8 @@ class EventLog:
             for key in ("accuracy", "auc", "eer", "ood_test_in_distribution"):
                 if _is_number(record.get(key)):
                     self.writer.add_scalar(f"test/{key.removeprefix('ood_test_')}", record[key], step)
-        self.writer.flush() if kind in ("epoch", "test") else None
+        if kind in ("epoch", "test"):
+            self.writer.flush()
 
     def close(self) -> None:
         self.writer.flush()
