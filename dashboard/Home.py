@@ -22,6 +22,7 @@ st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
 PAGES = [
     st.Page(str(DASHBOARD / "views" / "overview.py"), title="Overview", icon=":material/home:", default=True),
     st.Page(str(DASHBOARD / "views" / "runs.py"), title="Runs & checkpoints", icon=":material/table:"),
+    st.Page(str(DASHBOARD / "views" / "curves.py"), title="Training curves", icon=":material/show_chart:"),
     st.Page(str(DASHBOARD / "views" / "data.py"), title="Data", icon=":material/dataset:"),
     st.Page(str(DASHBOARD / "views" / "pruning.py"), title="Pruning", icon=":material/content_cut:"),
     st.Page(str(DASHBOARD / "views" / "tickets.py"), title="Lottery tickets", icon=":material/confirmation_number:"),
