@@ -194,6 +194,13 @@ class Run:
         return row
 
 
+def history_entry(record: dict) -> dict:
+    """An epoch record of ``metrics.jsonl`` as one entry of a checkpoint header's ``history``: its numbers only
+    (losses, validation metrics, τ, active fraction, reductions, lr, images/s), not the per-layer lists."""
+    return {key: value for key, value in record.items()
+            if key not in ("type", "time", "epochs") and isinstance(value, int | float) and not isinstance(value, bool)}
+
+
 def list_runs(runs_dir: str | os.PathLike) -> list[Run]:
     """Every run directory under ``runs_dir``, newest first."""
     runs_dir = Path(runs_dir)

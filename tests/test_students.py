@@ -78,6 +78,18 @@ def test_student_run_records_the_mask_history(student_run):
     assert [e.value for e in events.Scalars("pruning/temperature")] == pytest.approx([r["temperature"] for r in epochs])
     assert len(events.Scalars("pruning/macs_reduction")) == 3 and len(events.Scalars("train/prune")) == len(steps)
     assert len(events.Histograms("pruning/keep_probability_per_layer")) == 3
+    # one histogram of every filter's keep probability per stage per epoch (resnet-tiny: 4 stages of 2 x 8.. filters)
+    stages = sorted(tag for tag in events.Tags()["histograms"] if tag.startswith("pruning/keep_probability/"))
+    assert stages == [f"pruning/keep_probability/layer{i}" for i in range(1, 5)]
+    last = events.Histograms("pruning/keep_probability/layer1")[-1].histogram_value
+    channels = header["pruning"]["channels"]
+    assert len(events.Histograms("pruning/keep_probability/layer1")) == 3 and last.num == sum(channels[:2])
+    assert 0 <= last.min <= last.max <= 1
+    assert {"test/roc", "pruning/active_filters"} <= set(events.Tags()["images"])
+    # the header's history is the epoch records' numbers (the Training curves page reads it when the run is gone)
+    assert [h["val_accuracy"] for h in header["history"]] == [r["val_accuracy"] for r in epochs]
+    assert [h["temperature"] for h in header["history"]] == [r["temperature"] for r in epochs]
+    assert {"train_bce", "train_kd", "train_rl"} <= set(header["history"][0]) and "keep_probability" not in header["history"][0]
 
 
 @pytest.mark.parametrize("fmt", ["pt", "onnx", "safetensors"])

@@ -162,3 +162,23 @@ def test_a_mesonet_run_writes_tensorboard_events_its_reader_loads(tiny_benchmark
     assert [round(e.value, 5) for e in accuracies] == [round(r["val_accuracy"], 5) for r in run.metrics("epoch")]
     assert [e.value for e in losses] == pytest.approx([r["loss"] for r in run.metrics("step")], rel=1e-6)
     assert events.Scalars("test/accuracy")[0].value == pytest.approx(run.metrics("test")[0]["accuracy"])
+    assert events.Tags()["images"] == ["test/roc"]  # a teacher: the ROC image, no active-filter bars
+    roc = events.Images("test/roc")[0]
+    assert roc.width > 100 and roc.height > 100 and roc.encoded_image_string[:4] == b"\x89PNG"
+    # the epoch's mean loss: the mean over every step, which the logged steps (log_every 1 here) all are
+    epochs = run.metrics("epoch")
+    steps = run.metrics("step")
+    for record in epochs:
+        logged = [s for s in steps if s["epoch"] == record["epoch"]]
+        assert record["train_bce"] == pytest.approx(record["train_loss"], rel=1e-5)  # a teacher's loss is its BCE
+        assert record["train_loss"] == pytest.approx(
+            sum(s["loss"] for s in logged) / len(logged), rel=1e-5)  # 64 images in equal batches of 16
+    # the best checkpoint carries the whole history, and the curves read it from there once the run is gone
+    from core.evaluation.curves import checkpoint_curves, curves_of
+
+    header = core.load_model(result.run_dir, serve=False).header
+    assert [h["val_accuracy"] for h in header["history"]] == [r["val_accuracy"] for r in epochs]
+    live, stored = curves_of(result.run_dir), checkpoint_curves(result.run_dir / "best.safetensors")
+    assert [r["epoch"] for r in live.epochs] == [1, 2] and live.status == "finished" and live.loss_terms[0] == "loss"
+    assert [r["val_accuracy"] for r in stored.epochs] == [r["val_accuracy"] for r in live.epochs] and not stored.note
+    assert [r["global_step"] for r in live.epochs] == [s["global_step"] for s in live.steps if s["epoch"] % 1 == 0]

@@ -86,3 +86,7 @@ class Method:
     def header_extras(self, model: nn.Module, config: TrainConfig, summary: dict) -> dict:
         """Extra checkpoint-header fields, given this epoch's summary."""
         return {}
+
+    def keep_probability_by_stage(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every filter's keep probability, grouped by network stage (masked students; TensorBoard histograms)."""
+        return {}

@@ -327,6 +327,13 @@ class MaskedStudentMethod(Method):
             **model.penalty.summary(),
         }
 
+    def keep_probability_by_stage(self, model: Distiller) -> dict[str, torch.Tensor]:
+        student = model.student
+        by_stage: dict[str, list[torch.Tensor]] = {}
+        for layer, keep in zip(student.layers, student.sampler.split(student.sampler.keep_probability()), strict=True):
+            by_stage.setdefault(layer.name.split(".")[0], []).append(keep.detach().float().cpu())
+        return {stage: torch.cat(values) for stage, values in by_stage.items()}
+
     def header_extras(self, model: Distiller, config: TrainConfig, summary: dict) -> dict:
         student = model.student
         return {

@@ -60,7 +60,7 @@ from core.io import WriteError, cache_dir, pause_point
 from core.methods import Method, create_method
 from core.models.resnet import ARCHITECTURES
 from core.pruning.flops import profile_model
-from core.runs import Run, default_runs_dir, find_run
+from core.runs import Run, default_runs_dir, find_run, history_entry
 from core.training import distributed
 from core.training.distributed import default_device
 from core.training.events import EventLog
@@ -388,8 +388,10 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
             run.log(f"resumed after epoch {start_epoch}")
         if start_epoch and _stop_early(config, stale_epochs, context):
             stopped_early = start_epoch  # killed between the last checkpoint and the stop: go straight to the test
+    history = []  # the per-epoch records every checkpoint header carries (the Training curves page reads them)
     if main:
         run.truncate_metrics(from_epoch=start_epoch)
+        history = [history_entry(record) for record in run.metrics("epoch")]
     # DDP broadcasts rank 0's weights here, so every rank starts (and stays) identical
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if context.enabled else model
@@ -430,6 +432,7 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
                             drop_last=False, pin_memory=device.type == "cuda")
         model.train()
         started, seen, loss_sum, loss_count = time.perf_counter(), 0, torch.zeros((), device=device), 0
+        term_sums: dict[str, torch.Tensor] = {}  # each loss term summed over the epoch, on the device (no sync per step)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
         for step, batch in enumerate(bar):
             skipped_total += batch["skipped"]
@@ -451,6 +454,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
             pause_point("step")
             seen += len(labels) * context.world_size
             loss_sum += loss.detach() * len(labels)
+            for name, value in terms.items():
+                term_sums[name] = term_sums.get(name, 0) + torch.as_tensor(value).detach().float() * len(labels)
             loss_count += len(labels)
             log_step = (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch
             if log_step:
@@ -482,6 +487,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         epoch_record = {
             "type": "epoch", "epoch": epoch, "epochs": config.epochs,
             "train_loss": float(loss_sum) / max(loss_count, 1),
+            **{f"train_{name}": float(total) / max(loss_count, 1) for name, total in term_sums.items()
+               if name not in ("loss", "seconds")},
             "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
             "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
             "skipped": skipped_total + val.skipped,
@@ -495,6 +502,9 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         summary = method.epoch_summary(model)
         epoch_record.update(summary)
         header.update(method.header_extras(model, config, summary))
+        history.append(history_entry(epoch_record))
+        header["history"] = history
+        events.keep_probabilities(method.keep_probability_by_stage(model), epoch)
         improved = val_metrics["accuracy"] > best_accuracy
         if improved:
             best_accuracy = val_metrics["accuracy"]
@@ -539,8 +549,7 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         log(test_record)
         events.close()
         run.log(f"no test: {dataset.describe('test')}")
-        if ood is not None:
-            save_checkpoint(run.best_checkpoint, deployable, {**best_header, **ood_header}, extra=ood_tensors)
+        save_checkpoint(run.best_checkpoint, deployable, {**best_header, **ood_header, "history": history}, extra=ood_tensors)
         distributed.broadcast(test_record, context)
         return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
     test = predict(deployable, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
@@ -559,8 +568,10 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     if ood is not None:
         test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
     log(test_record)
+    events.final_images(test.labels, test.probabilities, best_header.get("pruning"))
     events.close()
-    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics, **ood_header}, extra=ood_tensors)
+    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics, **ood_header, "history": history},
+                    extra=ood_tensors)
     _report(run, dataset, test_samples, test)
     run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
     distributed.broadcast(test_record, context)

@@ -9,7 +9,12 @@ every run as it trains:
   training loss and images/s;
 - ``pruning/*`` per epoch for pruning methods: every number their epoch summary holds (τ as ``temperature``, the
   active fraction, MACs and params reductions, ...), and a histogram of the per-layer keep probabilities;
-- ``test/*`` once, at the end (x = the last epoch): accuracy, AUC, EER, and the share of test images in distribution.
+- ``train/epoch_<term>`` per epoch: the epoch's mean of each loss term;
+- ``pruning/keep_probability/<stage>`` per epoch for masked students: a histogram of every filter's keep probability
+  in each stage (``layer1`` ... ``layer4``);
+- ``test/*`` once, at the end (x = the last epoch): accuracy, AUC, EER, and the share of test images in distribution;
+  and two images: ``test/roc`` (the test ROC curve) and, for pruned students, ``pruning/active_filters`` (the
+  per-layer share of filters the best checkpoint keeps).
 
 Only rank 0 writes. On resume the writer purges what comes after the resume point, so an epoch that a killed run
 repeats is not drawn twice.
@@ -52,7 +57,7 @@ class EventLog:
                     if key == "keep_probability" and isinstance(value, list) and value:
                         self.writer.add_histogram("pruning/keep_probability_per_layer", _tensor(value), step)
                     continue
-                self.writer.add_scalar(_VAL.get(key, f"pruning/{key}"), value, step)
+                self.writer.add_scalar(_epoch_tag(key), value, step)
         elif kind == "test":
             step = self.last_epoch * self.steps_per_epoch
             for key in ("accuracy", "auc", "eer", "ood_test_in_distribution"):
@@ -61,9 +66,62 @@ class EventLog:
         if kind in ("epoch", "test"):
             self.writer.flush()
 
+    def keep_probabilities(self, by_stage: dict, epoch: int) -> None:
+        """One histogram per stage of every filter's keep probability after ``epoch`` (0-based) epochs."""
+        for stage, values in by_stage.items():
+            self.writer.add_histogram(f"pruning/keep_probability/{stage}", values, (epoch + 1) * self.steps_per_epoch)
+
+    def final_images(self, labels, probabilities, pruning: dict | None) -> None:
+        """The test ROC curve and (pruned students) the per-layer active-filter bars, as images at the last step."""
+        step = self.last_epoch * self.steps_per_epoch
+        if len(set(labels.tolist())) == 2:
+            self.writer.add_figure("test/roc", roc_figure(labels, probabilities), step)
+        if pruning and pruning.get("active_filters"):
+            self.writer.add_figure("pruning/active_filters", active_filters_figure(pruning), step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def _epoch_tag(key: str) -> str:
+    """An epoch record's key as a TensorBoard tag: validation numbers, the epoch's loss terms, else pruning."""
+    if key in _VAL:
+        return _VAL[key]
+    if key.startswith("train_"):  # the epoch's mean of a loss term (train_bce, train_kd, ...)
+        return f"train/epoch_{key.removeprefix('train_')}"
+    return f"pruning/{key}"
+
+
+def roc_figure(labels, probabilities):
+    """Matplotlib figure of one ROC curve with its AUC (TensorBoard renders figures as images)."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    figure = Figure(figsize=(4.5, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, probabilities):.3f}")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axes.set(xlabel="false-positive rate", ylabel="true-positive rate", title="Test ROC", xlim=(0, 1), ylim=(0, 1.01))
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def active_filters_figure(pruning: dict):
+    """Matplotlib bars: the share of each layer's filters that the checkpoint keeps (header ``pruning`` record)."""
+    from matplotlib.figure import Figure
+
+    percent = [100 * a / c for a, c in zip(pruning["active_filters"], pruning["channels"], strict=True)]
+    figure = Figure(figsize=(max(6.0, 0.18 * len(percent)), 3.5), dpi=100)
+    axes = figure.subplots()
+    axes.bar(range(len(percent)), percent)
+    axes.set_xticks(range(len(percent)), pruning["layers"], rotation=90, fontsize=6)
+    axes.set(ylabel="% of filters kept", ylim=(0, 100), title="Active filters per layer")
+    figure.tight_layout()
+    return figure
 
 
 def _is_number(value) -> bool:
