@@ -51,20 +51,26 @@ def run_rows(runs_dir: Path | None = None) -> list[dict]:
     return rows
 
 
-def ticket_rows(runs_dir: Path | None = None) -> list[dict]:
-    """One row per finished lottery-ticket run: chain, round, sparsity, surviving parameters, test metrics."""
+SHIPPED_TICKETS = SHIPPED_DIR / "tickets"  # a shipped lottery-ticket chain: one checkpoint per round
+
+
+def ticket_rows(runs_dir: Path | None = None, shipped: Path = SHIPPED_TICKETS) -> list[dict]:
+    """One row per finished lottery-ticket run, and per shipped ticket checkpoint: chain, round, sparsity, surviving
+    parameters, test metrics."""
     from core.checkpoint import resolve_checkpoint
 
+    sources = [(run.dir.name, run.dir) for run in list_runs(runs_dir or default_runs_dir())]
+    sources += [(path.stem, path) for path in sorted(Path(shipped).glob("*.safetensors")) if ".ood." not in path.name]
     rows = []
-    for run in list_runs(runs_dir or default_runs_dir()):
+    for name, source in sources:
         try:
-            header = read_header(resolve_checkpoint(run.dir))
+            header = read_header(resolve_checkpoint(source))
         except (CheckpointError, OSError):
             continue
         if "lth" not in header:
             continue
         ticket, metrics = header["lth"], header.get("metrics", {})
-        rows.append({"run": run.dir.name, "path": str(run.dir), "arch": header["model"]["arch"], "dataset": header.get("dataset"),
+        rows.append({"run": name, "path": str(source), "arch": header["model"]["arch"], "dataset": header.get("dataset"),
                      "chain": ticket.get("chain", ""), "round": ticket.get("round", 0), "sparsity": ticket["sparsity"],
                      "surviving_params": ticket["surviving_params"], "dense_params": ticket["dense_params"],
                      "test_accuracy": metrics.get("test_accuracy"), "test_auc": metrics.get("test_auc")})

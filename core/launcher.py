@@ -1,57 +1,181 @@
-"""Launch, watch and cancel training runs from another process (the dashboard's sidebar).
+"""Launch, queue, watch and cancel training runs from another process (the dashboard's sidebar).
 
 A launch starts ``python -m core train ...`` as its own process session, so the UI is
 never blocked and the run outlives a page reload. Everything the UI shows comes back
 from the run directory (``status.json``, ``metrics.jsonl``), so a new browser tab
 finds a run again. Between the launch and the run directory's creation (the seconds
-it takes to import torch), a marker in ``<runs>/.launches/`` keeps the launch visible.
+it takes to import torch), a marker in ``<runs>/.launches/<pid>.json`` keeps the launch visible.
+
+A launch that finds no free slot waits in a queue of files, ``<runs>/.queue/<time_ns>-<id>.json``,
+started in order, strictly first in first out. A slot is the CPU (one run at a time: a second
+would halve both), one free GPU each, or every GPU at once for a ``torchrun`` DDP job. The queue is
+served by a detached dispatcher process (``python -m core.launcher --runs-dir DIR``), one per runs
+folder (``flock`` on ``.queue/dispatcher.lock``), so queued launches start without a browser and
+survive a dashboard restart; it exits once the queue is empty and nothing it started still runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from core.io import atomic_write_json
 from core.runs import Run, _pid_alive, list_runs
 
 REPO = Path(__file__).resolve().parents[1]
+LAUNCHES, QUEUE = ".launches", ".queue"
+QUEUE_LOCK, DISPATCHER_LOCK, DISPATCHER_LOG = "queue.lock", "dispatcher.lock", "dispatcher.log"
+GPU_REQUESTS = {"one": "one free GPU", "all": "all GPUs (torchrun DDP)"}  # what a launch may ask for on a GPU machine
+DISPATCH_EVERY_S = 0.5  # how often the dispatcher looks for a freed slot
+ENVIRONMENT_PREFIX = "CORE_"  # the launcher's settings a queued run keeps (data, cache, device), whoever starts it
 
 
 @dataclass
 class Activity:
-    """A training process that is alive: its run directory once it has one."""
+    """A training process that is alive: its run directory once it has one, the GPUs it holds."""
 
     pid: int
     command: list[str]
     started: float
     run: Run | None
+    gpus: tuple[int, ...] = ()
 
 
-def launch(arguments: list[str], runs_dir: str | os.PathLike) -> int:
-    """Start ``python -m core train <arguments>`` writing into ``runs_dir``; returns its pid."""
+@dataclass(frozen=True)
+class QueuedLaunch:
+    """A launch waiting for a slot: ``position`` 1 starts next."""
+
+    id: str
+    arguments: list[str]
+    created: float
+    gpus: str
+    position: int
+    path: Path
+
+    def describe(self) -> str:
+        """``<method> on <data>`` (and the GPU request where it matters), for a one-line listing."""
+        text = f"{_flag_value(self.arguments, '--method')} on {_flag_value(self.arguments, '--data')}"
+        return text + (f", {GPU_REQUESTS[self.gpus]}" if self.gpus == "all" else "")
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What :func:`launch` did: started now (``pid``) or queued (``position``, 1 = next)."""
+
+    id: str
+    pid: int | None = None
+    position: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.pid is not None
+
+
+def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one") -> Launched:
+    """Queue ``python -m core train <arguments>`` writing into ``runs_dir``, and start it now if a slot is free.
+
+    ``gpus`` matters on a machine with GPUs: ``one`` (the next free GPU) or ``all`` (one ``torchrun`` DDP
+    job over every GPU, once all are free). A launch that has to wait is started by the dispatcher.
+    """
+    if gpus not in GPU_REQUESTS:
+        raise ValueError(f"gpus must be one of {', '.join(GPU_REQUESTS)}, got {gpus!r}")
     runs_dir = Path(runs_dir)
-    launches = runs_dir / ".launches"
-    launches.mkdir(parents=True, exist_ok=True)
+    launch_id = secrets.token_hex(4)
+    # the process's settings travel with the entry: the dispatcher that starts it may have been started by another
+    environment = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIX)}
+    with _queue_lock(runs_dir):
+        atomic_write_json(runs_dir / QUEUE / f"{time.time_ns():020d}-{launch_id}.json",
+                          {"id": launch_id, "arguments": list(arguments), "created": time.time(), "gpus": gpus,
+                           "env": environment})
+        started = dict(_start_ready(runs_dir))
+        position = next((entry.position for entry in queued(runs_dir) if entry.id == launch_id), None)
+        if position is not None:
+            _ensure_dispatcher(runs_dir)
+    return Launched(launch_id, pid=started.get(launch_id), position=position)
+
+
+def queued(runs_dir: str | os.PathLike) -> list[QueuedLaunch]:
+    """The launches waiting in ``runs_dir``'s queue, in the order they will start (read from disk every call)."""
+    entries = []
+    for path in sorted((Path(runs_dir) / QUEUE).glob("*.json")):
+        try:
+            info = json.loads(path.read_text())
+            entries.append(QueuedLaunch(str(info["id"]), [str(a) for a in info["arguments"]], float(info["created"]),
+                                        str(info.get("gpus", "one")), len(entries) + 1, path))
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged entry (or one just started) is no launch
+            continue
+    return entries
+
+
+def cancel_queued(runs_dir: str | os.PathLike, launch_id: str) -> bool:
+    """Remove a queued launch before it starts; False when it is no longer queued (started or already removed)."""
+    with _queue_lock(runs_dir):
+        for entry in queued(runs_dir):
+            if entry.id == launch_id:
+                entry.path.unlink(missing_ok=True)
+                return True
+    return False
+
+
+def dispatch(runs_dir: str | os.PathLike) -> list[tuple[str, int]]:
+    """Start the queued launches that fit now, ``(id, pid)`` each, and make sure a dispatcher serves the rest.
+
+    Cheap when nothing waits (the dashboard's live panel calls it every 2 s); the queue never depends on it.
+    """
+    runs_dir = Path(runs_dir)
+    if not (runs_dir / QUEUE).is_dir():
+        return []
+    with _queue_lock(runs_dir):
+        started = _start_ready(runs_dir)
+        if queued(runs_dir):
+            _ensure_dispatcher(runs_dir)
+    return started
+
+
+def assign_devices(request: str, device_count: int, busy: Collection[int]) -> tuple[int, ...] | None:
+    """The GPU indices the next launch gets, ``()`` for the CPU, or None: it waits.
+
+    ``busy``: the GPU indices held by runs this launcher started; on a CPU-only machine (``device_count``
+    0) the CPU is one slot, busy when ``busy`` is non-empty. ``request`` ``one`` takes the lowest free GPU,
+    ``all`` waits until every GPU is free and takes them all (one torchrun DDP job).
+    """
+    if device_count <= 0:
+        return None if busy else ()
+    if request == "all":
+        return None if any(0 <= index < device_count for index in busy) else tuple(range(device_count))
+    free = [index for index in range(device_count) if index not in busy]
+    return (free[0],) if free else None
+
+
+def gpu_count() -> int:
+    """GPUs a launch may use: ``torch.cuda.device_count()``, 0 when ``$CORE_DEVICE`` pins runs elsewhere (cpu, mps)."""
+    requested = os.environ.get("CORE_DEVICE", "")
+    if requested and not requested.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def train_command(arguments: list[str], runs_dir: str | os.PathLike, processes: int = 1) -> list[str]:
+    """The command a launch runs: ``python -m core train ...``, or under torchrun with ``processes`` > 1."""
     # an argument list, never a shell string: a path typed in the sidebar stays one argument whatever it holds
-    command = [sys.executable, "-m", "core", "train", *arguments, "--runs-dir", str(runs_dir), "--quiet", "--json"]
-    fd, log_path = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".log", dir=launches)  # unique per launch
-    log = os.fdopen(fd, "ab")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log.close()
-    atomic_write_json(launches / f"{process.pid}.json", {"pid": process.pid, "command": command, "started": time.time(),
-                                                         "log": log_path})
-    return process.pid
+    train = ["-m", "core", "train", *arguments, "--runs-dir", str(runs_dir), "--quiet", "--json"]
+    if processes > 1:  # torchrun is torch.distributed.run: one DDP process per GPU, a free rendezvous port
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *train]
+    return [sys.executable, *train]
 
 
 def check_data_path(text: str, kind: str = "dataset") -> Path:
@@ -84,37 +208,43 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
         if status.get("status") == "running" and status.get("pid"):
             by_pid[int(status["pid"])] = run
     found = {pid: Activity(pid, [], 0.0, run) for pid, run in by_pid.items()}
-    for marker in sorted((runs_dir / ".launches").glob("*.json")):
+    for marker in sorted((runs_dir / LAUNCHES).glob("*.json")):
         try:
             info = json.loads(marker.read_text())
             pid = int(info["pid"])
+            gpus = tuple(int(index) for index in info.get("gpus", ()))
         except (OSError, ValueError, KeyError, TypeError):  # a damaged marker is not a launch
             continue
         if not _pid_alive(pid) or _is_zombie(pid):
             marker.unlink(missing_ok=True)
             found.pop(pid, None)
             continue
-        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid))
+        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid), gpus)
+    for pid, run in by_pid.items():  # under torchrun the run's pid is rank 0, a child of the launched process
+        parent = _parent_pid(pid)
+        if parent in found and parent != pid and found[parent].run is None:
+            found[parent].run = run
+            found.pop(pid, None)
     return list(found.values())
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); empty when unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 def _is_zombie(pid: int) -> bool:
     """A finished child not yet reaped by its parent (e.g. the Streamlit server) still answers kill(0)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return _proc_stat(pid)[:1] == ["Z"]
 
 
-def can_launch(runs_dir: str | os.PathLike) -> tuple[bool, str]:
-    """One run at a time on a CPU-only machine: a second would halve both."""
-    active = activities(runs_dir)
-    if active and not torch.cuda.is_available():
-        names = ", ".join(a.run.dir.name if a.run else f"pid {a.pid} (starting)" for a in active)
-        return False, (f"a training run is already using this CPU-only machine ({names}); two at once would each run at "
-                       "half speed. Wait for it or cancel it.")
-    return True, ""
+def _parent_pid(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 def cancel(activity: Activity) -> None:
@@ -126,7 +256,8 @@ def cancel(activity: Activity) -> None:
 
 
 def progress(run: Run) -> dict:
-    """What a progress bar needs: epoch and step fractions, the latest loss terms and epoch metrics."""
+    """What a progress bar needs: epoch and step fractions, the latest loss terms and epoch metrics, and the
+    loss and validation-accuracy histories (the live panel's sparklines)."""
     config = run.config()
     epochs = int(config.get("epochs", 1))
     steps = run.metrics("step")
@@ -138,4 +269,171 @@ def progress(run: Run) -> dict:
         "status": run.status().get("status"), "epochs": epochs, "epochs_done": done_epochs,
         "fraction": min(1.0, (done_epochs + step_fraction) / max(epochs, 1)), "epoch_fraction": step_fraction,
         "step": last_step, "epoch_records": epoch_records,
+        "losses": [r["loss"] for r in steps if "loss" in r],
+        "val_accuracies": [r["val_accuracy"] for r in epoch_records if "val_accuracy" in r],
     }
+
+
+# --- the dispatcher ---------------------------------------------------------------------------------------
+
+
+def dispatcher_pid(runs_dir: str | os.PathLike) -> int | None:
+    """The pid of the dispatcher serving ``runs_dir`` (0 while it is still writing it), None when none runs."""
+    path = Path(runs_dir) / QUEUE / DISPATCHER_LOCK
+    if not path.is_file():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held for an instant: a starting dispatcher retries
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() and _is_dispatcher(int(text)) else 0
+    return None
+
+
+def _is_dispatcher(pid: int) -> bool:
+    """Whether ``pid`` is a dispatcher (not a stale pid a new process now wears)."""
+    try:
+        return b"core.launcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_dispatcher(runs_dir: str | os.PathLike, timeout: float = 30.0) -> bool:
+    """Ask the dispatcher to exit (SIGTERM) and wait for it; queued entries stay queued, started runs go on.
+
+    True when no dispatcher runs afterwards.
+    """
+    deadline = time.monotonic() + timeout
+    while (pid := dispatcher_pid(runs_dir)) is not None:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def serve(runs_dir: str | os.PathLike, every: float = DISPATCH_EVERY_S) -> int:
+    """The dispatcher's loop: start queued launches as slots free; return when the queue is empty and nothing it
+    started still runs, or on SIGTERM. Returns at once (1) when another dispatcher serves ``runs_dir``."""
+    runs_dir = Path(runs_dir)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    (runs_dir / QUEUE).mkdir(parents=True, exist_ok=True)
+    lock = open(runs_dir / QUEUE / DISPATCHER_LOCK, "a+")  # noqa: SIM115 - held for the dispatcher's lifetime
+    deadline = time.monotonic() + 2.0  # dispatcher_pid() holds the lock shared for an instant: not a dispatcher
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if dispatcher_pid(runs_dir) or time.monotonic() > deadline:
+                lock.close()
+                return 1
+            time.sleep(0.05)
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    children: dict[int, subprocess.Popen] = {}
+    try:
+        while not stopping:
+            with _queue_lock(runs_dir):
+                for launch_id, pid in _start_ready(runs_dir, children):
+                    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} started {launch_id} as pid {pid}", flush=True)
+                children = {pid: child for pid, child in children.items() if child.poll() is None}  # reaps the ended
+                if not children and not queued(runs_dir):
+                    # let go of the dispatcher lock under the queue lock: a launch either saw this dispatcher
+                    # (and its entry was seen above) or sees none and starts a new one
+                    _release(lock)
+                    return 0
+            time.sleep(every)
+    finally:
+        if not lock.closed:
+            _release(lock)
+    return 0
+
+
+def _release(lock) -> None:
+    lock.truncate(0)  # no stale pid for the next reader
+    lock.close()
+
+
+@contextmanager
+def _queue_lock(runs_dir: str | os.PathLike) -> Iterator[None]:
+    """Exclusive access to the queue and the slots: read the queue, start what fits, write its marker."""
+    folder = Path(runs_dir) / QUEUE
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / QUEUE_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _start_ready(runs_dir: Path, children: dict[int, subprocess.Popen] | None = None) -> list[tuple[str, int]]:
+    """Under the queue lock: start queue heads while a slot is free (strict order: the head waits, so do the rest)."""
+    started = []
+    entries = queued(runs_dir)
+    count = gpu_count() if entries else 0
+    for entry in entries:
+        running = activities(runs_dir)
+        busy = {index for activity in running for index in activity.gpus} if count else {a.pid for a in running}
+        devices = assign_devices(entry.gpus, count, busy)
+        if devices is None:
+            break
+        try:
+            info = json.loads(entry.path.read_text())
+        except (OSError, ValueError):
+            continue
+        process = _start(entry.arguments, runs_dir, devices, info.get("env", {}))
+        entry.path.unlink(missing_ok=True)
+        if children is not None:
+            children[process.pid] = process
+        started.append((entry.id, process.pid))
+    return started
+
+
+def _start(arguments: list[str], runs_dir: Path, devices: tuple[int, ...], environment: dict) -> subprocess.Popen:
+    """Start one launch in its own session, logging to ``.launches/``, and write its marker."""
+    launches = runs_dir / LAUNCHES
+    launches.mkdir(parents=True, exist_ok=True)
+    command = train_command(arguments, runs_dir, len(devices))
+    env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1"}
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in devices)
+    fd, log_path = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".log", dir=launches)  # unique per launch
+    log = os.fdopen(fd, "ab")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                               start_new_session=True, env=env)
+    log.close()
+    atomic_write_json(launches / f"{process.pid}.json", {"pid": process.pid, "command": command, "started": time.time(),
+                                                         "log": log_path, "gpus": list(devices)})
+    return process
+
+
+def _ensure_dispatcher(runs_dir: Path) -> None:
+    """Under the queue lock: start a detached dispatcher unless one holds the dispatcher lock."""
+    if dispatcher_pid(runs_dir) is not None:
+        return
+    log = open(runs_dir / QUEUE / DISPATCHER_LOG, "ab")  # noqa: SIM115 - the dispatcher owns it
+    # its own session: it outlives the dashboard that started it; a second one started in a race exits at once
+    subprocess.Popen([sys.executable, "-m", "core.launcher", "--runs-dir", str(runs_dir)], cwd=REPO, stdout=log,
+                     stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.close()
+
+
+def _flag_value(arguments: list[str], flag: str) -> str:
+    return arguments[arguments.index(flag) + 1] if flag in arguments[:-1] else "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.launcher",
+                                     description="Serve the launch queue of a runs folder until it is empty.")
+    parser.add_argument("--runs-dir", required=True, help="the runs folder whose .queue/ to serve")
+    return serve(parser.parse_args(argv).runs_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,12 +1,14 @@
-"""The shared sidebar: launch a training run, watch it live, cancel it.
+"""The shared sidebar: launch a training run (now, or queued behind the ones training), watch it live, cancel it.
 
 The launch runs the CLI as its own process (``core.launcher``), so the UI never
-blocks; the live panel reads the run directory every two seconds, so a reload or
-a new tab finds the run again.
+blocks; a launch that finds no free slot waits in the runs folder's queue, served by a
+dispatcher process that outlives the dashboard. The live panel reads the run directory
+and the queue every two seconds, so a reload or a new tab finds both again.
 """
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from common import all_checkpoints, dataset_summary, listing
@@ -145,20 +147,38 @@ def launch_form() -> None:
                                      "launch_teacher")
         arguments += ["--teacher", teacher] if teacher else []
     runs_dir = default_runs_dir()
-    allowed, reason = launcher.can_launch(runs_dir)
-    if not allowed:
-        st.warning(reason)
-    if st.button("Launch", type="primary", disabled=not allowed or "--data" not in arguments, key="launch_button"):
-        pid = launcher.launch(arguments, runs_dir)
-        st.session_state["launched_pid"] = pid
+    gpus = "one"
+    if launcher.gpu_count() >= 2:  # one run per free GPU, or one DDP job over all of them
+        gpus = st.radio("GPUs", list(launcher.GPU_REQUESTS), format_func=launcher.GPU_REQUESTS.get, key="launch_gpus")
+    if st.button("Launch", type="primary", disabled="--data" not in arguments, key="launch_button"):
+        launched = launcher.launch(arguments, runs_dir, gpus=gpus)
         listing.clear()
-        st.success(f"Started (pid {pid}): `python -m core train {' '.join(arguments)}`")
+        command = f"`python -m core train {' '.join(arguments)}`"
+        if launched.started:
+            st.session_state["launched_pid"] = launched.pid
+            st.success(f"Started (pid {launched.pid}): {command}")
+        else:
+            st.info(f"Queued (position {launched.position}): {command}")
+
+
+def _sparkline(values: list[float], label: str, key: str) -> None:
+    """A tiny line of ``values`` (no axes, no legend) titled with the latest value."""
+    figure = go.Figure(go.Scatter(y=values, mode="lines+markers" if len(values) < 3 else "lines", line={"width": 2},
+                                  hovertemplate="%{y:.4f}<extra></extra>"))
+    figure.update_layout(height=90, margin={"l": 0, "r": 0, "t": 20, "b": 0}, showlegend=False,
+                         title={"text": f"{label} {values[-1]:.4f}", "font": {"size": 12}})
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    st.plotly_chart(figure, width="stretch", key=key, config={"displayModeBar": False})
 
 
 @st.fragment(run_every=2)
 def live_panel() -> None:
-    active = launcher.activities(default_runs_dir())
-    if not active:
+    runs_dir = default_runs_dir()
+    launcher.dispatch(runs_dir)  # a cheap look: the dispatcher process starts queued launches without any browser
+    active = launcher.activities(runs_dir)
+    waiting = launcher.queued(runs_dir)
+    if not active and not waiting:
         return
     st.subheader("Training now")
     for activity in active:
@@ -166,7 +186,7 @@ def live_panel() -> None:
             st.progress(0.0, text=f"pid {activity.pid}: starting (loading data and models)...")
         else:
             state = launcher.progress(activity.run)
-            st.caption(activity.run.dir.name)
+            st.caption(activity.run.dir.name + (f" · GPU {', '.join(map(str, activity.gpus))}" if activity.gpus else ""))
             st.progress(state["fraction"], text=f"epoch {min(state['epochs_done'] + 1, state['epochs'])}/{state['epochs']}")
             st.progress(state["epoch_fraction"], text="steps in this epoch")
             step = state["step"]
@@ -180,9 +200,21 @@ def live_panel() -> None:
                 if "active_fraction" in last:
                     line += f", active filters {last['active_fraction']:.1%}, MACs ↓ {last['macs_reduction']:.1%}"
                 st.write(line)
+            if state["losses"]:
+                _sparkline(state["losses"], "loss", f"spark_loss_{activity.pid}")
+            if state["val_accuracies"]:
+                _sparkline(state["val_accuracies"], "val acc", f"spark_val_{activity.pid}")
         if st.button("Cancel", key=f"cancel_{activity.pid}"):
             launcher.cancel(activity)
             st.info("Cancel sent; the run stops at the next step and can be resumed with `train --resume`.")
+    if any(activity.run is not None for activity in active):
+        st.page_link("views/curves.py", label="Training curves", icon=":material/show_chart:")
+    if waiting:
+        st.caption("Queued (they start in this order)")
+    for entry in waiting:
+        st.write(f"{entry.position}. {entry.describe()}")
+        st.button("Cancel", key=f"cancel_queued_{entry.id}", on_click=launcher.cancel_queued, args=(runs_dir, entry.id),
+                  help="remove it from the queue before it starts")
 
 
 def render_launcher() -> None:

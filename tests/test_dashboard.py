@@ -34,7 +34,7 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.switch_page(page).run()
     assert not app.exception
-    assert app.title[0].value == PAGES[page]
+    assert app.title[0].value == PAGES[page] and _shows_content(app)
     assert app.sidebar.header[0].value == "Train" and app.sidebar.button(key="launch_button")
     if page == "views/runs.py":
         assert app.dataframe and app.multiselect(key="selected_widget").value
@@ -72,36 +72,111 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
         assert not app.exception and len(app.get("plotly_chart")) == 2
 
 
-def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
-    from core import launcher
-    from core.runs import list_runs
-
-    monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+def _set_tiny_launch(app: AppTest) -> AppTest:
     app.sidebar.selectbox(key="launch_method").set_value("teacher")
     app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")
     app.sidebar.selectbox(key="launch_source").set_value("all sources")
-    app.sidebar.number_input(key="launch_epochs").set_value(1)
+    app.sidebar.number_input(key="launch_epochs").set_value(2)
     app.sidebar.number_input(key="launch_batch-size").set_value(16)
     app.sidebar.number_input(key="launch_max").set_value(32)
-    app.run()
+    return app.run()
+
+
+def _shows_content(app: AppTest) -> bool:
+    """A chart, a table or an image in the page's main area (not only text)."""
+    return any(app.main.get(kind) for kind in ("plotly_chart", "dataframe", "image", "table"))
+
+
+OTHER_PAGES = sorted(f"views/{p.name}" for p in (REPO / "dashboard" / "views").glob("*.py") if f"views/{p.name}" not in PAGES)
+
+
+@pytest.mark.parametrize("page", OTHER_PAGES)
+def test_every_other_page_shows_content_on_first_launch(tiny_benchmark, page):
+    """With no run yet (a fresh clone), each page draws from what ships: lottery tickets and training curves too."""
+    from core.runs import default_runs_dir, list_runs
+
+    assert not list_runs(default_runs_dir()), "first launch: no run directory"
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=180).run()
+    app.switch_page(page).run()
+    assert not app.exception
+    assert _shows_content(app), f"{page} shows no chart, table or image"
+    if page == "views/curves.py":  # the shipped students' search runs, overlaid; epochs and steps on the x axis
+        assert [c for c in app.multiselect(key="curves_pick").value if "student-" in c]
+        assert len(app.get("plotly_chart")) == 1 and "15 epochs" in app.caption[1].value
+    if page == "views/tickets.py":  # the shipped MesoNet chain: IMP rounds and the one-shot ticket
+        assert app.multiselect(key="tickets_pick").value and len(app.main.get("image")) == 2
+
+
+def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_path, monkeypatch):
+    """A second launch while the first trains is queued and listed (and cancellable), not refused; the live panel
+    shows the running run's loss and validation-accuracy sparklines and a link to the Training curves page."""
+    from core import launcher
+    from core.runs import list_runs
+
+    runs, paused = tmp_path / "runs", tmp_path / "paused"
+    monkeypatch.setenv("CORE_RUNS_DIR", str(runs))
+    # the run holds the CPU, deterministically, at its second validation (epoch 1 recorded) until the test lets it go
+    monkeypatch.setenv("CORE_TEST_PAUSE_AT", "validation@2")
+    monkeypatch.setenv("CORE_TEST_PAUSE_FILE", str(paused))
+    app = _set_tiny_launch(AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run())
     app.sidebar.button(key="launch_button").click().run()
     assert not app.exception
     assert "Started (pid" in app.sidebar.success[0].value
-    second = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
-    if not launcher.activities(tmp_path / "runs"):
-        pytest.skip("the run finished before the second page load could see it")
-    assert second.sidebar.button(key="launch_button").disabled, "a second launch is refused on a CPU-only machine"
-    assert "already using this CPU-only machine" in second.sidebar.warning[0].value
     deadline = time.monotonic() + 240
-    while launcher.activities(tmp_path / "runs"):
-        assert time.monotonic() < deadline, "the launched run did not finish"
+    while not paused.exists():
+        assert time.monotonic() < deadline, "the launched run did not reach its second validation"
+        time.sleep(0.5)
+    try:
+        second = _set_tiny_launch(AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run())
+        assert not second.sidebar.button(key="launch_button").disabled, "busy is no reason to refuse a launch"
+        second.sidebar.button(key="launch_button").click().run()
+        assert not second.exception
+        assert "Queued (position 1): `python -m core train --method teacher" in second.sidebar.info[0].value
+        (entry,) = launcher.queued(runs)
+        assert "Training now" in [s.value for s in second.sidebar.subheader]
+        assert "1. teacher on synthetic" in [m.value for m in second.sidebar.markdown]
+        (activity,) = launcher.activities(runs)
+        charts = [chart.proto.id for chart in second.sidebar.get("plotly_chart")]
+        assert len(charts) == 2 and all(f"spark_{kind}_{activity.pid}" in chart_id for kind, chart_id
+                                        in zip(("loss", "val"), charts, strict=True)), charts
+        (link,) = second.sidebar.get("page_link")
+        assert link.proto.label == "Training curves" and link.proto.page.endswith("curves")
+        while not launcher.dispatcher_pid(runs):  # the queue's own process, which outlives the page
+            assert time.monotonic() < deadline, "no dispatcher serves the queue"
+            time.sleep(0.2)
+        second.sidebar.button(key=f"cancel_queued_{entry.id}").click().run()
+        assert not second.exception and not launcher.queued(runs)
+        assert not any(m.value.startswith("1. ") for m in second.sidebar.markdown)
+    finally:
+        paused.unlink(missing_ok=True)
+    while launcher.activities(runs) or launcher.dispatcher_pid(runs) is not None:
+        assert time.monotonic() < deadline, "the launched run did not finish, or the dispatcher did not exit"
         time.sleep(1)
-    (run,) = list_runs(tmp_path / "runs")
+    (run,) = list_runs(runs)  # the queued launch was cancelled before it started: no second run
     assert run.status()["status"] == "finished"
-    assert run.config()["max_train_samples"] == 32 and run.config()["epochs"] == 1
+    assert run.config()["max_train_samples"] == 32 and run.config()["epochs"] == 2
     progress = launcher.progress(run)
-    assert progress["fraction"] == 1.0 and progress["epochs_done"] == 1
+    assert progress["fraction"] == 1.0 and progress["epochs_done"] == 2 and len(progress["val_accuracies"]) == 2
+
+
+def test_sidebar_offers_the_gpu_choice_only_with_two_gpus(tiny_benchmark, tmp_path, monkeypatch):
+    from core import launcher
+
+    launched = []
+    monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one": launched.append(gpus)
+                        or launcher.Launched("x", position=3))
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    assert "launch_gpus" not in [radio.key for radio in app.sidebar.radio], "no GPU choice on this machine"
+    monkeypatch.setattr(launcher, "gpu_count", lambda: 2)
+    app.run()
+    assert app.sidebar.radio(key="launch_gpus").options == ["one free GPU", "all GPUs (torchrun DDP)"]
+    app.sidebar.radio(key="launch_gpus").set_value("all")
+    app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")
+    app.run()
+    app.sidebar.button(key="launch_button").click().run()
+    assert not app.exception and launched == ["all"]
+    assert app.sidebar.info[0].value.startswith("Queued (position 3): ")
 
 
 @pytest.mark.parametrize("method", ["taylor", "lth"])
@@ -112,7 +187,8 @@ def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, mon
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir: launched.append(arguments) or 4242)
+    monkeypatch.setattr(launcher, "launch",
+                        lambda arguments, runs_dir, gpus="one": launched.append(arguments) or launcher.Launched("x", 4242))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.sidebar.selectbox(key="launch_method").set_value(method).run()
     app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")

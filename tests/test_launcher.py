@@ -1,38 +1,136 @@
-"""core.launcher: a launch is its own process, visible before its run directory exists, refused twice on a
-CPU-only machine, and cancelled cleanly (the run says cancelled and can be resumed)."""
+"""core.launcher: a launch is its own process, visible before its run directory exists; a launch that finds
+no free slot waits in a queue of files served by a detached dispatcher (in order, one at a time on the CPU,
+surviving a restart, cancellable before it starts); a running launch is cancelled cleanly (the run says
+cancelled and can be resumed)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
-import torch
 
 from core import launcher
 from core.runs import list_runs
 
+TINY = ["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--num-workers", "0"]
+QUICK = [*TINY, "--epochs", "1", "--max-train-samples", "16", "--max-eval-samples", "16", "--batch-size", "8"]
 
-def _wait(predicate, timeout: float = 120.0) -> None:
+
+def _wait(predicate, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the one-run rule is for CPU-only machines")
-def test_launch_refuse_cancel(tiny_benchmark, tmp_path):
+@pytest.fixture()
+def runs(tmp_path):
+    """A runs folder whose dispatcher and launched runs are gone when the test ends, however it ends."""
     runs = tmp_path / "runs"
-    pid = launcher.launch(["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32",
-                           "--epochs", "50", "--batch-size", "4", "--num-workers", "0", "--log-every", "1"], runs)
+    yield runs
+    assert launcher.stop_dispatcher(runs)
+    for activity in launcher.activities(runs):
+        launcher.cancel(activity)
+    _wait(lambda: not launcher.activities(runs), timeout=60)
+
+
+def test_gpu_slots_come_from_the_free_set():
+    assert launcher.assign_devices("one", 0, set()) == (), "no GPU: the CPU, when nothing trains"
+    assert launcher.assign_devices("one", 0, {4242}) is None, "the CPU runs one at a time"
+    assert launcher.assign_devices("one", 4, {0, 2}) == (1,)
+    assert launcher.assign_devices("one", 4, {0, 1, 2}) == (3,)
+    assert launcher.assign_devices("one", 4, {0, 1, 2, 3}) is None
+    assert launcher.assign_devices("all", 4, {2}) is None, "DDP over all GPUs waits until none is busy"
+    assert launcher.assign_devices("all", 4, set()) == (0, 1, 2, 3)
+    assert launcher.train_command(["--method", "teacher"], "/r", 4)[1:6] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
+    assert launcher.train_command(["--method", "teacher"], "/r")[1:5] == ["-m", "core", "train", "--method"]
+    with pytest.raises(ValueError, match="gpus must be one of"):
+        launcher.launch(QUICK, "/nonexistent", gpus="some")
+
+
+def test_on_gpus_a_launch_takes_a_free_gpu_or_all_of_them_under_torchrun(tmp_path, monkeypatch):
+    """The GPU path without GPUs: two GPUs, processes stood in for by ``sleep`` (alive while they hold a GPU)."""
+    runs = tmp_path / "runs"
+    holders = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+    started = []
+
+    def start(command, **kwargs):
+        started.append((command, kwargs["env"].get("CUDA_VISIBLE_DEVICES")))
+        return SimpleNamespace(pid=holders[len(started) - 1].pid)
+
+    monkeypatch.setattr(launcher, "gpu_count", lambda: 2)
+    monkeypatch.setattr(launcher.subprocess, "Popen", start)
+    monkeypatch.setattr(launcher, "_ensure_dispatcher", lambda runs_dir: None)  # no dispatcher process here
+    try:
+        assert launcher.launch(QUICK, runs).started and launcher.launch(QUICK, runs).started
+        assert [gpus for _, gpus in started] == ["0", "1"]
+        assert sorted(a.gpus for a in launcher.activities(runs)) == [(0,), (1,)]
+        everything = launcher.launch(QUICK, runs, gpus="all")
+        behind = launcher.launch(QUICK, runs)
+        assert (everything.position, behind.position) == (1, 2), "in order: a single-GPU launch waits behind DDP"
+        for holder in holders[:2]:
+            holder.kill()
+            holder.wait()
+        assert [launch_id for launch_id, _ in launcher.dispatch(runs)] == [everything.id]
+        command, gpus = started[-1]
+        assert gpus == "0,1" and command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        assert [e.id for e in launcher.queued(runs)] == [behind.id] and launcher.dispatch(runs) == []
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_busy_slot_queues_and_a_queued_launch_cancels_before_it_starts(tiny_benchmark, runs):
+    launched = launcher.launch([*TINY, "--epochs", "50", "--batch-size", "4", "--log-every", "1"], runs)
+    assert launched.started and launched.position is None
     (activity,) = launcher.activities(runs)
-    assert activity.pid == pid
-    allowed, reason = launcher.can_launch(runs)
-    assert not allowed and "CPU-only" in reason
+    assert activity.pid == launched.pid
+    waiting = launcher.launch([*QUICK, "--seed", "7"], runs)
+    assert not waiting.started and waiting.position == 1, "a second launch on the CPU waits, it is not refused"
+    _wait(lambda: launcher.dispatcher_pid(runs))  # started by the launch, detached: it would start the entry
+    assert launcher.stop_dispatcher(runs), "the dispatcher stops on request (the queue stays)"
+    (entry,) = launcher.queued(runs)  # read again from the files, as a restarted dashboard would
+    assert (entry.id, entry.position, entry.arguments[-1]) == (waiting.id, 1, "7") and entry.path.is_file()
+    assert json.loads(entry.path.read_text())["arguments"] == [*QUICK, "--seed", "7"]
+    assert launcher.cancel_queued(runs, waiting.id) and not launcher.queued(runs)
+    assert not launcher.cancel_queued(runs, waiting.id), "already gone"
+
     _wait(lambda: (a := launcher.activities(runs)) and a[0].run is not None and a[0].run.metrics("step"))
     state = launcher.progress(launcher.activities(runs)[0].run)
     assert state["status"] == "running" and 0 <= state["fraction"] < 1 and state["step"]["loss"] > 0
+    assert state["losses"] and state["losses"][-1] == state["step"]["loss"]
     launcher.cancel(launcher.activities(runs)[0])
     _wait(lambda: not launcher.activities(runs))
     (run,) = list_runs(runs)
-    assert run.status()["status"] == "cancelled"
-    assert launcher.can_launch(runs) == (True, "")
+    assert run.status()["status"] == "cancelled" and run.config()["seed"] != 7, "the cancelled entry never ran"
+    assert launcher.dispatch(runs) == [] and launcher.dispatcher_pid(runs) is None, "nothing waits: no dispatcher"
+
+
+def test_three_quick_launches_run_one_after_another(tiny_benchmark, runs):
+    first = launcher.launch([*QUICK, "--seed", "1"], runs)
+    second = launcher.launch([*QUICK, "--seed", "2"], runs)
+    cancelled = launcher.launch([*QUICK, "--seed", "9"], runs)
+    third = launcher.launch([*QUICK, "--seed", "3"], runs)
+    assert first.started and [w.position for w in (second, cancelled, third)] == [1, 2, 3]
+    assert launcher.cancel_queued(runs, cancelled.id)
+    assert [e.id for e in launcher.queued(runs)] == [second.id, third.id]
+    # a restart: the dispatcher goes away with two launches waiting; the next look (the live panel's) resumes them
+    _wait(lambda: launcher.dispatcher_pid(runs))
+    assert launcher.stop_dispatcher(runs) and [e.position for e in launcher.queued(runs)] == [1, 2]
+    launcher.dispatch(runs)
+    _wait(lambda: not launcher.queued(runs) and not launcher.activities(runs) and launcher.dispatcher_pid(runs) is None,
+          timeout=300)
+
+    found = sorted(list_runs(runs), key=lambda run: (run.dir / "config.json").stat().st_mtime)
+    assert [run.config()["seed"] for run in found] == [1, 2, 3], "in launch order; the cancelled one never ran"
+    assert len({run.dir for run in found}) == 3
+    for earlier, later in zip(found, found[1:], strict=False):
+        status = earlier.status()
+        assert status["status"] == "finished", status
+        assert (later.dir / "config.json").stat().st_mtime > status["updated"], "one after another, never two at once"
+    assert found[-1].status()["status"] == "finished"

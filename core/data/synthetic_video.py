@@ -12,7 +12,7 @@ face is detectable in most frames. :func:`write_video_dataset` lays clips out as
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -157,14 +157,25 @@ def write_video_dataset(out: str | os.PathLike, samples: list[Sample], per_label
 def sample_clip(label: int, out_dir: str | os.PathLike, source: str = "faceswap", config: ClipConfig = ClipConfig(),
                 data_root: str | os.PathLike | None = None) -> Path:
     """One clip of a detectable benchmark test face of ``label`` (made once, then reused), e.g. for the dashboard."""
-    from core.data.datasets import resolve_dataset
-
     path = Path(out_dir) / f"{source}-{LABEL_NAMES[label]}-{config.width}x{config.height}-{config.frames}f-{config.seed}.webm"
     if not path.is_file():
-        samples = [s for s in resolve_dataset(f"synthetic:{source}", data_root).split("test") if s.label == label]
-        found = detectable(samples, 1, config)
-        if not found:
-            raise VideoError(f"no detectable {LABEL_NAMES[label]} face in the {source} test split")
-        with Image.open(found[0].path) as face:
-            write_video(path, render_clip(face.convert("RGB"), config), config.fps)
+        write_video(path, render_clip(_clip_face(label, source, config, data_root), config), config.fps)
     return path
+
+
+def clip_preview(label: int, source: str = "faceswap", config: ClipConfig = ClipConfig(),
+                 data_root: str | os.PathLike | None = None) -> np.ndarray:
+    """The first frame of :func:`sample_clip`'s clip (RGB uint8), without rendering or encoding the rest of it."""
+    return render_clip(_clip_face(label, source, config, data_root), replace(config, seconds=1 / config.fps))[0]
+
+
+def _clip_face(label: int, source: str, config: ClipConfig, data_root: str | os.PathLike | None) -> Image.Image:
+    """The first detectable benchmark test face of ``label``: the face a sample clip moves around."""
+    from core.data.datasets import resolve_dataset
+
+    samples = [s for s in resolve_dataset(f"synthetic:{source}", data_root).split("test") if s.label == label]
+    found = detectable(samples, 1, config)
+    if not found:
+        raise VideoError(f"no detectable {LABEL_NAMES[label]} face in the {source} test split")
+    with Image.open(found[0].path) as face:
+        return face.convert("RGB")

@@ -11,8 +11,8 @@ import streamlit as st
 from common import all_checkpoints, ood_model, served_model
 from core.data.datasets import FAKE, REAL
 from core.data.faces import FACE_MARGIN
-from core.data.synthetic_video import ClipConfig, sample_clip
-from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError
+from core.data.synthetic_video import ClipConfig, clip_preview, sample_clip
+from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError, iterate_frames
 from core.evaluation.ood import UNRELIABLE
 from core.evaluation.video import AGGREGATES, VideoOptions, analyse_video
 from core.io import cache_dir
@@ -121,6 +121,27 @@ def _show(result: dict) -> None:
                        hide_index=True, width="stretch")
 
 
+@st.cache_data(show_spinner=False)
+def _synthetic_preview(label: int):
+    return clip_preview(label, config=ClipConfig())
+
+
+def _preview() -> None:
+    """The input's first frame, before anything heavy runs (an upload is stored; a synthetic clip only its first frame)."""
+    try:
+        if upload is None:
+            frame, caption = _synthetic_preview(FAKE if sample.startswith("fake") else REAL), f"synthetic clip ({sample})"
+        else:
+            path = _input_path()
+            if path is None:
+                return
+            frame, caption = next(iterate_frames(path, [0]))[1], upload.name
+    except (VideoError, OSError, StopIteration) as error:
+        st.error(f"Cannot read this video: {error or 'it has no frame'}")
+        return
+    st.image(frame, width=480, caption=f"First frame of the {caption}: press Analyse to judge the clip")
+
+
 # nothing heavy runs until asked: the first Analyse makes the input (a synthetic clip is rendered once) and analyses it
 clicked = st.button("Analyse", type="primary", key="video_run")
 if clicked or st.session_state.get("video_result_key"):
@@ -128,3 +149,5 @@ if clicked or st.session_state.get("video_result_key"):
     result = _analyse(path) if path is not None else None
     if result is not None:
         _show(result)
+else:
+    _preview()
