@@ -272,3 +272,63 @@ def test_first_launch_generates_the_benchmark_with_progress(tmp_path, monkeypatc
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     assert not app.exception
     assert synthetic.read_manifest(tmp_path / "fresh" / "synthetic")["images"] == 100
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make install adds it)")
+def test_real_browser_launches_a_run_and_watches_its_curve_grow(tiny_benchmark, tmp_path, monkeypatch):
+    """In a real browser: launch a tiny MesoNet run from the sidebar, open Training curves, see epoch 1 while the run
+    is held at its second validation, let it go, and see the page redraw itself with epoch 2 (no reload)."""
+    from playwright.sync_api import sync_playwright
+
+    paused = tmp_path / "paused"
+    monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CORE_TEST_PAUSE_AT", "validation@2")  # the launched run inherits these (CORE_*)
+    monkeypatch.setenv("CORE_TEST_PAUSE_FILE", str(paused))
+    port = free_port()
+    server = serve(port, "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", timeout=60)
+    url = f"http://127.0.0.1:{port}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 2000})
+                page.goto(f"{url}/curves", wait_until="domcontentloaded")
+                sidebar = page.get_by_test_id("stSidebar")
+                sidebar.get_by_text("Launch", exact=True).wait_for(timeout=60_000)
+                for label, option in (("Method", "teacher"), ("Architecture", "mesonet")):
+                    sidebar.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+                    page.get_by_role("option", name=option, exact=True).click()
+                    page.wait_for_timeout(500)
+                page.wait_for_timeout(1000)  # the rerun after the last pick has settled (no stale copy of the sidebar)
+                sidebar.get_by_text("Hyperparameters (empty = the preset's)").first.click()
+                for label, value in (("Epochs", "2"), ("Batch size", "16"), ("Max training images (a quick look)", "32")):
+                    field = sidebar.get_by_label(label, exact=True).first
+                    field.fill(value)
+                    field.press("Enter")
+                    page.wait_for_timeout(500)
+                sidebar.get_by_role("button", name="Launch").click()
+                sidebar.get_by_text("Started (pid").wait_for(timeout=30_000)
+                deadline = time.monotonic() + 240
+                while not paused.exists():
+                    assert time.monotonic() < deadline, "the launched run did not reach its second validation"
+                    time.sleep(0.5)
+                page.goto(f"{url}/curves", wait_until="domcontentloaded")  # a new session: the running run is picked
+                page.get_by_text("(running): 1 epochs").wait_for(timeout=60_000)
+                assert page.locator(".js-plotly-plot").count() >= 2, "loss terms and per-epoch charts"
+                page.screenshot(path=str(SCREENSHOTS / "curves-epoch1.png"), full_page=True)
+                paused.unlink()  # the run goes on: epoch 2, its test, finished
+                page.get_by_text("(finished): 2 epochs").wait_for(timeout=120_000)  # redrawn live, no reload
+                page.screenshot(path=str(SCREENSHOTS / "curves-epoch2.png"), full_page=True)
+                assert page.locator("[data-testid='stException']").count() == 0
+            finally:
+                browser.close()
+    finally:
+        paused.unlink(missing_ok=True)
+        server.terminate()
+        server.wait(timeout=30)
+        from core import launcher
+
+        launcher.stop_dispatcher(tmp_path / "runs")
+        for activity in launcher.activities(tmp_path / "runs"):
+            launcher.cancel(activity)

@@ -47,11 +47,14 @@ def _lines(frame: pd.DataFrame, x: str, facet: str, title: str, key: str) -> boo
     if frame.empty or frame[x].isna().all():
         return False
     frame = frame.dropna(subset=[x])
+    rows = -(-frame[facet].nunique() // 3)
     figure = px.line(frame, x=x, y="value", color="run", facet_col=facet, facet_col_wrap=3, markers=True,
-                     facet_row_spacing=0.12, height=260 * (-(-frame[facet].nunique() // 3)), title=title)
+                     facet_row_spacing=0.25 / rows, height=80 + 240 * rows, labels={"global_step": "step", "run": ""})
     figure.update_yaxes(matches=None, showticklabels=True, title=None)
+    figure.update_xaxes(showticklabels=True)
     figure.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))  # "term=bce" -> "bce"
-    figure.update_layout(legend={"orientation": "h", "y": -0.15}, margin={"t": 60})
+    figure.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "x": 0}, margin={"t": 70})
+    st.subheader(title)
     st.plotly_chart(figure, key=key)
     return True
 
