@@ -203,10 +203,11 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
     """Live training processes launched into ``runs_dir`` (and runs whose status says running)."""
     runs_dir = Path(runs_dir)
     by_pid: dict[int, Run] = {}
+    ending: dict[int, Run] = {}  # runs whose status is written (finished, failed, ...) while their process exits
     for run in list_runs(runs_dir):
         status = run.status()
-        if status.get("status") == "running" and status.get("pid"):
-            by_pid[int(status["pid"])] = run
+        if status.get("pid"):
+            (by_pid if status.get("status") == "running" else ending)[int(status["pid"])] = run
     found = {pid: Activity(pid, [], 0.0, run) for pid, run in by_pid.items()}
     for marker in sorted((runs_dir / LAUNCHES).glob("*.json")):
         try:
@@ -219,7 +220,7 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
             marker.unlink(missing_ok=True)
             found.pop(pid, None)
             continue
-        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid), gpus)
+        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid) or ending.get(pid), gpus)
     for pid, run in by_pid.items():  # under torchrun the run's pid is rank 0, a child of the launched process
         parent = _parent_pid(pid)
         if parent in found and parent != pid and found[parent].run is None:
