@@ -26,3 +26,16 @@ def test_every_declared_driver_exists():
     from core.methods import METHODS
 
     assert {m.driver for m in METHODS.values() if m.driver} <= set(DRIVERS) == {"imp", "taylor-steps"}
+
+
+def test_a_grid_chain_gets_a_name_of_its_own_that_a_rerun_finds_again():
+    """``train --executor``: IMP rounds otherwise get a random chain name, and a rerun would not find their runs."""
+    from core.training.drivers import named_chain
+
+    config = TrainConfig(method="lth", arch="mesonet", seed=0)
+    named = named_chain(config)
+    assert named.method_options["chain"].startswith("mesonet-") and config.method_options == {}, "a copy"
+    assert named_chain(TrainConfig(method="lth", arch="mesonet", seed=0)) == named, "the same config, the same name"
+    assert named_chain(TrainConfig(method="lth", arch="mesonet", seed=1)).method_options["chain"] != named.method_options["chain"]
+    given = TrainConfig(method="lth", method_options={"chain": "mine"})
+    assert named_chain(given) is given

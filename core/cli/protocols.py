@@ -36,12 +36,16 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from core.checkpoint import compact_cost
 from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
 from core.methods import compared_in
+
+if TYPE_CHECKING:
+    from core.training.executors import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -352,16 +356,26 @@ class Outcome:
     checkpoint: Path  # the stage's result: the best checkpoint of its (last) run, or the given one
 
 
-def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, latency: bool = False) -> dict:
-    """Execute (or continue) every stage, then report; returns the ``--json`` result."""
+def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, latency: bool = False,
+        executor: ExecutorSettings | None = None) -> dict:
+    """Execute (or continue) every stage, then report; returns the ``--json`` result.
+
+    ``executor`` (:class:`core.training.executors.ExecutorSettings`): the stages run as jobs of a job engine, wave
+    by wave (:func:`waves`), the stages of a wave at once; without it, one after another in this process.
+    """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
-    bar = tqdm(plan_.stages, desc=f"reproduce {plan_.protocol}", unit="stage", disable=not progress)
-    for stage in bar:
-        bar.set_postfix_str(f"{stage.stage} {stage.method} {stage.label} seed {stage.seed}".replace("  ", " "))
-        outcomes[stage.key] = _execute(stage, outcomes, progress)
+    if executor is None:
+        bar = tqdm(plan_.stages, desc=f"reproduce {plan_.protocol}", unit="stage", disable=not progress)
+        for stage in bar:
+            bar.set_postfix_str(f"{stage.stage} {stage.method} {stage.label} seed {stage.seed}".replace("  ", " "))
+            outcomes[stage.key] = _execute(stage, outcomes, progress)
+    else:
+        for number, wave in enumerate(waves(plan_.stages), start=1):
+            log.info("reproduce: wave %d, %s", number, ", ".join(stage.key for stage in wave))
+            outcomes.update(_execute_wave(wave, outcomes, executor))
     out = Path(out) if out else plan_.runs_dir / "report"
     rows = measured_rows(plan_, outcomes)
     report = _report(plan_, outcomes, rows, out, latency, progress)
@@ -388,25 +402,60 @@ def _resolve(argument: str, outcomes: dict[str, Outcome]) -> str:
     return re.sub(r"\{([^}]+)\}", checkpoint, argument)
 
 
-def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outcome:
-    from core.checkpoint import read_header, resolve_checkpoint
-    from core.training.engine import train_once
+def _stage_jobs(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> list:
+    """A trained stage's jobs (:class:`core.training.executors.TrainJob`), its command's placeholders resolved."""
+    from core.checkpoint import read_header
+    from core.training.executors import TrainJob
 
-    if stage.command is None:
-        return Outcome(stage, [], resolve_checkpoint(stage.given))
     command = [_resolve(a, outcomes) for a in stage.command]
     if not progress:
         command.append("--quiet")
     args = _parse(command)
     log.info("reproduce: %s", " ".join(["python -m core", *command]))
-    train_fn = lambda config: train_once(config, progress=progress)  # noqa: E731
     if command[0] == "finetune":
-        results = [train_fn(_finetune_config(args, read_header(args.checkpoint)))]
-    else:
-        from core.cli.train import execute_train
+        return [TrainJob(_finetune_config(args, read_header(args.checkpoint)))]
+    from core.cli.train import train_jobs
 
-        results = execute_train(args, train_fn=train_fn)
+    return train_jobs(args)
+
+
+def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outcome:
+    from core.checkpoint import resolve_checkpoint
+    from core.training.engine import train_once
+
+    if stage.command is None:
+        return Outcome(stage, [], resolve_checkpoint(stage.given))
+    train_fn = lambda config: train_once(config, progress=progress)  # noqa: E731
+    results = [result for job in _stage_jobs(stage, outcomes, progress) for result in job.run(train_fn)]
     return Outcome(stage, [r.run_dir for r in results], Path(results[-1].checkpoint))
+
+
+def waves(stages: list[Stage]) -> list[list[Stage]]:
+    """The stages in waves that can run at once: a stage joins the wave after the last stage its command names
+    (``{key}``: the teacher of a search, the search of a fine-tune). A stage names only earlier stages."""
+    wave_of: dict[str, int] = {}
+    for stage in stages:
+        needs = re.findall(r"\{([^}]+)\}", " ".join(stage.command or []))
+        wave_of[stage.key] = 1 + max((wave_of[key] for key in needs), default=-1)
+    grouped: list[list[Stage]] = [[] for _ in range(1 + max(wave_of.values(), default=-1))]
+    for stage in stages:
+        grouped[wave_of[stage.key]].append(stage)
+    return grouped
+
+
+def _execute_wave(wave: list[Stage], outcomes: dict[str, Outcome], executor: ExecutorSettings) -> dict[str, Outcome]:
+    """A wave's stages as jobs of the job engine, all at once (given teachers need none)."""
+    from core.checkpoint import resolve_checkpoint
+    from core.training.executors import run_jobs
+
+    trained = [stage for stage in wave if stage.command is not None]
+    jobs = {stage.key: _stage_jobs(stage, outcomes, progress=False) for stage in trained}
+    results = iter(run_jobs([job for stage_jobs in jobs.values() for job in stage_jobs], executor))
+    done = {stage.key: Outcome(stage, [], resolve_checkpoint(stage.given)) for stage in wave if stage.command is None}
+    for stage in trained:
+        runs = [result for _ in jobs[stage.key] for result in next(results)]
+        done[stage.key] = Outcome(stage, [r.run_dir for r in runs], Path(runs[-1].checkpoint))
+    return done
 
 
 # --- measured beside published --------------------------------------------------------------

@@ -9,11 +9,13 @@ from core.cli.common import _emit
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from core.cli import protocols
+    from core.cli.train import executor_settings
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     plan = protocols.plan(args.protocol, args.dataset, data_root=args.data_root, seeds=seeds, methods=methods,
                           scale=args.scale, teacher=args.teacher, runs_dir=args.runs_dir, reference=args.reference)
+    executor = executor_settings(args, plan.runs_dir)
     if args.dry_run:
         lines = [f"{args.protocol} on {args.dataset} ({args.scale}): {len(plan.stages)} stages, runs in {plan.runs_dir}"]
         for stage in plan.stages:
@@ -23,7 +25,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         lines += [f"  note: {note}" for note in plan.notes]
         _emit(args, plan.record(), "\n".join(lines))
         return
-    result = protocols.run(plan, out=args.out, progress=not args.quiet, latency=args.latency)
+    result = protocols.run(plan, out=args.out, progress=not args.quiet, latency=args.latency, executor=executor)
     lines = [f"{args.protocol} on {args.dataset} ({args.scale}, published row: {plan.reference}) in {result['seconds']} s; "
              f"report: {result['report']['out']}"]
     for row in result["rows"]:
@@ -43,6 +45,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
     from core.cli.protocols import PLANNERS, SCALES
+    from core.cli.train import executor_flags
 
     reproduce = command(commands, "reproduce", cmd_reproduce,
                         "run a paper's whole protocol (teacher, every method per seed, fine-tunes where the paper had "
@@ -63,3 +66,4 @@ def add_parsers(commands, command) -> None:
                                               " a rerun finds and skips finished runs, and resumes interrupted ones")
     reproduce.add_argument("--out", help="report folder (default <runs-dir>/report)")
     reproduce.add_argument("--latency", action="store_true", help="add the report's CPU latency table")
+    executor_flags(reproduce)

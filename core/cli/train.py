@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from core.checkpoint import compact_cost, read_header
 from core.cli.common import _boolean, _emit, log
@@ -93,6 +94,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from core.training.engine import train
 
     if args.resume:
+        if args.executor:
+            raise ValueError("--resume continues one run in this process; with --executor, run the grid's command again "
+                             "(its finished runs are reused, the others resume)")
         _emit_run(args, train(resume=args.resume, progress=not args.quiet))
         return
     results = execute_train(args)
@@ -118,23 +122,43 @@ def train_configs(args: argparse.Namespace) -> list:
 
 
 def execute_train(args: argparse.Namespace, train_fn=None) -> list:
-    """Run what a ``train`` command line asks for; ``train_fn`` trains one config (default: a new run)."""
-    from core.training.drivers import DRIVERS
+    """Run what a ``train`` command line asks for: with ``--executor``, every job through the job engine (each run
+    trained once: a rerun reuses finished runs and resumes killed ones); else in this process, each config trained
+    by ``train_fn`` (default: a new run)."""
+    from core.runs import default_runs_dir
     from core.training.engine import train
+    from core.training.executors import run_jobs
 
+    jobs = train_jobs(args)
+    settings = executor_settings(args, Path(jobs[0].config.runs_dir or default_runs_dir()))
+    if settings is not None:
+        return [result for results in run_jobs(jobs, settings) for result in results]
     train_fn = train_fn or (lambda config: train(config, progress=not args.quiet))
-    configs = train_configs(args)
+    return [result for job in jobs for result in job.run(train_fn)]
+
+
+def train_jobs(args: argparse.Namespace) -> list:
+    """The jobs of a ``train`` command line (:class:`core.training.executors.TrainJob`): one per config, a chain of
+    runs (IMP rounds, Taylor steps) for a method with a driver."""
+    from core.training.drivers import named_chain
+    from core.training.executors import TrainJob
+
     driver = get_method(args.method).driver
-    if driver == "imp" and args.ticket:  # one run of a given ticket (a transfer), not a chain
-        return [_transferred_ticket(args, config, train_fn) for config in configs]
-    if driver is not None:  # a chain of runs (IMP rounds, Taylor steps)
-        return [result for config in configs
-                for result in DRIVERS[driver](config, one_shot=args.one_shot, progress=not args.quiet, train_fn=train_fn)]
-    return [train_fn(config) for config in configs]
+    jobs = []
+    for config in train_configs(args):
+        if driver == "imp" and args.ticket:  # one run of a given ticket (a transfer), not a chain
+            jobs.append(TrainJob(_ticket_config(args, config)))
+        elif driver is not None:
+            if driver == "imp" and getattr(args, "executor", None):  # a rerun must find the same chain's rounds
+                config = named_chain(config)
+            jobs.append(TrainJob(config, driver, one_shot=args.one_shot))
+        else:
+            jobs.append(TrainJob(config))
+    return jobs
 
 
-def _transferred_ticket(args: argparse.Namespace, config, train_fn):
-    """One run of a given ticket on --data (mask kept, weights rewound): ``--ticket``."""
+def _ticket_config(args: argparse.Namespace, config):
+    """The config of one run of a given ticket on --data (mask kept, weights rewound): ``--ticket``."""
     from core.checkpoint import resolve_checkpoint
 
     ticket = read_header(resolve_checkpoint(args.ticket))
@@ -143,7 +167,42 @@ def _transferred_ticket(args: argparse.Namespace, config, train_fn):
     config.init_checkpoint = str(args.ticket)
     config.arch = ticket["model"]["arch"]
     config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
-    return train_fn(config)
+    return config
+
+
+def executor_flags(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and its Slurm settings (``train`` and ``reproduce``)."""
+    from core.training.executors import EXECUTORS, SLURM_TIME_MIN
+
+    group = parser.add_argument_group("job engine (submitit): every run, or chain of runs, its own job; the same command "
+                                      "again reuses finished runs and resumes killed ones")
+    group.add_argument("--executor", choices=EXECUTORS,
+                       help="local: each run (an lth or taylor chain: each chain) a process on this machine, as many at "
+                            "once as there are free GPUs, one at a time without; slurm: each a Slurm job, together one "
+                            "job array. Default: every run in this process")
+    group.add_argument("--slurm-partition", metavar="NAME", help="partition of the Slurm jobs (default: the cluster's)")
+    group.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per Slurm job (default 1; a run trains on one)")
+    group.add_argument("--slurm-time", metavar="TIME", help="time limit per Slurm job: minutes (90) or HH:MM:SS (1:30:00); "
+                                                            f"default {SLURM_TIME_MIN // 60}:00:00. A job that reaches it is "
+                                                            "requeued, and its run resumes from its last checkpoint")
+    group.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per Slurm job (default: the partition's)")
+
+
+def executor_settings(args: argparse.Namespace, runs_dir: Path):
+    """The :class:`core.training.executors.ExecutorSettings` of the ``--executor`` flags (job folders under
+    ``<runs_dir>/.submitit``), or None without ``--executor``."""
+    from core.training.executors import JOBS_FOLDER, ExecutorSettings, slurm_minutes
+
+    slurm = {"slurm_partition": getattr(args, "slurm_partition", None), "slurm_gpus": getattr(args, "slurm_gpus", None),
+             "slurm_cpus": getattr(args, "slurm_cpus", None), "slurm_time": getattr(args, "slurm_time", None)}
+    given = {key: value for key, value in slurm.items() if value is not None}
+    executor = getattr(args, "executor", None)
+    if given and executor != "slurm":
+        raise ValueError(f"{', '.join('--' + key.replace('_', '-') for key in given)}: Slurm settings, "
+                         "for --executor slurm only")
+    if "slurm_time" in given:
+        given["slurm_time"] = slurm_minutes(given["slurm_time"])
+    return None if executor is None else ExecutorSettings(executor, Path(runs_dir) / JOBS_FOLDER, **given)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -224,10 +283,12 @@ def add_parsers(commands, command) -> None:
     train.add_argument("--trainable", choices=["all", "layer4"])
     train.add_argument("--teacher", help="teacher checkpoint or run (students; default: a shipped teacher of the same data)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
-    train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence (e.g. 0,1,2)")
+    train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence, or as jobs with --executor "
+                                       "(e.g. 0,1,2)")
     train.add_argument("--sweep", metavar="KEY=V1,V2,...",
                        help="ablation: one run per value of a config field or method option, by its name in this help "
                             "(e.g. epochs=5,10)")
+    executor_flags(train)
     method_flags(train)
     chains = train.add_argument_group("runs that chain (lth, taylor) and starting checkpoints")
     chains.add_argument("--one-shot", action="store_true",

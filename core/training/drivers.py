@@ -9,18 +9,22 @@
 
 :data:`DRIVERS` maps a method's ``driver`` to its function. Each takes a
 ``train_fn(config)`` (default: a new run of :func:`core.training.engine.train`);
-``reproduce`` passes one that finds and resumes earlier runs of the same config.
+``reproduce`` and the job engines (:mod:`core.training.executors`) pass one that finds and resumes earlier runs
+of the same config; :func:`named_chain` gives an lth chain the name a rerun finds again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import uuid
 from collections.abc import Callable
 
 from core.config import TrainConfig
 from core.methods.lth import LTHOptions, imp_schedule
 from core.methods.taylor import TaylorMethod, TaylorOptions
+from core.runs import comparable_config
 
 
 def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True, train_fn=None) -> list:
@@ -47,6 +51,15 @@ def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, pro
     if one_shot:
         results.append(run(str(dense.run_dir / "last.safetensors"), options.target_sparsity, f"{chain}-one-shot", 1))
     return results
+
+
+def named_chain(config: TrainConfig) -> TrainConfig:
+    """An lth chain's config with a ``chain`` name of its own (the architecture and a hash of the config) when it has
+    none: the default is random, and a grid run again through a job engine must find its rounds' runs again."""
+    if config.method_options.get("chain"):
+        return config
+    digest = hashlib.sha1(json.dumps(comparable_config(config.to_dict()), sort_keys=True).encode()).hexdigest()[:6]
+    return dataclasses.replace(config, method_options={**config.method_options, "chain": f"{config.arch}-{digest}"})
 
 
 def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: bool = False, progress: bool = True,

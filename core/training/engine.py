@@ -293,9 +293,9 @@ def _train_guarded(run: Run, config: TrainConfig, method: Method, dataset: Datas
         run.set_status("running")
     try:
         result = _train(run, config, method, dataset, resuming, progress and main, context, device)
-    except (Cancelled, KeyboardInterrupt) as error:
+    except (Cancelled, KeyboardInterrupt, SystemExit) as error:  # SystemExit: a job engine's pre-emption handler
         if main:
-            _record_end(run, "cancelled", f"cancelled: {error}")
+            _record_end(run, "cancelled", f"cancelled: {error or type(error).__name__}")
         raise
     except WriteError as error:  # disk full, read-only folder: say how to go on
         failure = WriteError(error.errno, f"{error}; free space (or make the folder writable), then continue with "
