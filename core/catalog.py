@@ -59,10 +59,10 @@ def ticket_rows(runs_dir: Path | None = None, shipped: Path = SHIPPED_TICKETS) -
     parameters, test metrics."""
     from core.checkpoint import resolve_checkpoint
 
-    sources = [(run.dir.name, run.dir) for run in list_runs(runs_dir or default_runs_dir())]
-    sources += [(path.stem, path) for path in sorted(Path(shipped).glob("*.safetensors")) if ".ood." not in path.name]
+    sources = [(run.dir.name, run.dir, False) for run in list_runs(runs_dir or default_runs_dir())]
+    sources += [(path.stem, path, True) for path in sorted(Path(shipped).glob("*.safetensors")) if ".ood." not in path.name]
     rows = []
-    for name, source in sources:
+    for name, source, is_shipped in sources:
         try:
             header = read_header(resolve_checkpoint(source))
         except (CheckpointError, OSError):
@@ -70,8 +70,9 @@ def ticket_rows(runs_dir: Path | None = None, shipped: Path = SHIPPED_TICKETS) -
         if "lth" not in header:
             continue
         ticket, metrics = header["lth"], header.get("metrics", {})
-        rows.append({"run": name, "path": str(source), "arch": header["model"]["arch"], "dataset": header.get("dataset"),
+        rows.append({"run": name, "path": str(source), "shipped": is_shipped, "arch": header["model"]["arch"],
+                     "dataset": header.get("dataset"),
                      "chain": ticket.get("chain", ""), "round": ticket.get("round", 0), "sparsity": ticket["sparsity"],
                      "surviving_params": ticket["surviving_params"], "dense_params": ticket["dense_params"],
                      "test_accuracy": metrics.get("test_accuracy"), "test_auc": metrics.get("test_auc")})
-    return sorted(rows, key=lambda row: (row["chain"], row["round"]))
+    return sorted(rows, key=lambda row: (row["shipped"], row["chain"], row["round"]))  # the user's own chains first

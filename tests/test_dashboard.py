@@ -254,7 +254,7 @@ def test_real_browser_shows_every_page(served_dashboard, tmp_path):
                                 ("inference", "P(fake)")):
                 page.goto(f"{served_dashboard}/{path}", wait_until="domcontentloaded")
                 page.get_by_text(ready).first.wait_for(timeout=60_000)
-                page.wait_for_timeout(1500)  # let the charts draw
+                page.wait_for_timeout(500)  # let the charts draw
                 page.screenshot(path=str(SCREENSHOTS / f"{path or 'overview'}.png"), full_page=True)
                 exceptions += page.locator("[data-testid='stException']").count()
         finally:

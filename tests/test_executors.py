@@ -86,6 +86,7 @@ def test_a_local_grid_runs_each_seed_as_a_job_requeues_a_preempted_one_and_a_rer
     job_logs = "".join(p.read_text() for p in (runs_dir / ".submitit").glob("*/*_log.*"))
     assert "Calling checkpoint method" in job_logs and "Requeued job" in job_logs
     untouched = {seed: (runs[seed] / "metrics.jsonl").read_bytes() for seed in (0, 2)}
+    jobs_before = set((runs_dir / ".submitit").iterdir())
 
     assert main([*grid, "--quiet", "--json"]) == 0  # the same command again (in this process; its jobs are processes)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -96,6 +97,7 @@ def test_a_local_grid_runs_each_seed_as_a_job_requeues_a_preempted_one_and_a_rer
     for seed in (0, 2):  # reused, not retrained
         assert (runs[seed] / "metrics.jsonl").read_bytes() == untouched[seed]
     assert "resum" not in (runs[0] / "log.txt").read_text()
+    assert len(set((runs_dir / ".submitit").iterdir()) - jobs_before) == 1, "one job: the finished runs start none"
 
 
 def test_a_cancelled_job_leaves_no_result_on_slurm_and_its_checkpoint_resumes_the_same_run(tiny_benchmark, tmp_path,

@@ -375,7 +375,7 @@ def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, laten
     else:
         for number, wave in enumerate(waves(plan_.stages), start=1):
             log.info("reproduce: wave %d, %s", number, ", ".join(stage.key for stage in wave))
-            outcomes.update(_execute_wave(wave, outcomes, executor))
+            outcomes.update(_execute_wave(wave, outcomes, executor, progress))
     out = Path(out) if out else plan_.runs_dir / "report"
     rows = measured_rows(plan_, outcomes)
     report = _report(plan_, outcomes, rows, out, latency, progress)
@@ -443,14 +443,15 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
     return grouped
 
 
-def _execute_wave(wave: list[Stage], outcomes: dict[str, Outcome], executor: ExecutorSettings) -> dict[str, Outcome]:
+def _execute_wave(wave: list[Stage], outcomes: dict[str, Outcome], executor: ExecutorSettings,
+                  progress: bool = True) -> dict[str, Outcome]:
     """A wave's stages as jobs of the job engine, all at once (given teachers need none)."""
     from core.checkpoint import resolve_checkpoint
     from core.training.executors import run_jobs
 
     trained = [stage for stage in wave if stage.command is not None]
     jobs = {stage.key: _stage_jobs(stage, outcomes, progress=False) for stage in trained}
-    results = iter(run_jobs([job for stage_jobs in jobs.values() for job in stage_jobs], executor))
+    results = iter(run_jobs([job for stage_jobs in jobs.values() for job in stage_jobs], executor, progress))
     done = {stage.key: Outcome(stage, [], resolve_checkpoint(stage.given)) for stage in wave if stage.command is None}
     for stage in trained:
         runs = [result for _ in jobs[stage.key] for result in next(results)]

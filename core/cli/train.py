@@ -132,7 +132,7 @@ def execute_train(args: argparse.Namespace, train_fn=None) -> list:
     jobs = train_jobs(args)
     settings = executor_settings(args, Path(jobs[0].config.runs_dir or default_runs_dir()))
     if settings is not None:
-        return [result for results in run_jobs(jobs, settings) for result in results]
+        return [result for results in run_jobs(jobs, settings, progress=not args.quiet) for result in results]
     train_fn = train_fn or (lambda config: train(config, progress=not args.quiet))
     return [result for job in jobs for result in job.run(train_fn)]
 

@@ -263,23 +263,42 @@ def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
     compares equal to the ``config.json`` of the run it wrote. A run of it still going in another
     process is an error, not a second copy.
     """
+    completed, method, run = _earlier_run(config)
+    if run is None:
+        return train(completed, progress=progress, method=method)
+    finished = _reused(run)
+    if finished is not None:
+        return finished
+    status = run.status()
+    if status.get("status") == "running":
+        raise RuntimeError(f"{run.dir} is being trained by process {status.get('pid')}: wait for it, or stop it")
+    log.info("resuming the %s run %s", status.get("status"), run.dir)
+    return train(resume=run.dir, progress=progress)
+
+
+def finished_result(config: TrainConfig) -> TrainResult | None:
+    """The result of the finished run of ``config`` that :func:`train_once` would reuse, or None: a job engine skips
+    such a config instead of starting a process only to find it done."""
+    _, _, run = _earlier_run(config)
+    return None if run is None else _reused(run)
+
+
+def _earlier_run(config: TrainConfig) -> tuple[TrainConfig, Method, Run | None]:
+    """``config`` completed and checked as ``train`` would, its method object, and the newest run of it (or None)."""
     import copy
 
     completed = copy.deepcopy(config)
     method = create_method(completed)
     _check_config(completed, method)
-    runs_dir = completed.runs_dir or default_runs_dir()
-    run = find_run(runs_dir, completed.to_dict())
-    if run is None:
-        return train(completed, progress=progress, method=method)
+    return completed, method, find_run(completed.runs_dir or default_runs_dir(), completed.to_dict())
+
+
+def _reused(run: Run) -> TrainResult | None:
     status = run.status()
     if status.get("status") == "finished" and run.best_checkpoint.is_file():
         log.info("reusing the finished run %s", run.dir)
         return TrainResult(run.dir, run.best_checkpoint, "finished", status.get("test", {}), status.get("stopped_early"))
-    if status.get("status") == "running":
-        raise RuntimeError(f"{run.dir} is being trained by process {status.get('pid')}: wait for it, or stop it")
-    log.info("resuming the %s run %s", status.get("status"), run.dir)
-    return train(resume=run.dir, progress=progress)
+    return None
 
 
 def _train_guarded(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits, resuming: bool, progress: bool,

@@ -76,7 +76,7 @@ class EventLog:
         step = self.last_epoch * self.steps_per_epoch
         if len(set(labels.tolist())) == 2:
             self.writer.add_figure("test/roc", roc_figure(labels, probabilities), step)
-        if pruning and pruning.get("active_filters"):
+        if pruning and {"layers", "channels", "active_filters"} <= set(pruning):
             self.writer.add_figure("pruning/active_filters", active_filters_figure(pruning), step)
         self.writer.flush()
 

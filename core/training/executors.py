@@ -36,10 +36,11 @@ from pathlib import Path
 
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
+from tqdm.auto import tqdm
 
 from core.config import TrainConfig
 from core.training.drivers import DRIVERS
-from core.training.engine import Cancelled, TrainResult, train_once
+from core.training.engine import Cancelled, TrainResult, finished_result, train_once
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,29 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.driver, self.one_shot))
 
 
-def run_jobs(jobs: list[TrainJob], settings: ExecutorSettings) -> list[list[TrainResult]]:
-    """Every job through the job engine, then each job's runs, in the jobs' order.
+def run_jobs(jobs: list[TrainJob], settings: ExecutorSettings, progress: bool = True) -> list[list[TrainResult]]:
+    """Every job through the job engine, then each job's runs, in the jobs' order; ``progress``: a bar of jobs ended.
 
     All jobs are waited for; if some did not finish (a failure, a kill), the error names them, and the same
     command finishes them (the finished runs are reused).
     """
     if not jobs:
         return []
+    # a job of one config whose run is finished needs no process (a rerun of a grid starts only what is left)
+    done = {index: [result] for index, job in enumerate(jobs)
+            if job.driver is None and (result := finished_result(job.config)) is not None}
+    pending = [job for index, job in enumerate(jobs) if index not in done]
     settings.folder.mkdir(parents=True, exist_ok=True)
-    submitted = _run_local(jobs, settings) if settings.kind == "local" else _run_slurm(jobs, settings)
+    with tqdm(total=len(pending), desc=f"{settings.kind} jobs", unit="job", disable=not progress or not pending) as bar:
+        run = _run_local if settings.kind == "local" else _run_slurm
+        submitted = run(pending, settings, bar) if pending else []
+    handles = iter(submitted)
     results, unfinished = [], []
-    for job, handle in zip(jobs, submitted, strict=True):
+    for index, job in enumerate(jobs):
+        if index in done:
+            results.append(done[index])
+            continue
+        handle = next(handles)
         try:
             if settings.kind == "local" and not handle.paths.result_pickle.exists():  # no shared disk to wait for
                 raise UncompletedJobError("its process ended without a result (killed?)")
@@ -137,7 +149,7 @@ def run_jobs(jobs: list[TrainJob], settings: ExecutorSettings) -> list[list[Trai
     return results
 
 
-def _run_local(jobs: list[TrainJob], settings: ExecutorSettings) -> list:
+def _run_local(jobs: list[TrainJob], settings: ExecutorSettings, bar: tqdm) -> list:
     """One process per job, at most one per free GPU at a time (one at a time without a free GPU)."""
     executor = submitit.LocalExecutor(folder=settings.folder / "%j")
     slots: list[str | None] = free_gpus(jobs[0].config.device) or [None]  # None: the job sees what this process sees
@@ -158,6 +170,7 @@ def _run_local(jobs: list[TrainJob], settings: ExecutorSettings) -> list:
                 if submitted[index].done():
                     del busy[slot]
                     log.info("job %d/%d (%s) ended", index + 1, len(jobs), jobs[index])
+                    bar.update()
     except BaseException:  # Ctrl-C: the local jobs stop too (their runs are recorded cancelled, and resume)
         for index in busy.values():
             submitted[index].cancel(check=False)
@@ -176,7 +189,7 @@ def slurm_executor(settings: ExecutorSettings, cluster: str | None = None) -> su
     return executor
 
 
-def _run_slurm(jobs: list[TrainJob], settings: ExecutorSettings) -> list:
+def _run_slurm(jobs: list[TrainJob], settings: ExecutorSettings, bar: tqdm) -> list:
     executor = slurm_executor(settings)
     with executor.batch():  # one job array
         submitted = [executor.submit(job) for job in jobs]
@@ -185,6 +198,7 @@ def _run_slurm(jobs: list[TrainJob], settings: ExecutorSettings) -> list:
     for index, handle in enumerate(submitted):
         handle.wait()
         log.info("job %d/%d (%s) ended", index + 1, len(jobs), jobs[index])
+        bar.update()
     return submitted
 
 
