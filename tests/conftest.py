@@ -41,6 +41,20 @@ def tiny_train_args(tiny_benchmark, tmp_path) -> list[str]:
             "--epochs", "2", "--batch-size", "16", "--num-workers", "0", "--runs-dir", str(tmp_path / "runs")]
 
 
+# Parametrisations that repeat a faster sibling on another method: `make test-all` runs them, `make test` (CI) not.
+# Kill and resume: every kill point on the teacher, and mid-epoch on Pearson (a masked student's extra state).
+SLOW_DUPLICATES = tuple(f"test_kill_resume.py::test_sigkill_then_resume_is_bit_identical[{case}]"
+                        for case in ("kdfs-mid-epoch", "kdfs-mid-checkpoint-write", "kdfs-during-validation",
+                                     "pearson-mid-checkpoint-write", "pearson-during-validation"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.endswith(SLOW_DUPLICATES):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_unconfigure(config):
     import shutil
 

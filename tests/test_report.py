@@ -5,14 +5,12 @@ on the second pass)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import cli_json
 from sklearn import metrics as skm
 
 from core.config import build_config
@@ -109,11 +107,7 @@ def test_prediction_cache_hits_and_invalidates_on_a_changed_checkpoint(tiny_runs
     np.testing.assert_allclose(fresh.predictions.probabilities, changed.predictions.probabilities, atol=1e-6)
 
 
-def _cli(*args: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "core", *args, "--quiet", "--json"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600, env=dict(os.environ))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+_cli = cli_json
 
 
 def test_report_writes_every_table_and_caches_predictions(tiny_runs, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_support import cli_json
 from safetensors.torch import load_file
 
 import core
@@ -38,6 +39,8 @@ def _student_args(teacher: Path, runs_dir: Path, method: str, *extra: str) -> li
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> dict:
+    if env is None:  # in this process; a command that needs its own environment gets its own interpreter
+        return cli_json(*args)
     result = subprocess.run([sys.executable, "-m", "core", *args, "--quiet", "--json"], cwd=REPO, capture_output=True,
                             text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stderr
