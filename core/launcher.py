@@ -261,8 +261,9 @@ def progress(run: Run) -> dict:
     loss and validation-accuracy histories (the live panel's sparklines)."""
     config = run.config()
     epochs = int(config.get("epochs", 1))
-    steps = run.metrics("step")
-    epoch_records = run.metrics("epoch")
+    records = run.metrics()  # one read of metrics.jsonl every 2 s per running run
+    steps = [r for r in records if r.get("type") == "step"]
+    epoch_records = [r for r in records if r.get("type") == "epoch"]
     last_step = steps[-1] if steps else None
     done_epochs = len(epoch_records)
     step_fraction = (last_step["step"] / last_step["steps"]) if last_step and last_step["epoch"] >= done_epochs else 0.0

@@ -46,10 +46,6 @@ class Curves:
         names = dict.fromkeys(key for row in self.steps for key in row if key not in _NOT_TERMS | {"global_step"})
         return sorted(names, key=lambda name: name != "loss")
 
-    @property
-    def live(self) -> bool:
-        return self.status == "running"
-
 
 def run_curves(run: Run) -> Curves:
     """A run directory's curves from its ``metrics.jsonl`` (read as it is now: a run in progress gives what it has)."""

@@ -97,12 +97,13 @@ def _epoch_tag(key: str) -> str:
 def roc_figure(labels, probabilities):
     """Matplotlib figure of one ROC curve with its AUC (TensorBoard renders figures as images)."""
     from matplotlib.figure import Figure
-    from sklearn.metrics import roc_auc_score, roc_curve
 
-    fpr, tpr, _ = roc_curve(labels, probabilities)
+    from core.evaluation.evaluate import roc_curve
+
+    roc = roc_curve(labels, probabilities)
     figure = Figure(figsize=(4.5, 4.5), dpi=100)
     axes = figure.subplots()
-    axes.plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, probabilities):.3f}")
+    axes.plot(roc["fpr"], roc["tpr"], label=f"AUC {roc['auc']:.3f}")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes.set(xlabel="false-positive rate", ylabel="true-positive rate", title="Test ROC", xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="lower right")

@@ -25,20 +25,20 @@ def _sources() -> dict[str, str]:
     return sources
 
 
-def _default(sources: dict[str, str]) -> list[str]:
+def _default(sources: dict[str, str], running: set[str]) -> list[str]:
     """The runs training now, else the newest three runs, else the shipped students (their search runs' epochs)."""
-    runs = {row["run"]: row for row in listing("runs")}
-    running = [name for name in sources if name.startswith("run: ") and runs[name[5:]].get("status") == "running"]
+    training = [name for name, path in sources.items() if path in running]
     newest = [name for name in sources if name.startswith("run: ")][:3]
     shipped = [name for name in sources if name.startswith("shipped: student-")]
-    return running or newest or shipped or list(sources)[:1]
+    return training or newest or shipped or list(sources)[:1]
 
 
 sources = _sources()
+running = {row["path"] for row in listing("runs") if row.get("status") == "running"}  # run directories training now
 if not sources:
     st.info("No runs or checkpoints yet: launch a run from the sidebar.")
     st.stop()
-picked = st.multiselect("Runs and checkpoints", list(sources), default=_default(sources), key="curves_pick")
+picked = st.multiselect("Runs and checkpoints", list(sources), default=_default(sources, running), key="curves_pick")
 axis = st.radio("x axis", ["epoch", "step"], horizontal=True, key="curves_axis",
                 help="step: the global training step (runs only; a checkpoint's header holds epochs)")
 
@@ -78,5 +78,5 @@ def draw(paths: list[str]) -> None:
 
 if picked:
     paths = [sources[name] for name in picked]
-    live = any(curves_of(path).live for path in paths if not path.endswith(".safetensors"))
+    live = any(path in running for path in paths)
     st.fragment(draw, run_every=2.0 if live else None)(paths)
