@@ -135,8 +135,17 @@ def _parse(argv: list[str]):
     return build_parser().parse_args(argv)
 
 
-def test_the_slurm_submission_carries_partition_gpus_cpus_and_time_limit(tmp_path):
+def test_the_slurm_submission_carries_partition_gpus_cpus_and_time_limit(tmp_path, monkeypatch):
+    """The sbatch script submitit would submit, written without Slurm on the machine: submitit's executor refuses to
+    exist where ``srun`` is not on PATH, so its detection is answered here; nothing is submitted."""
+    from submitit.slurm.slurm import SlurmExecutor
+
     from core.cli.train import executor_settings
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # the same on a machine that has Slurm
+    with pytest.raises(RuntimeError, match="srun"):
+        slurm_executor(ExecutorSettings("slurm", tmp_path), cluster="slurm")
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
 
     args = _parse(["train", *TINY, "--seeds", "0,1", "--executor", "slurm", "--slurm-partition", "gpu-long",
                    "--slurm-gpus", "2", "--slurm-time", "1:30:00", "--slurm-cpus", "6"])
