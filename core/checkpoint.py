@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 ONNX_SUFFIX = ".onnx"  # ONNX exports (core.deploy.onnx) are told apart by suffix: a protobuf has no magic number
+# a checkpoint's out-of-distribution model, when it is not in the checkpoint itself (core.evaluation.ood): a property
+# of that checkpoint, never a checkpoint of its own
+SIDECAR_SUFFIX = ".ood.safetensors"
 
 
 class Header(TypedDict, total=False):
@@ -125,6 +128,22 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")
     return path
+
+
+def sidecar_path(checkpoint: str | os.PathLike) -> Path:
+    """``x.safetensors`` (or ``x.onnx``) -> ``x.ood.safetensors``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name.removesuffix(checkpoint.suffix) + SIDECAR_SUFFIX)
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    return Path(path).name.endswith(SIDECAR_SUFFIX)
+
+
+def has_ood_calibration(path: str | os.PathLike, header: Header) -> bool:
+    """Whether ``predict`` can say if an input is like this checkpoint's training data: the out-of-distribution
+    model is in its header, or in its sidecar."""
+    return bool(header.get("ood")) or sidecar_path(path).is_file()
 
 
 def is_onnx(path: str | os.PathLike) -> bool:
@@ -228,6 +247,10 @@ def read_header(path: str | os.PathLike) -> Header:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: not a safetensors checkpoint, or a truncated one ({error})") from None
+    if HEADER_KEY not in metadata and is_sidecar(path):
+        checkpoint = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX) + ".safetensors")
+        raise CheckpointError(f"{path}: the out-of-distribution sidecar of {checkpoint.name}, not a checkpoint; "
+                              f"pass {checkpoint}")
     if HEADER_KEY not in metadata:
         raise CheckpointError(f"{path}: safetensors file without this project's header (not written by core?)")
     try:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoint import BEST, LAST, compact_cost, read_header
+from core.checkpoint import BEST, LAST
 from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
@@ -175,23 +175,12 @@ class Run:
         append_text(self.dir / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def summary(self) -> dict:
-        """One row for run tables: config, status, the best checkpoint's header metrics."""
+        """One row for run tables: config and status (:func:`core.catalog.run_rows` adds its best checkpoint's
+        columns)."""
         config = self.config()
         status = self.status()
-        row = {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
-               "status": status.get("status"), **({"error": status["error"]} if "error" in status else {})}
-        if self.best_checkpoint.is_file():
-            try:
-                header = read_header(self.best_checkpoint)
-                row.update(header.get("metrics", {}))
-                cost = compact_cost(header)
-                if cost["pruned"]:  # students: the compact network's cost
-                    row.update(params_m=round(cost["params"] / 1e6, 2), macs_m=round(cost["macs"] / 1e6, 1),
-                               params_reduction=round(cost["params_reduction"], 4),
-                               macs_reduction=round(cost["macs_reduction"], 4))
-            except ValueError as error:
-                row["error"] = str(error)
-        return row
+        return {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
+                "status": status.get("status"), **({"error": status["error"]} if "error" in status else {})}
 
 
 def history_entry(record: dict) -> dict:

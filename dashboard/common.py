@@ -15,21 +15,46 @@ def listing(kind: str) -> list[dict]:
     return checkpoint_rows() if kind == "checkpoints" else run_rows()
 
 
-def all_checkpoints() -> dict[str, str]:
-    """Display name -> checkpoint path, for every shipped checkpoint and every run with a checkpoint."""
-    from pathlib import Path
-
-    choices = {}
-    for row in listing("checkpoints"):
-        if "error" not in row:
-            choices[f"shipped: {row['checkpoint']}"] = row["path"]
+def _checkpoint_rows() -> dict[str, dict]:
+    """Name -> listing row, for every shipped checkpoint and every run with a checkpoint (damaged ones are listed
+    with their error on the Overview and Runs pages, never offered to the others)."""
+    rows = {f"shipped: {row['checkpoint']}": row for row in listing("checkpoints") if "error" not in row}
     for row in listing("runs"):
         path = Path(row["path"])
-        if "error" in row:  # a damaged run is listed with its error on the Runs page, never offered to the others
-            continue
-        if (path / "best.safetensors").is_file() or (path / "last.safetensors").is_file():
-            choices[f"run: {row['run']}"] = row["path"]
-    return choices
+        if "error" not in row and ((path / "best.safetensors").is_file() or (path / "last.safetensors").is_file()):
+            rows[f"run: {row['run']}"] = row
+    return rows
+
+
+def all_checkpoints() -> dict[str, str]:
+    """Display name -> checkpoint path, for every shipped checkpoint and every run with a checkpoint."""
+    return {name: row["path"] for name, row in _checkpoint_rows().items()}
+
+
+def checkpoint_label(name: str) -> str:
+    """How a picker shows a checkpoint: its name, kind and architecture, and whether it has an out-of-distribution
+    calibration (its own, or its sidecar's; predict and live inference then say when a photo is unlike its training
+    data). A name that is not a checkpoint (a picker's "default" entry) is shown as it is."""
+    row = _checkpoint_rows().get(name)
+    if row is None:
+        return name
+    calibration = "ood calibration: yes" if row.get("ood_calibration") else "ood calibration: no"
+    return f"{name} ({row.get('kind')} {row.get('arch')}; {calibration})"
+
+
+def listing_frame(rows: list[dict], columns: list[str] | None = None):
+    """Listing rows as a table: the sidecar flag as "yes"/"no", ``path`` left out, ``columns`` (when given) in order."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    if "ood_calibration" in frame.columns:
+        frame["ood_calibration"] = frame["ood_calibration"].map({True: "yes", False: "no"})
+    frame = frame.rename(columns={"ood_calibration": "ood calibration"})
+    if columns is not None:
+        return frame[[c for c in columns if c in frame.columns]]
+    return frame.drop(columns=["path"], errors="ignore")
 
 
 @st.cache_data(show_spinner=False)
@@ -113,8 +138,7 @@ def _ood(path: str, stamp: float):
 
 def ood_model(path: str):
     """A checkpoint's out-of-distribution model (its own, or its sidecar's), or None."""
-    from core.checkpoint import resolve_checkpoint
-    from core.evaluation.ood import sidecar_path
+    from core.checkpoint import resolve_checkpoint, sidecar_path
 
     resolved = resolve_checkpoint(path)
     sidecar = sidecar_path(resolved)
@@ -143,7 +167,7 @@ def pick_student_and_layer(prefix: str, prefer: str | None = None) -> tuple[str,
         st.stop()
     names = sorted(choices, key=lambda name: header(choices[name]).get("student_method") != prefer) if prefer else list(choices)
     left, right = st.columns(2)
-    path = choices[left.selectbox("Student", names, key=f"{prefix}_student")]
+    path = choices[left.selectbox("Student", names, key=f"{prefix}_student", format_func=checkpoint_label)]
     layers = header(path)["pruning"]["layers"]
     layer = right.selectbox("Layer", layers, index=layers.index(PAPER_LAYER) if PAPER_LAYER in layers else 0,
                             key=f"{prefix}_layer", help=f"{PAPER_LAYER} is the paper's 'layer 2 of block 1'")
@@ -164,7 +188,8 @@ def pick_checkpoints(key: str, default: list[str] | None = None, max_selections:
         default = [name for name, path in choices.items()
                    if name.startswith("shipped:") and header(path)["model"].get("arch") == "resnet50"]
     preselected = [name for name in default if name in choices] or list(choices)[:1]
-    picked = st.multiselect("Checkpoints", list(choices), default=preselected, max_selections=max_selections, key=key)
+    picked = st.multiselect("Checkpoints", list(choices), default=preselected, max_selections=max_selections, key=key,
+                            format_func=checkpoint_label)
     return choices, picked
 
 

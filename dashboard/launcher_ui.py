@@ -11,7 +11,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints, dataset_summary, listing
+from common import all_checkpoints, checkpoint_label, dataset_summary, listing
 from core import launcher
 from core.config import load_presets
 from core.data.datasets import DATASETS
@@ -70,7 +70,7 @@ def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None
                 found[name] = path
         except Exception:  # noqa: BLE001 - a damaged checkpoint is listed elsewhere with its error
             continue
-    choice = st.selectbox(label, [default, *found], key=key)
+    choice = st.selectbox(label, [default, *found], key=key, format_func=checkpoint_label)
     return found.get(choice)
 
 

@@ -21,6 +21,42 @@ def test_checkpoint_rows(tmp_path):
     assert "error" in rows["b.safetensors"]
 
 
+def test_a_sidecar_is_a_column_of_its_checkpoint_row_never_a_row(tmp_path):
+    """``x.ood.safetensors`` (the out-of-distribution model predict uses) belongs to ``x.safetensors``: the listing
+    says "ood calibration" on x's row; every checkpoint's kind and architecture come from its header's model spec."""
+    import shutil
+
+    import pytest
+
+    from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
+
+    header = {"method": "teacher", "model": {"type": "resnet", "arch": "resnet-tiny"}, "image_size": 32,
+              "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "dataset": "synthetic:gan", "params": 1, "macs": 1}
+    for name in ("calibrated", "plain"):
+        save_checkpoint(tmp_path / f"{name}.safetensors", build_model("resnet-tiny"), header)
+    shutil.copy(SHIPPED_DIR / "teacher-resnet50-synthetic-faceswap.ood.safetensors", tmp_path / "calibrated.ood.safetensors")
+    rows = {row["checkpoint"]: row for row in checkpoint_rows(tmp_path)}
+    assert set(rows) == {"calibrated.safetensors", "plain.safetensors"}
+    assert rows["calibrated.safetensors"]["ood_calibration"] is True and rows["plain.safetensors"]["ood_calibration"] is False
+    assert not any("error" in row for row in rows.values())
+    with pytest.raises(CheckpointError, match="the out-of-distribution sidecar of calibrated.safetensors, not a checkpoint"):
+        read_header(tmp_path / "calibrated.ood.safetensors")
+
+
+def test_the_shipped_listing_has_one_right_row_per_checkpoint():
+    """What a newcomer sees first on the Overview: no error rows, sidecars folded into their checkpoints' rows."""
+    from core.checkpoint import SHIPPED_DIR
+
+    rows = {row["checkpoint"]: row for row in checkpoint_rows()}
+    assert not [row for row in rows.values() if "error" in row]
+    assert sorted(rows) == sorted(p.name for p in SHIPPED_DIR.glob("*.safetensors") if ".ood." not in p.name)
+    assert (rows["dense-efficientnet_lite0-synthetic-faceswap.safetensors"]["kind"],
+            rows["dense-efficientnet_lite0-synthetic-faceswap.safetensors"]["arch"]) == ("dense", "efficientnet_lite0")
+    assert rows["student-pearson-resnet50-synthetic-faceswap.safetensors"]["kind"] == "compact student"
+    assert rows["teacher-dual_resnet18-synthetic-faceswap.safetensors"]["arch"] == "dual_resnet18"
+    assert all(row["ood_calibration"] for row in rows.values()), "every shipped checkpoint ships its calibration"
+
+
 def test_run_rows_report_damage(tmp_path):
     good = Run.create(tmp_path, "teacher", "synthetic")
     good.write_config({"method": "teacher", "data": "synthetic"})

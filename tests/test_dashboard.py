@@ -22,6 +22,10 @@ def test_home_renders_without_exceptions(tiny_benchmark):
     assert app.title[0].value == "Lightweight deepfake face detection"
     assert [s.value for s in app.subheader] == ["Shipped checkpoints", "Runs", "Embedded synthetic benchmark"]
     assert "300 images at 32 px" in app.markdown[-1].value
+    shipped = app.dataframe[0].value  # sidecars are a column of their checkpoint's row, never rows (or errors) of their own
+    assert "error" not in shipped.columns and not shipped["checkpoint"].str.contains(".ood.", regex=False).any()
+    assert set(shipped["ood calibration"]) == {"yes"} and "efficientnet_lite0" in set(shipped["arch"])
+    assert shipped.set_index("arch").loc["efficientnet_lite0", "kind"] == "dense"
 
 
 PAGES = {"views/runs.py": "Runs & checkpoints", "views/data.py": "Data", "views/pruning.py": "Pruning",
@@ -38,6 +42,8 @@ def test_every_page_renders_on_the_shipped_checkpoints(tiny_benchmark, page):
     assert app.sidebar.header[0].value == "Train" and app.sidebar.button(key="launch_button")
     if page == "views/runs.py":
         assert app.dataframe and app.multiselect(key="selected_widget").value
+        assert "ood calibration" in app.dataframe[0].value.columns and "error" not in app.dataframe[0].value.columns
+        assert all("ood calibration: yes" in label for label in app.multiselect(key="selected_widget").options)
         assert len(app.get("download_button")) == len(app.multiselect(key="selected_widget").value)
     if page == "views/data.py":  # the embedded benchmark's faceswap source: declared splits, no leak
         table = app.dataframe[0].value

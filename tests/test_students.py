@@ -203,7 +203,8 @@ def test_catalog_rows_show_the_compact_cost(student_run, tmp_path):
     shutil.copy(run_dir / "best.safetensors", tmp_path / "student.safetensors")
     (row,) = checkpoint_rows(tmp_path)
     header = core.load_model(run_dir).header["pruning"]
-    assert row["kind"] == "masked-resnet"
+    assert row["kind"] == "masked student" and row["arch"] == "resnet-tiny"
+    assert row["ood_calibration"] is bool(core.load_model(run_dir).header.get("ood"))
     assert row["macs_m"] == round(header["compact_macs"] / 1e6, 1)
     assert row["macs_reduction"] == round(header["macs_reduction"], 4)
     (summary,) = [r for r in run_rows(run_dir.parent) if r["path"] == str(run_dir)]

@@ -104,7 +104,8 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
 def _carry_ood(source: Path, out: Path, fmt: str) -> None:
     """A format that cannot hold the out-of-distribution model gets it as a sidecar beside the export (the compact
     network's stages compute the same statistics as the source's: the surgery keeps every stage's output)."""
-    from core.evaluation.ood import load_ood, save_sidecar, sidecar_path
+    from core.checkpoint import sidecar_path
+    from core.evaluation.ood import load_ood, save_sidecar
 
     if fmt == "safetensors":
         return

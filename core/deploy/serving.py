@@ -29,8 +29,9 @@ def serving_export(checkpoint: str | os.PathLike) -> Path:
     """The cached ONNX export of ``checkpoint`` for serving (written on first use, atomically)."""
     import torch
 
+    from core.checkpoint import sidecar_path
     from core.evaluation.evaluate import file_digest
-    from core.evaluation.ood import load_ood, save_sidecar, sidecar_path
+    from core.evaluation.ood import load_ood, save_sidecar
     from core.models.loading import load_model
     from core.pruning.surgery import compact_of
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.checkpoint import sidecar_path
 from core.io import atomic_write
 
 DIMS = 16  # principal directions kept per stage
@@ -269,12 +270,6 @@ def fit(model: nn.Module, train: list, val: list, transform, device: str = "cpu"
 
 
 # --------------------------------------------------------------------------- storage
-
-
-def sidecar_path(checkpoint: str | os.PathLike) -> Path:
-    """``x.safetensors`` -> ``x.ood.safetensors``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name.removesuffix(checkpoint.suffix) + ".ood.safetensors")
 
 
 def save_sidecar(ood: OODModel, path: str | os.PathLike) -> None:

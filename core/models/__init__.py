@@ -45,6 +45,21 @@ MODEL_TYPES: dict[str, Callable[[dict], nn.Module]] = {
     "pruned-net": _pruned,
 }
 
+# spec["type"] -> what the network is, in the listings' words. "resnet" is a historical tag: it names every dense
+# network of the architecture registry (ResNets, EfficientNets, the dual-stream ResNet, MesoNet), as in the shipped files.
+MODEL_KINDS: dict[str, str] = {
+    "resnet": "dense",
+    "masked-resnet": "masked student",
+    "compact-resnet": "compact student",
+    "ticket": "lottery ticket",
+    "pruned-net": "channel-pruned",
+}
+
+
+def model_kind(spec: dict) -> str:
+    """What a checkpoint's network is (dense, masked or compact student, lottery ticket, channel-pruned)."""
+    return MODEL_KINDS.get(spec.get("type"), f"unknown ({spec.get('type')})")
+
 
 def build_from_spec(spec: dict) -> nn.Module:
     """Rebuild the (untrained) module described by a checkpoint's ``model`` spec."""
@@ -54,4 +69,4 @@ def build_from_spec(spec: dict) -> nn.Module:
     return MODEL_TYPES[kind](spec)
 
 
-__all__ = ["ARCHITECTURES", "MODEL_TYPES", "build_from_spec", "build_model"]
+__all__ = ["ARCHITECTURES", "MODEL_KINDS", "MODEL_TYPES", "build_from_spec", "build_model", "model_kind"]

@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import pick_checkpoints
+from common import checkpoint_label, pick_checkpoints
 from core.data.synthetic import SOURCES
 from core.stats import mcnemar_report
 
@@ -102,8 +102,8 @@ if st.toggle("Evaluate every checkpoint on every source (cached after the first 
 st.subheader("McNemar's test")
 if len(picked) >= 2:
     first, second = st.columns(2)
-    a = first.selectbox("A", picked, index=0, key="mcnemar_a")
-    b = second.selectbox("B", picked, index=1, key="mcnemar_b")
+    a = first.selectbox("A", picked, index=0, key="mcnemar_a", format_func=checkpoint_label)
+    b = second.selectbox("B", picked, index=1, key="mcnemar_b", format_func=checkpoint_label)
     hits = {}
     for name in (a, b):
         result = results[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from common import listing
+from common import listing, listing_frame
 from core.data.synthetic import SOURCES, default_root, ensure_benchmark, read_manifest, split_totals
 
 st.title("Lightweight deepfake face detection")
@@ -16,7 +16,7 @@ def _table(title: str, kind: str, empty: str) -> None:
     st.subheader(title)
     rows = listing(kind)
     if rows:
-        st.dataframe(pd.DataFrame(rows).drop(columns=["path"]), hide_index=True, width="stretch")
+        st.dataframe(listing_frame(rows), hide_index=True, width="stretch")
     else:
         st.info(empty)
 

@@ -8,20 +8,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from common import all_checkpoints, listing
+from common import all_checkpoints, checkpoint_label, listing, listing_frame
 
 st.title("Runs & checkpoints")
 
-COLUMNS = ["status", "method", "kind", "data", "dataset", "test_accuracy", "test_auc", "val_accuracy", "params_m", "macs_m",
-           "params_reduction", "macs_reduction", "error"]
+COLUMNS = ["status", "method", "kind", "arch", "data", "dataset", "test_accuracy", "test_auc", "val_accuracy", "params_m", "macs_m",
+           "params_reduction", "macs_reduction", "ood calibration", "error"]
 
 
 def _frame(rows: list[dict], name_key: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    keep = [name_key] + [c for c in COLUMNS if c in frame.columns]
-    return frame[keep]
+    return listing_frame(rows, [name_key, *COLUMNS])
 
 
 st.subheader("Shipped checkpoints")
@@ -36,6 +32,7 @@ else:
 st.subheader("Explore")
 choices = all_checkpoints()
 selected = st.multiselect("One or two checkpoints for the other pages", list(choices), max_selections=2,
+                          format_func=checkpoint_label,
                           default=[c for c in st.session_state.get("selected", []) if c in choices] or list(choices)[-2:],
                           key="selected_widget")
 st.session_state["selected"] = selected

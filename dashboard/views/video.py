@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints, ood_model, served_model
+from common import all_checkpoints, checkpoint_label, ood_model, served_model
 from core.data.datasets import FAKE, REAL
 from core.data.faces import FACE_MARGIN
 from core.data.synthetic_video import ClipConfig, clip_preview, sample_clip
@@ -30,7 +30,7 @@ if not choices:
     st.stop()
 names = list(choices)
 default = next((i for i, n in enumerate(names) if "student-pearson" in n), 0)
-picked = st.selectbox("Checkpoint", names, index=default, key="video_checkpoint")
+picked = st.selectbox("Checkpoint", names, index=default, key="video_checkpoint", format_func=checkpoint_label)
 left, middle, right = st.columns(3)
 upload = left.file_uploader(f"Upload a clip (≤ {MAX_UPLOAD_MB} MB)", type=[e.lstrip(".") for e in sorted(VIDEO_EXTENSIONS)],
                             key="video_upload")
