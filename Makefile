@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test test-all lint check-layers docs ci synth teacher clean-data tensorboard
+.PHONY: install run test test-all lint check-layers readme check-readme docs ci synth teacher clean-data tensorboard
 
 install: $(STAMP)
 
@@ -30,17 +30,26 @@ test-all: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install
-	$(PY) -m ruff check core dashboard tests bench
+	$(PY) -m ruff check core dashboard tests bench scripts mkdocs_hooks.py
 
 # the layer order of .importlinter (docs/architecture.md): no import cycle, no upward import, no app in core
 check-layers: install
 	$(VENV)/bin/lint-imports
 
-# the documentation site; --strict: a broken link, a missing page or an unlisted page fails
-docs: install
+# the README's headline numbers, rendered from bench/results/*.json (template: scripts/readme_headline.md)
+readme: install
+	$(PY) scripts/docs_numbers.py readme
+
+# fails, with a diff, when the committed README's numbers are not what bench/results/ gives
+check-readme: install
+	$(PY) scripts/docs_numbers.py readme --check
+
+# the documentation site, its measured numbers read from bench/results/ (docs/benchmarks.md, "Numbers in the docs");
+# --strict: a broken link, a missing page, an unlisted page, or a number naming a missing file or key fails
+docs: readme
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $${TMPDIR:-/tmp}/core-docs-site
 
-ci: lint check-layers docs test
+ci: lint check-layers check-readme docs test
 
 synth: install
 	$(PY) -m core data synth

@@ -70,7 +70,7 @@ def bench_checkpoints(smoke: bool) -> dict:
         }
         if cost["pruned"]:
             record.update(full_params=cost["full_params"], full_macs=cost["full_macs"],
-                          params_reduction=round(cost["params_reduction"], 4), macs_reduction=round(cost["macs_reduction"], 4))
+                          params_reduction=cost["params_reduction"], macs_reduction=cost["macs_reduction"])
         ood = load_ood(path)
         if ood is not None:
             info = ood.record()
