@@ -11,14 +11,20 @@
 
 import re
 
-from scripts.docs_numbers import render_page
+from mkdocs.exceptions import PluginError
+
+from scripts.docs_numbers import MissingNumber, render_page
 
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
 
 
-def on_page_markdown(markdown, **kwargs):
+def on_page_markdown(markdown, page, **kwargs):
+    try:
+        markdown = render_page(markdown)
+    except MissingNumber as error:
+        raise PluginError(f"docs/{page.file.src_path}: {error}") from None
     lines = []
-    for line in render_page(markdown).split("\n"):
+    for line in markdown.split("\n"):
         if line.lstrip().startswith("|"):
             line = _CODE_SPAN.sub(lambda m: m.group(0).replace("\\|", "|"), line)
         lines.append(line)
