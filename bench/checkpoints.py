@@ -15,6 +15,18 @@ def _trained_on(run_id: str | None) -> str | None:
     return f"{found[1]}-{found[2]}-{found[3]} {found[4]}:{found[5]}" if found else None
 
 
+def _kept_filters(pruning: dict) -> dict:
+    """A pruned student's kept filters: in all, and as the share of each stage's ``conv1``/``conv2``/``conv3`` filters
+    (``layer3.conv1``: the conv1 of every block of stage 3)."""
+    kept, width = {}, {}
+    for layer, active, channels in zip(pruning["layers"], pruning["active_filters"], pruning["channels"], strict=True):
+        stage, _, conv = layer.split(".")
+        kept[f"{stage}.{conv}"] = kept.get(f"{stage}.{conv}", 0) + active
+        width[f"{stage}.{conv}"] = width.get(f"{stage}.{conv}", 0) + channels
+    return {"kept_filters": sum(pruning["active_filters"]), "maskable_filters": sum(pruning["channels"]),
+            "kept_share": {group: kept[group] / width[group] for group in kept}}
+
+
 def _test_in_distribution(path, ood, test_images: int) -> dict:
     """The share of the first ``test_images`` test images of the checkpoint's ``synthetic:<source>`` data that its ood
     model scores in distribution (rendered as the benchmark holds them, without generating it)."""
@@ -71,6 +83,8 @@ def bench_checkpoints(smoke: bool) -> dict:
         if cost["pruned"]:
             record.update(full_params=cost["full_params"], full_macs=cost["full_macs"],
                           params_reduction=cost["params_reduction"], macs_reduction=cost["macs_reduction"])
+            if "active_filters" in header.get("pruning", {}):
+                record.update(_kept_filters(header["pruning"]))
         ood = load_ood(path)
         if ood is not None:
             info = ood.record()
