@@ -65,6 +65,29 @@ class TrainConfig:
         return cls(**values)
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "warmup-cosine", "step", "none")
+# the smallest value each numeric setting takes (None, where a field allows it, means "not set")
+LOWEST = {"epochs": 1, "batch_size": 1, "image_size": 16, "step_size": 1, "warmup_epochs": 0, "weight_decay": 0,
+          "momentum": 0, "early_stopping_patience": 1, "max_train_samples": 1, "max_eval_samples": 1, "log_every": 1,
+          "nonfinite_max_skips": 0}
+
+
+def check_domains(config: TrainConfig) -> None:
+    """Every setting inside its domain, checked before anything is written (``--epochs 0`` is refused, not run)."""
+    for name, lowest in LOWEST.items():
+        value = getattr(config, name)
+        if value is None and name in ("early_stopping_patience", "max_train_samples", "max_eval_samples"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= lowest:
+            raise ValueError(f"{name.replace('_', '-')} must be a number >= {lowest}, got {value!r}")
+    if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {config.lr!r}")
+    for name, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+        if getattr(config, name) not in choices:
+            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose from {', '.join(choices)}")
+
+
 def load_presets() -> dict[str, dict]:
     """The named presets (keys starting with ``_`` only hold shared YAML anchors), with those of the files in
     ``$CORE_PRESETS`` merged over them key by key (a new method's entry in an existing preset, a new preset)."""

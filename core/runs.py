@@ -9,13 +9,18 @@
       best.safetensors   best checkpoint by validation accuracy
       last.safetensors   latest epoch's checkpoint
       trainer_state.pt   weights + optimiser/scheduler/counters: the one atomic resume point
+      .claim             the lock its one writer holds (Run.claim), with that process's pid and host
 
 Every file except the two logs is replaced atomically; the logs are append-only
-and readers skip a torn last line.
+and readers skip a torn last line. One process at a time writes a run: it holds an
+exclusive ``flock`` on ``.claim`` from before it reads the status until it ends, so a
+second trainer of the same run (a second ``--resume``, a requeued job, the launcher)
+is refused with the holder's pid, and a killed holder's lock goes with its process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -24,13 +29,18 @@ import secrets
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.checkpoint import BEST, LAST
 from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+CLAIM = ".claim"
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run (see :meth:`Run.claim`)."""
 
 
 def default_runs_dir() -> Path:
@@ -57,6 +67,7 @@ def _pid_alive(pid: int) -> bool:
 @dataclass
 class Run:
     dir: Path
+    _claim: object = field(default=None, repr=False, compare=False)  # the open, locked .claim while this process holds it
 
     @classmethod
     def create(cls, runs_dir: str | os.PathLike, method: str, data: str) -> Run:
@@ -78,6 +89,49 @@ class Run:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
         return cls(path)
+
+    # --- the one writer -------------------------------------------------------
+    def claim(self) -> None:
+        """Become the run's only writer until :meth:`release` or the end of this process: an exclusive, non-blocking
+        ``flock`` on ``.claim``. The kernel drops it with the process, however it ends, so a killed run can be claimed
+        at once; whoever checks the status after claiming sees what no other process can change meanwhile.
+
+        Raises :class:`RunBusy`, naming the holder, when another process (or another claim in this one) holds it."""
+        if self._claim is not None:
+            return
+        path = self.dir / CLAIM
+        with open(path, "a"):  # created if missing, never replaced: every claimant locks the same file
+            pass
+        # the lock is held through a read-only descriptor: a process holding a file open for writing would stop its
+        # file system from being remounted read-only (an administrator's answer to a failing disk)
+        handle = open(path)  # noqa: SIM115 - held open for the run's lifetime, closed by release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip()
+            handle.close()
+            raise RunBusy(f"{self.dir} is being trained by {_describe_holder(holder)}: only one process trains a run; "
+                          "wait for it to end, or stop it (the run then resumes from its last checkpoint)") from None
+        self._claim = handle
+        self._write_claim(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3)}))
+
+    def release(self) -> None:
+        """Give the run up (the holder's record is cleared first: no stale pid for the next reader)."""
+        if self._claim is None:
+            return
+        handle, self._claim = self._claim, None
+        self._write_claim("")
+        handle.close()
+
+    def _write_claim(self, record: str) -> None:
+        """The holder's record, rewritten in place (the same file: its lock stays), as a courtesy to the next
+        claimant's message; a full or read-only disk only loses the courtesy."""
+        try:
+            with open(self.dir / CLAIM, "r+") as handle:
+                handle.truncate()
+                handle.write(record)
+        except OSError:
+            pass
 
     # --- files ---------------------------------------------------------------
     @property
@@ -181,6 +235,16 @@ class Run:
         status = self.status()
         return {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
                 "status": status.get("status"), **({"error": status["error"]} if "error" in status else {})}
+
+
+def _describe_holder(record: str) -> str:
+    """``process 1234 on host-a (since 14:05:31)`` from a ``.claim`` record (just claimed: not yet written)."""
+    try:
+        holder = json.loads(record)
+        since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
+        return f"process {holder['pid']} on {holder['host']} (since {since})"
+    except (ValueError, KeyError, TypeError):
+        return "another process (it has just claimed the run)"
 
 
 def history_entry(record: dict) -> dict:

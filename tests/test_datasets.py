@@ -89,6 +89,8 @@ def test_synonyms_case_extensions_and_nesting(tmp_path):
         "test": {"real": 2, "fake": 2},
     }
     assert {s.source for s in dataset.split("train")} == {"custom"}
+    assert {(Path(item.path).name, item.reason, item.split) for item in dataset.skipped} == {
+        ("notes.txt", "unsupported type .txt", "train"), ("labels.csv", "unsupported type .csv", "train")}
 
 
 def test_listing_does_not_decode_images(tmp_path):

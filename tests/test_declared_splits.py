@@ -79,11 +79,12 @@ def test_a_row_escaping_its_root_stops_the_command_naming_it(checkpoint, tmp_pat
 def test_missing_rows_are_counted_and_named(tmp_path, capsys):
     paths = _images(tmp_path / "set" / "real", 6) + _images(tmp_path / "set" / "fake", 6, seed=7)
     listed = [p.relative_to(tmp_path / "set").as_posix() for p in paths]
+    (tmp_path / "set" / "notes.txt").write_text("a row naming a text file")
     pd.DataFrame({"path": listed + ["real/gone1.png", "fake/gone2.png", "notes.txt"], "label": [0] * 6 + [1] * 6 + [0, 1, 0]}
                  ).to_csv(tmp_path / "set" / "m.csv", index=False)
     code, info, err = _cli(["data", "info", str(tmp_path / "set" / "m.csv")], capsys)
     assert code == 0, err
-    assert info["dropped_reasons"] == {"missing file": 2, "not an image": 1}
+    assert info["dropped_reasons"] == {"missing file": 2, "unsupported type .txt": 1}
     assert [Path(p).name for p in info["dropped_examples"]["missing file"]] == ["gone1.png", "gone2.png"]
     assert "2 missing file" in err and "gone1.png" in err
 
@@ -120,3 +121,64 @@ def test_training_on_data_without_a_test_split_ends_without_a_test(tiny_benchmar
     assert result.status == "finished" and result.test["n"] == 0 and result.test["accuracy"] is None
     assert "test: 0 images, not declared" in result.test["note"]
     assert "val: 12 images, declared by the data" in (result.run_dir / "log.txt").read_text()
+
+
+def _odd_files(folder: Path) -> dict[str, str]:
+    """Files a user's folder really holds beside its images, each with the reason it must be skipped for."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = [Image.new("RGB", (32, 32), (index * 80, 0, 0)) for index in range(3)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "gone.png").symlink_to(folder / "nowhere.png")
+    (folder / ".DS_Store").write_bytes(b"\0" * 16)
+    (folder / "elsewhere").symlink_to(folder.parent)
+    return {"animated.gif": "unsupported type .gif", "pipe.png": "not a regular file", "zero.png": "not a regular file",
+            "gone.png": "missing file", ".DS_Store": "hidden file", "elsewhere": "link to a folder (not followed)"}
+
+
+def test_predict_accounts_for_every_file_of_a_folder(checkpoint, tmp_path, capsys):
+    """An animated GIF, a FIFO and a link to /dev/zero named like images, a dangling link, a hidden file and a link
+    to a folder beside three images: three verdicts, six skipped with their true reasons, nothing unaccounted."""
+    folder = tmp_path / "photos"
+    _images(folder, 3)
+    odd = _odd_files(folder)
+    code, result, err = _cli(["predict", str(folder), str(folder / "img000.png"), "--checkpoint", checkpoint, "--no-crop"],
+                             capsys)
+    assert code == 0, err
+    assert sorted(Path(p["path"]).name for p in result["predictions"]) == ["img000.png", "img001.png", "img002.png"]
+    assert {Path(s["path"]).name: s["reason"] for s in result["skipped"] if Path(s["path"]).name != "img000.png"} == odd
+    assert [s["reason"] for s in result["skipped"] if Path(s["path"]).name == "img000.png"] == ["listed twice"]
+    assert len(result["predictions"]) + len(result["skipped"]) == 3 + len(odd) + 1, "every file given, once each"
+
+
+def test_every_manifest_row_is_used_or_skipped_with_its_reason(checkpoint, tmp_path, capsys):
+    """A row naming a folder, a row listed twice, rows naming a GIF, a FIFO and a missing file: evaluate's
+    n + skipped is the number of rows of the split, and data check says the same per split."""
+    import os
+
+    root = tmp_path / "set"
+    images = _images(root / "real", 3) + _images(root / "fake", 3, seed=9)
+    (root / "i").mkdir()
+    Image.new("RGB", (32, 32)).save(root / "anim.gif")
+    os.mkfifo(root / "pipe.png")
+    rows = [(p.relative_to(root).as_posix(), int(p.parent.name == "fake"), "test") for p in images]
+    rows += [("i", 1, "test"), (rows[0][0], rows[0][1], "test"), ("anim.gif", 1, "test"), ("pipe.png", 0, "test"),
+             ("fake/gone.png", 1, "test"), (rows[1][0], rows[1][1], "train")]
+    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(root / "m.csv", index=False)
+    code, result, err = _cli(["evaluate", checkpoint, "--data", str(root / "m.csv"), "--no-cache"], capsys)
+    assert code == 0, err
+    test_rows = sum(split == "test" for _, _, split in rows)
+    assert result["n"] == 6 and result["n"] + result["skipped"] == test_rows == 11
+    assert result["skipped_reasons"] == {"a folder, not a file": 1, "listed twice": 1, "unsupported type .gif": 1,
+                                         "not a regular file": 1, "missing file": 1}
+    code, everything, err = _cli(["evaluate", checkpoint, "--data", str(root / "m.csv"), "--split", "all", "--no-cache"],
+                                 capsys)
+    assert code == 0 and everything["n"] + everything["skipped"] == len(rows) == 12, err
+    assert everything["skipped_reasons"]["listed twice"] == 2, "a file in two splits is used once"
+    code, report, err = _cli(["data", "check", str(root / "m.csv"), "--no-cache"], capsys)
+    assert code == 0, err
+    assert report["splits"]["test"]["n"] + report["splits"]["test"]["skipped"] == 11
+    assert report["skipped"]["total"] == 6 and report["skipped"]["reasons"]["listed twice"] == 2

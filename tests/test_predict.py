@@ -41,8 +41,11 @@ def test_folders_are_taken_recursively_and_named_files_as_they_are(folder):
     files, skipped = list_images([folder, folder / "notes.txt", folder / "missing.png"])
     assert [p.relative_to(folder).as_posix() for p in files] == [
         "astronaut.jpg", "nested/b0.png", "nested/b1.png", "nested/b2.png", "nested/b3.png", "nested/b4.png",
-        "nested/deeper/b5.webp", "nested/empty.jpg", "nested/truncated.png", "notes.txt"]  # sorted; hidden folders skipped
-    assert skipped == [{"path": str(folder / "missing.png"), "reason": "missing file"}]
+        "nested/deeper/b5.webp", "nested/empty.jpg", "nested/truncated.png"]  # sorted; decoding decides on the last two
+    assert skipped == [{"path": str(folder / ".hidden"), "reason": "hidden folder"},
+                       {"path": str(folder / "notes.txt"), "reason": "unsupported type .txt"},  # in the folder
+                       {"path": str(folder / "notes.txt"), "reason": "unsupported type .txt"},  # and named
+                       {"path": str(folder / "missing.png"), "reason": "missing file"}]
 
 
 def test_predictions_carry_the_face_the_verdict_and_the_ood_verdict(folder):
@@ -50,8 +53,8 @@ def test_predictions_carry_the_face_the_verdict_and_the_ood_verdict(folder):
     result = predict_files(model, [folder], load_ood(PEARSON), batch_size=4, progress=False)
     by_name = {Path(p["path"]).name: p for p in result["predictions"]}
     assert set(by_name) == {"astronaut.jpg", "b0.png", "b1.png", "b2.png", "b3.png", "b4.png", "b5.webp"}
-    assert {Path(s["path"]).name: s["reason"] for s in result["skipped"]} == {"truncated.png": "truncated",
-                                                                               "empty.jpg": "zero-byte"}
+    assert {Path(s["path"]).name: s["reason"] for s in result["skipped"]} == {
+        "truncated.png": "truncated", "empty.jpg": "zero-byte", "notes.txt": "unsupported type .txt", ".hidden": "hidden folder"}
     photo = by_name["astronaut.jpg"]
     assert set(COLUMNS) <= set(photo)
     assert photo["face"] is not None and photo["face_confidence"] >= 0.6 and 70 < photo["face"][2] < 130
@@ -95,4 +98,4 @@ def test_bad_requests_get_one_line_errors(tmp_path, capsys):
         main(["predict", str(tmp_path), "--checkpoint", str(PEARSON), "--runtime", "tensorrt"])
     assert main(["predict", str(tmp_path), "--checkpoint", str(PEARSON), "--json", "--quiet"]) == 0
     empty = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert empty["predictions"] == [] and empty["skipped"] == [{"path": str(tmp_path), "reason": "folder without images"}]
+    assert empty["predictions"] == [] and empty["skipped"] == [{"path": str(tmp_path), "reason": "empty folder"}]

@@ -41,7 +41,7 @@ def cmd_data_info(args: argparse.Namespace) -> None:
     counts = dataset.counts()
     sources = sorted({s.source for split in dataset.splits.values() for s in split})
     described = {split: dataset.describe(split) for split in counts}
-    dropped = [f"  left out of the manifest: {count} {reason} (e.g. {', '.join(dataset.dropped_examples[reason])})"
+    dropped = [f"  left out: {count} {reason} (e.g. {', '.join(dataset.dropped_examples[reason])})"
                for reason, count in dataset.dropped_reasons.items()]
     _emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources,
                  "provenance": dataset.provenance, "images": described, "dropped_rows": dataset.dropped_rows,

@@ -81,13 +81,16 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
     tested = (f"test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} on {test.get('n')} images, "
               f"{test.get('skipped', 0)} skipped" if test.get("accuracy") is not None else f"no test: {test.get('note')}")
     human = f"{result.status}: {result.run_dir} ({tested})"
+    if result.already_finished:
+        human = f"{result.run_dir} had already finished: nothing to resume, nothing changed ({tested})"
     if extra:
         human += f"; compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs"
     if runs:
         extra["runs"] = runs
         human += f"; {len(runs)} runs: python -m core report {' '.join(runs)}"
     _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
-                 "test_accuracy": test["accuracy"], "test_auc": test["auc"], **extra}, human)
+                 "test_accuracy": test["accuracy"], "test_auc": test["auc"], "already_finished": result.already_finished,
+                 **extra}, human)
 
 
 def cmd_train(args: argparse.Namespace) -> None:

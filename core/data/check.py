@@ -1,8 +1,10 @@
 """``python -m core data check D``: a dataset report before anyone trains on it.
 
 - counts per split x label x source, and how each split came to be (declared, carved, 80/10/10);
-- every file that cannot be used, counted per reason (manifest rows left out: missing file,
-  not an image; files that fail to decode: zero-byte, truncated, corrupt, too small, ...);
+- every file that cannot be used, counted per reason (files of the class folders and manifest rows the listing left
+  out: missing, a folder, not a regular file, unsupported type, listed twice, hidden, see :mod:`core.data.files`;
+  files that fail to decode: zero-byte, truncated, corrupt, too small, ...): ``n + skipped`` per split is every
+  file and row it was given;
 - one-class or badly unbalanced splits;
 - the image size distribution;
 - **near-duplicates across splits**: the same face image, or a re-encoded or resized copy of it,
@@ -185,9 +187,9 @@ def check(dataset: DatasetSplits, cache_folder: Path | None = None, workers: int
     splits, reasons, examples, sizes = {}, Counter(dataset.dropped_reasons), {}, Counter()
     for reason, paths in dataset.dropped_examples.items():
         examples[reason] = list(paths)
-    for split in SPLITS:
+    for split in SPLITS:  # a split's skipped: the files and rows declared in it that the listing left out, and more below
         splits[split] = {"n": 0, "provenance": dataset.provenance[split], "images": dataset.describe(split),
-                         "labels": {"real": 0, "fake": 0}, "sources": {}, "skipped": 0}
+                         "labels": {"real": 0, "fake": 0}, "sources": {}, "skipped": len(dataset.skipped_in(split))}
     usable: dict[str, list[tuple[int, str]]] = {split: [] for split in SPLITS}
     for index, ((split, sample), (digest, width, height, reason)) in enumerate(zip(entries, results, strict=True)):
         record = splits[split]

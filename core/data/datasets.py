@@ -40,7 +40,16 @@ from pathlib import Path
 
 import pandas as pd
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+from core.data.files import (
+    IMAGE_EXTENSIONS,
+    LISTED_TWICE,
+    MISSING,
+    Skipped,
+    reason_counts,
+    reason_examples,
+    walk_images,
+    why_not_read,
+)
 
 SPLITS = ("train", "val", "test")
 ALL = "all"  # every image of the dataset, whatever its split (``evaluate --split all``)
@@ -104,19 +113,36 @@ class Sample:
 class DatasetSplits:
     """The train/val/test samples of one dataset, all with fake = 1.
 
-    ``dropped_rows`` counts manifest rows skipped because their file is missing or is
-    not an image, so a run can report them instead of silently training on less.
+    ``skipped`` holds every file of its class folders and every manifest row that is not a sample, with the reason
+    and the split it was declared in (:mod:`core.data.files`), so a run, an evaluation and ``data check`` report
+    them instead of silently using less.
     """
 
     name: str
     root: Path
     splits: dict[str, list[Sample]]
-    dropped_rows: int = 0
     # per split: how it came to be: DECLARED by the data, CARVED from train, RESPLIT (80/10/10 of a dataset
     # that names no split), or NOT_DECLARED (empty); a registered preset may say more (rvf10k: the paper's split)
     provenance: dict[str, str] = field(default_factory=dict)
-    dropped_reasons: dict[str, int] = field(default_factory=dict)  # manifest rows left out, per reason
-    dropped_examples: dict[str, list[str]] = field(default_factory=dict)  # the first few of each
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def dropped_rows(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def dropped_reasons(self) -> dict[str, int]:
+        """Files and rows left out, per reason."""
+        return reason_counts(self.skipped)
+
+    @property
+    def dropped_examples(self) -> dict[str, list[str]]:
+        """The first few left out for each reason."""
+        return reason_examples(self.skipped, MAX_EXAMPLES_IN_ERROR)
+
+    def skipped_in(self, split: str) -> list[Skipped]:
+        """What was left out of ``split`` as the data declared it (``all``: everything left out)."""
+        return list(self.skipped) if split == ALL else [item for item in self.skipped if item.split == split]
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.splits) - set(SPLITS))
@@ -245,17 +271,11 @@ def _find_trees(root: Path) -> list[tuple[Path, str | None]]:
     return [(child, child.name) for child in _subdirectories(root) if _is_tree(child)]
 
 
-def _is_image(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _list_images(class_dir: Path, label: int, source: str) -> list[Sample]:
-    return [
-        Sample(path=os.path.join(folder, file), label=label, source=source)
-        for folder, _, files in os.walk(class_dir)
-        for file in files
-        if _is_image(file)
-    ]
+def _list_images(class_dir: Path, label: int, source: str, split: str | None, skipped: list[Skipped]) -> list[Sample]:
+    """The image files under a class folder as samples; every other file goes to ``skipped`` with its reason."""
+    images, left_out = walk_images(class_dir, split)
+    skipped.extend(left_out)
+    return [Sample(path=str(path), label=label, source=source) for path in images]
 
 
 def _by_path(samples: Iterable[Sample]) -> list[Sample]:
@@ -365,14 +385,15 @@ def load_image_folder(root: str | Path, name: str | None = None) -> DatasetSplit
             f"{_class_folder_names(FAKE)} (fake)"
         )
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-    provenances = []
+    provenances, skipped = [], []
     for tree, source in trees:
         tag = source or name or root_path.name
         by_split: dict[str, list[Sample]] = {split: [] for split in SPLITS}
         for split, split_dir in _split_folders(tree):
             for label, class_dir in _class_folders(split_dir):
-                by_split[split] += _list_images(class_dir, label, tag)
-        unsplit = [s for label, class_dir in _flat_class_folders(tree) for s in _list_images(class_dir, label, tag)]
+                by_split[split] += _list_images(class_dir, label, tag, split, skipped)
+        unsplit = [s for label, class_dir in _flat_class_folders(tree)
+                   for s in _list_images(class_dir, label, tag, None, skipped)]
         tree_splits, provenance = _finalize_splits(by_split, unsplit, root_path, str(tree))
         provenances.append(provenance)
         for split, samples in tree_splits.items():
@@ -383,7 +404,7 @@ def load_image_folder(root: str | Path, name: str | None = None) -> DatasetSplit
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     return DatasetSplits(name or f"folder:{root_path}", root_path, {s: _by_path(v) for s, v in splits.items()},
-                         provenance=_merge_provenance(provenances))
+                         provenance=_merge_provenance(provenances), skipped=skipped)
 
 
 # ---------------------------------------------------------------------- CSV manifests
@@ -532,7 +553,8 @@ def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
 
 
 def _locate(listed: str, image_roots: Sequence[Path], root: Path, csv_path: Path, line: int | None = None) -> str | None:
-    """The existing file a manifest path names, trying each image root in turn.
+    """Where a manifest path points: the first image root under which something of that name exists (a file, a
+    folder, a FIFO...), else None.
 
     Paths must stay inside ``root``: a manifest must not make the toolkit read files
     elsewhere (``../`` escapes or absolute paths), which would also hide a wrong root.
@@ -547,7 +569,7 @@ def _locate(listed: str, image_roots: Sequence[Path], root: Path, csv_path: Path
                 f"{where} lists {listed!r}, which resolves outside the image root {root}: "
                 "list paths relative to the image root, or pass the right image_root"
             )
-    return next((c for c in candidates if os.path.isfile(c)), None)
+    return next((c for c in candidates if os.path.lexists(c)), None)
 
 
 def _load_manifests(
@@ -559,27 +581,30 @@ def _load_manifests(
     fake_number: int,
     default_source: str,
 ) -> DatasetSplits:
-    """Turn manifests into splits; per-file splits win over a ``split`` column."""
+    """Turn manifests into splits; per-file splits win over a ``split`` column. Every row is a sample or
+    skipped with its reason (missing, a folder, not a regular file, unsupported type, listed twice)."""
     by_split: dict[str, list[Sample]] = {split: [] for split in SPLITS}
     unsplit: list[Sample] = []
     rows = 0
-    missing: list[str] = []
-    not_images: list[str] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
     for file_split, csv_path in manifests:
         manifest = _read_manifest(csv_path, fake_number)
         rows += len(manifest)
         for line, row in enumerate(manifest.itertuples(index=False), start=2):  # line 1 is the header
             # before anything else: a row that leaves the image root stops the load (it names the row)
             found = _locate(row.path, image_roots, root, csv_path, line)
-            if not _is_image(row.path):
-                not_images.append(row.path)
+            split = file_split or row.split or None
+            reason = MISSING if found is None else why_not_read(found)
+            if reason is None and found in seen:
+                reason = LISTED_TWICE
+            if reason is not None:
+                skipped.append(Skipped(found or os.path.join(image_roots[0], row.path), reason, split))
                 continue
-            if found is None:
-                missing.append(os.path.join(image_roots[0], row.path))
-                continue
+            seen.add(found)
             sample = Sample(found, int(row.label), row.source or default_source, row.video_id)
-            split = file_split or row.split
             (by_split[split] if split else unsplit).append(sample)
+    missing = [item.path for item in skipped if item.reason == MISSING]
     if len(missing) > MAX_MISSING_FRACTION * rows:
         raise DatasetError(
             f"{len(missing)} of {rows} files listed in {', '.join(str(p) for _, p in manifests)} do not exist, "
@@ -588,11 +613,9 @@ def _load_manifests(
         )
     splits, provenance = _finalize_splits(by_split, unsplit, root, ", ".join(str(p) for _, p in manifests))
     if not any(splits.values()):
-        raise DatasetError(f"no usable rows in {', '.join(str(p) for _, p in manifests)}: it lists no image files")
-    dropped = {reason: paths for reason, paths in (("missing file", missing), ("not an image", not_images)) if paths}
-    return DatasetSplits(name, root, splits, dropped_rows=len(missing) + len(not_images), provenance=provenance,
-                         dropped_reasons={reason: len(paths) for reason, paths in dropped.items()},
-                         dropped_examples={reason: paths[:MAX_EXAMPLES_IN_ERROR] for reason, paths in dropped.items()})
+        raise DatasetError(f"no usable rows in {', '.join(str(p) for _, p in manifests)}: it lists no image files "
+                           f"({'; '.join(f'{n} {reason}' for reason, n in reason_counts(skipped).items())})")
+    return DatasetSplits(name, root, splits, provenance=provenance, skipped=skipped)
 
 
 def load_csv_manifest(
@@ -607,8 +630,8 @@ def load_csv_manifest(
 
     Relative paths resolve against ``image_root`` (default: the CSV's folder) and may
     not leave it. Rows whose file is missing are dropped and counted in
-    ``dropped_rows``; if more than half are missing the image root is probably wrong
-    and loading fails.
+    ``dropped_rows`` (every row left out is in ``skipped``, with its reason); if more than half
+    are missing the image root is probably wrong and loading fails.
     """
     target = _absolute(path_or_dir)
     if not target.exists():

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn import metrics as skm
 
 from core.checkpoint import resolve_checkpoint
 from core.data.datasets import Sample, resolve_dataset
+from core.data.files import Skipped, reason_counts
 from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
 from core.io import DAMAGED_CACHE_ERRORS, atomic_write, atomic_write_json, cache_dir
 
@@ -60,13 +62,18 @@ class Evaluation:
     predictions: Predictions
     cached: bool
     images: str = ""  # which images the split is and why (DatasetSplits.describe)
+    left_out: list[Skipped] = field(default_factory=list)  # files and rows of the split the dataset did not list
 
     def metrics(self, threshold: float = 0.5) -> dict:
+        """Metrics on the scored images (``n``); ``skipped`` counts the split's other files and rows, those the
+        listing left out and those that did not decode, per reason: ``n + skipped`` is what the split was given."""
         p = self.predictions
+        reasons = Counter(p.skipped_reasons)
+        reasons.update(reason_counts(self.left_out))
         result = {
             "checkpoint": self.checkpoint, "data": self.dataset, "split": self.split, "images": self.images,
             **classification_metrics(p.labels, p.probabilities, threshold),
-            "skipped": p.skipped, "skipped_reasons": dict(p.skipped_reasons),
+            "skipped": p.skipped + len(self.left_out), "skipped_reasons": dict(reasons),
             "per_source": per_source_accuracy(self.samples, p, threshold),
             "cached": self.cached,
         }
@@ -151,7 +158,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
                 predictions = Predictions(stored["probabilities"], stored["labels"], stored["indices"],
                                           int(stored["skipped"]), float(stored["loss"]), reasons)
             return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True,
-                              images=dataset.describe(split))
+                              images=dataset.describe(split), left_out=dataset.skipped_in(split))
         except DAMAGED_CACHE_ERRORS:
             pass  # a damaged cache entry is recomputed and replaced
     from core.models.loading import load_model
@@ -162,4 +169,4 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     if use_cache:
         store_predictions(path, samples, split, predictions, dataset.name)
     return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=False,
-                      images=dataset.describe(split))
+                      images=dataset.describe(split), left_out=dataset.skipped_in(split))

@@ -1,6 +1,7 @@
 """Verdicts on image files: ``python -m core predict PATH... --checkpoint CKPT``.
 
-Files are listed (folders recursively, image suffixes only; named files always tried), each is decoded and checked
+Files are listed (named files and folders' files recursively; every file given is used or skipped with its reason,
+see :mod:`core.data.files`), each is decoded and checked
 as an upload is (:func:`core.data.images.load_image`: empty, truncated, non-image, tiny and bomb-sized files are
 skipped with their reason, never fatal), its largest face is cropped (:mod:`core.data.faces`; or the whole image with
 ``face_crop=False``), and the crops go through the model in batches of ``batch_size`` together with the
@@ -20,8 +21,9 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.data.datasets import FAKE, IMAGE_EXTENSIONS, LABEL_NAMES, REAL
+from core.data.datasets import FAKE, LABEL_NAMES, REAL
 from core.data.faces import FACE_MARGIN, crop_face
+from core.data.files import EMPTY_FOLDER, Skipped, once, walk_images, why_not_read
 from core.data.images import ImageLoadError, load_image
 from core.evaluation.ood import UNRELIABLE, OODModel, Scorer
 
@@ -29,22 +31,26 @@ COLUMNS = ("path", "face", "face_confidence", "p_fake", "label", "in_distributio
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[dict]]:
-    """``(files, skipped)``: named files as they are, folders' image files recursively (sorted, hidden ones skipped);
-    a missing path is skipped with its reason."""
+    """``(files, skipped)``: named files as they are, folders' files recursively (sorted); every file given ends up in
+    one or the other, a skipped one with its reason (:mod:`core.data.files`: hidden, unsupported type, not a regular
+    file, missing, listed twice), so the predictions and the skipped add up to the files given."""
     files, skipped = [], []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                skipped.append({"path": str(path), "reason": "folder without images"})
+            found, left_out = walk_images(path)
+            if not found and not left_out:
+                skipped.append(Skipped(str(path), EMPTY_FOLDER))
             files.extend(found)
-        elif path.is_file():
+            skipped.extend(left_out)
+            continue
+        reason = why_not_read(path)
+        if reason is None:
             files.append(path)
         else:
-            skipped.append({"path": str(path), "reason": "missing file"})
-    return files, skipped
+            skipped.append(Skipped(str(path), reason))
+    files, repeats = once(files)
+    return files, [{"path": item.path, "reason": item.reason} for item in [*skipped, *repeats]]
 
 
 def predict_files(model: nn.Module, paths: Iterable[str | os.PathLike], ood: OODModel | None = None,

@@ -44,7 +44,7 @@ from core.checkpoint import (
     save_checkpoint,
     save_trainer_state,
 )
-from core.config import TrainConfig
+from core.config import TrainConfig, check_domains
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset, subsample
 from core.data.images import (
     AUGMENTATIONS,
@@ -60,7 +60,7 @@ from core.io import WriteError, cache_dir, pause_point
 from core.methods import Method, create_method
 from core.models.resnet import ARCHITECTURES
 from core.pruning.flops import profile_model
-from core.runs import Run, default_runs_dir, find_run, history_entry
+from core.runs import Run, RunBusy, default_runs_dir, find_run, history_entry
 from core.training import distributed
 from core.training.distributed import default_device
 from core.training.events import EventLog
@@ -75,6 +75,7 @@ class TrainResult:
     status: str
     test: dict
     stopped_early: int | None = None  # the last epoch trained, when early stopping ended the run
+    already_finished: bool = False  # a resume that found the run finished: nothing was trained or written
 
 
 class Cancelled(Exception):
@@ -207,6 +208,7 @@ def _raise_cancelled(signum, frame):
 
 def _check_config(config: TrainConfig, method: Method) -> DatasetSplits:
     """Fail on bad input before any work (and, for new runs, before a run directory exists)."""
+    check_domains(config)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
     if config.augment not in AUGMENTATIONS:
@@ -231,6 +233,9 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
     ``method``: the run's method object (default: :func:`core.methods.create_method` of the config),
     its options bound and checked once.
+
+    The run is claimed (:meth:`core.runs.Run.claim`) before its status is read and held until the end: a second
+    process resuming it is refused (:class:`core.runs.RunBusy`), and resuming a finished run changes nothing.
     """
     if resume is not None:
         config = TrainConfig.from_dict(Run.open(resume).config())
@@ -238,21 +243,54 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     method = method or create_method(config)
     if method.config is not config or method.name != config.method:
         raise ValueError(f"the {method.name} method object was made for another config than this {config.method} run's")
-    dataset = _check_config(config, method)
+    dataset = _check_config(config, method) if resume is None else None  # a new run: refused before anything is written
     context, device = distributed.setup(default_device(config.device))
+    run = None
     try:
-        if resume is not None:
-            run = Run.open(resume)
-        else:
-            run_dir = None
-            if context.is_main:
-                run = Run.create(config.runs_dir or default_runs_dir(), config.method, config.data)
-                run.write_config(config.to_dict())
-                run_dir = run.dir
-            run = Run.open(distributed.broadcast(run_dir, context))
+        # "finished" is final, so it is read before the claim too: two resumes of a finished run both say so
+        finished = _finished(Run.open(resume), context) if resume is not None else None
+        if finished is None:
+            run = _claimed_run(config, resume, context)
+            finished = _finished(run, context) if resume is not None else None
+        if finished is not None:
+            log.info("%s has already finished: nothing to resume (its best checkpoint: %s)", finished.run_dir,
+                     finished.checkpoint)
+            return finished
+        if dataset is None:
+            dataset = _check_config(config, method)
         return _train_guarded(run, config, method, dataset, resume is not None, progress, context, device)
     finally:
+        if run is not None:
+            run.release()
         distributed.cleanup(context)
+
+
+def _finished(run: Run, context: distributed.Context) -> TrainResult | None:
+    """Rank 0's answer to "has this run finished?", on every rank, as the result of a resume that changes nothing."""
+    finished = distributed.broadcast(_reused(run) if context.is_main else None, context)
+    if finished is not None:
+        finished.already_finished = True
+    return finished
+
+
+def _claimed_run(config: TrainConfig, resume: str | Path | None, context: distributed.Context) -> Run:
+    """The run this process trains, claimed by rank 0 (the other ranks follow it): the one at ``resume``, or a new
+    one. Every rank raises :class:`core.runs.RunBusy` when another process holds it."""
+    refusal, run_dir = None, None
+    if context.is_main:
+        run = Run.open(resume) if resume is not None else Run.create(config.runs_dir or default_runs_dir(), config.method,
+                                                                      config.data)
+        try:
+            run.claim()
+            if resume is None:
+                run.write_config(config.to_dict())
+        except RunBusy as error:
+            refusal = str(error)
+        run_dir = run.dir
+    refusal, run_dir = distributed.broadcast((refusal, run_dir), context)
+    if refusal is not None:
+        raise RunBusy(refusal)
+    return run if context.is_main else Run.open(run_dir)
 
 
 def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -268,12 +306,10 @@ def train_once(config: TrainConfig, progress: bool = True) -> TrainResult:
         return train(completed, progress=progress, method=method)
     finished = _reused(run)
     if finished is not None:
+        log.info("reusing the finished run %s", run.dir)
         return finished
-    status = run.status()
-    if status.get("status") == "running":
-        raise RuntimeError(f"{run.dir} is being trained by process {status.get('pid')}: wait for it, or stop it")
-    log.info("resuming the %s run %s", status.get("status"), run.dir)
-    return train(resume=run.dir, progress=progress)
+    log.info("resuming the %s run %s", run.status().get("status"), run.dir)
+    return train(resume=run.dir, progress=progress)  # claims it: a run another process trains is refused there
 
 
 def finished_result(config: TrainConfig) -> TrainResult | None:
@@ -296,7 +332,6 @@ def _earlier_run(config: TrainConfig) -> tuple[TrainConfig, Method, Run | None]:
 def _reused(run: Run) -> TrainResult | None:
     status = run.status()
     if status.get("status") == "finished" and run.best_checkpoint.is_file():
-        log.info("reusing the finished run %s", run.dir)
         return TrainResult(run.dir, run.best_checkpoint, "finished", status.get("test", {}), status.get("stopped_early"))
     return None
 

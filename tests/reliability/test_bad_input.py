@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reliability_support import REPO, assert_one_line_error, cli, last_json
+from reliability_support import REPO, TINY_TEACHER, assert_one_line_error, cli, last_json
 from safetensors.torch import save_file
 
 import core
@@ -264,6 +264,29 @@ def test_bad_dataset_is_one_line_and_no_run_directory(corpus, tiny_benchmark, na
                        capsys)
     assert_one_line_error(code, err, says)
     assert not runs.exists() or not any(runs.iterdir()), "bad data must fail before a run directory exists"
+
+
+# each flag at a value outside its domain, and the phrase of the refusal
+OUT_OF_DOMAIN = {
+    "epochs_zero": (["--epochs", "0"], "epochs must be a number >= 1, got 0"),
+    "batch_size_zero": (["--batch-size", "0"], "batch-size must be a number >= 1"),
+    "lr_zero": (["--lr", "0"], "lr must be a number > 0"),
+    "lr_negative": (["--lr", "-0.1"], "lr must be a number > 0"),
+    "image_size_tiny": (["--image-size", "4"], "image-size must be a number >= 16"),
+    "max_train_samples_zero": (["--max-train-samples", "0"], "max-train-samples must be a number >= 1"),
+    "log_every_zero": (["--log-every", "0"], "log-every must be a number >= 1"),
+    "patience_zero": (["--patience", "0"], "patience"),
+}
+
+
+@pytest.mark.parametrize("name", list(OUT_OF_DOMAIN))
+def test_a_setting_out_of_its_domain_is_refused_before_anything_is_written(tiny_benchmark, tmp_path, name, capsys):
+    flags, says = OUT_OF_DOMAIN[name]
+    runs = tmp_path / "runs"
+    base = ["train", "--method", "teacher", *TINY_TEACHER, "--epochs", "1", "--runs-dir", str(runs)]
+    code, _, err = cli([*base, *flags], capsys)  # argparse keeps the last --epochs: the one under test
+    assert_one_line_error(code, err, says)
+    assert not runs.exists(), "refused before a run directory (or the runs folder) exists"
 
 
 # ------------------------------------------------------------------------------------ checkpoints
