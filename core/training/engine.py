@@ -396,7 +396,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     if main:
         run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
         run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device}); "
-                + "; ".join(dataset.describe(split) for split in ("train", "val", "test")))
+                + "; ".join(dataset.describe(split) for split in ("train", "val", "test"))
+                + "".join(f"; left out: {count} {reason}" for reason, count in dataset.dropped_reasons.items()))
 
     # --- data ------------------------------------------------------------------
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
