@@ -116,3 +116,22 @@ def test_every_speed_up_in_the_readme_is_a_value_of_bench_results():
 def test_lookup_reads_lists_by_index_and_quoted_keys():
     assert lookup(FIXTURE, "rows.1.runtime") == "onnx"
     assert lookup(FIXTURE, 'ratios."b1: pearson"') == FIXTURE["ratios"]["b1: pearson"]
+
+
+def test_bench_checkpoints_still_writes_what_the_docs_read(tmp_path):
+    """The smoke run (headers of every shipped checkpoint, the ood test share of the first) has every key of the
+    committed checkpoints.json, and the same recorded metrics."""
+    from bench import run_benchmark
+
+    result, _ = run_benchmark("checkpoints", smoke=True, out=tmp_path)
+    committed = json.loads((RESULTS_DIR / "checkpoints.json").read_text())["checkpoints"]
+    assert result["checkpoints"].keys() == committed.keys()
+    measured_here = {"n_test", "test_in_distribution", "median_test_score"}  # smoke scores the first checkpoint only
+    for name, record in committed.items():
+        fresh = result["checkpoints"][name]
+        assert set(fresh) == set(record), name
+        assert set(record.get("ood", {})) - measured_here <= set(fresh.get("ood", {})), name
+        assert (fresh["test_accuracy"], fresh["params"], fresh["macs"]) == \
+            (record["test_accuracy"], record["params"], record["macs"]), name
+    first = next(iter(result["checkpoints"].values()))
+    assert 0 <= first["ood"]["test_in_distribution"] <= 1 and first["ood"]["n_test"] == 16
