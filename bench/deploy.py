@@ -44,7 +44,7 @@ def bench_sparse(smoke: bool) -> dict:
                + ", ".join(f"{k} {r['dense / zeros']:.2f}x" for k, r in ratios.items())
                + f" the dense speed (largest deviation from 1x: {worst:.0%}); the masked ticket at "
                + ", ".join(f"{r['dense / masked']:.2f}x" for r in ratios.values()))
-    return {"config": config, "raw_s": raw, "median_ms": medians, "ratios": ratios, "summary": summary}
+    return {"config": config, "raw_s": raw, "median_ms": medians, "ratios": ratios, "targets": {}, "summary": summary}
 
 
 INT8_SIZE_TARGET = 0.30  # int8 file size as a fraction of the fp32 ONNX
