@@ -67,7 +67,7 @@ def test_two_resumes_of_one_run_started_together_train_it_once(tiny_benchmark, t
     has each epoch once. Then two resumes of the finished run at once: both say so, and nothing changes."""
     runs = tmp_path / "runs"
     killed = tmp_path / "killed"
-    first = launch(["train", "--method", "teacher", *TINY_TEACHER, "--epochs", "3", "--runs-dir", str(runs)],
+    first = launch(["train", "--method", "teacher", *TINY_TEACHER, "--epochs", "2", "--runs-dir", str(runs)],
                    pause_env("step@8", killed))  # 6 steps an epoch: the second step of epoch 1
     wait_for_pause(first, killed)
     sigkill(first, killed)
@@ -92,7 +92,7 @@ def test_two_resumes_of_one_run_started_together_train_it_once(tiny_benchmark, t
     assert resumes[winner].returncode == 0, err[-3000:]
     assert last_json(out)["status"] == "finished" and not last_json(out)["already_finished"]
 
-    assert [r["epoch"] for r in run.metrics("epoch")] == [0, 1, 2], "each epoch once"
+    assert [r["epoch"] for r in run.metrics("epoch")] == [0, 1], "each epoch once"
     steps = [(r["epoch"], r["step"]) for r in run.metrics("step")]
     assert len(steps) == len(set(steps)) and len(run.metrics("test")) == 1
     assert (run.dir / "log.txt").read_text().count("resumed after epoch 1") == 1
