@@ -56,9 +56,22 @@ def test_layer4_fine_tune_freezes_the_rest():
 
 
 def test_device_override(monkeypatch):
-    assert default_device("cpu").type == "cpu"
-    monkeypatch.setenv("CORE_DEVICE", "cpu")
-    assert default_device().type == "cpu"
+    """A device named in the call beats $CORE_DEVICE, which beats the automatic cuda -> mps -> cpu choice; "auto" (the
+    config's default) names none."""
+    monkeypatch.setenv("CORE_DEVICE", "cuda:1")  # devices this machine does not pick by itself: the override is what shows
+    for requested in (None, "auto"):
+        assert default_device(requested) == torch.device("cuda", 1)
+    assert default_device("meta") == torch.device("meta")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    for requested, environment in ((None, "auto"), ("auto", "auto"), (None, None), ("auto", None)):
+        if environment is None:
+            monkeypatch.delenv("CORE_DEVICE", raising=False)
+        else:
+            monkeypatch.setenv("CORE_DEVICE", environment)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert default_device(requested) == torch.device("cuda"), (requested, environment)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert default_device(requested) == torch.device("mps"), (requested, environment)
 
 
 def test_efficientnet_starts_from_b0_imagenet_weights_lite0_without_squeeze_excitation(tmp_path):

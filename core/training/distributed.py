@@ -109,8 +109,9 @@ def replicas_identical(model: torch.nn.Module, context: Context) -> bool:
 
 
 def default_device(requested: str | None = None) -> torch.device:
-    """cuda, then mps, then cpu, unless ``requested`` (or $CORE_DEVICE) names one."""
-    requested = requested or os.environ.get("CORE_DEVICE")
+    """cuda, then mps, then cpu, unless ``requested`` (or, when it is None or "auto", $CORE_DEVICE) names one."""
+    if requested in (None, "auto"):  # the config's default is "auto": $CORE_DEVICE still pins the run (as free_gpus reads it)
+        requested = os.environ.get("CORE_DEVICE")
     if requested and requested != "auto":
         return torch.device(requested)
     if torch.cuda.is_available():
