@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.__main__ import main
+from core.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,13 +23,53 @@ def _run(capsys, argv: list[str]) -> tuple[int, dict | None, str]:
     return code, (json.loads(lines[-1]) if lines else None), captured.err
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "synth"], ["data", "list"], ["data", "info"], ["train"],
-                                     ["evaluate"], ["profile"]])
-def test_help_everywhere(command, capsys):
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, its parser, the line its parent lists it with) for the root and every command and sub-command."""
+    yield path, parser, None
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                for found in _commands(sub, (*path, name)):
+                    yield found if found[0] != (*path, name) else (found[0], found[1], listed[name])
+
+
+COMMANDS = list(_commands(build_parser()))
+
+
+def test_every_command_is_enumerated():
+    paths = {" ".join(path) for path, _, _ in COMMANDS}
+    assert {"", "data", "data synth", "data info", "train", "evaluate", "report", "profile", "export", "bench", "predict",
+            "ood", "ood fit", "video", "reproduce"} <= paths
+    assert len(paths) >= 20
+
+
+@pytest.mark.parametrize("path", [path for path, _, _ in COMMANDS], ids=lambda path: " ".join(path) or "(root)")
+def test_help_everywhere(path, capsys):
+    """``--help`` of every command and sub-command exits 0 and shows its usage, what it does, its options and actions."""
+    parser, listed = next((parser, listed) for p, parser, listed in COMMANDS if p == path)
     with pytest.raises(SystemExit) as exit_info:
-        main([*command, "--help"])
+        main([*path, "--help"])
     assert exit_info.value.code == 0
-    assert "usage: python -m core" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert shown.startswith(" ".join(["usage: python -m core", *path]))
+    words = " ".join(shown.split())  # argparse wraps lines: compare with the whitespace collapsed
+    if listed:
+        assert " ".join(listed.split()) in words, "the command's own --help says what its parent's listing says"
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                assert choice.dest in shown and " ".join(choice.help.split()) in words, choice.dest
+        elif action.option_strings:
+            assert all(option in shown for option in action.option_strings), action.option_strings
+            if action.help:
+                assert " ".join(action.help.split()).split("%(")[0] in words, action.option_strings
+        elif action.choices and not action.metavar:  # a positional shown as {choice,...}
+            assert all(str(choice) in shown for choice in action.choices), action.dest
+        else:
+            assert (action.metavar or action.dest) in shown, action.dest
+    if parser.get_default("func"):
+        assert "--json" in shown and "--quiet" in shown, "every command has --json and --quiet"
 
 
 def test_entry_point_runs_as_a_module():

@@ -131,7 +131,8 @@ def face_flags(p: argparse.ArgumentParser) -> None:
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
 
-    data = commands.add_parser("data", help="datasets: generate the embedded benchmark, list adapters")
+    summary = "datasets: generate the embedded benchmark, list adapters"
+    data = commands.add_parser("data", help=summary, description=summary)
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     synth = command(data_commands, "synth", cmd_data_synth, "write the embedded synthetic deepfake benchmark")
     synth.add_argument("--out", help="output folder (default data/synthetic, or $CORE_DATA_DIR/synthetic)")

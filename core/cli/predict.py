@@ -70,7 +70,8 @@ def add_parsers(commands, command) -> None:
                          help="torch (default: BatchNorm folded, channels_last) or onnx (ONNX Runtime, cached export)")
     predict.add_argument("--detector", choices=DETECTORS, default="auto", help="face detector (default auto: YuNet)")
 
-    ood = commands.add_parser("ood", help="out-of-distribution models of checkpoints")
+    summary = "out-of-distribution models of checkpoints"
+    ood = commands.add_parser("ood", help=summary, description=summary)
     ood_commands = ood.add_subparsers(dest="ood_command", required=True, metavar="ACTION")
     fit = command(ood_commands, "fit", cmd_ood_fit,
                   "fit a checkpoint's out-of-distribution model on its training data and write it beside it "
