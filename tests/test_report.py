@@ -9,14 +9,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from cli_support import cli_json
 from sklearn import metrics as skm
 
 from core.config import build_config
 from core.data.datasets import Sample
-from core.evaluation.evaluate import evaluate, roc_curve, video_level
+from core.evaluation.evaluate import Evaluation, evaluate, roc_curve, video_level
 from core.evaluation.metrics import Predictions, classification_metrics, equal_error_rate
+from core.evaluation.report import Entry
 from core.training.engine import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +63,144 @@ def test_video_level_aggregates_frames_by_mean():
     assert video["auc"] == pytest.approx(skm.roc_auc_score([1, 0, 1], [means["a"], means["b"], means["c"]]))
     assert video["accuracy"] == pytest.approx(2 / 3)  # a: 0.6 -> fake (right), b: 0.5 -> real (right), c: 0.4 -> real (wrong)
     assert video_level([Sample("/x.png", 1)], Predictions(np.array([0.9]), np.array([1]), np.array([0]), 0, 0.0)) is None
+
+
+# --- the report's numbers against a computation by hand, on fixed runs whose accuracies are known -----------------------
+
+DATA = "synthetic:gan"
+SAMPLES = [Sample(f"/images/{i:02d}.png", i % 2, "gan") for i in range(40)]
+TEACHER_COST = {"params": 1_000_000, "macs": 50_000_000}
+STUDENT_COST = {"kdfs": {"params": 400_000, "macs": 15_000_000}, "pearson": {"params": 250_000, "macs": 20_000_000}}
+ACCURACIES = {"teacher": [0.95], "kdfs": [0.80, 0.85, 0.75], "pearson": [0.90, 0.95, 0.95], "pearson ablation": [0.70]}
+
+
+def _evaluation(correct: np.ndarray) -> Evaluation:
+    """Predictions right exactly where ``correct`` says: P(fake) 0.9 or 0.1, on the side of the label or the other."""
+    labels = np.array([sample.label for sample in SAMPLES])
+    probabilities = np.where(correct, np.where(labels == 1, 0.9, 0.1), np.where(labels == 1, 0.1, 0.9))
+    return Evaluation("x", DATA, "test", SAMPLES, Predictions(probabilities, labels, np.arange(len(SAMPLES)), 0, 0.0), True)
+
+
+def _entries() -> tuple[list[Entry], dict[str, np.ndarray]]:
+    """A teacher, three seeds each of KDFS and Pearson, one Pearson run with another lambda_prune; which samples each
+    gets right is drawn once (seeded), with the share of ACCURACIES."""
+    from core.models import build_model
+    from core.pruning.flops import profile_model
+
+    rng = np.random.default_rng(0)
+    entries, correct = [], {}
+    for group, accuracies in ACCURACIES.items():
+        method = group.split()[0]
+        for seed, accuracy in enumerate(accuracies):
+            hits = np.zeros(len(SAMPLES), bool)
+            hits[rng.permutation(len(SAMPLES))[:round(accuracy * len(SAMPLES))]] = True
+            config = {"data": DATA, "seed": seed, "method": method, "lambda_prune": 5.0 if "ablation" in group else 1.0}
+            if method == "teacher":  # its own count: the dense network main_table measures
+                header = {"method": method, "config": config, "image_size": 32, "model": {"type": "resnet", "arch": "resnet-tiny"},
+                          **profile_model(build_model("resnet-tiny"), 32)}
+            else:
+                cost = STUDENT_COST[method]
+                header = {"method": method, "config": config, "image_size": 32,
+                          "model": {"type": "compact-resnet", "arch": "resnet-tiny"},
+                          "pruning": {"compact_params": cost["params"], "compact_macs": cost["macs"],
+                                      "teacher_params": TEACHER_COST["params"], "teacher_macs": TEACHER_COST["macs"]}}
+            name = f"{group.replace(' ', '-')}-{seed}"
+            entries.append(Entry(name, Path(f"/runs/{name}/best.safetensors"), header, evaluations={DATA: _evaluation(hits)}))
+            correct[name] = hits
+    return entries, correct
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's two-sided t-test by hand: t = (m_a - m_b) / sqrt(v_a/n_a + v_b/n_b), Welch-Satterthwaite df."""
+    from scipy.stats import t as student_t
+
+    (ma, va, na), (mb, vb, nb) = ((np.mean(x), np.var(x, ddof=1), len(x)) for x in (a, b))
+    se2 = va / na + vb / nb
+    if se2 == 0:  # both groups constant: no evidence of a difference, or infinite evidence (core.stats.ttest's rule)
+        return 1.0 if ma == mb else 0.0
+    df = se2 ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    return float(2 * student_t.sf(abs(ma - mb) / np.sqrt(se2), df))
+
+
+def test_main_table_numbers_match_a_computation_by_hand():
+    from core.evaluation.report import main_table
+
+    entries, _ = _entries()
+    table = main_table(entries, "test")
+    # the seeds of one configuration make one row; the Pearson run with another lambda_prune (one seed) its own
+    rows = {row["method"] + (" ablation" if (row["method"], row["seeds"]) == ("pearson", 1) else ""): row
+            for row in table.to_dict("records")}
+    assert set(rows) == set(ACCURACIES) and len(table) == len(ACCURACIES)
+    teacher = np.mean(ACCURACIES["teacher"])
+    for group, accuracies in ACCURACIES.items():
+        method, row = group.split()[0], rows[group]
+        mean, std = np.mean(accuracies), np.std(accuracies, ddof=1) if len(accuracies) > 1 else 0.0
+        # a student against the teacher its pruning record names; the teacher against itself (nothing removed)
+        full = {"params": entries[0].header["params"], "macs": entries[0].header["macs"]} if method == "teacher" else TEACHER_COST
+        cost = full if method == "teacher" else STUDENT_COST[method]
+        expected = {
+            "trained on": DATA, "seeds": len(accuracies),
+            "test accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(accuracies) > 1 else f"{100 * mean:.2f}",
+            "p vs KDFS": f"{_welch_p(accuracies, ACCURACIES['kdfs']):.4f}" if group == "pearson" else "–",
+            "Δacc vs teacher": "–" if method == "teacher" else f"{100 * (mean - teacher):.2f}",
+            "compression (MACs)": f"{1 - cost['macs'] / full['macs']:.3f}",
+            "params (M)": f"{cost['params'] / 1e6:.2f}", "MACs (M)": f"{cost['macs'] / 1e6:.1f}",
+            "params ↓": f"{100 * (1 - cost['params'] / full['params']):.1f}%",
+            "MACs ↓": f"{100 * (1 - cost['macs'] / full['macs']):.1f}%", "image size": 32}
+        assert {key: row[key] for key in expected} == expected, group
+    # the figures these strings print, for a reader of this test: KDFS 80.00 ± 5.00, Pearson 93.33 ± 2.89, p = 0.0248
+    assert rows["kdfs"]["test accuracy"] == "80.00 ± 5.00" and rows["kdfs"]["Δacc vs teacher"] == "-15.00"
+    assert rows["kdfs"]["params ↓"] == "60.0%" and rows["kdfs"]["MACs ↓"] == "70.0%"
+    assert rows["pearson"]["test accuracy"] == "93.33 ± 2.89" and rows["pearson"]["p vs KDFS"] == "0.0248"
+
+
+def test_mcnemar_table_counts_the_disagreements_and_tests_them_exactly():
+    import math
+
+    from core.evaluation.report import mcnemar_table
+
+    entries, correct = _entries()
+    table = mcnemar_table(entries)
+    assert len(table) == len(entries) * (len(entries) - 1) // 2  # every pair: all trained on one dataset
+    for row in table.to_dict("records"):
+        a, b = correct[row["A"]], correct[row["B"]]
+        only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+        assert (row["n"], row["both correct"], row["only A correct"], row["only B correct"], row["both wrong"]) == (
+            len(SAMPLES), int(np.sum(a & b)), only_a, only_b, int(np.sum(~a & ~b)))
+        # fewer than 25 disagreements: the exact two-sided binomial test, p = min(1, 2 P(X <= min(b, c))), X ~ B(b + c, 1/2)
+        n = only_a + only_b
+        p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n)
+        assert row["test"] == "exact binomial" and row["p-value"] == f"{p:.4g}"
+        assert row["statistic"] == f"{min(only_a, only_b) if n else 0:.3f}"
+        assert (row["acc A"], row["acc B"]) == (f"{a.mean():.4f}", f"{b.mean():.4f}")
+        assert row["significant (0.05)"] == ("yes" if p < 0.05 else "no")
+    assert (table["significant (0.05)"] == "yes").any() and (table["significant (0.05)"] == "no").any()
+
+
+def test_published_table_numbers_match_a_computation_by_hand():
+    from core.evaluation.report import published_table
+
+    def row(method, accuracies, params, macs, published):
+        return {"method": method, "label": None, "seeds": len(accuracies), "accuracy": float(np.mean(accuracies)),
+                "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None, "accuracies": accuracies,
+                "params": params, "macs": macs, "params_reduction": 1 - params / 2_000_000, "macs_reduction": 1 - macs / 80_000_000,
+                "image_size": 64, "published": published}
+
+    rows = [row("teacher", [0.96], 2_000_000, 80_000_000, {"accuracy": 97.5, "params": 23.5}),
+            row("kdfs", [0.80, 0.84, 0.82], 600_000, 20_000_000,
+                {"accuracy": 95.0, "accuracy_std": 0.4, "params_reduction": 70.0, "flops_reduction": 72.5}),
+            row("pearson", [0.90, 0.86], 500_000, 30_000_000, {"accuracy": 96.1, "params_reduction": 75.0, "flops_reduction": 70.0})]
+    table = {r["method"]: r for r in published_table(rows).to_dict("records")}
+    pearson, kdfs = table["pearson"], table["kdfs"]
+    assert pearson["accuracy % (measured)"] == "88.00 ± 2.83" and kdfs["accuracy % (measured)"] == "82.00 ± 2.00"
+    assert kdfs["accuracy % (published)"] == "95.00 ± 0.40" and table["teacher"]["accuracy % (measured)"] == "96.00"
+    assert pearson["Δ accuracy (points)"] == f"{88.0 - 96.1:.2f}" == "-8.10"
+    assert pearson["p vs KDFS"] == f"{_welch_p([0.90, 0.86], [0.80, 0.84, 0.82]):.4f}" and kdfs["p vs KDFS"] == "–"
+    assert pearson["Δ vs teacher (measured)"] == "-8.00" and kdfs["Δ vs teacher (measured)"] == "-14.00"
+    assert pearson["Δ vs teacher (published)"] == f"{96.1 - 97.5:.2f}" and table["teacher"]["Δ vs teacher (published)"] == "–"
+    assert pearson["params ↓ % (measured)"] == "75.00" and pearson["MACs ↓ % (measured)"] == "62.50"
+    assert pearson["Δ MACs ↓ (points)"] == f"{62.5 - 70.0:.2f}" and kdfs["Δ MACs ↓ (points)"] == f"{75.0 - 72.5:.2f}"
+    assert (pearson["params M (measured)"], pearson["MACs M (measured)"]) == ("0.50", "30.0")
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +259,19 @@ def test_report_writes_every_table_and_caches_predictions(tiny_runs, tmp_path):
     for name in first["tables"]:
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file()
     assert {"roc.html", "active_filters.html"} <= set(first["figures"])
-    main = (out / "main.csv").read_text().splitlines()
-    assert len(main) == 1 + 4  # teacher, kdfs (2 seeds), pearson (2 seeds), pearson ablation
-    pearson = [line for line in main if line.startswith("pearson") and ",2," in line]
-    assert pearson and "±" in pearson[0], "two seeds give mean ± std and a p-value against KDFS"
+    main = pd.read_csv(out / "main.csv", dtype=str, keep_default_na=False)
+    assert len(main) == 4  # teacher, kdfs (2 seeds), pearson (2 seeds), pearson ablation
+    # each row's numbers from the runs' own final test accuracies (metrics.jsonl), computed here by hand
+    tested = {group: [next(json.loads(line)["accuracy"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                           if json.loads(line).get("type") == "test") for run in runs] for group, runs in tiny_runs.items()}
+    teacher = tested["teacher"][0]
+    for group in ("kdfs", "pearson"):
+        (row,) = main[(main["method"] == group) & (main["seeds"] == "2")].to_dict("records")
+        mean, std = np.mean(tested[group]), np.std(tested[group], ddof=1)
+        assert row["test accuracy"] == f"{100 * mean:.2f} ± {100 * std:.2f}", "two seeds give mean ± std"
+        assert row["Δacc vs teacher"] == f"{100 * (mean - teacher):.2f}"
+    (pearson,) = main[(main["method"] == "pearson") & (main["seeds"] == "2")].to_dict("records")
+    assert pearson["p vs KDFS"] == f"{_welch_p(tested['pearson'], tested['kdfs']):.4f}"
     assert (out / "mcnemar.csv").read_text().count("\n") == 1 + 6 * 5 // 2  # every pair of the 6 checkpoints
     ablation = (out / "ablation.csv").read_text()
     assert "lambda_prune" in ablation and "100.0" in ablation
