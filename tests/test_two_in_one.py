@@ -404,7 +404,8 @@ def test_sidebar_offers_the_modes_the_start_and_only_dual_teachers(dual_teacher,
     assert mode.options == list(MODES) and mode.value == "two-in-one"
     assert app.sidebar.selectbox(key="launch_arch").value == "resnet18"
     teachers = app.sidebar.selectbox(key="launch_teacher").options
-    assert f"run: {Path(dual_teacher).name}" in teachers and not any("teacher-resnet50" in name for name in teachers)
+    assert any(name.startswith(f"run: {Path(dual_teacher).name} (dense dual_resnet_tiny") for name in teachers)
+    assert not any("teacher-resnet50" in name for name in teachers)
     starts = app.sidebar.selectbox(key="launch_student_init").options
     assert any("student-pearson" in name for name in starts) and not any("teacher" in name for name in starts)
     assert "lambda-feature" in {key.removeprefix("launch_") for key in (w.key for w in app.sidebar.number_input)}

@@ -45,8 +45,10 @@ from core.data.files import (
     LISTED_TWICE,
     MISSING,
     Skipped,
+    has_image_extension,
     reason_counts,
     reason_examples,
+    unsupported_type,
     walk_images,
     why_not_read,
 )
@@ -595,7 +597,10 @@ def _load_manifests(
             # before anything else: a row that leaves the image root stops the load (it names the row)
             found = _locate(row.path, image_roots, root, csv_path, line)
             split = file_split or row.split or None
-            reason = MISSING if found is None else why_not_read(found)
+            if found is not None:
+                reason = why_not_read(found)  # a folder, not a regular file, an unsupported type, or None
+            else:  # a row naming a .txt is left out for its type, whether or not the file is there
+                reason = MISSING if has_image_extension(row.path) else unsupported_type(row.path)
             if reason is None and found in seen:
                 reason = LISTED_TWICE
             if reason is not None:

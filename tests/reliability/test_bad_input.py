@@ -170,7 +170,9 @@ def test_odd_images_in_a_dataset_are_skipped_and_counted_by_evaluate_and_train(d
     assert code == 0, err
     result = last_json(out)
     listed = [name for name in IMAGES if Path(name).suffix in IMAGE_EXTENSIONS]  # not .gif: a dataset lists only these
-    assert result["skipped"] == len(BAD_IMAGES) and result["n"] == 12 + len(listed) - len(BAD_IMAGES)
+    unlisted = [name for name in IMAGES if name not in listed]  # ...and counts the others, with their reason
+    assert result["skipped"] == len(BAD_IMAGES) + len(unlisted) and result["n"] == 12 + len(listed) - len(BAD_IMAGES)
+    assert all(result["skipped_reasons"][f"unsupported type {Path(name).suffix}"] for name in unlisted) and unlisted
     code, out, err = cli(["train", "--data", str(dataset_with_odd_files), "--arch", "resnet-tiny", "--image-size", "32",
                           "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--runs-dir", str(tmp_path / "runs"),
                           "--json"], capsys)

@@ -29,6 +29,7 @@ from core.checkpoint import (
     save_checkpoint,
 )
 from core.models import build_model
+from core.runs import Run
 
 # ------------------------------------------------------------------------------------ no code execution from files
 
@@ -106,6 +107,7 @@ def test_resume_refuses_a_planted_trainer_state(planted, tiny_teacher, tmp_path,
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_teacher, run_dir)
     shutil.copy(planted["state.pt"], run_dir / TRAINER_STATE)
+    Run(run_dir).set_status("cancelled")  # a run to resume (a finished one is left as it is: nothing is read)
     code, _, err = cli(["train", "--resume", str(run_dir)], capsys)
     assert_one_line_error(code, err, "unreadable trainer state")
     assert not planted["marker"].exists(), "the planted code ran"
