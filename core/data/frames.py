@@ -58,6 +58,25 @@ FFPP_REAL, FFPP_FAKE = "original_sequences", "manipulated_sequences"
 
 
 @dataclass(frozen=True)
+class Item:
+    """One thing face crops are taken from, with its label and split already decided (core.data.benchmarks):
+
+    - a video file (``source``; the common case);
+    - a video given as its frame images (``frames``: DeepfakeBench's extracted frames; ``source`` is their folder);
+    - one face of one image (``box``: OpenForensics' annotated faces, cropped as annotated, no detector).
+    """
+
+    source: str
+    label: int
+    category: str  # the manipulation method or real category, e.g. "original", "Deepfakes", "Celeb-synthesis"
+    video_id: str  # unique in the dataset; the faces of one OpenForensics image share their image's id
+    group: str  # identity group: items of one group share a split unless the authors' split files say otherwise
+    split: str  # train | val | test
+    frames: tuple[str, ...] = ()
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the image's pixels
+
+
+@dataclass(frozen=True)
 class VideoEntry:
     path: str
     label: int
