@@ -6,7 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from core.cli.common import _emit
+from core.cli.common import _emit, log
+from core.data.benchmarks import LAYOUTS
+from core.data.datasets import COMPRESSIONS
+from core.data.datasets import VIDEO_LAYOUTS as DATASET_LAYOUTS
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -79,6 +82,10 @@ def cmd_data_check(args: argparse.Namespace) -> None:
                      f"height {sizes['height']['min']}-{sizes['height']['max']}; most common "
                      + ", ".join(f"{size} ({n})" for size, n in sizes["common"]))
     duplicates = report["duplicates"]
+    shared = report["shared_across_splits"]
+    if shared["videos"] or shared["groups"]:
+        lines.append(f"  in two splits: {shared['videos']} videos and {shared['groups']} identity groups, e.g. "
+                     + "; ".join(f"{s['kind']} {s['name']} ({'/'.join(s['splits'])})" for s in shared["listed"][:5]))
     lines.append(f"  near-duplicates across splits: {duplicates['pairs']} pairs (<= {duplicates['threshold_bits']} of 256 bits; "
                  + (", ".join(f"{k}: {v}" for k, v in duplicates["per_split_pair"].items()) or "none") + ")")
     lines += [f"    {pair['splits'][0]} {pair['a']}  ~  {pair['splits'][1]} {pair['b']}  (distance {pair['distance']})"
@@ -94,14 +101,26 @@ def _face_options(args: argparse.Namespace, crop_scale: float):
 
 
 def cmd_data_frames(args: argparse.Namespace) -> None:
-    from core.data.frames import extract_face_dataset
+    from core.data.benchmarks import index_benchmark
+    from core.data.frames import extract_items
 
-    summary = extract_face_dataset(args.video_root, args.out, frames_per_video=args.frames_per_video, balance=not args.no_balance,
-                                   size=args.size, faces=_face_options(args, args.crop_scale or 1.3),
-                                   random_frames=args.random_frames, seed=args.seed, progress=not args.quiet)
-    _emit(args, summary, f"wrote {summary['crops']} face crops of {summary['videos']} videos to {summary['out']} "
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
+    index = index_benchmark(args.video_root, args.layout, compression=args.compression, methods=methods,
+                            split_files=Path(args.split_files) if args.split_files else None, name=args.name)
+    for item in index.skipped:
+        log.warning("left out: %s (%s)", item.path, item.reason)
+    summary = extract_items(index.items(), args.out, source=index.record(), frames_per_video=args.frames_per_video,
+                            balance=not args.no_balance, size=args.size, faces=_face_options(args, args.crop_scale or 1.3),
+                            random_frames=args.random_frames, seed=args.seed, workers=args.workers,
+                            progress=not args.quiet)
+    summary = {**summary, "layout": index.layout, "videos": len(index.entries), "split_provenance": index.provenance,
+               "left_out": [{"path": item.path, "reason": item.reason} for item in index.skipped]}
+    _emit(args, summary, f"{index.layout}: wrote {summary['crops']} face crops of {summary['videos']} videos to {summary['out']} "
                          f"(per split {summary['crops_per_split']}, per label {summary['crops_per_label']}; "
-                         f"{summary['frames_without_face']} sampled frames had no face); train with --data {summary['out']}")
+                         f"{summary['frames_without_face']} sampled frames had no face; {len(index.skipped)} named videos "
+                         f"left out); split: {', '.join(f'{k} {v}' for k, v in index.provenance.items())}; "
+                         f"train with --data {index.layout if index.layout in DATASET_LAYOUTS else summary['out']}"
+                         + (f" --data-root {summary['out']}" if index.layout in DATASET_LAYOUTS else ""))
 
 
 def cmd_data_videos(args: argparse.Namespace) -> None:
@@ -144,9 +163,23 @@ def add_parsers(commands, command) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.add_argument("--if-missing", action="store_true", help="keep an existing benchmark at --out instead of rewriting it")
     frames = command(data_commands, "frames", cmd_data_frames,
-                     "turn a folder of videos (FaceForensics++ or real/fake folders) into a dataset of face crops")
-    frames.add_argument("video_root", help="folder of videos, e.g. FaceForensics++ with original_sequences/ and manipulated_sequences/")
-    frames.add_argument("--out", required=True, help="new folder for the crops, manifest.csv and frames.json")
+                     "a video benchmark (FaceForensics++, Celeb-DF, DFDC, OpenForensics, DeepfakeBench, real/fake folders) "
+                     "as a dataset of face crops, in its official split; resumable")
+    frames.add_argument("video_root", help="the benchmark's folder as its authors distribute it, e.g. FaceForensics++ with "
+                                           "original_sequences/ and manipulated_sequences/")
+    frames.add_argument("--out", required=True, help="folder for the crops, manifest.csv and frames.json (new, or the "
+                                                     "same extraction's, which then resumes)")
+    frames.add_argument("--layout", choices=sorted(LAYOUTS),
+                        help="the benchmark's layout (default: recognised from the folder)")
+    frames.add_argument("--split-files", metavar="DIR",
+                        help="ffpp: folder of the official train.json, val.json, test.json (default <root>/splits when "
+                             "there; without them, identity groups are cut 80/10/10)")
+    frames.add_argument("--compression", choices=COMPRESSIONS,
+                        help="ffpp (and a DeepfakeBench FaceForensics++ index): c0, c23 or c40 (default c23)")
+    frames.add_argument("--methods", help="ffpp: comma-separated manipulation methods (default Deepfakes,Face2Face,"
+                                          "FaceSwap,NeuralTextures; FaceShifter, DeepFakeDetection on request)")
+    frames.add_argument("--name", help="deepfakebench: the index to read (dataset_json/<NAME>.json)")
+    frames.add_argument("--workers", type=int, default=1, help="processes extracting videos side by side (default 1)")
     frames.add_argument("--frames-per-video", type=int, default=32, help="crops per real video (default 32)")
     frames.add_argument("--no-balance", action="store_true", help="as many frames per fake video as per real one")
     frames.add_argument("--size", type=int, default=256, help="side of the saved square crops (0: as cropped; default 256)")

@@ -7,6 +7,7 @@
   file and row it was given;
 - one-class or badly unbalanced splits;
 - the image size distribution;
+- videos and identity groups (a video benchmark's people) with samples in two splits;
 - **near-duplicates across splits**: the same face image, or a re-encoded or resized copy of it,
   in two splits inflates every accuracy measured on them. Each image gets a perceptual hash
   (``imagehash.phash`` with a 16x16 DCT: 256 bits); two images of different splits whose hashes
@@ -175,6 +176,20 @@ def near_duplicates(words: dict[str, np.ndarray], threshold: int = DUPLICATE_THR
     return sorted(found, key=lambda pair: (pair[4], pair[0], pair[1]))
 
 
+def shared_across_splits(dataset: DatasetSplits, most: int = MAX_LISTED_PAIRS) -> dict:
+    """Videos and identity groups (a video benchmark's people) with samples in more than one split: the same face
+    in train and test, whatever the images' hashes say. ``{"videos": n, "groups": n, "listed": [{kind, name, splits}]}``."""
+    where: dict[tuple[str, str], set[str]] = {}
+    for split in SPLITS:
+        for sample in dataset.splits[split]:
+            for kind, name in (("video", sample.video_id), ("group", sample.group)):
+                if name:
+                    where.setdefault((kind, name), set()).add(split)
+    shared = sorted((kind, name, sorted(splits, key=SPLITS.index)) for (kind, name), splits in where.items() if len(splits) > 1)
+    return {"videos": sum(kind == "video" for kind, _, _ in shared), "groups": sum(kind == "group" for kind, _, _ in shared),
+            "listed": [{"kind": kind, "name": name, "splits": splits} for kind, name, splits in shared[:most]]}
+
+
 def check(dataset: DatasetSplits, cache_folder: Path | None = None, workers: int = 1, progress: bool = True,
           threshold: int = DUPLICATE_THRESHOLD, on_progress=None) -> dict:
     """The report of ``dataset`` (see the module docstring); ``cache_folder`` None: no hash cache;
@@ -236,6 +251,7 @@ def check(dataset: DatasetSplits, cache_folder: Path | None = None, workers: int
         "sizes": {"width": spread(widths), "height": spread(heights),
                   "common": [[f"{w}x{h}", n] for (w, h), n in sizes.most_common(5)]},
         "duplicates_across_splits": listed,
+        "shared_across_splits": shared_across_splits(dataset),
         "duplicates": {"pairs": len(pairs), "listed": len(listed), "threshold_bits": threshold,
                        "hash": f"imagehash.phash, {HASH_SIZE}x{HASH_SIZE} DCT ({HASH_SIZE * HASH_SIZE} bits)",
                        "per_split_pair": dict(Counter(f"{sa}/{sb}" for sa, _, sb, _, _ in pairs))},

@@ -24,7 +24,7 @@ per-split CSVs), never pooled with each other:
 - registered presets state their published exceptions (rvf10k: the paper splits its
   pooled train/valid 80/10/10).
 
-Both cuts order files by a hash of their relative path (:func:`_hash_order`), so they are
+Both cuts order files (or whole videos and identity groups, :func:`_units`) by a hash of their name, so they are
 the same on every machine and run; ``DatasetSplits.provenance`` records how each split
 came to be, for ``data info``, ``evaluate`` and the runs to say.
 """
@@ -32,6 +32,7 @@ came to be, for ``data info``, ``evaluate`` and the runs to say.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -94,7 +95,7 @@ MAX_EXAMPLES_IN_ERROR = 3
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "image", "image_path", "filename")
 LABEL_STR_COLUMN = "label_str"
 LABEL_COLUMNS = (LABEL_STR_COLUMN, "label", "class", "target")
-SPLIT_COLUMN, SOURCE_COLUMN, VIDEO_ID_COLUMN = "split", "source", "video_id"
+SPLIT_COLUMN, SOURCE_COLUMN, VIDEO_ID_COLUMN, GROUP_COLUMN = "split", "source", "video_id", "group"
 
 
 class DatasetError(ValueError):
@@ -109,6 +110,7 @@ class Sample:
     label: int
     source: str = ""
     video_id: str = ""
+    group: str = ""  # identity group (a video benchmark's people): split cuts never separate one
 
 
 @dataclass
@@ -214,7 +216,8 @@ class DatasetPreset:
     name: str
     title: str
     description: str
-    loader: Callable[[Path], DatasetSplits]
+    loader: Callable[[Path, str | None], DatasetSplits]  # (root, the part after "NAME:" in the spec, or None)
+    variants: str = ""  # what "NAME:<variant>" may name, for the messages; empty: the preset takes none
 
 
 # --------------------------------------------------------------------------- helpers
@@ -292,38 +295,44 @@ def _partition_sizes(count: int) -> tuple[int, int, int]:
     return count - n_val - n_test, n_val, n_test
 
 
-def _hash_order(samples: Iterable[Sample], key_root: Path) -> list[Sample]:
-    """Samples ordered by the SHA-1 of their path relative to ``key_root`` (POSIX form): an order that depends
-    only on file names, not on RNG state, listing order, or where the dataset was unpacked."""
+def _units(samples: Iterable[Sample], key_root: Path) -> dict[int, list[tuple[str, list[Sample]]]]:
+    """The samples as the units a split cut keeps together, per stratum, in a fixed order.
 
-    def key(sample: Sample) -> tuple[str, str]:
-        relative = Path(os.path.relpath(sample.path, key_root)).as_posix()
-        return hashlib.sha1(relative.encode("utf-8")).hexdigest(), relative
-
-    return sorted(samples, key=key)
+    A unit is an identity group, else a video, else one file: frames of one video, and the videos of one person,
+    never straddle two splits. A unit holding a real sample is in the REAL stratum, a fake-only one in FAKE (so each
+    split gets both labels). Units are ordered by the SHA-1 of their key (a file's: its path relative to ``key_root``,
+    POSIX form): an order that depends only on names, not on RNG state, listing order, or where the data was unpacked.
+    """
+    units: dict[str, list[Sample]] = {}
+    for sample in samples:
+        key = sample.group or sample.video_id or Path(os.path.relpath(sample.path, key_root)).as_posix()
+        units.setdefault(key, []).append(sample)
+    strata: dict[int, list[tuple[str, list[Sample]]]] = {REAL: [], FAKE: []}
+    for key, members in units.items():
+        strata[REAL if any(s.label == REAL for s in members) else FAKE].append((key, members))
+    for stratum in strata.values():
+        stratum.sort(key=lambda unit: (hashlib.sha1(unit[0].encode("utf-8")).hexdigest(), unit[0]))
+    return strata
 
 
 def _stratified_split(samples: Sequence[Sample], key_root: Path) -> dict[str, list[Sample]]:
-    """Deterministic 80/10/10 train/val/test split, stratified by label, in :func:`_hash_order`."""
+    """Deterministic 80/10/10 train/val/test split of the units (:func:`_units`), stratified by label."""
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-    for label in (REAL, FAKE):
-        ordered = _hash_order((s for s in samples if s.label == label), key_root)
+    for ordered in _units(samples, key_root).values():
         n_train, n_val, _ = _partition_sizes(len(ordered))
-        splits["train"] += ordered[:n_train]
-        splits["val"] += ordered[n_train : n_train + n_val]
-        splits["test"] += ordered[n_train + n_val :]
+        for position, (_, members) in enumerate(ordered):
+            splits["train" if position < n_train else "val" if position < n_train + n_val else "test"] += members
     return splits
 
 
 def _carve_val(train: Sequence[Sample], key_root: Path) -> tuple[list[Sample], list[Sample]]:
-    """``(train, val)``: 10% of each label of a declared train split (at least one when it has
-    MIN_PER_LABEL_TO_SPLIT), in :func:`_hash_order`, so the same files are carved every time."""
+    """``(train, val)``: 10% of the units of each label of a declared train split (at least one when it has
+    MIN_PER_LABEL_TO_SPLIT), in :func:`_units` order, so the same files are carved every time."""
     kept, carved = [], []
-    for label in (REAL, FAKE):
-        ordered = _hash_order((s for s in train if s.label == label), key_root)
+    for ordered in _units(train, key_root).values():
         n_val = max(1, round(len(ordered) * VAL_FRACTION)) if len(ordered) >= MIN_PER_LABEL_TO_SPLIT else 0
-        carved += ordered[:n_val]
-        kept += ordered[n_val:]
+        for position, (_, members) in enumerate(ordered):
+            (carved if position < n_val else kept).extend(members)
     return kept, carved
 
 
@@ -519,7 +528,7 @@ def _fake_number_from_folders(labels: pd.Series, paths: pd.Series, csv_path: Pat
 
 
 def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
-    """Read one manifest into columns path, label (fake = 1), split, source, video_id.
+    """Read one manifest into columns path, label (fake = 1), split, source, video_id, group.
 
     ``fake_number``: the number the CSV uses for fake, or :data:`FROM_FOLDERS` to read it off the paths.
     """
@@ -534,7 +543,7 @@ def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
         raise DatasetError(
             f"CSV manifest {csv_path} has columns {list(table.columns)}; expected a path column "
             f"({'|'.join(PATH_COLUMNS)}) and a label column ({'|'.join(LABEL_COLUMNS)}), "
-            f"optionally {SPLIT_COLUMN}, {SOURCE_COLUMN}, {VIDEO_ID_COLUMN}"
+            f"optionally {SPLIT_COLUMN}, {SOURCE_COLUMN}, {VIDEO_ID_COLUMN}, {GROUP_COLUMN}"
         )
 
     def optional(column: str) -> pd.Series:
@@ -550,6 +559,7 @@ def _read_manifest(csv_path: Path, fake_number: int) -> pd.DataFrame:
             "split": _parse_splits(table[columns[SPLIT_COLUMN]], csv_path) if SPLIT_COLUMN in columns else "",
             "source": optional(SOURCE_COLUMN),
             "video_id": optional(VIDEO_ID_COLUMN),
+            "group": optional(GROUP_COLUMN),
         }
     )
 
@@ -607,7 +617,7 @@ def _load_manifests(
                 skipped.append(Skipped(found or os.path.join(image_roots[0], row.path), reason, split))
                 continue
             seen.add(found)
-            sample = Sample(found, int(row.label), row.source or default_source, row.video_id)
+            sample = Sample(found, int(row.label), row.source or default_source, row.video_id, row.group)
             (by_split[split] if split else unsplit).append(sample)
     missing = [item.path for item in skipped if item.reason == MISSING]
     if len(missing) > MAX_MISSING_FRACTION * rows:
@@ -616,9 +626,16 @@ def _load_manifests(
             f"e.g. {missing[0]}: is the image root right? (paths are resolved against "
             f"{', '.join(map(str, image_roots))})"
         )
-    splits, provenance = _finalize_splits(by_split, unsplit, root, ", ".join(str(p) for _, p in manifests))
+    return dataset_of(name, root, by_split, unsplit, skipped, ", ".join(str(p) for _, p in manifests))
+
+
+def dataset_of(name: str, root: Path, by_split: dict[str, list[Sample]], unsplit: list[Sample], skipped: list[Skipped],
+               where: str) -> DatasetSplits:
+    """Samples as their data declared them (``by_split``; ``unsplit``: those that name no split) as a dataset:
+    declared splits kept, the rest cut as :func:`_finalize_splits` says; ``where`` names the source in errors."""
+    splits, provenance = _finalize_splits(by_split, unsplit, root, where)
     if not any(splits.values()):
-        raise DatasetError(f"no usable rows in {', '.join(str(p) for _, p in manifests)}: it lists no image files "
+        raise DatasetError(f"no usable rows in {where}: it lists no image files "
                            f"({'; '.join(f'{n} {reason}' for reason, n in reason_counts(skipped).items())})")
     return DatasetSplits(name, root, splits, provenance=provenance, skipped=skipped)
 
@@ -745,7 +762,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "CSV columns ,id,label,label_str,path: label 1 = real, 0 = fake (translated to fake = 1),\n"
             "path relative to rvf10k/ (e.g. train/real/00001.jpg). Only train/valid exist: as the\n"
             "paper does, all images are pooled and split 80/10/10. Without the CSVs the folders are read.",
-            _load_rvf10k,
+            lambda root, _: _load_rvf10k(root),
         ),
         DatasetPreset(
             "140k",
@@ -755,14 +772,14 @@ DATASETS: dict[str, DatasetPreset] = {
             "CSV columns ,original_path,id,label,label_str,path: label 1 = real, 0 = fake (translated\n"
             "to fake = 1), path relative to real_vs_fake/real-vs-fake/ (e.g. train/real/31355.jpg).\n"
             "Without the CSVs the folders are read.",
-            _load_140k,
+            lambda root, _: _load_140k(root),
         ),
         DatasetPreset(
             "190k",
             "deepfake and real images",
             "<data-root>/Dataset/{Train,Validation,Test}/{Real,Fake}/*.jpg\n"
             "The three splits may also sit directly under <data-root>.",
-            _load_190k,
+            lambda root, _: _load_190k(root),
         ),
         DatasetPreset(
             "gravex200k",
@@ -773,17 +790,241 @@ DATASETS: dict[str, DatasetPreset] = {
             "loader takes 1 = real; a 0/1 CSV whose paths name no class folder is refused, not guessed);\n"
             "a split column or train/val/test CSVs are used if present, else 80/10/10. Without a CSV\n"
             "the two folders are read and re-split.",
-            _load_gravex200k,
+            lambda root, _: _load_gravex200k(root),
         ),
         DatasetPreset(
             "deepfake330k",
             "Deepfake-dataset (330k)",
             "<data-root>/{train,validation|val,test}/{real,fake}/*  (any case)\n"
             "The splits may sit in one top folder; any layout load_image_folder accepts also works.",
-            _load_deepfake330k,
+            lambda root, _: _load_deepfake330k(root),
+        ),
+        DatasetPreset(
+            "ffpp",
+            "FaceForensics++ (video benchmark; face crops)",
+            "<data-root> = the face crops `data frames <FF++ root> --layout ffpp --out <data-root>` writes\n"
+            "From original_sequences/youtube/<c>/videos and manipulated_sequences/<method>/<c>/videos\n"
+            "(--compression c23, --methods: Deepfakes, Face2Face, FaceSwap, NeuralTextures); the official\n"
+            "splits/{train,val,test}.json decide the split (else identity groups, 80/10/10). Page: docs/benchmarks/ffpp.md",
+            lambda root, variant: load_frames_folder(root, "ffpp", variant),
+        ),
+        DatasetPreset(
+            "celebdf",
+            "Celeb-DF v1/v2 (video benchmark; face crops)",
+            "<data-root> = the face crops `data frames <Celeb-DF root> --layout celebdf --out <data-root>` writes\n"
+            "From Celeb-real/, YouTube-real/, Celeb-synthesis/; List_of_testing_videos.txt is the test split,\n"
+            "the rest train (val carved by identity group). Page: docs/benchmarks/celebdf.md",
+            lambda root, variant: load_frames_folder(root, "celebdf", variant),
+        ),
+        DatasetPreset(
+            "dfdc",
+            "DeepFake Detection Challenge, full or preview (video benchmark; face crops)",
+            "<data-root> = the face crops `data frames <DFDC root> --layout dfdc --out <data-root>` writes\n"
+            "Labels from each part's metadata.json (a fake grouped with its original), or labels.csv;\n"
+            "preview: dataset.json. Page: docs/benchmarks/dfdc.md",
+            lambda root, variant: load_frames_folder(root, "dfdc", variant),
+        ),
+        DatasetPreset(
+            "openforensics",
+            "OpenForensics (multi-face images; face crops)",
+            "<data-root> = the face crops `data frames <OpenForensics root> --layout openforensics --out <data-root>` writes\n"
+            "Each annotated face (COCO-style *_poly.json) cropped with its own label; Train/Val/Test-Dev kept,\n"
+            "openforensics:test-challenge tests on Test-Challenge. Page: docs/benchmarks/openforensics.md",
+            lambda root, variant: load_frames_folder(root, "openforensics", variant),
+            variants="test-dev, test-challenge",
+        ),
+        DatasetPreset(
+            "deepfakebench",
+            "DeepfakeBench's preprocessed frames (any of its datasets)",
+            "<data-root>/dataset_json/<Name>.json over its frames/ folders, read as they are (no re-extraction)\n"
+            "deepfakebench:<Name> picks one index (FaceForensics++, Celeb-DF-v2, DFDC, ...; c23 for FF++);\n"
+            "its train/val/test kept. Page: docs/benchmarks/deepfakebench.md",
+            lambda root, variant: load_deepfakebench(root, variant),
+            variants="the index name, e.g. Celeb-DF-v2",
         ),
     )
 }
+
+
+# ------------------------------------------------------------ video benchmarks' face crops
+
+FRAMES_RECORD = "frames.json"  # what `data frames` writes beside manifest.csv: configuration, layout, per-video counts
+VIDEO_LAYOUTS = ("ffpp", "celebdf", "dfdc", "openforensics")
+OPENFORENSICS_TEST_SETS = ("test-dev", "test-challenge")  # both are "test"; the manifest's source column tells them apart
+
+
+def frames_layout(folder: Path) -> str | None:
+    """The benchmark layout a ``data frames`` folder was extracted from (its frames.json), or None."""
+    record = folder / FRAMES_RECORD
+    if not record.is_file():
+        return None
+    try:
+        layout = json.loads(record.read_text()).get("layout")
+    except (OSError, ValueError, AttributeError) as error:
+        raise DatasetError(f"{record}: damaged ({type(error).__name__}: {error}); extract again with data frames") from None
+    return layout if isinstance(layout, str) else None
+
+
+def load_frames_folder(root: Path, layout: str | None = None, variant: str | None = None) -> DatasetSplits:
+    """The face crops ``python -m core data frames`` wrote (``manifest.csv`` with the benchmark's split, and
+    ``frames.json``), named after the benchmark; ``layout`` given: the folder must come from that benchmark.
+    OpenForensics keeps its two test sets apart: ``openforensics`` tests on Test-Dev, ``openforensics:test-challenge``
+    on Test-Challenge."""
+    found = frames_layout(root)
+    if layout is not None and found is None:
+        raise DatasetError(
+            f"{root} holds no face crops of {layout} (no {FRAMES_RECORD}): if it holds the benchmark as its authors "
+            f"distribute it, extract the crops once with `python -m core data frames {root} --layout {layout} --out "
+            f"{root}-frames` (resumable), then use --data {layout} --data-root {root}-frames")
+    if layout is not None and found != layout:
+        raise DatasetError(f"{root} holds face crops of {found or 'an unnamed layout'}, not {layout}: "
+                           f"use --data {found or root}" + ("" if found else " (the folder itself)"))
+    name = found or f"csv:{root}"
+    dataset = load_csv_manifest(root, name=name)
+    if found == "openforensics":
+        test_set = variant or "test-dev"
+        if test_set not in OPENFORENSICS_TEST_SETS:
+            raise DatasetError(f"openforensics:{test_set}: the test sets are {', '.join(OPENFORENSICS_TEST_SETS)}")
+        test = [s for s in dataset.splits["test"] if s.source.lower().startswith(test_set)]
+        dataset = replace(dataset, name=f"openforensics:{test_set}" if variant else "openforensics",
+                          splits={**dataset.splits, "test": test},
+                          provenance={**dataset.provenance, "test": f"the official {test_set.title()} set"})
+    elif variant is not None:
+        raise DatasetError(f"{name} takes no ':{variant}'")
+    return dataset
+
+
+DEEPFAKEBENCH_INDEX = "dataset_json"  # DeepfakeBench's folder of <Name>.json indexes
+DEEPFAKEBENCH_MODES = {"train": "train", "val": "val", "test": "test"}
+COMPRESSIONS = ("c0", "c23", "c40")
+
+
+def deepfakebench_indexes(root: Path) -> dict[str, Path]:
+    """``<Name> -> <root>/dataset_json/<Name>.json`` (the root itself may be the dataset_json folder)."""
+    folder = root / DEEPFAKEBENCH_INDEX if (root / DEEPFAKEBENCH_INDEX).is_dir() else root
+    return {path.stem: path for path in sorted(folder.glob("*.json"))}
+
+
+@dataclass(frozen=True)
+class IndexedVideo:
+    """One video of a DeepfakeBench index: its frames as listed, and where the index puts it."""
+
+    video_id: str
+    label_key: str  # the index's class name, e.g. FF-real, FF-DF, CelebDFv2_fake, DFDC_Real
+    label: int
+    split: str
+    frames: tuple[str, ...]  # as the index writes them (resolved by resolve_index_frames)
+
+
+def deepfakebench_label(label_key: str) -> int:
+    """DeepfakeBench names each class (``FF-real``, ``CelebDFv2_real``, ``DFDC_Real``; ``FF-DF``, ``DFDC_Fake``...): a
+    name with "real" in it is real, every other one a manipulation."""
+    return REAL if "real" in label_key.lower() else FAKE
+
+
+def read_deepfakebench_index(root: Path, name: str | None = None, compression: str = "c23") -> tuple[str, list[IndexedVideo]]:
+    """``(Name, videos)`` of a DeepfakeBench ``dataset_json/<Name>.json``: ``{Name: {class: {train|val|test:
+    [{c0|c23|c40}:] {video: {"label": class, "frames": [...]}}}}}`` (FaceForensics++ has the compression level)."""
+    indexes = deepfakebench_indexes(root)
+    if not indexes:
+        raise DatasetError(f"no DeepfakeBench index under {root}: expected {root}/{DEEPFAKEBENCH_INDEX}/<Name>.json")
+    if name is None:
+        if len(indexes) > 1:
+            raise DatasetError(f"{root} indexes several datasets ({', '.join(indexes)}): name one, "
+                               f"e.g. --data deepfakebench:{next(iter(indexes))}")
+        name = next(iter(indexes))
+    if name not in indexes:
+        raise DatasetError(f"no DeepfakeBench index {name!r} under {root}: it has {', '.join(indexes)}")
+    if compression not in COMPRESSIONS:
+        raise DatasetError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    path = indexes[name]
+    try:
+        index = json.loads(path.read_text())
+        classes = index[name] if name in index else next(iter(index.values()))
+        videos = []
+        for label_key, modes in classes.items():
+            for mode, block in modes.items():
+                if mode not in DEEPFAKEBENCH_MODES:
+                    continue
+                if block and all(key in COMPRESSIONS for key in block):  # FaceForensics++: one level of compression
+                    block = block.get(compression, {})
+                for video_id, record in block.items():
+                    frames = tuple(str(frame) for frame in record["frames"])
+                    videos.append(IndexedVideo(str(video_id), label_key, deepfakebench_label(label_key),
+                                               DEEPFAKEBENCH_MODES[mode], frames))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as error:
+        raise DatasetError(f"{path}: not a DeepfakeBench index ({type(error).__name__}: {error})") from None
+    return name, videos
+
+
+def resolve_index_frames(root: Path, frames: Sequence[str]) -> Callable[[str], str]:
+    """How the index's frame paths map onto this disk. DeepfakeBench writes them relative to where its scripts
+    ran (``datasets/rgb/<Name>/...``, or absolute paths of the machine that made them): the first frame that
+    exists under ``root`` (or its parent) with some leading folders dropped fixes the rule for all."""
+    for frame in frames[:50]:
+        parts = Path(frame).parts
+        for base in (root, root.parent):
+            for drop in range(len(parts)):
+                candidate = base.joinpath(*parts[drop:])
+                if candidate.is_file():
+                    return lambda listed, base=base, drop=drop: str(base.joinpath(*Path(listed).parts[drop:]))
+    return lambda listed: str(root / listed)
+
+
+# DeepfakeBench's ids name the people in a video: FaceForensics++ 071_054 (three digits each), Celeb-DF id0_id16_0004
+_PERSON = re.compile(r"^(\d{3}|id\d+)$")
+
+
+def identities_of(video_id: str) -> tuple[str, ...]:
+    """The people a benchmark's video name says it shows (FaceForensics++ ``071_054``: 071 and 054; Celeb-DF
+    ``id0_id16_0004``: id0 and id16); a name that says none is its own identity."""
+    stem = Path(video_id).stem
+    people = tuple(token for token in stem.split("_") if _PERSON.match(token))
+    return people or (stem,)
+
+
+def identity_groups(identities: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """``video -> group``: videos sharing a person, directly or through others, form one group (union-find), named
+    after its smallest identity."""
+    parent: dict[str, str] = {}
+
+    def find(person: str) -> str:
+        parent.setdefault(person, person)
+        while parent[person] != person:
+            parent[person] = parent[parent[person]]
+            person = parent[person]
+        return person
+
+    for people in identities.values():
+        first = find(people[0])
+        for other in people[1:]:
+            root_a, root_b = sorted((first, find(other)))
+            parent[root_b] = root_a
+            first = root_a
+    return {video: find(people[0]) for video, people in identities.items()}
+
+
+def load_deepfakebench(root: Path, name: str | None = None, compression: str = "c23") -> DatasetSplits:
+    """A DeepfakeBench dataset as its index lists it, its extracted frames used as they are (no re-extraction):
+    the index's train/val/test kept; a video it lists in two splits is used once, test first, then train (Celeb-DF's
+    index repeats its test videos as val: val is then carved from train, by identity group)."""
+    name, videos = read_deepfakebench_index(root, name, compression)
+    resolve = resolve_index_frames(root, [frame for video in videos for frame in video.frames[:1]])
+    groups = identity_groups({video.video_id: identities_of(video.video_id) for video in videos})
+    by_split: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for video in sorted(videos, key=lambda v: ("test", "train", "val").index(v.split)):
+        for listed in video.frames:
+            path = resolve(listed)
+            reason = why_not_read(path) or (LISTED_TWICE if path in seen else None)
+            if reason is not None:
+                skipped.append(Skipped(path, reason, video.split))
+                continue
+            seen.add(path)
+            by_split[video.split].append(Sample(path, video.label, video.label_key, f"{video.label_key}/{video.video_id}",
+                                                groups[video.video_id]))
+    return dataset_of(f"deepfakebench:{name}", root, by_split, [], skipped, str(deepfakebench_indexes(root)[name]))
 
 
 # ----------------------------------------------------------------------- entry points
@@ -813,16 +1054,21 @@ def resolve_dataset(spec: str, data_root: str | Path | None = None) -> DatasetSp
     missing), a folder (ImageFolder tree, or CSV manifests when it has no real/fake
     folders) or a ``.csv`` file.
     """
-    preset = DATASETS.get(spec.lower())
+    named, _, variant = spec.partition(":")
+    preset = DATASETS.get(named.lower())
     if preset is not None:
+        if variant and not preset.variants:
+            raise DatasetError(f"dataset {preset.name!r} takes no ':{variant}'")
         if data_root is None:
             layout = preset.description.splitlines()[0]
             raise DatasetError(f"dataset {preset.name!r} needs --data-root pointing at the folder that holds {layout}")
-        return preset.loader(_existing_directory(data_root, f"--data-root for dataset {preset.name!r}"))
+        return preset.loader(_existing_directory(data_root, f"--data-root for dataset {preset.name!r}"), variant or None)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return _load_synthetic(spec, data_root)
     path = _absolute(spec)
     if path.is_dir():
+        if (path / FRAMES_RECORD).is_file():  # `data frames` output: named after its benchmark
+            return load_frames_folder(path)
         if not _find_trees(path) and _discover_manifests(path):
             return load_csv_manifest(path)
         return load_image_folder(path)

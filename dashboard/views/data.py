@@ -60,6 +60,11 @@ if sizes["common"]:
     figure.update_layout(xaxis_title="width x height (px)", yaxis_title="images", height=300)
     st.plotly_chart(figure, key="data_sizes")
 
+shared = report["shared_across_splits"]
+if shared["videos"] or shared["groups"]:  # a video benchmark: the same video or person in two splits
+    st.subheader(f"In two splits: {shared['videos']} videos, {shared['groups']} identity groups")
+    st.dataframe(pd.DataFrame(shared["listed"]).assign(splits=lambda f: f["splits"].map(" / ".join)), hide_index=True)
+
 duplicates = report["duplicates"]
 st.subheader(f"Near-duplicates across splits: {duplicates['pairs']}")
 if duplicates["pairs"]:
