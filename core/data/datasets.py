@@ -805,7 +805,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "<data-root> = the face crops `data frames <FF++ root> --layout ffpp --out <data-root>` writes\n"
             "From original_sequences/youtube/<c>/videos and manipulated_sequences/<method>/<c>/videos\n"
             "(--compression c23, --methods: Deepfakes, Face2Face, FaceSwap, NeuralTextures); the official\n"
-            "splits/{train,val,test}.json decide the split (else identity groups, 80/10/10). Page: docs/benchmarks/ffpp.md",
+            "splits/{train,val,test}.json decide the split (else identity groups, 80/10/10). Page: docs/video-benchmarks/ffpp.md",
             lambda root, variant: load_frames_folder(root, "ffpp", variant),
         ),
         DatasetPreset(
@@ -813,7 +813,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "Celeb-DF v1/v2 (video benchmark; face crops)",
             "<data-root> = the face crops `data frames <Celeb-DF root> --layout celebdf --out <data-root>` writes\n"
             "From Celeb-real/, YouTube-real/, Celeb-synthesis/; List_of_testing_videos.txt is the test split,\n"
-            "the rest train (val carved by identity group). Page: docs/benchmarks/celebdf.md",
+            "the rest train (val carved by identity group). Page: docs/video-benchmarks/celebdf.md",
             lambda root, variant: load_frames_folder(root, "celebdf", variant),
         ),
         DatasetPreset(
@@ -821,7 +821,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "DeepFake Detection Challenge, full or preview (video benchmark; face crops)",
             "<data-root> = the face crops `data frames <DFDC root> --layout dfdc --out <data-root>` writes\n"
             "Labels from each part's metadata.json (a fake grouped with its original), or labels.csv;\n"
-            "preview: dataset.json. Page: docs/benchmarks/dfdc.md",
+            "preview: dataset.json. Page: docs/video-benchmarks/dfdc.md",
             lambda root, variant: load_frames_folder(root, "dfdc", variant),
         ),
         DatasetPreset(
@@ -829,7 +829,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "OpenForensics (multi-face images; face crops)",
             "<data-root> = the face crops `data frames <OpenForensics root> --layout openforensics --out <data-root>` writes\n"
             "Each annotated face (COCO-style *_poly.json) cropped with its own label; Train/Val/Test-Dev kept,\n"
-            "openforensics:test-challenge tests on Test-Challenge. Page: docs/benchmarks/openforensics.md",
+            "openforensics:test-challenge tests on Test-Challenge. Page: docs/video-benchmarks/openforensics.md",
             lambda root, variant: load_frames_folder(root, "openforensics", variant),
             variants="test-dev, test-challenge",
         ),
@@ -838,7 +838,7 @@ DATASETS: dict[str, DatasetPreset] = {
             "DeepfakeBench's preprocessed frames (any of its datasets)",
             "<data-root>/dataset_json/<Name>.json over its frames/ folders, read as they are (no re-extraction)\n"
             "deepfakebench:<Name> picks one index (FaceForensics++, Celeb-DF-v2, DFDC, ...; c23 for FF++);\n"
-            "its train/val/test kept. Page: docs/benchmarks/deepfakebench.md",
+            "its train/val/test kept. Page: docs/video-benchmarks/deepfakebench.md",
             lambda root, variant: load_deepfakebench(root, variant),
             variants="the index name, e.g. Celeb-DF-v2",
         ),
