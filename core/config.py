@@ -16,6 +16,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS_FILE = CONFIG_DIR / "presets.yaml"
 PRESETS_ENV = "CORE_PRESETS"  # more preset files (os.pathsep-separated), merged over PRESETS_FILE key by key
+PROTOCOLS_FILE = CONFIG_DIR / "protocols.yaml"  # what the papers publish (reproduce, report's published rows)
 
 
 @dataclass
@@ -95,6 +96,13 @@ def load_presets() -> dict[str, dict]:
     for extra in filter(None, os.environ.get(PRESETS_ENV, "").split(os.pathsep)):
         _merge_deep(loaded, yaml.safe_load(Path(extra).read_text()) or {})
     return {name: preset for name, preset in loaded.items() if not name.startswith("_")}
+
+
+def load_protocols() -> dict[str, dict]:
+    """The papers' published numbers and claims, one entry per paper (``configs/protocols.yaml``; keys starting with
+    ``_`` only hold shared YAML anchors)."""
+    loaded = yaml.safe_load(PROTOCOLS_FILE.read_text()) or {}
+    return {name: entry for name, entry in loaded.items() if not name.startswith("_")}
 
 
 def _merge_deep(base: dict, layer: dict) -> None:

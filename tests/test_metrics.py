@@ -53,3 +53,29 @@ def test_one_class_gives_undefined_ranking_metrics():
     result = classification_metrics(np.ones(5, int), np.full(5, 0.9))
     assert result["accuracy"] == 1.0
     assert np.isnan(result["auc"]) and np.isnan(result["eer"])
+
+
+def test_video_level_metrics_are_those_of_the_mean_frame_score_per_video():
+    """DeepfakeBench's video-level numbers: a video's score is the mean of its frames' P(fake); AUC and AP by sklearn
+    on those scores, EER by scanning thresholds (the scores below meet FPR = FNR = 1/4 exactly at 0.6)."""
+    from core.data.datasets import Sample
+    from core.evaluation.evaluate import video_level
+    from core.evaluation.metrics import Predictions
+
+    frames = {"r0": [0.0, 0.2], "r1": [0.3, 0.3], "r2": [0.4, 0.6], "r3": [0.9, 0.5],  # real: means 0.1 0.3 0.5 0.7
+              "f0": [0.4], "f1": [0.5, 0.7, 0.6], "f2": [0.8, 0.8], "f3": [1.0, 0.8]}  # fake: means 0.4 0.6 0.8 0.9
+    samples = [Sample(f"/{video}-{i}.png", int(video.startswith("f")), "x", video)
+               for video, scores in frames.items() for i in range(len(scores))]
+    probabilities = np.array([p for scores in frames.values() for p in scores])
+    order = np.random.default_rng(0).permutation(len(samples))  # predictions in any order, indices into the samples
+    predictions = Predictions(probabilities[order], np.array([s.label for s in samples])[order], order, 0, 0.0)
+    video = video_level(samples, predictions)
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    means = np.array([np.mean(scores) for scores in frames.values()])
+    assert video["videos"] == 8 and video["aggregate"] == "mean"
+    assert video["auc"] == pytest.approx(skm.roc_auc_score(labels, means))
+    assert video["ap"] == pytest.approx(skm.average_precision_score(labels, means))
+    assert video["eer"] == pytest.approx(_brute_force_eer(labels, means)) and video["eer"] == pytest.approx(0.25)
+    assert video["accuracy"] == pytest.approx(((means > 0.5) == labels).mean())
+    maximum = video_level(samples, predictions, aggregate="max")
+    assert maximum["auc"] == pytest.approx(skm.roc_auc_score(labels, [max(scores) for scores in frames.values()]))

@@ -16,11 +16,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     evaluation = evaluate(args.checkpoint, args.data, args.split, args.data_root, str(default_device(args.device)),
                           args.batch_size, args.num_workers, progress=not args.quiet, use_cache=not args.no_cache)
-    metrics = evaluation.metrics(args.threshold)
+    metrics = evaluation.metrics(args.threshold, args.video_aggregate)
     result = {**metrics, "seconds": round(time.perf_counter() - started, 2)}
     if args.roc:
         result["roc"] = evaluation.roc()
-    video = f", video AUC {metrics['video']['auc']:.4f} on {metrics['video']['videos']} videos" if "video" in metrics else ""
+    video = metrics.get("video")
+    video = (f", video AUC {video['auc']:.4f}, EER {video['eer']:.4f}, AP {video['ap']:.4f} on {video['videos']} videos "
+             f"({video['aggregate']} of the frames)") if video else ""
     reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["skipped_reasons"].items())
     _emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
                         f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
@@ -31,9 +33,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from core.evaluation.report import build_report
 
-    datasets = [d for d in (args.data or "").split(",") if d]
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    result = build_report(args.paths, out, datasets, args.split, args.data_root, latency=not args.no_latency,
+    result = build_report(args.paths, out, args.data or "", args.split, args.data_root, latency=not args.no_latency,
                           progress=not args.quiet, png=not args.no_png)
     _emit(args, result, f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
                         f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
@@ -43,6 +44,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
     from core.data.datasets import SPLIT_CHOICES
+    from core.evaluation.evaluate import VIDEO_AGGREGATES
 
     evaluate = command(commands, "evaluate", cmd_evaluate, "metrics of one checkpoint on one dataset split")
     evaluate.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -56,12 +58,18 @@ def add_parsers(commands, command) -> None:
     evaluate.add_argument("--device")
     evaluate.add_argument("--no-cache", action="store_true", help="recompute predictions (and do not store them)")
     evaluate.add_argument("--roc", action="store_true", help="include the ROC curve points in the JSON")
+    evaluate.add_argument("--video-aggregate", default="mean", choices=list(VIDEO_AGGREGATES),
+                          help="a video's score from its frames' P(fake) when frames carry a video id (default mean, "
+                               "as DeepfakeBench)")
 
     report = command(commands, "report", cmd_report, "paper-style tables (CSV + Markdown) and figures for runs and checkpoints")
     report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_CKPT")
     report.add_argument("--out", help="output folder (default reports/<time>)")
-    report.add_argument("--data", help="comma-separated datasets for the cross-dataset table (each checkpoint's own is added)")
-    report.add_argument("--data-root")
+    report.add_argument("--data", help="comma-separated datasets for the cross-dataset tables (each checkpoint's own is "
+                                       "added): NAME=ROOT gives a registered dataset its own root (celebdf=/data/celebdf-"
+                                       "frames,dfdc=/data/dfdc-frames), NAME uses --data-root, or a folder/CSV path; "
+                                       "FF++, Celeb-DF or DFDC add DeepfakeBench's table (cross_dataset_video)")
+    report.add_argument("--data-root", help="the root of a registered dataset given by NAME alone")
     report.add_argument("--split", default="test", choices=list(SPLIT_CHOICES))
     report.add_argument("--no-latency", action="store_true", help="skip the deployment table's latency measurement")
     report.add_argument("--no-png", action="store_true", help="HTML figures only (PNGs need kaleido and a Chromium)")

@@ -38,10 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from core.checkpoint import compact_cost
-from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
+from core.config import build_config, load_presets, load_protocols, published_finetune
 from core.methods import compared_in
 
 if TYPE_CHECKING:
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS_FILE = CONFIG_DIR / "protocols.yaml"
 SCALES = ("full", "mini")
 MINI_EPOCH_DIVISOR = 20
 MINI_MAX_EPOCHS = 8
@@ -59,10 +56,6 @@ DEFAULT_SEEDS = {"full": [0, 1, 2], "mini": [0]}
 PLAN_KEYS = ("data", "arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
              "scheduler", "preset", "seed", "teacher", "init_checkpoint", "pretrained", "trainable",
              "early_stopping_patience", "max_train_samples", "method_options")
-
-
-def load_protocols() -> dict[str, dict]:
-    return yaml.safe_load(PROTOCOLS_FILE.read_text()) or {}
 
 
 def mini_epochs(epochs: int) -> int:

@@ -64,9 +64,10 @@ class Evaluation:
     images: str = ""  # which images the split is and why (DatasetSplits.describe)
     left_out: list[Skipped] = field(default_factory=list)  # files and rows of the split the dataset did not list
 
-    def metrics(self, threshold: float = 0.5) -> dict:
+    def metrics(self, threshold: float = 0.5, video_aggregate: str = "mean") -> dict:
         """Metrics on the scored images (``n``); ``skipped`` counts the split's other files and rows, those the
-        listing left out and those that did not decode, per reason: ``n + skipped`` is what the split was given."""
+        listing left out and those that did not decode, per reason: ``n + skipped`` is what the split was given.
+        ``video`` (when frames carry a video id): :func:`video_level` with ``video_aggregate``."""
         p = self.predictions
         reasons = Counter(p.skipped_reasons)
         reasons.update(reason_counts(self.left_out))
@@ -77,7 +78,7 @@ class Evaluation:
             "per_source": per_source_accuracy(self.samples, p, threshold),
             "cached": self.cached,
         }
-        video = video_level(self.samples, p)
+        video = video_level(self.samples, p, video_aggregate)
         if video is not None:
             result["video"] = video
         return result
@@ -103,8 +104,15 @@ def roc_curve(labels: np.ndarray, probabilities: np.ndarray, points: int = 200) 
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.roc_auc_score(labels, probabilities))}
 
 
+VIDEO_AGGREGATES = {"mean": np.mean, "median": np.median, "max": np.max}
+
+
 def video_level(samples: list[Sample], predictions: Predictions, aggregate: str = "mean") -> dict | None:
-    """Video-level metrics when frames carry a video id: one score per video (mean of its frames' probabilities)."""
+    """Video-level metrics when frames carry a video id: one score per video, by default the mean of its frames'
+    probabilities (DeepfakeBench's video AUC), and AUC, EER, AP and accuracy (at 0.5) over those scores.
+
+    A video's label is its frames' majority label; ``None`` when no frame names a video.
+    """
     videos: dict[str, list[int]] = {}
     for position, index in enumerate(predictions.indices):
         video_id = samples[index].video_id
@@ -112,11 +120,14 @@ def video_level(samples: list[Sample], predictions: Predictions, aggregate: str 
             videos.setdefault(video_id, []).append(position)
     if not videos:
         return None
-    reduce = {"mean": np.mean, "median": np.median, "max": np.max}[aggregate]
+    if aggregate not in VIDEO_AGGREGATES:
+        raise ValueError(f"unknown video aggregate {aggregate!r}; choose from {', '.join(VIDEO_AGGREGATES)}")
+    reduce = VIDEO_AGGREGATES[aggregate]
     scores = np.array([reduce(predictions.probabilities[positions]) for positions in videos.values()])
     labels = np.array([int(round(predictions.labels[positions].mean())) for positions in videos.values()])
     metrics = classification_metrics(labels, scores)
-    return {"videos": len(videos), "aggregate": aggregate, "accuracy": metrics["accuracy"], "auc": metrics["auc"]}
+    return {"videos": len(videos), "aggregate": aggregate,
+            **{key: metrics[key] for key in ("auc", "eer", "ap", "accuracy")}}
 
 
 def _cache_entry(path: Path, samples: list[Sample], split: str) -> Path:

@@ -6,12 +6,18 @@ Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``repo
   over seeds), p-value against KDFS on the same data (Welch's t-test over seeds),
   Δaccuracy vs the teacher, params, MACs and reductions (the paper's Table 5);
 - ``cross_dataset``: accuracy (AUC) of every checkpoint on every dataset (Table 8);
+- ``cross_dataset_video`` (when a dataset is one of DeepfakeBench's benchmarks, FF++ / Celeb-DF / DFDC): per
+  checkpoint, frame-level AUC and video-level AUC, EER and AP on each, with DeepfakeBench's published rows
+  (frame-level AUC; ``deepfakebench`` in ``configs/protocols.yaml``) beside them;
 - ``mcnemar``: every pair of checkpoints trained on the same data, on its test split;
 - ``training_time``: wall time, epochs, seconds per epoch and throughput per run (Table 6);
 - ``ablation``: runs of one method and dataset that differ in hyperparameters (Table 7);
 - ``deployment``: size on disk, params, MACs and CPU latency at batch 1 and 32, measured
   side by side in one process (the NTU report's columns); ONNX exports (``.onnx``, fp32 or
   int8) take part like any checkpoint, marked by their runtime.
+
+Datasets are specs (:mod:`core.evaluation.cross_dataset`): ``NAME=ROOT`` gives a registered dataset its own root,
+so each benchmark of one report has its folder; each checkpoint's own dataset is added.
 
 Figures: ``roc.html``/``.png`` (ROC curves, AUC in the legend) and
 ``active_filters.html``/``.png`` (per-layer active-filter percentages of the students);
@@ -25,14 +31,23 @@ import io
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from core.checkpoint import compact_cost, is_onnx, read_header, resolve_checkpoint
-from core.evaluation.evaluate import Evaluation, evaluate
+from core.evaluation.cross_dataset import (
+    DatasetSpec,
+    benchmark_of,
+    evaluate_matrix,
+    matrix_records,
+    parse_dataset_specs,
+    published_benchmarks,
+)
+from core.evaluation.evaluate import Evaluation
 from core.io import atomic_write_text
 from core.runs import Run
 
@@ -195,13 +210,58 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
     return _table(table)
 
 
+def _matrix(entries: list[Entry], datasets: list[str]) -> pd.DataFrame:
+    """The cross-dataset matrix (:func:`core.evaluation.cross_dataset.matrix_records`) of the report's evaluations."""
+    records = matrix_records({(entry.name, data): entry.evaluations[data] for entry in entries for data in datasets})
+    return records.set_index(["checkpoint", "dataset"])
+
+
 def cross_dataset_table(entries: list[Entry], datasets: list[str]) -> pd.DataFrame:
+    matrix = _matrix(entries, datasets)
     rows = []
     for entry in entries:
         row = {"checkpoint": entry.name, "trained on": entry.trained_on}
         for data in datasets:
-            metrics = entry.evaluations[data].metrics()
-            row[data] = f"{metrics['accuracy']:.3f} ({_fmt(metrics['auc'], 3)})"
+            cell = matrix.loc[(entry.name, data)]
+            row[data] = f"{cell['frame_accuracy']:.3f} ({_fmt(cell['frame_auc'], 3)})"
+        rows.append(row)
+    return _table(rows)
+
+
+PUBLISHED_LABEL = "published (DeepfakeBench)"
+
+
+def cross_dataset_video_table(entries: list[Entry], specs: Sequence[DatasetSpec]) -> pd.DataFrame | None:
+    """DeepfakeBench's layout on the datasets that are its benchmarks: per checkpoint, frame-level AUC and video-level
+    AUC, EER and AP on each; then the published rows, frame-level AUC only (their video-level cells stay empty: those
+    numbers are not typed in ``configs/protocols.yaml``). ``None`` when no dataset is one of its benchmarks."""
+    published = published_benchmarks()
+    order = list(published["benchmarks"])
+    benchmarks = sorted(((spec, benchmark) for spec in specs if (benchmark := benchmark_of(spec)) is not None),
+                        key=lambda pair: order.index(pair[1]))  # the published table's column order
+    if not benchmarks:
+        return None
+    matrix = _matrix(entries, [spec.label for spec, _ in benchmarks])
+    named = [benchmark for _, benchmark in benchmarks]
+    heading = {spec.label: benchmark if named.count(benchmark) == 1 else f"{spec.label} ({benchmark})"
+               for spec, benchmark in benchmarks}  # the benchmark's name, or with its dataset when two are one
+    rows = []
+    for entry in entries:
+        row = {"detector": entry.name, "trained on": entry.trained_on, "numbers": "measured"}
+        for spec, _ in benchmarks:
+            cell, name = matrix.loc[(entry.name, spec.label)], heading[spec.label]
+            row[f"{name} frame AUC"] = _fmt(cell["frame_auc"], 3)
+            for metric in ("auc", "eer", "ap"):
+                row[f"{name} video {metric.upper()}"] = _fmt(cell[f"video_{metric}"], 3)
+        rows.append(row)
+    for detector, values in published["published"].items():
+        row = {"detector": detector, "trained on": published["benchmarks"][published["trained_on"]],
+               "numbers": PUBLISHED_LABEL}
+        for spec, benchmark in benchmarks:
+            name = heading[spec.label]
+            row[f"{name} frame AUC"] = _fmt(values[benchmark], 3) if benchmark in values else ""
+            for metric in ("auc", "eer", "ap"):
+                row[f"{name} video {metric.upper()}"] = ""
         rows.append(row)
     return _table(rows)
 
@@ -378,42 +438,73 @@ def write_table(table: pd.DataFrame, out: Path, name: str) -> str:
     return markdown
 
 
-def build_report(paths: list[str | os.PathLike], out: str | os.PathLike, datasets: list[str] | None = None,
-                 split: str = "test", data_root: str | None = None, latency: bool = True, progress: bool = True,
+def report_specs(entries: list[Entry], datasets: str | Sequence[str | DatasetSpec] | None,
+                 data_root: str | None = None) -> list[DatasetSpec]:
+    """The report's datasets: those given (specs; ``data_root`` is the root of a name given without one), then each
+    checkpoint's own, under ``data_root`` or the root it was trained with (a given name that is a checkpoint's own
+    dataset and has no root takes that one too)."""
+    given = parse_dataset_specs(datasets, data_root) if isinstance(datasets, str) else list(datasets or [])
+    specs = [d if isinstance(d, DatasetSpec) else parse_dataset_specs([d], data_root)[0] for d in given]
+    own: dict[str, str | None] = {}
+    for entry in entries:
+        own.setdefault(entry.trained_on, data_root or entry.header.get("data_root"))
+    specs = [replace(spec, root=own[spec.label]) if spec.root is None and spec.is_named and spec.label in own else spec
+             for spec in specs]
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a dataset is given twice in {', '.join(labels)}: give each dataset once")
+    return specs + [DatasetSpec(data, root) for data, root in sorted(own.items()) if data not in labels]
+
+
+def build_report(paths: list[str | os.PathLike], out: str | os.PathLike,
+                 datasets: str | Sequence[str | DatasetSpec] | None = None, split: str = "test",
+                 data_root: str | None = None, latency: bool = True, progress: bool = True,
                  figures_wanted: bool = True, png: bool = True) -> dict:
-    """Evaluate (from the cache where possible) and write every table and figure; returns what was written."""
+    """Evaluate (from the cache where possible) and write every table and figure; returns what was written.
+
+    ``datasets``: specs (:func:`core.evaluation.cross_dataset.parse_dataset_specs`: ``NAME=ROOT``, ``NAME`` or a
+    path; one string of them, comma-separated, or a list); ``data_root``: the root of a name given without one.
+    """
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = collect(paths)
     if not entries:
         raise ValueError("report needs at least one run directory or checkpoint")
-    own = sorted({entry.trained_on for entry in entries})
-    datasets = list(dict.fromkeys((datasets or []) + own))
-    computed = 0
-    for entry in entries:
-        for data in datasets:
-            root = data_root or (entry.header.get("data_root") if data == entry.trained_on else None)
-            evaluation = evaluate(entry.checkpoint, data, split, root, progress=progress)
-            computed += not evaluation.cached
-            entry.evaluations[data] = evaluation
+    specs = report_specs(entries, datasets, data_root)
+    labels = [spec.label for spec in specs]
+    evaluations = evaluate_matrix({entry.name: entry.checkpoint for entry in entries}, specs, split, progress)
+    for (name, data), evaluation in evaluations.items():
+        next(entry for entry in entries if entry.name == name).evaluations[data] = evaluation
+    computed = sum(not evaluation.cached for evaluation in evaluations.values())
     tables = {
         "main": main_table(entries, split),
-        "cross_dataset": cross_dataset_table(entries, datasets),
+        "cross_dataset": cross_dataset_table(entries, labels),
+    }
+    video = cross_dataset_video_table(entries, specs)
+    if video is not None:
+        tables["cross_dataset_video"] = video
+    tables |= {
         "mcnemar": mcnemar_table(entries),
         "training_time": training_time_table(entries),
         "ablation": ablation_table(entries),
     }
     if latency:
         tables["deployment"] = deployment_table(entries, progress=progress)
-    sections = [f"# Report\n\n{len(entries)} checkpoints, {split} split; datasets: {', '.join(datasets)}.\n"]
+    published = published_benchmarks()
+    captions = {"cross_dataset_video": f"Frame- and video-level (a video's score: the mean of its frames' P(fake)). "
+                                       f"Rows marked {PUBLISHED_LABEL}: {published['source']}; frame-level AUC only, "
+                                       "their video-level cells are left empty."}
+    sections = [f"# Report\n\n{len(entries)} checkpoints, {split} split; datasets: "
+                f"{', '.join(spec.text for spec in specs)}.\n"]
     for name, table in tables.items():
-        sections.append(f"## {name.replace('_', ' ')}\n\n{write_table(table, out, name)}\n")
+        caption = f"\n{captions[name]}\n" if name in captions else ""
+        sections.append(f"## {name.replace('_', ' ')}\n\n{write_table(table, out, name)}\n{caption}")
     figures = save_figure(roc_figure(entries, lambda e: e.trained_on), out, "roc", png) if figures_wanted else []
     bars = active_filters_figure(entries) if figures_wanted else None
     if bars is not None:
         figures += save_figure(bars, out, "active_filters", png)
     atomic_write_text(out / "report.md", "\n".join(sections))
     return {"out": str(out), "tables": {name: str(out / f"{name}.md") for name in tables}, "figures": figures,
-            "evaluations": len(entries) * len(datasets), "computed": computed,
+            "evaluations": len(evaluations), "computed": computed,
             "seconds": round(time.perf_counter() - started, 2), "torch_threads": torch.get_num_threads()}

@@ -1,0 +1,171 @@
+"""The cross-dataset protocol: every checkpoint on every dataset, frame- and video-level, as DeepfakeBench reports it.
+
+A dataset is named by a *spec*, several separated by commas or new lines:
+
+- ``NAME=ROOT``: a registered dataset with its own root, e.g. ``celebdf=/data/celebdf-frames`` (``NAME`` has no
+  ``/``), so each benchmark of one report or matrix has its own folder;
+- ``NAME``: a registered dataset under the default root (``--data-root``), or ``synthetic`` / ``synthetic:<source>``;
+- a folder or CSV path, e.g. a folder of face crops written by ``python -m core data frames``.
+
+The matrix (:func:`cross_dataset_matrix`) has one row per checkpoint and dataset: frame-level accuracy, AUC, EER and
+AP, and, where the dataset's frames carry a video id, the video-level ones (a video's score is the mean of its frames'
+P(fake), DeepfakeBench's video AUC). ``report`` and the dashboard's Evaluation page both draw it.
+
+A dataset counts as one of DeepfakeBench's benchmarks (the columns of its published table, ``deepfakebench`` in
+``configs/protocols.yaml``: ``ffpp``, ``celebdf``, ``dfdc``) by its registered name, or by the ``layout`` that the
+``frames.json`` of its folder names (``data frames`` writes it), so ``report`` can put the published rows beside ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import load_protocols
+from core.evaluation.evaluate import Evaluation, evaluate
+
+PUBLISHED_ENTRY = "deepfakebench"  # configs/protocols.yaml: DeepfakeBench's frame-level AUC, trained on FF++ c23
+FRAME_METRICS = ("accuracy", "auc", "eer", "ap")
+VIDEO_METRICS = ("auc", "eer", "ap", "accuracy")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a matrix: what :func:`core.data.datasets.resolve_dataset` is given, and the name tables use."""
+
+    name: str  # a registered name, synthetic[:<source>], or a folder/CSV path
+    root: str | None = None  # the registered dataset's root (--data-root)
+    label: str = ""  # the column a table or heatmap shows it under (default: the name)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+    @property
+    def text(self) -> str:
+        """The spec as a user writes it."""
+        return f"{self.name}={self.root}" if self.root else self.name
+
+    @property
+    def is_named(self) -> bool:
+        """A registered name (or synthetic), not a path."""
+        return "/" not in self.name and os.sep not in self.name and not Path(self.name).suffix == ".csv"
+
+
+def parse_dataset_specs(specs: str | Iterable[str], default_root: str | None = None) -> list[DatasetSpec]:
+    """Specs separated by commas or new lines (or already split): ``NAME=ROOT``, ``NAME`` or a path.
+
+    Blank items are ignored; an item with an empty name or root, or two items under one label, is refused with
+    what to write instead.
+    """
+    items = specs.replace("\n", ",").split(",") if isinstance(specs, str) else list(specs)
+    parsed: dict[str, DatasetSpec] = {}
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        name, equals, root = item.partition("=")
+        name, root = name.strip(), root.strip()
+        if equals and "/" not in name and os.sep not in name:
+            if not name or not root:
+                raise ValueError(f"dataset spec {item!r}: write NAME=ROOT (e.g. celebdf=/data/celebdf-frames), "
+                                 "NAME, or a folder path")
+            spec = DatasetSpec(name, root)
+        else:
+            spec = DatasetSpec(item, default_root if DatasetSpec(item).is_named else None)
+        if spec.label in parsed:
+            raise ValueError(f"dataset {spec.label!r} is given twice ({parsed[spec.label].text}; {spec.text}): "
+                             "give each dataset once")
+        parsed[spec.label] = spec
+    return list(parsed.values())
+
+
+def check_dataset_specs(specs: Sequence[DatasetSpec], split: str = "test") -> None:
+    """Load each dataset once, so a wrong name, root or folder is refused before any evaluation, naming the spec."""
+    from core.data.datasets import DatasetError, resolve_dataset
+
+    for spec in specs:
+        try:
+            dataset = resolve_dataset(spec.name, spec.root)
+        except DatasetError as error:
+            raise DatasetError(f"dataset {spec.text!r}: {error}") from None
+        if not dataset.split(split):
+            raise DatasetError(f"dataset {spec.text!r} has no {split} split ({dataset.describe(split)})")
+
+
+def frames_layout(folder: str | os.PathLike | None) -> str | None:
+    """The benchmark layout ``data frames`` recorded in ``<folder>/frames.json`` (``"layout"``), if it is there."""
+    if not folder:
+        return None
+    meta = Path(folder).expanduser() / "frames.json"
+    try:
+        layout = json.loads(meta.read_text()).get("layout") if meta.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return layout if isinstance(layout, str) else None
+
+
+def published_benchmarks() -> dict:
+    """DeepfakeBench's published entry: ``source``, ``level``, ``metric`` and ``rows`` (detector -> benchmark -> value)."""
+    return load_protocols()[PUBLISHED_ENTRY]
+
+
+def benchmark_of(spec: DatasetSpec) -> str | None:
+    """Which of DeepfakeBench's benchmarks ``spec`` is: its registered name, or its frames folder's layout."""
+    benchmarks = published_benchmarks()["benchmarks"]
+    if spec.name.lower() in benchmarks:
+        return spec.name.lower()
+    for folder in (spec.root, spec.name):
+        layout = frames_layout(folder)
+        if layout is not None and layout.lower() in benchmarks:
+            return layout.lower()
+    return None
+
+
+def evaluate_matrix(checkpoints: Mapping[str, str | os.PathLike], specs: Sequence[DatasetSpec], split: str = "test",
+                    progress: bool = False,
+                    on_cell: Callable[[int, int, str, str], None] | None = None) -> dict[tuple[str, str], Evaluation]:
+    """Every checkpoint (name -> path) on every dataset: ``(checkpoint name, dataset label) -> Evaluation``, from the
+    prediction cache where it can. ``on_cell(done, total, checkpoint, dataset)`` follows the progress."""
+    total = len(checkpoints) * len(specs)
+    evaluations = {}
+    for name, checkpoint in checkpoints.items():
+        for spec in specs:
+            evaluations[(name, spec.label)] = evaluate(checkpoint, spec.name, split, spec.root, progress=progress)
+            if on_cell is not None:
+                on_cell(len(evaluations), total, name, spec.label)
+    return evaluations
+
+
+def matrix_records(evaluations: Mapping[tuple[str, str], Evaluation], threshold: float = 0.5) -> pd.DataFrame:
+    """One row per (checkpoint, dataset): ``frames`` and ``frame_<metric>``, and ``videos`` and ``video_<metric>``
+    (``NaN`` where the frames carry no video id)."""
+    rows = []
+    for (checkpoint, dataset), evaluation in evaluations.items():
+        metrics = evaluation.metrics(threshold)
+        video = metrics.get("video") or {}
+        rows.append({"checkpoint": checkpoint, "dataset": dataset, "frames": metrics["n"],
+                     **{f"frame_{key}": metrics[key] for key in FRAME_METRICS},
+                     "videos": video.get("videos", 0),
+                     **{f"video_{key}": video.get(key, float("nan")) for key in VIDEO_METRICS}})
+    columns = ["checkpoint", "dataset", "frames", *(f"frame_{k}" for k in FRAME_METRICS), "videos",
+               *(f"video_{k}" for k in VIDEO_METRICS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cross_dataset_matrix(checkpoints: Mapping[str, str | os.PathLike], specs: Sequence[DatasetSpec], split: str = "test",
+                         progress: bool = False, on_cell: Callable[[int, int, str, str], None] | None = None,
+                         threshold: float = 0.5) -> pd.DataFrame:
+    """:func:`matrix_records` of :func:`evaluate_matrix`: the long-form matrix of metrics, checkpoints x datasets."""
+    return matrix_records(evaluate_matrix(checkpoints, specs, split, progress, on_cell), threshold)
+
+
+def pivot(records: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One metric of the matrix as a checkpoints x datasets table, in the records' order."""
+    table = records.pivot(index="checkpoint", columns="dataset", values=column)
+    return table.reindex(index=list(dict.fromkeys(records["checkpoint"])), columns=list(dict.fromkeys(records["dataset"])))
