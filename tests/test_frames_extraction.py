@@ -242,3 +242,25 @@ def test_another_extraction_or_a_foreign_folder_is_refused_with_nothing_written(
     assert again["items_resumed"] == len(items) and again["frames_written"] == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix == ".png"} == \
         {p: t for p, t in files.items() if p.suffix == ".png"}
+
+
+def test_bench_frames_smoke_reports_what_it_timed(tiny_benchmark, tmp_path):
+    import statistics
+
+    from bench import run_benchmark
+    from bench.frames import WORKERS_SPEEDUP_TARGET
+
+    result, path = run_benchmark("frames", smoke=True, out=tmp_path)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(result)) and result["summary"].startswith("frames: ")
+    assert {"machine", "date", "config", "raw_s", "median_s", "rates", "ratios", "targets"} <= set(result)
+    medians = {name: statistics.median(values) for name, values in result["raw_s"].items()}
+    assert result["median_s"] == pytest.approx(medians, abs=1e-4)
+    speedup = result["ratios"]["workers 2 / workers 1 speed-up"]
+    assert speedup == pytest.approx(medians["workers 1"] / medians["workers 2"], rel=1e-3)
+    assert result["targets"]["workers 2 / workers 1 speed-up"] == {
+        "value": round(speedup, 4), "target": WORKERS_SPEEDUP_TARGET, "met": speedup >= WORKERS_SPEEDUP_TARGET}
+    sampled = result["config"]["sampled_frames"]
+    assert sampled == 2 * 4 and 0 < result["config"]["crops"] <= sampled
+    for workers in (1, 2):
+        assert result["rates"][f"workers {workers}"]["sampled_frames_per_s"] == \
+            pytest.approx(sampled / medians[f"workers {workers}"], rel=1e-2)

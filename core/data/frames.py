@@ -77,6 +77,7 @@ FFPP_REAL, FFPP_FAKE = "original_sequences", "manipulated_sequences"
 MANIFEST_COLUMNS = ["path", "label", "split", "source", "video_id", "group"]
 EXTRACTION_FILE, ITEMS_DIR, VIDEOS_DIR, FACES_DIR = "extraction.json", "items", "videos", "faces"
 EXTRACTION_FORMAT = 1  # bump when the crops a given extraction.json stands for change
+PNG_COMPRESS_LEVEL = 1  # zlib level: 4x faster than PIL's default 6 (which took 60% of a run) for ~15% larger crops
 MAX_NAME = 120  # longer folder names are cut and given a hash (file systems allow 255 bytes)
 # what opening an image can raise: missing or unreadable file, not an image, truncated data, a decompression bomb
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -278,7 +279,7 @@ def _save(face: Image.Image, target: Path, size: int) -> None:
     """A crop resized to ``size`` (0: as cropped), written atomically as PNG."""
     if size:
         face = face.resize((size, size), Image.Resampling.BICUBIC)
-    atomic_write(target, lambda tmp: face.save(tmp, format="PNG"))
+    atomic_write(target, lambda tmp: face.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
     pause_point("frame")  # test hook: a run killed here has this crop on disk and its item unfinished
 
 
@@ -467,7 +468,8 @@ def _write_dataset(out: Path, records: list[dict], counts: dict[int, int], sourc
     summary = {
         "layout": source.get("layout"), "root": source.get("root"), "out": str(out),
         "items": len(records), "videos": kinds["video"] + kinds["frames"], "annotated_faces": kinds["box"],
-        "crops": len(rows), "frames_per_video": {LABEL_NAMES[k]: v for k, v in counts.items()},
+        "frames_sampled": sum(r["sampled"] for r in records), "crops": len(rows),
+        "frames_per_video": {LABEL_NAMES[k]: v for k, v in counts.items()},
         "crops_per_split": {split: int((table["split"] == split).sum()) for split in SPLITS},
         "crops_per_label": {LABEL_NAMES[k]: int((table["label"] == k).sum()) for k in (REAL, FAKE)},
         "frames_without_face": sum(len(r["frames_without_face"]) for r in records),

@@ -1,0 +1,78 @@
+"""Face-crop extraction (``data frames``' engine, :func:`core.data.frames.extract_items`) at dataset scale."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench import register_benchmark, target
+
+WORKERS = (1, 2)  # in-process, and a pool of 2 processes (one OpenCV thread each) on the 2-core reference machine
+WORKERS_SPEEDUP_TARGET = 1.5  # 2 worker processes over 1 in-process on 2 cores
+
+
+@register_benchmark("frames", "face-crop extraction of synthetic 640x360 clips (decode, YuNet, crop, PNG): frames/s, "
+                              "1 vs 2 worker processes")
+def bench_frames(smoke: bool) -> dict:
+    """Sampled frames and crops per second of :func:`core.data.frames.extract_items` with ``workers=1`` (in this
+    process, OpenCV's default threads) and ``workers=2`` (two processes, one OpenCV thread each), round-robin, each
+    run into a fresh folder; and a rerun into a finished folder (every item's record is re-read, nothing is written).
+
+    The clips are synthetic (benchmark faceswap test faces moving over a background, :mod:`core.data.synthetic_video`),
+    half real, half fake, 32 frames sampled per video as DeepfakeBench does, crops saved at 256 px.
+    Smoke: two 1 s, 10 fps, 320x180 clips, 4 frames per video, one round."""
+    import cv2
+
+    from core.data.datasets import LABEL_NAMES, resolve_dataset
+    from core.data.frames import Item, extract_items
+    from core.data.synthetic_video import ClipConfig, write_video_dataset
+
+    if smoke:
+        clip, per_label, frames_per_video, size, repeats = ClipConfig(seconds=1, fps=10, width=320, height=180,
+                                                                      face_side=110), 1, 4, 64, 1
+    else:
+        clip, per_label, frames_per_video, size, repeats = ClipConfig(seconds=8, fps=25, width=640, height=360), 8, 32, 256, 3
+    samples = resolve_dataset("synthetic:faceswap").split("test")
+    timings = {name: [] for name in [*(f"workers {w}" for w in WORKERS), "rerun, every item finished"]}
+    summaries = {}
+    with tempfile.TemporaryDirectory(prefix="core-bench-frames-") as scratch:
+        started = time.perf_counter()
+        clips = write_video_dataset(Path(scratch) / "clips", samples, per_label, config=clip, progress=False)
+        render_s = time.perf_counter() - started
+        items = [Item(c["path"], c["label"], c["source"], f"{LABEL_NAMES[c['label']]}/{Path(c['path']).stem}",
+                      Path(c["path"]).stem, "train") for c in clips]
+        source = {"layout": "bench", "clips": len(clips)}
+        for round_index in range(repeats):
+            for workers in WORKERS:
+                out = Path(scratch) / f"crops-{round_index}-{workers}"
+                started = time.perf_counter()
+                summaries[workers] = extract_items(items, out, source=source, frames_per_video=frames_per_video, size=size,
+                                                   workers=workers, progress=False)
+                timings[f"workers {workers}"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            rerun = extract_items(items, out, source=source, frames_per_video=frames_per_video, size=size, progress=False)
+            timings["rerun, every item finished"].append(time.perf_counter() - started)
+            assert rerun["frames_written"] == 0 and rerun["items_resumed"] == len(items)
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    sampled, crops = summaries[1]["frames_sampled"], summaries[1]["crops"]
+    assert all(s["crops"] == crops and s["frames_sampled"] == sampled for s in summaries.values()), "same dataset"
+    rates = {f"workers {w}": {"sampled_frames_per_s": round(sampled / medians[f"workers {w}"], 2),
+                              "crops_per_s": round(crops / medians[f"workers {w}"], 2),
+                              "videos_per_s": round(len(items) / medians[f"workers {w}"], 3)} for w in WORKERS}
+    speedup = medians["workers 1"] / medians["workers 2"]
+    ratios = {"workers 2 / workers 1 speed-up": speedup,
+              "rerun of a finished extraction / workers 1 run": medians["rerun, every item finished"] / medians["workers 1"]}
+    summary = (f"frames: {len(items)} synthetic {clip.width}x{clip.height} clips of {clip.frames} frames, {frames_per_video} "
+               f"sampled per video: workers 1 {rates['workers 1']['sampled_frames_per_s']:.1f} sampled frames/s "
+               f"({rates['workers 1']['crops_per_s']:.1f} crops/s), workers 2 {rates['workers 2']['sampled_frames_per_s']:.1f} "
+               f"({rates['workers 2']['crops_per_s']:.1f} crops/s): {speedup:.2f}x (target >= {WORKERS_SPEEDUP_TARGET:g}x); "
+               f"a rerun into the finished folder {medians['rerun, every item finished']:.2f} s")
+    config = {"clip": clip.__dict__, "clips": len(items), "clips_per_label": per_label, "frames_per_video": frames_per_video,
+              "crop_size": size, "repeats": repeats, "workers": list(WORKERS), "detector": "auto (YuNet when installed)",
+              "opencv_threads_in_process": cv2.getNumThreads(), "clip_render_and_encode_s": round(render_s, 2),
+              "sampled_frames": sampled, "crops": crops}
+    return {"config": config, "raw_s": {k: [round(v, 4) for v in vs] for k, vs in timings.items()},
+            "median_s": {k: round(v, 4) for k, v in medians.items()}, "rates": rates, "ratios": ratios,
+            "targets": {"workers 2 / workers 1 speed-up": target(speedup, WORKERS_SPEEDUP_TARGET)}, "summary": summary}
