@@ -12,7 +12,7 @@ import pytest
 from cli_support import cli_json
 from PIL import Image
 
-from core.checkpoint import save_checkpoint
+from core.checkpoint import SHIPPED_DIR, save_checkpoint
 from core.data.datasets import DatasetError
 from core.evaluation.cross_dataset import (
     DatasetSpec,
@@ -121,3 +121,39 @@ def test_matrix_has_both_levels_where_frames_name_their_video(tiny_checkpoint, f
     assert matrix.loc["celebdf", "videos"] == 6 and matrix.loc["celebdf", "frames"] == 18
     assert not np.isnan(matrix.loc["celebdf", "video_auc"]) and not np.isnan(matrix.loc["celebdf", "frame_auc"])
     assert matrix.loc["synthetic:gan", "videos"] == 0 and np.isnan(matrix.loc["synthetic:gan", "video_auc"])
+
+
+def test_evaluation_page_matrix_shows_an_added_frames_folder_at_frame_and_video_level(tiny_benchmark, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    folder = write_frames_folder(tmp_path / "celebdf-frames", "celebdf")
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=180).run()
+    app.switch_page("views/evaluation.py").run()
+    first = app.multiselect(key="evaluation_pick").value[0]
+    app.multiselect(key="evaluation_pick").set_value([first]).run()
+    app.toggle(key="evaluation_cross").set_value(True).run()
+    assert not app.exception and len(app.get("plotly_chart")) == 1 + 1 + 1, "ROC, a confusion matrix, frame-level AUC"
+    app.text_area(key="evaluation_datasets").set_value(f"{folder}\n").run()
+    assert not app.exception and not app.error
+    frame, video = (json.loads(chart.proto.spec) for chart in app.get("plotly_chart")[-2:])
+    assert frame["layout"]["title"]["text"] == "Frame-level AUC" and video["layout"]["title"]["text"].startswith("Video-level AUC")
+    assert list(frame["data"][0]["x"]) == ["upconv", "faceswap", "gan", "warp", "jpeg2", str(folder)]
+    assert list(video["data"][0]["x"]) == [str(folder)], "only the dataset whose frames name their video"
+    assert first.startswith("shipped: ")
+    expected = cross_dataset_matrix({first: SHIPPED_DIR / first.removeprefix("shipped: ")}, [DatasetSpec(str(folder))]).iloc[0]
+    assert _values(frame["data"][0]["z"])[0, -1] == pytest.approx(expected["frame_auc"])
+    assert _values(video["data"][0]["z"])[0, 0] == pytest.approx(expected["video_auc"])
+    app.text_area(key="evaluation_datasets").set_value("celebdf=").run()
+    assert not app.exception and "NAME=ROOT" in app.error[0].value
+    app.text_area(key="evaluation_datasets").set_value(str(tmp_path / "nowhere")).run()
+    assert not app.exception and "nowhere" in app.error[0].value
+
+
+def _values(array) -> np.ndarray:
+    """A plotly figure's array as its JSON holds it: a nested list, or numpy's bytes in base64 (``bdata``)."""
+    if isinstance(array, dict):
+        import base64
+
+        shape = tuple(int(n) for n in str(array.get("shape", "-1")).split(","))
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).reshape(shape)
+    return np.asarray(array, dtype=float)

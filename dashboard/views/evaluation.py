@@ -1,4 +1,5 @@
-"""Evaluation: ROC curves overlaid, confusion matrices, per-source accuracy, the cross-dataset heatmap, McNemar."""
+"""Evaluation: ROC curves overlaid, confusion matrices, per-source accuracy, the cross-dataset heatmaps (frame- and
+video-level AUC, on the embedded sources and any datasets added), McNemar."""
 
 from __future__ import annotations
 
@@ -87,17 +88,53 @@ if any(len(sources) > 1 for sources in per_source.values()):
     st.dataframe(pd.DataFrame({name: {s: v["accuracy"] for s, v in sources.items()} for name, sources in per_source.items()}),
                  width="stretch")
 
-st.subheader("Cross-dataset accuracy")
-if st.toggle("Evaluate every checkpoint on every source (cached after the first time)", key="evaluation_cross"):
-    matrix = {}
-    for source in SOURCES:
-        for name, result in _evaluate_all(picked, f"synthetic:{source}").items():
-            matrix.setdefault(name, {})[source] = result["metrics"]["accuracy"]
-    frame = pd.DataFrame(matrix).T
-    figure = px.imshow(frame, text_auto=".3f", color_continuous_scale="RdYlGn", zmin=0.5, zmax=1.0, aspect="auto",
-                       labels={"x": "tested on", "y": "checkpoint", "color": "accuracy"})
-    figure.update_layout(height=120 + 60 * len(frame), margin={"t": 20})
+st.subheader("Cross-dataset AUC")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _matrix(checkpoints: tuple[tuple[str, str, float], ...], specs: tuple[tuple[str, str | None, str], ...],
+            _on_cell=None) -> pd.DataFrame:
+    """core's cross-dataset matrix (predictions from its on-disk cache when present); re-run when a checkpoint changes."""
+    from core.evaluation.cross_dataset import DatasetSpec, cross_dataset_matrix
+
+    return cross_dataset_matrix({name: path for name, path, _ in checkpoints},
+                                [DatasetSpec(*spec) for spec in specs], on_cell=_on_cell)
+
+
+def _heatmap(table: pd.DataFrame, title: str) -> None:
+    figure = px.imshow(table, text_auto=".3f", color_continuous_scale="RdYlGn", zmin=0.5, zmax=1.0, aspect="auto",
+                       labels={"x": "tested on", "y": "checkpoint", "color": "AUC"}, title=title)
+    figure.update_layout(height=160 + 60 * len(table), margin={"t": 50})
     st.plotly_chart(figure, width="stretch")
+
+
+if st.toggle("Evaluate every checkpoint on every source (cached after the first time)", key="evaluation_cross"):
+    from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs, pivot
+
+    added = st.text_area(
+        "More datasets, one per line", key="evaluation_datasets", placeholder="celebdf=/data/celebdf-frames\n/data/dfdc-frames",
+        help="`NAME=ROOT`: a registered dataset and its folder (e.g. `celebdf=/data/celebdf-frames`, face crops written "
+             "by `python -m core data frames`); `NAME`: `synthetic:<source>`; or a folder/CSV path. Datasets whose "
+             "frames carry a video id get video-level AUC too (a video's score: the mean of its frames' P(fake)).")
+    try:
+        extra = parse_dataset_specs(added)
+        check_dataset_specs(extra)
+    except ValueError as error:  # a DatasetError too: the spec and what to change
+        st.error(f"{error}")
+        extra = None
+    if extra is not None:
+        specs = [DatasetSpec(f"synthetic:{source}", label=source) for source in SOURCES] + extra
+        bar = st.progress(0.0, text="cross-dataset matrix...")
+        records = _matrix(tuple((name, choices[name], _stamp(choices[name])) for name in picked),
+                          tuple((spec.name, spec.root, spec.label) for spec in specs),
+                          _on_cell=lambda done, total, name, data: bar.progress(done / total, f"{name} on {data}"))
+        bar.empty()
+        _heatmap(pivot(records, "frame_auc"), "Frame-level AUC")
+        with_videos = records[records["videos"] > 0]
+        if len(with_videos):
+            _heatmap(pivot(with_videos, "video_auc"), "Video-level AUC (mean of a video's frames)")
+        else:
+            st.caption("Video-level AUC: none of these datasets gives its frames a video id.")
 
 st.subheader("McNemar's test")
 if len(picked) >= 2:
