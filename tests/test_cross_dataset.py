@@ -13,7 +13,7 @@ from cli_support import cli_json
 from PIL import Image
 
 from core.checkpoint import SHIPPED_DIR, save_checkpoint
-from core.data.datasets import DatasetError
+from core.data.datasets import DatasetError, resolve_dataset
 from core.evaluation.cross_dataset import (
     DatasetSpec,
     benchmark_of,
@@ -69,8 +69,9 @@ def test_specs_parse_name_root_pairs_paths_and_refuse_what_they_cannot_name(tmp_
     specs = parse_dataset_specs(f"celebdf=/data/celeb\n dfdc = /data/dfdc ,{celebdf},synthetic:gan", default_root="/r")
     assert specs == [DatasetSpec("celebdf", "/data/celeb"), DatasetSpec("dfdc", "/data/dfdc"), DatasetSpec(str(celebdf)),
                      DatasetSpec("synthetic:gan", "/r")]
-    assert [benchmark_of(spec) for spec in specs] == ["celebdf", "dfdc", "celebdf", None]
-    assert benchmark_of(DatasetSpec("mine", str(frames_folders["dfdc"]))) == "dfdc", "a root's frames.json names it"
+    resolved = resolve_dataset(str(celebdf)).name  # a `data frames` folder: named after its frames.json's layout
+    assert [benchmark_of(name) for name in (resolved, "dfdc", "deepfakebench:Celeb-DF-v2", "csv:/x", "synthetic:gan")] \
+        == ["celebdf", "dfdc", "celebdf", None, None]
     with pytest.raises(ValueError, match="NAME=ROOT"):
         parse_dataset_specs("celebdf=")
     with pytest.raises(ValueError, match="given twice"):
@@ -86,8 +87,9 @@ def test_report_puts_deepfakebench_published_rows_beside_our_frame_and_video_num
                 for name, folder in frames_folders.items()}
     assert all(set(m["video"]) >= {"videos", "auc", "eer", "ap", "accuracy"} and m["video"]["videos"] == 6
                for m in measured.values())
-    result = cli_json("report", str(tiny_checkpoint), "--data", f"{celebdf},{dfdc}", "--out", str(tmp_path / "report"),
-                      "--no-latency", "--no-png")
+    # a registered benchmark with its own root, and a frames folder by its path
+    result = cli_json("report", str(tiny_checkpoint), "--data", f"celebdf={celebdf},{dfdc}", "--out",
+                      str(tmp_path / "report"), "--no-latency", "--no-png")
     assert "cross_dataset_video" in result["tables"]
     table = pd.read_csv(tmp_path / "report" / "cross_dataset_video.csv", dtype=str, keep_default_na=False)
     assert list(table["numbers"]) == ["measured", "published (DeepfakeBench)", "published (DeepfakeBench)"]
@@ -157,3 +159,23 @@ def _values(array) -> np.ndarray:
         shape = tuple(int(n) for n in str(array.get("shape", "-1")).split(","))
         return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).reshape(shape)
     return np.asarray(array, dtype=float)
+
+
+def test_reproduce_cross_targets_reach_its_report_with_the_deepfakebench_table(frames_folders, tmp_path):
+    """`reproduce two-in-one --dataset ffpp --data-root DIR --cross celebdf=DIR,DIR`: the report over the protocol's
+    runs (here one given teacher) tests them on the cross targets too, beside DeepfakeBench's published rows."""
+    from core.cli import protocols
+
+    ffpp, celebdf, dfdc = frames_folders["ffpp"], frames_folders["celebdf"], frames_folders["dfdc"]
+    teacher = tmp_path / "teacher.safetensors"
+    save_checkpoint(teacher, build_model("resnet-tiny"), {**TINY_HEADER, "dataset": "ffpp"})
+    plan = protocols.plan("two-in-one", "ffpp", data_root=str(ffpp), seeds=[0], teacher=str(teacher),
+                          cross=f"celebdf={celebdf},{dfdc}")
+    outcomes = {"teacher": protocols.Outcome(plan.stages[0], [], teacher)}
+    report = protocols._report(plan, outcomes, [], tmp_path / "report", latency=False, progress=False)
+    table = pd.read_csv(report["tables"]["cross_dataset_video"].replace(".md", ".csv"), dtype=str, keep_default_na=False)
+    assert list(table["numbers"]) == ["measured", "published (DeepfakeBench)", "published (DeepfakeBench)"]
+    assert [c for c in table.columns if c.endswith("frame AUC")] == ["ffpp frame AUC", "celebdf frame AUC", "dfdc frame AUC"]
+    measured = cli_json("evaluate", str(teacher), "--data", "celebdf", "--data-root", str(celebdf))
+    assert table.loc[0, "celebdf frame AUC"] == f"{measured['auc']:.3f}"
+    assert table.loc[0, "celebdf video AUC"] == f"{measured['video']['auc']:.3f}"

@@ -127,6 +127,51 @@ def test_bad_requests_fail_before_any_work(tmp_path):
         protocols.plan("pearson-paper", "140k", seeds=[1, 1])
 
 
+@pytest.mark.parametrize("protocol, dataset", [("two-in-one", "ffpp"), ("lottery-tickets", "openforensics"),
+                                               ("lottery-tickets", "ffpp")])
+def test_the_video_benchmark_protocols_plan_without_their_data(protocol, dataset, tmp_path):
+    """The papers' own datasets, planned by name with nothing on disk; --data-root reaches every stage's command."""
+    from cli_support import cli_json
+
+    root = str(tmp_path / f"{dataset}-frames")  # not there: planning needs none of the data
+    plan = cli_json("reproduce", protocol, "--dataset", dataset, "--data-root", root, "--dry-run")
+    runs = plan["runs"]
+    if protocol == "two-in-one":
+        assert [(r["stage"], r["label"]) for r in runs[:4]] == [("teacher", "dual_resnet18"), ("search", "spatial"),
+                                                                ("search", "naive"), ("search", "two-in-one")]
+        assert len(runs) == 1 + 3 * 3 and runs[0]["config"]["arch"] == "dual_resnet18"
+    else:
+        assert [(r["method"], r["label"], r["seed"]) for r in runs] == [
+            ("lth", arch, seed) for seed in (0, 1, 2) for arch in ("mesonet", "cnn5", "resnet18")]
+    for run in runs:
+        command = run["command"]
+        assert command[command.index("--data") + 1] == dataset and command[command.index("--data-root") + 1] == root
+        assert run["config"]["data"] == dataset
+    notes = " ".join(plan["notes"])
+    assert f"split of {dataset}, as its adapter reads them" in notes
+    assert ("splits/{train,val,test}.json decide the split" if dataset == "ffpp" else "Train/Val/Test-Dev kept") in notes
+    if protocol == "two-in-one":  # the paper's cross-dataset targets: how to add them
+        assert "--cross celebdf=DIR,dfdc=DIR" in notes and plan["cross"] == []
+    without_root = protocols.plan(protocol, dataset, seeds=[0])
+    assert all("--data-root" not in s.command for s in without_root.stages)
+    assert any("needs --data-root" in note for note in without_root.notes)
+
+
+def test_cross_targets_are_planned_and_a_bad_one_or_an_unknown_dataset_is_one_line(tmp_path, capsys):
+    from core.__main__ import main
+
+    plan = protocols.plan("two-in-one", "ffpp", seeds=[0], cross=f"celebdf=/data/celebdf-frames,{tmp_path / 'dfdc'}")
+    assert plan.record()["cross"] == ["celebdf=/data/celebdf-frames", str(tmp_path / "dfdc")]
+    assert any(note.startswith("cross-dataset: the report also tests every run on celebdf=") for note in plan.notes)
+    for argv, message in (
+            (["two-in-one", "--dataset", "nosuch"], "error: unknown dataset 'nosuch': pass one of"),
+            (["lottery-tickets", "--dataset", "synthetic:nosuch"], "error: unknown synthetic source"),
+            (["two-in-one", "--dataset", "ffpp", "--cross", "celebdf"], "error: --cross celebdf: give its folder")):
+        assert main(["reproduce", *argv, "--dry-run", "--json", "--quiet"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith(message) and captured.err.count("\n") == 1, captured.err
+
+
 def test_presets_keep_published_and_our_values_apart():
     """`ours` never sets a key that `published` sets at the same level: our choices cannot override the paper."""
 

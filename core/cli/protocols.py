@@ -25,6 +25,13 @@ Scales:
 A dataset with no published row (the embedded benchmark, or a folder of your own) is
 compared with a reference row: ``synthetic:*`` uses the paper's 140k row, as
 ``synthetic_reference`` in ``configs/protocols.yaml`` says; others need ``--reference``.
+
+The video benchmarks a paper used (``datasets`` of its entry in ``configs/protocols.yaml``: FF++ for two-in-one,
+OpenForensics and FF++ for the lottery tickets) are planned by name without their data; ``--data-root`` (the face
+crops ``python -m core data frames`` wrote) goes into every stage's command, and the notes say which split the
+benchmark's adapter uses. ``--cross NAME=DIR,...`` adds datasets the report tests every run on as well (the
+paper's cross-dataset targets, e.g. Celeb-DF and DFDC after FF++), so its ``cross_dataset_video`` table puts
+DeepfakeBench's published rows beside the measured ones.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from typing import TYPE_CHECKING
 
 from core.checkpoint import compact_cost
 from core.config import build_config, load_presets, load_protocols, published_finetune
+from core.data.datasets import VIDEO_LAYOUTS
+from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs
 from core.methods import compared_in
 
 if TYPE_CHECKING:
@@ -97,11 +106,12 @@ class Plan:
     stages: list[Stage]
     notes: list[str]
     data_root: str | None = None
+    cross: list[DatasetSpec] = field(default_factory=list)  # datasets the report tests every run on as well
 
     def record(self) -> dict:
         return {"protocol": self.protocol, "dataset": self.dataset, "data_root": self.data_root, "scale": self.scale,
                 "reference": self.reference, "runs_dir": str(self.runs_dir), "notes": self.notes,
-                "runs": [s.record() for s in self.stages]}
+                "cross": [spec.text for spec in self.cross], "runs": [s.record() for s in self.stages]}
 
 
 @dataclass
@@ -249,6 +259,65 @@ def default_protocol_runs_dir(protocol: str, dataset: str, scale: str) -> Path:
     return default_runs_dir() / "reproduce" / f"{protocol}-{slug}-{scale}"
 
 
+def check_dataset(dataset: str) -> None:
+    """Refuse, in one line, a dataset no stage could load: not registered (a video benchmark included, with a variant
+    where it takes one), not the embedded benchmark or one of its sources, not an existing folder or CSV. Needs none
+    of the data."""
+    from core.data.datasets import DATASETS
+
+    named, _, source = dataset.partition(":")
+    if named.lower() in DATASETS or dataset == "synthetic":
+        return
+    if named == "synthetic":
+        from core.data.synthetic import SOURCES
+
+        if source in SOURCES:
+            return
+        raise ValueError(f"unknown synthetic source {dataset!r}: choose from {', '.join(SOURCES)}")
+    if Path(dataset).expanduser().exists():
+        return
+    raise ValueError(f"unknown dataset {dataset!r}: pass one of {', '.join(DATASETS)} (with --data-root), synthetic, "
+                     "synthetic:<source>, or an existing folder/CSV")
+
+
+def dataset_notes(protocol: str, dataset: str, data_root: str | None, cross: list[DatasetSpec]) -> list[str]:
+    """What the plan says about its data: how the benchmark's adapter splits it (its own description), the frames
+    folder it reads, and the cross-dataset targets (given, or the paper's and how to add them)."""
+    from core.data.datasets import DATASETS, frames_layout
+
+    notes = []
+    preset = DATASETS.get(dataset.partition(":")[0].lower())
+    if preset is not None and data_root is None:
+        notes.append(f"data: {dataset} needs --data-root ({preset.description.splitlines()[0]})")
+    if preset is not None and preset.name in VIDEO_LAYOUTS:
+        notes.append(f"data and split of {dataset}, as its adapter reads them: "
+                     + " ".join(line.strip() for line in preset.description.splitlines()[1:]))
+    layout = frames_layout(Path(data_root)) if data_root and Path(data_root).is_dir() else None
+    if layout is not None:
+        notes.append(f"data: the face crops in {data_root} (`data frames`, layout {layout}), in the split its "
+                     "manifest.csv records")
+    paper = (load_protocols()[protocol].get("datasets") or {}).get(dataset.lower()) or {}
+    if cross:
+        notes.append(f"cross-dataset: the report also tests every run on {', '.join(spec.text for spec in cross)} "
+                     "(cross_dataset and, for FF++ / Celeb-DF / DFDC, cross_dataset_video beside DeepfakeBench's "
+                     "published rows)")
+    elif paper.get("cross"):
+        targets = ",".join(f"{name}=DIR" for name in paper["cross"])
+        notes.append(f"cross-dataset (the paper's): add --cross {targets} to test every run on them in the report, "
+                     f"or run `python -m core report <runs-dir> --data {targets}` afterwards")
+    return notes
+
+
+def _cross_specs(cross: str | list[DatasetSpec] | None) -> list[DatasetSpec]:
+    """``--cross``: specs that need no default root (``NAME=DIR``, a folder/CSV path, ``synthetic:<source>``)."""
+    specs = parse_dataset_specs(cross) if isinstance(cross, str) else list(cross or [])
+    for spec in specs:
+        if spec.is_named and spec.root is None and not spec.name.startswith("synthetic"):
+            raise ValueError(f"--cross {spec.name}: give its folder, {spec.name}=DIR (--data-root is the trained "
+                             "dataset's)")
+    return specs
+
+
 def reference_of(protocol: str, dataset: str, reference: str | None) -> str | None:
     """The published row the measurements are compared with (see the module docstring)."""
     published = load_protocols()[protocol].get("published", {})
@@ -269,10 +338,14 @@ def reference_of(protocol: str, dataset: str, reference: str | None) -> str | No
 def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[int] | None = None,
          methods: list[str] | None = None, scale: str = "full", teacher: str | None = None,
          runs_dir: str | Path | None = None, reference: str | None = None,
-         extra: dict[str, list[str]] | None = None) -> Plan:
-    """The protocol's stages with their resolved configs; needs neither the data nor earlier stages' outputs."""
+         extra: dict[str, list[str]] | None = None, cross: str | list[DatasetSpec] | None = None) -> Plan:
+    """The protocol's stages with their resolved configs; needs neither the data nor earlier stages' outputs.
+
+    ``cross``: datasets the report tests every run on as well (specs, ``NAME=DIR`` or a path; comma-separated)."""
     if protocol not in PLANNERS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PLANNERS)}")
+    check_dataset(dataset)
+    cross_specs = _cross_specs(cross)
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
@@ -285,10 +358,11 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
     stages, notes = PLANNERS[protocol](ctx, ref)
     if ref is not None and ref != dataset and ref != "any":
         notes.append(f"published numbers: the paper's {ref} row (no published row for {dataset})")
+    notes += dataset_notes(protocol, dataset, data_root, cross_specs)
     keys = {s.key: s for s in stages}
     for stage in stages:
         stage.config = _stage_config(stage, keys)
-    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root)
+    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root, cross_specs)
 
 
 def _parse(command: list[str]):
@@ -358,6 +432,7 @@ def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, laten
     """
     from tqdm.auto import tqdm
 
+    check_dataset_specs(plan_.cross)  # a wrong --cross folder is refused before any training, not after it
     started = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
     if executor is None:
@@ -519,8 +594,8 @@ def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Pa
     paths = []
     for outcome in outcomes.values():
         paths.extend(outcome.run_dirs or [outcome.checkpoint])
-    result = build_report(list(dict.fromkeys(map(str, paths))), out, [], "test", plan_.data_root, latency=latency,
-                          progress=progress, png=False)
+    result = build_report(list(dict.fromkeys(map(str, paths))), out, plan_.cross, "test", plan_.data_root,
+                          latency=latency, progress=progress, png=False)
     table = published_table(rows)
     markdown = write_table(table, out, "published")
     claims = "\n".join(f"- {claim}" for claim in load_protocols()[plan_.protocol].get("claims", []))

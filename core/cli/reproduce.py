@@ -14,7 +14,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     plan = protocols.plan(args.protocol, args.dataset, data_root=args.data_root, seeds=seeds, methods=methods,
-                          scale=args.scale, teacher=args.teacher, runs_dir=args.runs_dir, reference=args.reference)
+                          scale=args.scale, teacher=args.teacher, runs_dir=args.runs_dir, reference=args.reference,
+                          cross=args.cross)
     executor = executor_settings(args, plan.runs_dir)
     if args.dry_run:
         lines = [f"{args.protocol} on {args.dataset} ({args.scale}): {len(plan.stages)} stages, runs in {plan.runs_dir}"]
@@ -53,7 +54,11 @@ def add_parsers(commands, command) -> None:
     reproduce.add_argument("protocol", choices=sorted(PLANNERS))
     reproduce.add_argument("--dataset", required=True, help="a registered dataset (with --data-root), synthetic:<source>, "
                                                             "or a folder/CSV (with --reference)")
-    reproduce.add_argument("--data-root", help="root folder of a registered dataset")
+    reproduce.add_argument("--data-root", help="root folder of a registered dataset (a video benchmark: the face crops "
+                                               "`data frames` wrote); it goes into every stage's command")
+    reproduce.add_argument("--cross", help="comma-separated datasets the report tests every run on as well, each NAME=DIR "
+                                           "or a folder path (e.g. celebdf=/data/celebdf-frames,dfdc=/data/dfdc-frames "
+                                           "after --dataset ffpp: DeepfakeBench's published rows beside the measured)")
     reproduce.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2 at full scale, 0 at mini)")
     reproduce.add_argument("--methods", help="comma-separated subset of the compared methods (default: all)")
     reproduce.add_argument("--scale", choices=SCALES, default="full",

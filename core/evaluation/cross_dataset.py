@@ -12,13 +12,12 @@ AP, and, where the dataset's frames carry a video id, the video-level ones (a vi
 P(fake), DeepfakeBench's video AUC). ``report`` and the dashboard's Evaluation page both draw it.
 
 A dataset counts as one of DeepfakeBench's benchmarks (the columns of its published table, ``deepfakebench`` in
-``configs/protocols.yaml``: ``ffpp``, ``celebdf``, ``dfdc``) by its registered name, or by the ``layout`` that the
-``frames.json`` of its folder names (``data frames`` writes it), so ``report`` can put the published rows beside ours.
+``configs/protocols.yaml``: ``ffpp``, ``celebdf``, ``dfdc``) by its name as the loader resolves it: the registered
+name, or a ``data frames`` folder's layout (its ``frames.json``), so ``report`` can put the published rows beside ours.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,32 +97,22 @@ def check_dataset_specs(specs: Sequence[DatasetSpec], split: str = "test") -> No
             raise DatasetError(f"dataset {spec.text!r} has no {split} split ({dataset.describe(split)})")
 
 
-def frames_layout(folder: str | os.PathLike | None) -> str | None:
-    """The benchmark layout ``data frames`` recorded in ``<folder>/frames.json`` (``"layout"``), if it is there."""
-    if not folder:
-        return None
-    meta = Path(folder).expanduser() / "frames.json"
-    try:
-        layout = json.loads(meta.read_text()).get("layout") if meta.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
-    return layout if isinstance(layout, str) else None
-
-
 def published_benchmarks() -> dict:
     """DeepfakeBench's published entry: ``source``, ``level``, ``metric`` and ``rows`` (detector -> benchmark -> value)."""
     return load_protocols()[PUBLISHED_ENTRY]
 
 
-def benchmark_of(spec: DatasetSpec) -> str | None:
-    """Which of DeepfakeBench's benchmarks ``spec`` is: its registered name, or its frames folder's layout."""
+def benchmark_of(dataset: str) -> str | None:
+    """Which of DeepfakeBench's benchmarks a dataset is, by its name as resolved (``DatasetSplits.name``,
+    ``Evaluation.dataset``): ``ffpp``, ``celebdf`` or ``dfdc`` (registered by that name, or a ``data frames`` folder,
+    which the loader names after the layout its ``frames.json`` records), or ``deepfakebench:<index>`` for the
+    index DeepfakeBench gives that benchmark (``deepfakebench_index`` in ``configs/protocols.yaml``)."""
     benchmarks = published_benchmarks()["benchmarks"]
-    if spec.name.lower() in benchmarks:
-        return spec.name.lower()
-    for folder in (spec.root, spec.name):
-        layout = frames_layout(folder)
-        if layout is not None and layout.lower() in benchmarks:
-            return layout.lower()
+    named, _, variant = dataset.partition(":")
+    if dataset.lower() in benchmarks:
+        return dataset.lower()
+    if named.lower() == "deepfakebench":
+        return next((name for name, facts in benchmarks.items() if facts.get("deepfakebench_index") == variant), None)
     return None
 
 

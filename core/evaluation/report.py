@@ -237,7 +237,8 @@ def cross_dataset_video_table(entries: list[Entry], specs: Sequence[DatasetSpec]
     numbers are not typed in ``configs/protocols.yaml``). ``None`` when no dataset is one of its benchmarks."""
     published = published_benchmarks()
     order = list(published["benchmarks"])
-    benchmarks = sorted(((spec, benchmark) for spec in specs if (benchmark := benchmark_of(spec)) is not None),
+    resolved = {spec.label: entries[0].evaluations[spec.label].dataset for spec in specs}  # the loader's name for it
+    benchmarks = sorted(((spec, b) for spec in specs if (b := benchmark_of(resolved[spec.label])) is not None),
                         key=lambda pair: order.index(pair[1]))  # the published table's column order
     if not benchmarks:
         return None
@@ -255,7 +256,7 @@ def cross_dataset_video_table(entries: list[Entry], specs: Sequence[DatasetSpec]
                 row[f"{name} video {metric.upper()}"] = _fmt(cell[f"video_{metric}"], 3)
         rows.append(row)
     for detector, values in published["published"].items():
-        row = {"detector": detector, "trained on": published["benchmarks"][published["trained_on"]],
+        row = {"detector": detector, "trained on": published["benchmarks"][published["trained_on"]]["title"],
                "numbers": PUBLISHED_LABEL}
         for spec, benchmark in benchmarks:
             name = heading[spec.label]
