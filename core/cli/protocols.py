@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from core.checkpoint import compact_cost
 from core.config import build_config, load_presets, load_protocols, published_finetune
 from core.data.datasets import VIDEO_LAYOUTS
-from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs
+from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs, published_benchmarks
 from core.methods import compared_in
 
 if TYPE_CHECKING:
@@ -297,14 +297,19 @@ def dataset_notes(protocol: str, dataset: str, data_root: str | None, cross: lis
         notes.append(f"data: the face crops in {data_root} (`data frames`, layout {layout}), in the split its "
                      "manifest.csv records")
     paper = (load_protocols()[protocol].get("datasets") or {}).get(dataset.lower()) or {}
+    benchmark = published_benchmarks()
+    theirs = [name for name in benchmark["benchmarks"] if name != dataset.lower()] \
+        if dataset.lower() == benchmark["trained_on"] else []
     if cross:
         notes.append(f"cross-dataset: the report also tests every run on {', '.join(spec.text for spec in cross)} "
                      "(cross_dataset and, for FF++ / Celeb-DF / DFDC, cross_dataset_video beside DeepfakeBench's "
                      "published rows)")
-    elif paper.get("cross"):
-        targets = ",".join(f"{name}=DIR" for name in paper["cross"])
-        notes.append(f"cross-dataset (the paper's): add --cross {targets} to test every run on them in the report, "
-                     f"or run `python -m core report <runs-dir> --data {targets}` afterwards")
+    elif paper.get("cross") or theirs:
+        said = [f"the paper tested on {', '.join(paper['cross'])}"] if paper.get("cross") else []
+        said += [f"DeepfakeBench's protocol on {', '.join(theirs)}"] if theirs else []
+        targets = ",".join(f"{name}=DIR" for name in dict.fromkeys([*paper.get("cross", []), *theirs]))
+        notes.append(f"cross-dataset ({'; '.join(said)}): add --cross {targets} to test every run on them in the "
+                     "report, now or after the runs (a rerun reuses every finished run and only reports)")
     return notes
 
 
