@@ -198,8 +198,9 @@ def index_ffpp(root: Path, compression: str = "c23", methods: tuple[str, ...] | 
         for path in list_videos(folder):
             entries.append(Entry(str(path), label, category, f"{category}/{path.stem}", _ffpp_people(path.stem, actors)))
     folder = split_files or (root / FFPP_SPLIT_FOLDER)
+    official_on_disk = split_files is not None or any((folder / f"{split}.json").is_file() for split in SPLITS)
     skipped: list[Skipped] = []
-    if split_files is not None or folder.is_dir():
+    if official_on_disk:
         official = read_ffpp_split_files(folder)
         named = {Path(e.video_id).name for e in entries}
         for video, split in sorted(official.items()):
@@ -214,7 +215,7 @@ def index_ffpp(root: Path, compression: str = "c23", methods: tuple[str, ...] | 
         entries, provenance = assign_splits(entries)
     return BenchmarkIndex("ffpp", root, entries, provenance, skipped,
                           {"compression": compression, "methods": list(methods),
-                           "split_files": str(folder) if folder.is_dir() else None})
+                           "split_files": str(folder) if official_on_disk else None})
 
 
 def _is_actors(entry: Entry) -> bool:
