@@ -145,6 +145,8 @@ def test_evaluation_page_matrix_shows_an_added_frames_folder_at_frame_and_video_
     expected = cross_dataset_matrix({first: SHIPPED_DIR / first.removeprefix("shipped: ")}, [DatasetSpec(str(folder))]).iloc[0]
     assert _values(frame["data"][0]["z"])[0, -1] == pytest.approx(expected["frame_auc"])
     assert _values(video["data"][0]["z"])[0, 0] == pytest.approx(expected["video_auc"])
+    app.slider(key="evaluation_threshold").set_value(0.6).run()  # a rerun on the same matrix: every cell from the cache
+    assert not app.exception and len(app.get("plotly_chart")) == 1 + 1 + 2
     app.text_area(key="evaluation_datasets").set_value("celebdf=").run()
     assert not app.exception and "NAME=ROOT" in app.error[0].value
     app.text_area(key="evaluation_datasets").set_value(str(tmp_path / "nowhere")).run()

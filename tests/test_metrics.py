@@ -63,7 +63,7 @@ def test_video_level_metrics_are_those_of_the_mean_frame_score_per_video():
     from core.evaluation.metrics import Predictions
 
     frames = {"r0": [0.0, 0.2], "r1": [0.3, 0.3], "r2": [0.4, 0.6], "r3": [0.9, 0.5],  # real: means 0.1 0.3 0.5 0.7
-              "f0": [0.4], "f1": [0.5, 0.7, 0.6], "f2": [0.8, 0.8], "f3": [1.0, 0.8]}  # fake: means 0.4 0.6 0.8 0.9
+              "f0": [0.4], "f1": [0.2, 0.8, 0.8], "f2": [0.8, 0.8], "f3": [1.0, 0.8]}  # fake: means 0.4 0.6 0.8 0.9
     samples = [Sample(f"/{video}-{i}.png", int(video.startswith("f")), "x", video)
                for video, scores in frames.items() for i in range(len(scores))]
     probabilities = np.array([p for scores in frames.values() for p in scores])

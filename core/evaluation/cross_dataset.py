@@ -19,7 +19,7 @@ name, or a ``data frames`` folder's layout (its ``frames.json``), so ``report`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +53,7 @@ class DatasetSpec:
     @property
     def is_named(self) -> bool:
         """A registered name (or synthetic), not a path."""
-        return "/" not in self.name and os.sep not in self.name and not Path(self.name).suffix == ".csv"
+        return "/" not in self.name and os.sep not in self.name and Path(self.name).suffix.lower() != ".csv"
 
 
 def parse_dataset_specs(specs: str | Iterable[str], default_root: str | None = None) -> list[DatasetSpec]:
@@ -117,18 +117,11 @@ def benchmark_of(dataset: str) -> str | None:
 
 
 def evaluate_matrix(checkpoints: Mapping[str, str | os.PathLike], specs: Sequence[DatasetSpec], split: str = "test",
-                    progress: bool = False,
-                    on_cell: Callable[[int, int, str, str], None] | None = None) -> dict[tuple[str, str], Evaluation]:
+                    progress: bool = False) -> dict[tuple[str, str], Evaluation]:
     """Every checkpoint (name -> path) on every dataset: ``(checkpoint name, dataset label) -> Evaluation``, from the
-    prediction cache where it can. ``on_cell(done, total, checkpoint, dataset)`` follows the progress."""
-    total = len(checkpoints) * len(specs)
-    evaluations = {}
-    for name, checkpoint in checkpoints.items():
-        for spec in specs:
-            evaluations[(name, spec.label)] = evaluate(checkpoint, spec.name, split, spec.root, progress=progress)
-            if on_cell is not None:
-                on_cell(len(evaluations), total, name, spec.label)
-    return evaluations
+    prediction cache where it can."""
+    return {(name, spec.label): evaluate(checkpoint, spec.name, split, spec.root, progress=progress)
+            for name, checkpoint in checkpoints.items() for spec in specs}
 
 
 def matrix_records(evaluations: Mapping[tuple[str, str], Evaluation], threshold: float = 0.5) -> pd.DataFrame:
@@ -148,10 +141,9 @@ def matrix_records(evaluations: Mapping[tuple[str, str], Evaluation], threshold:
 
 
 def cross_dataset_matrix(checkpoints: Mapping[str, str | os.PathLike], specs: Sequence[DatasetSpec], split: str = "test",
-                         progress: bool = False, on_cell: Callable[[int, int, str, str], None] | None = None,
-                         threshold: float = 0.5) -> pd.DataFrame:
+                         progress: bool = False, threshold: float = 0.5) -> pd.DataFrame:
     """:func:`matrix_records` of :func:`evaluate_matrix`: the long-form matrix of metrics, checkpoints x datasets."""
-    return matrix_records(evaluate_matrix(checkpoints, specs, split, progress, on_cell), threshold)
+    return matrix_records(evaluate_matrix(checkpoints, specs, split, progress), threshold)
 
 
 def pivot(records: pd.DataFrame, column: str) -> pd.DataFrame:

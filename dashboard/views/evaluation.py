@@ -91,14 +91,24 @@ if any(len(sources) > 1 for sources in per_source.values()):
 st.subheader("Cross-dataset AUC")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _matrix(checkpoints: tuple[tuple[str, str, float], ...], specs: tuple[tuple[str, str | None, str], ...],
-            _on_cell=None) -> pd.DataFrame:
-    """core's cross-dataset matrix (predictions from its on-disk cache when present); re-run when a checkpoint changes."""
+@st.cache_data(show_spinner=False, max_entries=256)
+def _matrix_cell(name: str, path: str, stamp: float, spec: tuple[str, str | None, str]) -> pd.DataFrame:
+    """One checkpoint's row of core's cross-dataset matrix on one dataset (predictions from core's on-disk cache when
+    present); recomputed when the checkpoint file changes. Cached per cell, so the progress bar stays outside."""
     from core.evaluation.cross_dataset import DatasetSpec, cross_dataset_matrix
 
-    return cross_dataset_matrix({name: path for name, path, _ in checkpoints},
-                                [DatasetSpec(*spec) for spec in specs], on_cell=_on_cell)
+    return cross_dataset_matrix({name: path}, [DatasetSpec(*spec)])
+
+
+def _matrix(names: list[str], specs: list) -> pd.DataFrame:
+    cells = [(name, spec) for name in names for spec in specs]
+    bar = st.progress(0.0, text="cross-dataset matrix...")
+    records = []
+    for done, (name, spec) in enumerate(cells, start=1):
+        records.append(_matrix_cell(name, choices[name], _stamp(choices[name]), (spec.name, spec.root, spec.label)))
+        bar.progress(done / len(cells), text=f"{done}/{len(cells)}: {name} on {spec.label}")
+    bar.empty()
+    return pd.concat(records, ignore_index=True)
 
 
 def _heatmap(table: pd.DataFrame, title: str) -> None:
@@ -124,11 +134,7 @@ if st.toggle("Evaluate every checkpoint on every source (cached after the first 
         extra = None
     if extra is not None:
         specs = [DatasetSpec(f"synthetic:{source}", label=source) for source in SOURCES] + extra
-        bar = st.progress(0.0, text="cross-dataset matrix...")
-        records = _matrix(tuple((name, choices[name], _stamp(choices[name])) for name in picked),
-                          tuple((spec.name, spec.root, spec.label) for spec in specs),
-                          _on_cell=lambda done, total, name, data: bar.progress(done / total, f"{name} on {data}"))
-        bar.empty()
+        records = _matrix(picked, specs)
         _heatmap(pivot(records, "frame_auc"), "Frame-level AUC")
         with_videos = records[records["videos"] > 0]
         if len(with_videos):
