@@ -334,7 +334,8 @@ def extract_items(items: Sequence[Item], out: str | os.PathLike, *, source: dict
 
     ``source`` is a JSON-able record of what is extracted (layout, root, compression, methods...): with the options
     that change the crops and a digest of the items, it makes ``extraction.json``, the key a rerun must match to
-    resume. ``on_progress(done, total)`` is called with the items finished so far."""
+    resume. ``on_progress(done, total)`` is called with the items finished so far. ``workers`` > 1 starts processes
+    with ``spawn``: a script that calls this needs the usual ``if __name__ == "__main__":`` guard."""
     out = Path(out)
     _check(items, frames_per_video, size, workers)
     counts = frames_per_label([item for item in items if item.box is None], frames_per_video, balance)
