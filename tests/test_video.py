@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from core.data.datasets import FAKE, REAL, Sample
-from core.data.frames import frames_per_label, label_video, split_groups
+from core.data.frames import frames_per_label
 from core.data.synthetic_video import ClipConfig, render_clip, write_video, write_video_dataset
 from core.data.video import SamplingOptions, VideoError, probe_video, sample_frame_indices
 
@@ -78,36 +78,40 @@ def test_fixed_num_frames_spreads_evenly_and_never_repeats():
 # ---------------------------------------------------------------- labels, splits, balance
 
 
-def test_faceforensics_and_plain_layouts_are_labelled():
-    root = Path("/data/ffpp")
-    real = label_video(root / "original_sequences/youtube/c23/videos/000.mp4", root)
-    fake = label_video(root / "manipulated_sequences/Face2Face/c23/videos/000_003.mp4", root)
-    assert (real.label, real.category, real.video_id, real.group) == (REAL, "original", "original/000", "000")
-    assert (fake.label, fake.category, fake.video_id, fake.group) == (FAKE, "Face2Face", "Face2Face/000_003", "000")
-    plain = label_video(root / "clips/Fake/gan/a_1.mp4", root)
-    assert (plain.label, plain.category, plain.group) == (FAKE, "gan", "gan/a_1")
-    assert label_video(root / "real/b.avi", root).category == "real"
-    assert label_video(root / "misc/c.mp4", root) is None
+def test_plain_folders_are_labelled_by_their_first_class_folder(tmp_path):
+    from core.data.benchmarks import index_benchmark
+
+    for relative in ("clips/Fake/gan/a_1.mp4", "real/b.avi", "misc/c.mp4"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    index = index_benchmark(tmp_path)
+    assert index.layout == "folders"
+    by_id = {e.video_id: e for e in index.entries}
+    assert (by_id["gan/a_1"].label, by_id["gan/a_1"].category) == (FAKE, "gan") and by_id["real/b"].label == REAL
+    assert [(Path(s.path).name, s.reason) for s in index.skipped] == [("c.mp4", "no real/fake folder in its path")]
 
 
 def test_split_is_by_group_stratified_deterministic_and_covers_every_split():
-    from core.data.frames import VideoEntry
+    from core.data.benchmarks import Entry, assign_splits
 
-    entries = [VideoEntry(f"{i}", REAL, "original", f"original/{i:03d}", f"{i:03d}") for i in range(40)]
-    entries += [VideoEntry(f"{i}f", FAKE, "Deepfakes", f"Deepfakes/{i:03d}_1", f"{i:03d}") for i in range(40)]
-    splits = split_groups(entries)
-    assert splits == split_groups(list(reversed(entries)))
-    assert [sum(s == name for s in splits.values()) for name in ("train", "val", "test")] == [32, 4, 4]
-    plain = [VideoEntry(n, label, "x", f"x/{n}", f"x/{n}") for label in (REAL, FAKE) for n in (f"{label}a", f"{label}b", f"{label}c")]
-    by_group = split_groups(plain)
+    entries = [Entry(f"{i}", REAL, "original", f"original/{i:03d}", (f"{i:03d}",)) for i in range(40)]
+    entries += [Entry(f"{i}f", FAKE, "Deepfakes", f"Deepfakes/{i:03d}_1", (f"{i:03d}",)) for i in range(40)]
+    splits = {e.video_id: e.split for e in assign_splits(entries)[0]}
+    assert splits == {e.video_id: e.split for e in assign_splits(list(reversed(entries)))[0]}
+    originals = [splits[f"original/{i:03d}"] for i in range(40)]
+    assert [originals.count(name) for name in ("train", "val", "test")] == [32, 4, 4]
+    assert all(splits[f"Deepfakes/{i:03d}_1"] == splits[f"original/{i:03d}"] for i in range(40)), "a fake with its original"
+    plain = [Entry(n, label, "x", f"x/{n}", (f"x/{n}",)) for label in (REAL, FAKE) for n in (f"{label}a", f"{label}b", f"{label}c")]
     for label in (REAL, FAKE):  # three videos of each label: one per split, for both labels
-        assert sorted(by_group[e.group] for e in plain if e.label == label) == ["test", "train", "val"]
-    assert set(split_groups(plain[:2]).values()) == {"train"}
+        assert sorted(e.split for e in assign_splits(plain)[0] if e.label == label) == ["test", "train", "val"]
+    assert {e.split for e in assign_splits(plain[:2])[0]} == {"train"}
 
 
 def test_fake_videos_give_fewer_frames_when_they_outnumber_the_real_ones():
-    entries = [label_video(Path(f"/r/original_sequences/y/{i:03d}.mp4"), Path("/r")) for i in range(2)]
-    entries += [label_video(Path(f"/r/manipulated_sequences/{m}/{i:03d}_9.mp4"), Path("/r"))
+    from core.data.frames import Item
+
+    entries = [Item(f"{i}", REAL, "original", f"original/{i}", f"{i}", "train") for i in range(2)]
+    entries += [Item(f"{m}{i}", FAKE, m, f"{m}/{i}", f"{i}", "train")
                 for m in ("Deepfakes", "FaceSwap", "Face2Face", "NeuralTextures") for i in range(2)]
     assert frames_per_label(entries, 32, balance=True) == {REAL: 32, FAKE: 8}
     assert frames_per_label(entries, 32, balance=False) == {REAL: 32, FAKE: 32}
@@ -214,8 +218,10 @@ def test_face_crop_dataset_trains_and_evaluates_with_video_level_auc(clips, tmp_
     seen = {split: {s.video_id for s in dataset.split(split)} for split in ("train", "val", "test")}
     assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["val"]), "a video never straddles splits"
     assert all(s.video_id and s.source == "faceswap" for s in dataset.split("train"))
-    again = _cli("data", "frames", str(clips), "--out", str(out), ok=False)
-    assert again.returncode == 2 and "not empty" in again.stderr
+    again = _json(_cli("data", "frames", str(clips), "--out", str(out), "--frames-per-video", "6", "--size", "64", "--json"))
+    assert again["frames_written"] == 0 and again["items_resumed"] == 6, "the same command again: nothing to do"
+    other = _cli("data", "frames", str(clips), "--out", str(out), "--size", "32", ok=False)
+    assert other.returncode == 2 and "options.size" in other.stderr, "another extraction into it is refused"
     config = build_config(method="teacher", arch="resnet-tiny", data=str(out), image_size=32, epochs=1, batch_size=16,
                           num_workers=0, runs_dir=str(tmp_path / "runs"))
     run = train(config, progress=False).run_dir

@@ -1,8 +1,7 @@
 """Benchmark items -> a dataset of face crops (``python -m core data frames VIDEO_ROOT --out DIR``).
 
 :func:`extract_items` is the engine. It takes :class:`Item`\\ s whose label, category, identity group and split are
-already decided (by :mod:`core.data.benchmarks`' adapters, or by :func:`extract_face_dataset` for a plain folder of
-videos), each of one of three kinds:
+already decided (by :mod:`core.data.benchmarks`' adapters), each of one of three kinds:
 
 - a video file: frames are sampled (:mod:`core.data.video`), the largest face of each is found and cropped (square,
   ``crop_scale`` x the face) and saved as PNG;
@@ -29,17 +28,6 @@ items (their record exists) are skipped; in an item cut short, a crop whose PNG 
 atomically, so an existing one is complete) and only the other frames are read and searched for a face again.
 
 ``workers`` > 1 extracts items in as many processes (one OpenCV thread each); ``workers=1`` runs in this process.
-
-:func:`extract_face_dataset` is the older entry point for a folder of videos labelled by its path:
-
-- FaceForensics++: ``original_sequences/<youtube|actors>/...`` is real (category ``original``),
-  ``manipulated_sequences/<method>/...`` is fake (category ``<method>``: Deepfakes, Face2Face, FaceSwap, ...);
-- anything else: the first folder named like a class (``real``/``original``/..., ``fake``/``manipulated``/...) gives
-  the label, and the folder under it (if any) the category.
-
-Its split is by video *group*, so frames of one video, and an original with its manipulations (FaceForensics++ names
-a fake ``<target>_<source>``), never straddle train and test: groups are ordered by a hash of their id and cut
-80/10/10, those with a real video and the fake-only ones separately, so every split has both labels.
 """
 
 from __future__ import annotations
@@ -58,7 +46,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from core.data.datasets import CLASS_SYNONYMS, FAKE, LABEL_NAMES, REAL, SPLITS, TEST_FRACTION, VAL_FRACTION
+from core.data.datasets import FAKE, LABEL_NAMES, REAL, SPLITS
 from core.data.video import (
     FaceOptions,
     SamplingOptions,
@@ -67,13 +55,11 @@ from core.data.video import (
     crop_box_of,
     find_faces,
     iterate_frames,
-    list_videos,
     probe_video,
     sample_frame_indices,
 )
 from core.io import TEMPORARY_SUFFIX, atomic_write, atomic_write_json, atomic_write_text, pause_point
 
-FFPP_REAL, FFPP_FAKE = "original_sequences", "manipulated_sequences"
 MANIFEST_COLUMNS = ["path", "label", "split", "source", "video_id", "group"]
 EXTRACTION_FILE, ITEMS_DIR, VIDEOS_DIR, FACES_DIR = "extraction.json", "items", "videos", "faces"
 EXTRACTION_FORMAT = 1  # bump when the crops a given extraction.json stands for change
@@ -106,54 +92,7 @@ class Item:
         return "box" if self.box is not None else "frames" if self.frames else "video"
 
 
-@dataclass(frozen=True)
-class VideoEntry:
-    path: str
-    label: int
-    category: str
-    video_id: str  # unique in the dataset: <category>/<stem>
-    group: str  # videos of one group share a split
-
-
-def label_video(path: Path, root: Path) -> VideoEntry | None:
-    """Label, category, id and split group of a video from its path under ``root``; None when no folder says."""
-    parts = path.relative_to(root).parts[:-1]
-    lowered = [part.lower() for part in parts]
-    stem = path.stem
-    if FFPP_REAL in lowered:
-        label, category = REAL, "original"
-    elif FFPP_FAKE in lowered:
-        position = lowered.index(FFPP_FAKE)
-        label, category = FAKE, parts[position + 1] if position + 1 < len(parts) else "manipulated"
-    else:
-        named = [i for i, part in enumerate(lowered) if part in CLASS_SYNONYMS]
-        if not named:
-            return None
-        position = named[0]
-        label = CLASS_SYNONYMS[lowered[position]]
-        category = parts[position + 1] if position + 1 < len(parts) else LABEL_NAMES[label]
-    group = stem.split("_")[0] if FFPP_REAL in lowered or FFPP_FAKE in lowered else f"{category}/{stem}"
-    return VideoEntry(str(path), label, category, f"{category}/{stem}", group)
-
-
-def split_groups(entries: list[VideoEntry]) -> dict[str, str]:
-    """group -> split, stratified by label: the groups holding a real video, then the fake-only groups, are each
-    ordered by SHA-1 of their id and cut 80/10/10 (at least one group per split when there are 3 or more)."""
-    with_real = {e.group for e in entries if e.label == REAL}
-    fake_only = {e.group for e in entries} - with_real
-    splits = {}
-    for groups in (with_real, fake_only):
-        ordered = sorted(groups, key=lambda g: hashlib.sha1(g.encode("utf-8")).hexdigest())
-        count = len(ordered)
-        n_val = max(1, round(count * VAL_FRACTION)) if count >= 3 else 0
-        n_test = max(1, round(count * TEST_FRACTION)) if count >= 3 else 0
-        n_train = count - n_val - n_test
-        for position, group in enumerate(ordered):
-            splits[group] = "train" if position < n_train else "val" if position < n_train + n_val else "test"
-    return splits
-
-
-def frames_per_label(entries: Sequence[Item | VideoEntry], frames_per_video: int, balance: bool) -> dict[int, int]:
+def frames_per_label(entries: Sequence[Item], frames_per_video: int, balance: bool) -> dict[int, int]:
     """Crops to sample per real and per fake video (fewer per fake video when fakes outnumber reals)."""
     reals, fakes = sum(e.label == REAL for e in entries), sum(e.label == FAKE for e in entries)
     if not balance or not reals or not fakes:
@@ -480,25 +419,6 @@ def _write_dataset(out: Path, records: list[dict], counts: dict[int, int], sourc
     }
     atomic_write_json(out / "frames.json", {**summary, "source": source, "per_video": records})
     return summary
-
-
-def extract_face_dataset(root: str | os.PathLike, out: str | os.PathLike, frames_per_video: int = 32, balance: bool = True,
-                         size: int = 256, faces: FaceOptions = FaceOptions(), random_frames: bool = False, seed: int = 0,
-                         progress: bool = True, workers: int = 1) -> dict:
-    """Write the face-crop dataset of every labelled video under ``root`` into ``out`` (labels from the folders, split
-    by :func:`split_groups`); returns the summary."""
-    root = Path(root)
-    videos = list_videos(root)
-    entries = [entry for entry in (label_video(path, root) for path in videos) if entry is not None]
-    if not entries:
-        raise VideoError(f"no labelled videos under {root}: expected FaceForensics++ folders ({FFPP_REAL}, {FFPP_FAKE}) "
-                         f"or real/fake folders ({len(videos)} videos found)")
-    splits = split_groups(entries)
-    items = [Item(e.path, e.label, e.category, e.video_id, e.group, splits[e.group]) for e in entries]
-    summary = extract_items(items, out, source={"layout": "folders", "root": str(root)}, frames_per_video=frames_per_video,
-                            balance=balance, size=size, faces=faces, random_frames=random_frames, seed=seed,
-                            workers=workers, progress=progress)
-    return {**summary, "unlabelled_videos": len(videos) - len(entries)}
 
 
 def crop_scale_of(data: str) -> float | None:
