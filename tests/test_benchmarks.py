@@ -170,3 +170,24 @@ def test_each_layout_is_recognised(tmp_path):
     assert detect_layout(openforensics_tree(tmp_path / "c")) == "openforensics"
     (tmp_path / "d" / "real").mkdir(parents=True)
     assert detect_layout(tmp_path / "d") == "folders"
+
+
+def test_data_check_reports_videos_and_identities_in_two_splits(tiny_benchmark, tmp_path):
+    """An official split may put one person in train and test (Celeb-DF's does): data check names it."""
+    import shutil
+
+    from core.data.check import check
+
+    faces = sorted(tiny_benchmark.rglob("*.png"))[:8]
+    rows = []
+    for index, face in enumerate(faces):
+        shutil.copy(face, tmp_path / f"{index}.png")
+        split = "train" if index < 4 else "test"
+        video = "v-shared" if index in (3, 4) else f"v{index}"  # one video's frames in train and test
+        group = "id7" if index in (2, 5) else f"g{index}"  # and one person's videos
+        rows.append(f"{index}.png,{index % 2},{split},src,{video},{group}")
+    (tmp_path / "m.csv").write_text("path,label,split,source,video_id,group\n" + "\n".join(rows) + "\n")
+    shared = check(resolve_dataset(str(tmp_path / "m.csv")), progress=False)["shared_across_splits"]
+    assert (shared["videos"], shared["groups"]) == (1, 1)
+    assert {(s["kind"], s["name"], tuple(s["splits"])) for s in shared["listed"]} == {
+        ("video", "v-shared", ("train", "test")), ("group", "id7", ("train", "test"))}
