@@ -31,14 +31,46 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from core.evaluation.report import build_report
+    from core.evaluation.report import build_report, mcnemar_pair, write_mcnemar_pair
 
+    if args.mcnemar is None and args.on is not None:
+        raise ValueError("--on names the test set of --mcnemar CKPT_A CKPT_B; give both")
+    if args.mcnemar is not None and args.on is None:
+        raise ValueError("--mcnemar CKPT_A CKPT_B needs --on D, the test set both are scored on")
+    if not args.paths and args.mcnemar is None:
+        raise ValueError("report needs run directories or checkpoints, or --mcnemar CKPT_A CKPT_B --on D")
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    result = build_report(args.paths, out, args.data or "", args.split, args.data_root, latency=not args.no_latency,
-                          progress=not args.quiet, png=not args.no_png)
-    _emit(args, result, f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
-                        f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
-                        f"{result['seconds']} s)")
+    pair = None
+    if args.mcnemar is not None:  # first: a missing checkpoint or an unknown dataset fails before the tables' work
+        pair = mcnemar_pair(*args.mcnemar, args.on, args.split, args.data_root, progress=not args.quiet)
+    result, human = {"out": out, "tables": {}, "figures": []}, []
+    if args.paths:
+        result = build_report(args.paths, out, args.data or "", args.split, args.data_root, latency=not args.no_latency,
+                              progress=not args.quiet, png=not args.no_png)
+        human.append(f"wrote {len(result['tables'])} tables and {len(result['figures'])} figures to {result['out']} "
+                     f"({result['computed']} of {result['evaluations']} evaluations computed, the rest cached; "
+                     f"{result['seconds']} s)")
+    if pair is not None:
+        result["tables"]["mcnemar_pair"] = write_mcnemar_pair(pair, out)
+        result["mcnemar"] = pair
+        human.insert(0, _mcnemar_text(pair))
+        human.append(f"wrote the mcnemar_pair table to {out}")
+    _emit(args, result, "\n".join(human))
+
+
+def _mcnemar_text(pair: dict) -> str:
+    """The pair's 2x2 table, statistic, p-value and test, for a terminal."""
+    (both, only_a), (only_b, neither) = pair["table"]
+    width = max(len(str(count)) for count in (both, only_a, only_b, neither)) + 2
+    return "\n".join([
+        f"McNemar on {pair['tested_on']}/{pair['split']}, {pair['n']} images:",
+        f"  A = {pair['a']} (trained on {pair['a_trained_on']}, accuracy {pair['accuracy_a']:.4f})",
+        f"  B = {pair['b']} (trained on {pair['b_trained_on']}, accuracy {pair['accuracy_b']:.4f})",
+        f"  {'':<10}{'B correct':>{width + 9}}{'B wrong':>{width + 9}}",
+        f"  {'A correct':<10}{both:>{width + 9}}{only_a:>{width + 9}}",
+        f"  {'A wrong':<10}{only_b:>{width + 9}}{neither:>{width + 9}}",
+        f"  statistic {pair['statistic']:.4g}, p-value {pair['p_value']:.4g} ({pair['test']})"
+        + ("; significant at 0.05" if pair["significant_at_0.05"] else "; not significant at 0.05")])
 
 
 def add_parsers(commands, command) -> None:
@@ -63,7 +95,14 @@ def add_parsers(commands, command) -> None:
                                "as DeepfakeBench)")
 
     report = command(commands, "report", cmd_report, "paper-style tables (CSV + Markdown) and figures for runs and checkpoints")
-    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_CKPT")
+    report.add_argument("paths", nargs="*", metavar="RUN_DIR_OR_CKPT")
+    report.add_argument("--mcnemar", nargs=2, metavar=("CKPT_A", "CKPT_B"),
+                        help="McNemar's test between these two checkpoints, trained on any data, on the test set --on "
+                             "(the Pearson paper's Table 9): the 2x2 table, statistic, p-value and test; also "
+                             "mcnemar_pair.csv/.md")
+    report.add_argument("--on", metavar="D", help="the dataset --mcnemar scores both checkpoints on (--split of it, "
+                                                  "default test): a registered name with --data-root, NAME=ROOT, "
+                                                  "synthetic[:<source>], or a folder/CSV path")
     report.add_argument("--out", help="output folder (default reports/<time>)")
     report.add_argument("--data", help="comma-separated datasets for the cross-dataset tables (each checkpoint's own is "
                                        "added): NAME=ROOT gives a registered dataset its own root (celebdf=/data/celebdf-"

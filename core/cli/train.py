@@ -124,15 +124,15 @@ def train_configs(args: argparse.Namespace) -> list:
     return grid(config_of, seeds, args.sweep)
 
 
-def execute_train(args: argparse.Namespace, train_fn=None) -> list:
-    """Run what a ``train`` command line asks for: with ``--executor``, every job through the job engine (each run
-    trained once: a rerun reuses finished runs and resumes killed ones); else in this process, each config trained
-    by ``train_fn`` (default: a new run)."""
+def execute_train(args: argparse.Namespace, train_fn=None, jobs: list | None = None) -> list:
+    """Run what a ``train`` command line asks for (or ``jobs``, those of another command): with ``--executor``, every
+    job through the job engine (each run trained once: a rerun reuses finished runs and resumes killed ones); else in
+    this process, each config trained by ``train_fn`` (default: a new run)."""
     from core.runs import default_runs_dir
     from core.training.engine import train
     from core.training.executors import run_jobs
 
-    jobs = train_jobs(args)
+    jobs = jobs if jobs is not None else train_jobs(args)
     settings = executor_settings(args, Path(jobs[0].config.runs_dir or default_runs_dir()))
     if settings is not None:
         return [result for results in run_jobs(jobs, settings, progress=not args.quiet) for result in results]
@@ -247,6 +247,78 @@ def finetune_config(args: argparse.Namespace, source: dict):
     return config
 
 
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from core.methods.transfer import kept_run, settings_record
+
+    jobs = transfer_jobs(args)
+    results = execute_train(args, jobs=jobs)
+    headers = [read_header(result.checkpoint) for result in results]
+    kept = kept_run(headers)
+    runs = [{"lr": job.config.lr, "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
+             "status": result.status, "val_accuracy": header.get("metrics", {}).get("val_accuracy"),
+             "test_accuracy": result.test.get("accuracy"), "kept": index == kept}
+            for index, (job, result, header) in enumerate(zip(jobs, results, headers, strict=True))]
+    transfer = headers[kept]["transfer"]
+    settings = settings_record(jobs[0].config, _explicit_keys(args), [run["lr"] for run in runs],
+                               grid_given=bool({"lr", "lr_grid"} & _explicit_keys(args)))
+    tried = ", ".join(f"{run['lr']:g} (val acc {run['val_accuracy']:.4f})" for run in runs)
+    human = (f"transfer of {transfer['source']} ({transfer['source_dataset']}) to {transfer['target']} in the source's "
+             f"normalisation: lr {tried}; kept lr {runs[kept]['lr']:g}: {runs[kept]['run_dir']} (test accuracy "
+             f"{runs[kept]['test_accuracy']:.4f})")
+    _emit(args, {"run_dir": runs[kept]["run_dir"], "checkpoint": runs[kept]["checkpoint"], "status": results[kept].status,
+                 "test_accuracy": runs[kept]["test_accuracy"], "test_auc": results[kept].test.get("auc"),
+                 "kept": runs[kept], "runs": runs, "source": transfer["source"],
+                 "source_dataset": transfer["source_dataset"], "target": transfer["target"],
+                 "normalization": {**headers[kept]["normalization"], "from": "source"}, "settings": settings}, human)
+
+
+def transfer_jobs(args: argparse.Namespace) -> list:
+    """The jobs of a ``transfer`` command line (:class:`core.training.executors.TrainJob`): one run per lr of the grid,
+    so a job engine runs them at once; :func:`core.methods.transfer.kept_run` picks the one kept."""
+    from core.checkpoint import resolve_checkpoint
+    from core.training.executors import TrainJob
+
+    source = read_header(resolve_checkpoint(args.checkpoint))
+    return [TrainJob(config) for config in transfer_configs(args, source)]
+
+
+def transfer_configs(args: argparse.Namespace, source: dict) -> list:
+    """The TrainConfigs of ``transfer CKPT --data TARGET``, one per lr of the grid, given the source checkpoint's
+    header: the published transfer (:data:`core.methods.transfer.TRANSFER_SETTINGS`) wherever neither a flag nor
+    ``--config`` sets a value; the source's image size, augmentation and seed unless flags say otherwise."""
+    import dataclasses
+
+    from core.methods.transfer import LR_GRID, TRANSFER_SETTINGS, parse_lr_grid
+
+    if args.preset is not None:
+        raise ValueError("transfer has no preset: its settings are the paper's transfer (python -m core transfer --help); "
+                         "change them with flags or --config")
+    if args.lr is not None and args.lr_grid:
+        raise ValueError("give --lr (a grid of one) or --lr-grid, not both")
+    trained = source.get("config") or {}
+    config = _train_config(args, method="transfer", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
+                           image_size=args.image_size or source["image_size"], trainable=args.trainable,
+                           weight_decay=args.weight_decay, augment=args.augment or trained.get("augment"),
+                           seed=args.seed if args.seed is not None else trained.get("seed"))
+    explicit = _explicit_keys(args)
+    for key, setting in TRANSFER_SETTINGS.items():
+        if key not in explicit:
+            setattr(config, key, setting.value)
+    # --lr-grid; else an lr the command line gives (--lr, --config: a grid of one); else the default grid
+    rates = parse_lr_grid(args.lr_grid) if args.lr_grid else [config.lr] if "lr" in explicit else list(LR_GRID.value)
+    return [dataclasses.replace(config, lr=rate) for rate in rates]
+
+
+def _explicit_keys(args: argparse.Namespace) -> set[str]:
+    """The TrainConfig keys a command line sets itself: by a flag, or in its ``--config`` file."""
+    import yaml
+
+    given = {key for key, value in vars(args).items() if value is not None}
+    if args.config and Path(args.config).is_file():
+        given |= set(yaml.safe_load(Path(args.config).read_text()) or {})
+    return given
+
+
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
     from core.methods import METHODS
@@ -306,4 +378,19 @@ def add_parsers(commands, command) -> None:
     training_flags(finetune)
     finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
     option_flags(finetune, METHODS["finetune"].options_class)
+
+    transfer = command(commands, "transfer", cmd_transfer,
+                       "cross-dataset transfer (the Pearson paper's Table 8): retrain the last block and head of a "
+                       "teacher or student on another dataset, in the source's normalisation, once per lr of a grid; "
+                       "the run of best validation accuracy is kept")
+    transfer.add_argument("checkpoint", help="the source: a teacher or student checkpoint or run directory")
+    training_flags(transfer)
+    transfer.add_argument("--lr-grid", metavar="LR,LR,...",
+                          help="one run per learning rate, the best target validation accuracy kept (default "
+                               "1e-5,1e-4,1e-3; --lr X: a grid of one)")
+    transfer.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4, the authors' code)")
+    transfer.add_argument("--trainable", choices=["all", "layer4"],
+                          help="what is retrained: layer4 (the last block and the head, the default) or all")
+    option_flags(transfer, METHODS["transfer"].options_class)
+    executor_flags(transfer)
 

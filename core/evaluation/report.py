@@ -5,11 +5,16 @@ Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``repo
 - ``main``: method, trained on, compression (MACs reduction), test accuracy (mean ± std
   over seeds), p-value against KDFS on the same data (Welch's t-test over seeds),
   Δaccuracy vs the teacher, params, MACs and reductions (the paper's Table 5);
-- ``cross_dataset``: accuracy (AUC) of every checkpoint on every dataset (Table 8);
+- ``cross_dataset``: accuracy (AUC) of every checkpoint on every dataset, zero-shot (unchanged checkpoints);
 - ``cross_dataset_video`` (when a dataset is one of DeepfakeBench's benchmarks, FF++ / Celeb-DF / DFDC): per
   checkpoint, frame-level AUC and video-level AUC, EER and AP on each, with DeepfakeBench's published rows
   (frame-level AUC; ``deepfakebench`` in ``configs/protocols.yaml``) beside them;
+- ``transfer`` (when the report holds transfer runs, ``python -m core transfer``): cross-dataset transfer after
+  fine-tuning, source x target, the lr of each grid kept by validation accuracy (the Pearson paper's Table 8),
+  with its published columns left empty (not typed in; none is invented);
 - ``mcnemar``: every pair of checkpoints trained on the same data, on its test split;
+- ``mcnemar_pair`` (``report --mcnemar A B --on D``): two checkpoints trained anywhere, on one test set (the
+  paper's Table 9), each with its own preprocess;
 - ``training_time``: wall time, epochs, seconds per epoch and throughput per run (Table 6);
 - ``ablation``: runs of one method and dataset that differ in hyperparameters (Table 7);
 - ``deployment``: size on disk, params, MACs and CPU latency at batch 1 and 32, measured
@@ -289,6 +294,133 @@ def mcnemar_table(entries: list[Entry]) -> pd.DataFrame:
     return _table(rows)
 
 
+TRANSFER_CAPTION = ("Cross-dataset transfer after fine-tuning (the Pearson paper's Table 8; `python -m core transfer`): "
+                    "a row is the checkpoint transferred (the dataset it was trained on, and its method), a column the "
+                    "target; a cell is the test accuracy (%) on the target of the run kept from its lr grid (the best "
+                    "validation accuracy), mean ± std where several source checkpoints or seeds were transferred, and "
+                    "the lr kept. The published columns are empty: the paper's Table 8 numbers are not typed in "
+                    "configs/protocols.yaml, and none is invented.")
+# config keys that do not make two transfer runs different experiments (the lr is the grid's own axis)
+_NOT_THE_GRID = ("lr", "runs_dir", "device", "num_workers", "log_every")
+
+
+def transfer_grids(entries: list[Entry]) -> list[list[Entry]]:
+    """The transfer runs of a report, one list per lr grid: the runs whose configs differ in the lr alone (the same
+    source checkpoint, target, seed and settings)."""
+    grids: dict[str, list[Entry]] = {}
+    for entry in entries:
+        if not entry.header.get("transfer"):
+            continue
+        config = {k: v for k, v in entry.header.get("config", {}).items() if k not in _NOT_THE_GRID}
+        grids.setdefault(repr(sorted((k, repr(v)) for k, v in config.items())), []).append(entry)
+    return list(grids.values())
+
+
+def transfer_table(entries: list[Entry]) -> pd.DataFrame | None:
+    """The ``transfer`` table (:data:`TRANSFER_CAPTION`); None without transfer runs.
+
+    A row is a source dataset and method; the kept runs of its grids average into a cell when they differ in the
+    seed or the source checkpoint alone (the seeds of a protocol). Grids that differ in a setting too (the epochs, the
+    normalisation of the BatchNorms, ...) get rows of their own, the differing settings in a ``settings`` column."""
+    from core.methods.transfer import kept_run
+    from core.stats import mean_std
+
+    kept = []
+    for grid in transfer_grids(entries):
+        entry = grid[kept_run([member.header for member in grid])]
+        config = entry.header.get("config", {})
+        setting = {k: v for k, v in {**config, **config.get("method_options", {})}.items()
+                   if k not in (*_NOT_THE_GRID, "seed", "init_checkpoint", "data", "data_root", "teacher", "method_options")}
+        kept.append((entry, setting))
+    if not kept:
+        return None
+    varying = sorted(k for k in {k for _, setting in kept for k in setting}
+                     if len({repr(setting.get(k)) for _, setting in kept}) > 1)
+    targets = list(dict.fromkeys(entry.trained_on for entry, _ in kept))
+    cells: dict[tuple, dict[str, list[Entry]]] = {}
+    for entry, setting in kept:
+        record = entry.header["transfer"]
+        label = ", ".join(f"{k}={setting.get(k)}" for k in varying)
+        cells.setdefault((record["source_dataset"], record.get("source_method") or "?", label), {}).setdefault(
+            entry.trained_on, []).append(entry)
+    rows = []
+    for (source, method, label), by_target in cells.items():
+        row = {"source (trained on)": source, "model": method, **({"settings": label} if varying else {})}
+        for target in targets:
+            runs = by_target.get(target, [])
+            text = ""
+            if runs:
+                mean, std = mean_std([run.evaluations[target].metrics()["accuracy"] for run in runs])
+                lrs = ", ".join(f"{lr:g}" for lr in dict.fromkeys(run.header["config"]["lr"] for run in runs))
+                text = (f"{100 * mean:.2f}" + (f" ± {100 * std:.2f} ({len(runs)} runs)" if len(runs) > 1 else "")
+                        + f" (lr {lrs})")
+            row[f"{target} (measured)"] = text
+            row[f"{target} (published)"] = ""
+        rows.append(row)
+    return _table(rows)
+
+
+MCNEMAR_PAIR_CAPTION = ("McNemar's test between two checkpoints on one test set (the Pearson paper's Table 9: models "
+                        "trained on different datasets, tested on one), each scored with its own preprocess; table "
+                        "[[both correct, only A correct], [only B correct, both wrong]]. The published p-value column is "
+                        "empty: the paper's Table 9 numbers are not typed in configs/protocols.yaml, and none is "
+                        "invented.")
+
+
+def mcnemar_pair(checkpoint_a: str | os.PathLike, checkpoint_b: str | os.PathLike, data: str, split: str = "test",
+                 data_root: str | None = None, progress: bool = True) -> dict:
+    """McNemar between any two checkpoints on one dataset split (``data``: a dataset spec, ``NAME=ROOT``, ``NAME``
+    under ``data_root``, or a path), from the prediction cache where it can: the contingency table, statistic,
+    p-value and test of :func:`core.stats.mcnemar_report`, with what each checkpoint was trained on.
+
+    Both must have scored the same images; otherwise (a cache entry or a decoder that left some out for one of
+    them) a ValueError says how many differ."""
+    from core.evaluation.evaluate import evaluate
+    from core.stats import mcnemar_report
+
+    paths = [resolve_checkpoint(checkpoint_a), resolve_checkpoint(checkpoint_b)]  # a missing one fails before any work
+    specs = parse_dataset_specs([data], data_root)
+    if len(specs) != 1:
+        raise ValueError(f"--on takes one dataset, got {data!r}")
+    spec = specs[0]
+    evaluations = [evaluate(path, spec.name, split, spec.root, progress=progress) for path in paths]
+    correct_a, correct_b = (evaluation.correct() for evaluation in evaluations)
+    if correct_a.keys() != correct_b.keys():
+        raise ValueError(f"the two checkpoints were scored on different images of {spec.text}/{split}: "
+                         f"{len(correct_a.keys() - correct_b.keys())} only by A, {len(correct_b.keys() - correct_a.keys())} "
+                         "only by B; McNemar pairs the same samples (evaluate both with --no-cache to rescore them)")
+    images = sorted(correct_a)
+    result = mcnemar_report([correct_a[k] for k in images], [correct_b[k] for k in images])
+    headers = [read_header(path) for path in paths]
+    return {"a": str(checkpoint_a), "b": str(checkpoint_b), "checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1]),
+            "a_trained_on": Entry("a", paths[0], headers[0]).trained_on,
+            "b_trained_on": Entry("b", paths[1], headers[1]).trained_on,
+            "tested_on": evaluations[0].dataset, "split": split, **result, "test": result["method"]}
+
+
+def mcnemar_pair_table(pair: dict) -> pd.DataFrame:
+    """One row of :func:`mcnemar_pair`, in the ``mcnemar`` table's columns, with a published p-value left empty."""
+    table = pair["table"]
+    return _table([{
+        "A": pair["a"], "B": pair["b"], "A trained on": pair["a_trained_on"], "B trained on": pair["b_trained_on"],
+        "tested on": f"{pair['tested_on']}/{pair['split']}", "n": pair["n"],
+        "both correct": table[0][0], "only A correct": table[0][1], "only B correct": table[1][0], "both wrong": table[1][1],
+        "acc A": f"{pair['accuracy_a']:.4f}", "acc B": f"{pair['accuracy_b']:.4f}",
+        "statistic": f"{pair['statistic']:.3f}", "p-value": f"{pair['p_value']:.4g}", "test": pair["test"],
+        "significant (0.05)": "yes" if pair["significant_at_0.05"] else "no", "p-value (published)": "",
+    }])
+
+
+def write_mcnemar_pair(pair: dict, out: str | os.PathLike) -> str:
+    """``mcnemar_pair.csv``/``.md`` in ``out``, and its section in ``report.md`` (added to a report already there)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    section = f"## mcnemar pair\n\n{write_table(mcnemar_pair_table(pair), out, 'mcnemar_pair')}\n\n{MCNEMAR_PAIR_CAPTION}\n"
+    report = out / "report.md"
+    atomic_write_text(report, (report.read_text() + "\n" if report.is_file() else "# Report\n\n") + section)
+    return str(out / "mcnemar_pair.md")
+
+
 def training_time_table(entries: list[Entry]) -> pd.DataFrame:
     rows = []
     for entry in entries:
@@ -490,12 +622,16 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike,
         "training_time": training_time_table(entries),
         "ablation": ablation_table(entries),
     }
+    transfer = transfer_table(entries)
+    if transfer is not None:
+        tables["transfer"] = transfer
     if latency:
         tables["deployment"] = deployment_table(entries, progress=progress)
     published = published_benchmarks()
     captions = {"cross_dataset_video": f"Frame- and video-level (a video's score: the mean of its frames' P(fake)). "
                                        f"Rows marked {PUBLISHED_LABEL}: {published['source']}; frame-level AUC only, "
-                                       "their video-level cells are left empty."}
+                                       "their video-level cells are left empty.",
+                "transfer": TRANSFER_CAPTION}
     sections = [f"# Report\n\n{len(entries)} checkpoints, {split} split; datasets: "
                 f"{', '.join(spec.text for spec in specs)}.\n"]
     for name, table in tables.items():

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
+from core.data.images import Normalization
 from core.methods.options import Options
 
 
@@ -51,6 +52,10 @@ class Method:
 
     def check(self, config: TrainConfig) -> None:
         """Validate (and complete, e.g. a default teacher) ``config`` before any work is done."""
+
+    def normalization(self, config: TrainConfig) -> Normalization | None:
+        """The mean/std the run normalises its images with; None (the default): its training split's own."""
+        return None
 
     def build(self, config: TrainConfig) -> nn.Module:
         """The model to train (on CPU; the engine moves it)."""

@@ -403,10 +403,12 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     train_samples = subsample(dataset.split("train"), config.max_train_samples)
     val_samples = subsample(dataset.split("val"), config.max_eval_samples)
     test_samples = subsample(dataset.splits["test"], config.max_eval_samples)
-    if main:  # rank 0 computes (and caches) the statistics; the others then read the cache
-        dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
-    distributed.barrier(context)
-    normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
+    normalization = method.normalization(config)  # a transfer keeps its source's; else the train split's own
+    if normalization is None:
+        if main:  # rank 0 computes (and caches) the statistics; the others then read the cache
+            dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
+        distributed.barrier(context)
+        normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
     train_set = ImageDataset(train_samples, train_transform(config.image_size, normalization, config.augment))
     evaluation = eval_transform(config.image_size, normalization)
     workers = _num_workers(config, device)
