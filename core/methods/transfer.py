@@ -180,7 +180,6 @@ class TransferMethod(Method):
                    "dataset, in the source's normalisation (the Pearson paper's Table 8).")
     rank = 61
     trainable = False
-    starts_from = "the checkpoint trained on the source dataset (transfer CKPT)"
     options_class = TransferOptions
 
     def check(self, config: TrainConfig) -> None:
