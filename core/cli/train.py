@@ -248,12 +248,12 @@ def finetune_config(args: argparse.Namespace, source: dict):
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    from core.methods.transfer import kept_run, settings_record
+    from core.methods.transfer import settings_record
 
     jobs = transfer_jobs(args)
     results = execute_train(args, jobs=jobs)
     headers = [read_header(result.checkpoint) for result in results]
-    kept = kept_run(headers)
+    kept = kept_result(results)
     runs = [{"lr": job.config.lr, "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
              "status": result.status, "val_accuracy": header.get("metrics", {}).get("val_accuracy"),
              "test_accuracy": result.test.get("accuracy"), "kept": index == kept}
@@ -270,6 +270,14 @@ def cmd_transfer(args: argparse.Namespace) -> None:
                  "kept": runs[kept], "runs": runs, "source": transfer["source"],
                  "source_dataset": transfer["source_dataset"], "target": transfer["target"],
                  "normalization": {**headers[kept]["normalization"], "from": "source"}, "settings": settings}, human)
+
+
+def kept_result(results: list) -> int:
+    """Which of a transfer's runs (:class:`core.training.engine.TrainResult`, one per lr) is kept: the best target
+    validation accuracy, as its best checkpoint records it (:func:`core.methods.transfer.kept_run`)."""
+    from core.methods.transfer import kept_run
+
+    return kept_run([read_header(result.checkpoint) for result in results])
 
 
 def transfer_jobs(args: argparse.Namespace) -> list:
