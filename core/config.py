@@ -37,7 +37,8 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | warmup-cosine | step | none
     step_size: int = 10  # step scheduler: epochs per 10x decay
     warmup_epochs: int = 0  # warmup-cosine: epochs of linear warm-up before the cosine
-    early_stopping_patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better validation metric
+    early_stopping_metric: str = "accuracy"  # what the patience watches: validation accuracy or loss (best.* stays accuracy's)
     augment: str = "paper"  # paper | light | none (core.data.images.train_transform)
     max_train_samples: int | None = None  # an evenly spread subset, for quick runs
     max_eval_samples: int | None = None

@@ -1,5 +1,6 @@
 """Taylor pruning of EfficientNet-Lite0: the architecture, the importance maths, the pruned checkpoint
-(parity, profile, listings), the iterative driver, and the engine's warm-up cosine and early stopping."""
+(parity, profile, listings), the iterative driver, and the engine's warm-up cosine and early stopping (on validation
+accuracy or loss)."""
 
 from __future__ import annotations
 
@@ -219,6 +220,45 @@ def test_early_stopping_stops_and_still_tests(tiny_benchmark, tmp_path, monkeypa
     assert run.metrics("test")[0]["stopped_early"] == 3
     header = core.load_model(result.run_dir).header
     assert header["metrics"]["epoch"] == 1 and "test_accuracy" in header["metrics"] and run.last_checkpoint.is_file()
+
+
+def test_early_stopping_on_validation_loss_counts_across_a_resume(tiny_benchmark, tmp_path, monkeypatch):
+    """``early_stopping_metric: loss`` (the NTU report's): the patience counts epochs without a lower validation loss,
+    the best loss and the count live in the trainer state (a run killed mid-way and resumed stops where the whole run
+    would), and the best checkpoint stays the best validation accuracy's."""
+    import core.training.engine as engine
+
+    # validation loss lower at epochs 1 and 2, not at 3 and 4 (patience 2: stop after 4); accuracy best at epoch 3
+    script = {"loss": iter([1.0, 0.8, 0.9, 0.85, 0.7, 0.6]), "accuracy": iter([0.5, 0.6, 0.7, 0.4, 0.4, 0.4])}
+    validations, validating = [], []  # every validation; the one whose metrics come next
+    real_predict, real_metrics = engine.predict, engine.classification_metrics
+
+    def scripted_predict(*args, **kwargs):
+        result = real_predict(*args, **kwargs)
+        if kwargs.get("desc") == "validate":
+            validations.append(True)
+            if len(validations) == 4:  # killed after epoch 3's trainer state, in epoch 4's validation
+                raise RuntimeError("killed")
+            validating.append(True)
+            result.loss = next(script["loss"])
+        return result
+
+    def scripted_metrics(*args, **kwargs):
+        metrics = real_metrics(*args, **kwargs)
+        return {**metrics, "accuracy": next(script["accuracy"])} if validating and validating.pop() else metrics
+
+    monkeypatch.setattr(engine, "predict", scripted_predict)
+    monkeypatch.setattr(engine, "classification_metrics", scripted_metrics)
+    config = build_config(method="teacher", arch="resnet-tiny", runs_dir=str(tmp_path), early_stopping_patience=2,
+                          early_stopping_metric="loss", **{**TINY, "epochs": 6})
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, progress=False)
+    (run_dir,) = [path for path in tmp_path.iterdir() if (path / "config.json").is_file()]
+    result = train(resume=run_dir, progress=False)
+    run = Run(result.run_dir)
+    assert [e["val_loss"] for e in run.metrics("epoch")] == [1.0, 0.8, 0.9, 0.85] and result.stopped_early == 4
+    assert core.load_model(result.run_dir).header["metrics"]["epoch"] == 3  # the best accuracy (0.7), not the best loss
+    assert "no better validation loss for 2 epochs" in (run_dir / "log.txt").read_text()
 
 
 def test_report_counts_taylor_reductions_against_the_dense_network(pruning_steps):

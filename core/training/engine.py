@@ -83,6 +83,7 @@ class Cancelled(Exception):
 
 
 NONFINITE_MODES = ("stop", "skip")
+EARLY_STOPPING_METRICS = ("accuracy", "loss")  # the validation metric the patience watches (TrainConfig.early_stopping_metric)
 NO_STEP = 2**62  # the device-side marker's "no non-finite loss since the last check"
 
 
@@ -218,6 +219,9 @@ def _check_config(config: TrainConfig, method: Method) -> DatasetSplits:
                          f"got {config.nonfinite!r}, {config.nonfinite_max_skips}")
     if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
         raise ValueError(f"early stopping patience is a number of epochs >= 1, got {config.early_stopping_patience}")
+    if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
+        raise ValueError(f"early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}, "
+                         f"got {config.early_stopping_metric!r}")
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val"):  # a test split is optional: without one the run ends without a test
         dataset.split(split)
@@ -424,8 +428,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
     optimizer = make_optimizer(config, method.parameter_groups(model, config))
     scheduler = make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_accuracy = 0, -1.0
-    stale_epochs, stopped_early = 0, None  # epochs since the best validation accuracy (early stopping)
+    start_epoch, best_accuracy, best_val_loss = 0, -1.0, math.inf
+    stale_epochs, stopped_early = 0, None  # epochs since the watched validation metric last improved (early stopping)
     nonfinite_in_a_row = 0
 
     if resuming and main:
@@ -439,6 +443,7 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         scheduler.load_state_dict(trainer["scheduler"])
         scaler.load_state_dict(trainer["scaler"])
         start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
+        best_val_loss = float(trainer.get("best_val_loss", math.inf))
         stale_epochs = int(trainer.get("stale_epochs", 0))
         nonfinite_in_a_row = int(trainer.get("nonfinite_in_a_row", 0))
         if main:
@@ -562,10 +567,12 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         history.append(history_entry(epoch_record))
         header["history"] = history
         events.keep_probabilities(method.keep_probability_by_stage(model), epoch)
-        improved = val_metrics["accuracy"] > best_accuracy
+        improved = val_metrics["accuracy"] > best_accuracy  # the best checkpoint is the best validation accuracy's
         if improved:
             best_accuracy = val_metrics["accuracy"]
-        stale_epochs = 0 if improved else stale_epochs + 1
+        watched_improved = improved if config.early_stopping_metric == "accuracy" else val.loss < best_val_loss
+        best_val_loss = min(best_val_loss, val.loss)
+        stale_epochs = 0 if watched_improved else stale_epochs + 1
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
         # The trainer state holds the weights too: one atomic file, written last, is the consistent resume
         # point, so a kill anywhere before it repeats this epoch (its metrics records are dropped on resume).
@@ -574,7 +581,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         if improved:
             save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
-            "epoch": epoch + 1, "best_accuracy": best_accuracy, "stale_epochs": stale_epochs, "model": model.state_dict(),
+            "epoch": epoch + 1, "best_accuracy": best_accuracy, "best_val_loss": best_val_loss, "stale_epochs": stale_epochs,
+            "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "nonfinite_in_a_row": guard.consecutive,
         })
@@ -588,7 +596,8 @@ def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits
         distributed.barrier(context)
         if _stop_early(config, stale_epochs, context):
             stopped_early = epoch + 1
-            run.log(f"early stopping after epoch {epoch + 1}: no better validation accuracy for {stale_epochs} epochs")
+            run.log(f"early stopping after epoch {epoch + 1}: no better validation {config.early_stopping_metric} for "
+                    f"{stale_epochs} epochs")
             break
 
     if not main:  # rank 0 tests the best checkpoint and shares the result
