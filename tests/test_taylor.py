@@ -261,6 +261,58 @@ def test_early_stopping_on_validation_loss_counts_across_a_resume(tiny_benchmark
     assert "no better validation loss for 2 epochs" in (run_dir / "log.txt").read_text()
 
 
+def test_ntu_protocol_at_full_scale_runs_the_reports_settings_on_lite0_and_b0():
+    """``reproduce ntu-taylor --scale full``: the dense B0 and Lite0 with the report's dense training, the B0
+    fine-tuned into the teacher, then the Taylor steps (20 epochs each) at 224 px, batch 32; every stage's resolved
+    config names the network it runs."""
+    from core.cli import protocols
+
+    plan = protocols.plan("ntu-taylor", "synthetic:faceswap", scale="full", seeds=[0])
+    assert [[s.key for s in wave] for wave in protocols.waves(plan.stages)] == [
+        ["dense/efficientnet_b0", "dense"], ["teacher"], ["search/taylor-iterative/0", "search/taylor-one-shot/0"]]
+    configs = {s.key: s.config for s in plan.stages}
+    assert {key: config["arch"] for key, config in configs.items()} == {
+        "dense/efficientnet_b0": "efficientnet_b0", "dense": "efficientnet_lite0", "teacher": "efficientnet_b0",
+        "search/taylor-iterative/0": "efficientnet_lite0", "search/taylor-one-shot/0": "efficientnet_lite0"}
+    assert all((c["image_size"], c["batch_size"]) == (224, 32) for c in configs.values())
+    dense_settings = ("sgd", 0.0005, 1e-5, "warmup-cosine", 10, 5)
+    for key in ("dense/efficientnet_b0", "dense"):
+        config = configs[key]
+        assert (config["optimizer"], config["lr"], config["weight_decay"], config["scheduler"], config["warmup_epochs"],
+                config["early_stopping_patience"]) == dense_settings
+    finetune = ("adam", 0.0002, 1e-5, "none", 3, 20)
+    for key in ("teacher", "search/taylor-iterative/0"):
+        config = configs[key]
+        assert (config["optimizer"], config["lr"], config["weight_decay"], config["scheduler"],
+                config["early_stopping_patience"], config["epochs"]) == finetune
+    assert configs["teacher"]["init_checkpoint"] == "<dense/efficientnet_b0 checkpoint>"
+    assert configs["search/taylor-iterative/0"]["method_options"]["alpha"] == 0.25
+    dense, tuned = (build_config(preset="ntu", method=method) for method in ("teacher", "taylor"))
+    assert dense.early_stopping_metric == tuned.early_stopping_metric == "loss"  # the report's dense runs watch it
+    mini = protocols.plan("ntu-taylor", "synthetic:faceswap", scale="mini", seeds=[0])
+    assert [s.key for s in mini.stages][:2] == ["dense", "teacher"] and all(s.given for s in mini.stages[:2])
+    assert {s.config["image_size"] for s in mini.stages if s.stage == "search"} == {64}
+
+
+def test_a_teacher_fine_tune_starts_from_every_weight_of_the_dense_run(pruning_steps):
+    """``train --method teacher --init-checkpoint RUN`` (the NTU report's B0 fine-tune): the network starts as the
+    run's, head included, not from ImageNet; a run of another architecture is refused."""
+    from core.checkpoint import load_checkpoint
+    from core.methods import create_method
+
+    dense, _ = pruning_steps
+    config = build_config(method="teacher", arch="efficientnet_lite0", pretrained="imagenet", init_checkpoint=str(dense),
+                          **TINY)
+    method = create_method(config)
+    method.check(config)
+    assert config.pretrained is None  # the run's weights replace the ImageNet ones (no download)
+    state = method.build(config).state_dict()
+    expected, _ = load_checkpoint(dense)
+    assert set(state) == set(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
+    with pytest.raises(ValueError, match="teacher-method resnet18 run"):
+        create_method(config).check(build_config(method="teacher", arch="resnet18", init_checkpoint=str(dense), **TINY))
+
+
 def test_report_counts_taylor_reductions_against_the_dense_network(pruning_steps):
     from types import SimpleNamespace
 

@@ -209,27 +209,92 @@ def plan_lottery_tickets(ctx: Context, reference: str) -> tuple[list[Stage], lis
                     f"architectures: {', '.join(archs)}" + ("" if ctx.scale == "full" else " (mini: MesoNet only)")]
 
 
+# the report's fine-tune, which the B0 teacher's fine-tune takes from the ntu preset's taylor entry: the keys a train
+# command sets by flag, and those it cannot (no flag), which must then equal the dense runs' (the command's preset)
+NTU_FINETUNE_FLAGS = {"epochs": "--epochs", "optimizer": "--optimizer", "lr": "--lr", "scheduler": "--scheduler",
+                      "early_stopping_patience": "--patience"}
+NTU_FINETUNE_SHARED = ("weight_decay", "early_stopping_metric")
+
+
 def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
-    """The B0 teacher and the dense Lite0 (given or trained), then Taylor + KD: iterative (5 steps) and one-shot."""
-    budget = "efficientnet" if ctx.scale == "full" else "quick"
-    teacher = _teacher_stage(ctx, "efficientnet_b0", ["train", "--method", "teacher", "--arch", "efficientnet_b0",
-                                                      "--preset", "efficientnet", "--pretrained", "imagenet"])
-    dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0",
-                           ["train", "--method", "teacher", "--arch", "efficientnet_lite0", "--preset", "efficientnet",
-                            "--pretrained", "imagenet"], key="dense")
+    """The NTU report's protocol: the dense B0 and Lite0, the B0 fine-tuned into the teacher, then Taylor + KD of the
+    Lite0, iterative (the preset's steps) and one-shot.
+
+    ``full``: the ``ntu`` preset (224 px; the report's dense training, its fine-tune for the B0 and for every pruning
+    step). ``mini``: the dataset's shipped B0 and Lite0 (else ones the embedded ``efficientnet`` preset trains, at
+    64 px), no B0 fine-tune, and the ``quick`` preset's Taylor budget at 64 px. A given ``--teacher`` is the
+    fine-tuned B0."""
+    full = ctx.scale == "full"
+    dense_preset = "ntu" if full else "efficientnet"  # mini: the preset that trained the shipped B0 and Lite0
+
+    def dense_command(arch: str) -> list[str]:
+        return ["train", "--method", "teacher", "--arch", arch, "--preset", dense_preset,
+                *([] if full else ["--pretrained", "imagenet"])]
+
+    stages = []
+    if full and ctx.teacher is None:
+        dense_b0 = Stage("dense", "teacher", 0, "dense/efficientnet_b0",
+                         dense_command("efficientnet_b0") + ctx.common("train", "teacher"), label="efficientnet_b0")
+        teacher = Stage("teacher", "teacher", 0, "teacher",
+                        ["train", "--method", "teacher", "--arch", "efficientnet_b0", "--preset", "ntu",
+                         "--init-checkpoint", f"{{{dense_b0.key}}}", "--pretrained", "none", *_ntu_finetune_flags(),
+                         *ctx.common("train", "teacher")],
+                        label="efficientnet_b0")
+        stages.append(dense_b0)
+    else:
+        teacher = _teacher_stage(ctx, "efficientnet_b0", dense_command("efficientnet_b0"))
+    dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0", dense_command("efficientnet_lite0"),
+                           key="dense")
     dense.stage = "dense"
-    stages = [teacher, dense]
+    stages += [dense, teacher]
+    quick = build_config(preset="quick", method="taylor")  # mini: the embedded quick budget of a Taylor step
+    budget = [] if full else ["--epochs", str(quick.epochs), "--max-train-samples", str(quick.max_train_samples),
+                              "--image-size", str(MINI_IMAGE_SIZE)]
     for seed in ctx.seeds:
         for one_shot in (False, True):
             name = "one-shot" if one_shot else "iterative"
             stages.append(Stage("search", "taylor", seed, f"search/taylor-{name}/{seed}",
                                 ["train", "--method", "taylor", "--preset", "ntu", "--init-checkpoint", "{dense}",
                                  "--teacher", "{teacher}", "--seed", str(seed), *(["--one-shot"] if one_shot else []),
-                                 *([] if ctx.scale == "full" else ["--epochs", "3", "--max-train-samples", "1000"]),
-                                 *ctx.common("train", "taylor")],
+                                 *budget, *ctx.common("train", "taylor")],
                                 label=name))
-    return stages, [f"Taylor + KD settings: the ntu preset (alpha 0.25, T 1, Adam 2e-4, weight decay 1e-5, no "
-                    f"scheduler, patience 3); dense networks: the {budget} budget"]
+    return stages, _ntu_notes(ctx, quick)
+
+
+def _ntu_finetune_flags() -> list[str]:
+    """The B0 teacher's fine-tune: the report's fine-tune (the ``ntu`` preset's taylor entry) as flags over the dense
+    runs' settings; a setting without a flag must already be the same in both."""
+    dense, finetune = build_config(preset="ntu", method="teacher"), build_config(preset="ntu", method="taylor")
+    differing = [key for key in NTU_FINETUNE_SHARED if getattr(dense, key) != getattr(finetune, key)]
+    if differing:
+        raise ValueError(f"the ntu preset's fine-tune and dense runs differ in {differing}, which no train flag sets: "
+                         "the B0 fine-tune cannot take the fine-tune's")
+    return [part for key, flag in NTU_FINETUNE_FLAGS.items() for part in (flag, str(getattr(finetune, key)))]
+
+
+def _ntu_notes(ctx: Context, quick) -> list[str]:
+    dense, finetune = build_config(preset="ntu", method="teacher"), build_config(preset="ntu", method="taylor")
+    options = finetune.method_options
+    tuned = (f"{finetune.epochs} epochs, {finetune.optimizer} lr {finetune.lr:g}, weight decay {finetune.weight_decay:g}, "
+             f"scheduler {finetune.scheduler}, early stopping on validation {finetune.early_stopping_metric} "
+             f"(patience {finetune.early_stopping_patience})")
+    notes = [f"Taylor + KD (the ntu preset): {options['steps']} steps to {options['prune_ratio']:.0%} of the channels "
+             f"(iterative) and one-shot, alpha {options['alpha']:g}, T {options['kd_temperature']:g}; each step "
+             f"fine-tuned for {tuned}; every value says its source (the NTU report, or ours with the reason)"]
+    if ctx.scale == "full":
+        notes.append(f"{dense.image_size} px, batch {dense.batch_size}; dense B0 and Lite0: {dense.optimizer} lr "
+                     f"{dense.lr:g} (momentum {dense.momentum:g}), weight decay {dense.weight_decay:g}, "
+                     f"{dense.warmup_epochs} warm-up epochs then a cosine, early stopping on validation "
+                     f"{dense.early_stopping_metric} (patience {dense.early_stopping_patience}), at most {dense.epochs} "
+                     "epochs, from ImageNet")
+        notes.append("the teacher: " + (f"the given {ctx.teacher}" if ctx.teacher else
+                     "the dense B0 (every weight, head included) fine-tuned as the report fine-tunes: its fine-tune's "
+                     "settings above (ours: the report gives the B0 fine-tune, its settings only for the KD fine-tune)"))
+    else:
+        notes.append(f"mini: the dataset's shipped B0 and Lite0 (else ones the embedded efficientnet preset trains), no "
+                     f"B0 fine-tune; each Taylor step {quick.epochs} epochs on {quick.max_train_samples} training images "
+                     f"at {MINI_IMAGE_SIZE} px (the quick preset's budget)")
+    return notes
 
 
 def plan_two_in_one(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
