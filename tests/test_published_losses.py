@@ -1,6 +1,9 @@
-"""The student objectives at the published settings, against independent computations:
-Pearson's two score normalisations, the KDFS MACs penalty, the reconstruction loss and its
-decoders, the lambda wiring of the distiller's forward, and the planted-duplicate ranking."""
+"""The student objectives against independent computations, in both forms where the Pearson paper's equations and
+its authors' code differ: the authors' code (``kd_scale: none``, no T^2; ``feature_stages: mean``, L_RL averaged over
+the stages; ``feature_decoders: false``, no decoder) and the paper (Eq. 9: the KD term times T^2, ``kd_scale: t2``;
+Eq. 10: a decoder at each downsampling stage and the stages summed, ``feature_decoders: true``, ``feature_stages:
+sum``). Also Pearson's two score normalisations, the KDFS MACs penalty, the lambda wiring of the distiller's forward,
+and the planted-duplicate ranking."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core.methods.distillation import Distiller, StudentOptions, reconstruction_loss
+from core.methods.distillation import Distiller, StudentOptions, kd_loss, reconstruction_loss
 from core.methods.kdfs import MacsPenalty
 from core.methods.pearson import CorrelationPenalty, correlation_loss, layer_scores, shape_groups
 from core.models.masked import MaskedResNet
@@ -18,6 +21,9 @@ from core.pruning.flops import MaskedCost, profile_model
 from core.pruning.surgery import compact_from_masked
 
 SIZE = 32
+# the loss forms where the paper's equations and its authors' code differ (module docstring)
+FORMS = {"authors-code": {"kd_scale": "none", "feature_stages": "mean", "feature_decoders": False},
+         "paper-eq9-eq10": {"kd_scale": "t2", "feature_stages": "sum", "feature_decoders": True}}
 
 
 def _numpy_scores(weight: np.ndarray) -> np.ndarray:
@@ -61,15 +67,22 @@ def test_author_code_scores_are_w_minus_1_squared_times_the_papers_per_layer():
             np.testing.assert_allclose(row.detach().numpy(), _numpy_scores(weight), rtol=1e-4, atol=1e-7)
 
 
-def test_author_code_moves_a_keep_logit_orders_of_magnitude_more_than_the_paper_scale():
-    """The published lambda_3 acts at the author-code scale: its gradient on the mask logits is >= 100x the paper's."""
+def test_author_code_moves_each_layers_keep_logits_w_minus_1_squared_times_the_paper_scale():
+    """The published lambda_3 acts at the author-code scale: on every layer's keep logits, the correlation loss's
+    gradient is exactly (W - 1)^2 times the paper-scale one, W that layer's filter size (576 to 4,608 weights here), so
+    a wrong normalisation (W^2, W - 1, one factor for every layer) fails."""
     grads = {}
     for normalization in ("paper", "author-code"):
         student = _student()
-        _, keep = student.sampler()
-        correlation_loss(student, keep, normalization=normalization).backward()
-        grads[normalization] = student.sampler.logits.grad[:, 1].abs().mean().item()
-    assert grads["author-code"] > 100 * grads["paper"] > 0
+        correlation_loss(student, student.sampler.keep_probability(), normalization=normalization).backward()
+        grads[normalization] = student.sampler.logits.grad[:, 1]
+    modules = dict(student.named_modules())
+    per_layer = zip(student.layers, student.sampler.split(grads["paper"]), student.sampler.split(grads["author-code"]),
+                    strict=True)
+    for layer, paper, author in per_layer:
+        width = modules[layer.name].weight[0].numel()
+        assert paper.abs().min() > 0
+        torch.testing.assert_close(author, paper * (width - 1) ** 2, rtol=1e-4, atol=0)
 
 
 def _distiller(options: StudentOptions, penalty, seed: int = 0) -> Distiller:
@@ -102,21 +115,33 @@ def _attention(features: torch.Tensor) -> np.ndarray:
     return maps / np.linalg.norm(maps, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("stages", ["mean", "sum"])
-def test_reconstruction_loss_without_decoders_is_the_kdfs_attention_distance(stages):
+@pytest.mark.parametrize("form", FORMS)
+def test_reconstruction_loss_is_the_attention_distance_stage_mean_of_the_authors_code_or_eq10_sum(form):
+    """Without decoders: the authors' code averages the per-stage attention distances; ``feature_stages: sum`` (Eq. 10)
+    adds them."""
     torch.manual_seed(0)
     student = [torch.randn(3, c, s, s) for c, s in ((64, 8), (128, 4), (256, 2), (512, 1))]
     teacher = [torch.randn(3, 2 * c, s, s) for c, s in ((64, 8), (128, 4), (256, 2), (512, 1))]  # other widths
     per_stage = [float(((_attention(a) - _attention(b)) ** 2).mean()) for a, b in zip(student, teacher, strict=True)]
+    stages = FORMS[form]["feature_stages"]
     expected = np.mean(per_stage) if stages == "mean" else np.sum(per_stage)
     got = reconstruction_loss(student, teacher, None, StudentOptions(feature_stages=stages))
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
-def test_decoders_only_when_asked_and_mse_needs_matching_widths():
+def test_kd_scale_t2_is_the_authors_code_kd_times_t_squared_exactly():
+    """Eq. 9's KD term (``kd_scale: t2``) is the authors' code's (no factor) times T^2, bit for bit."""
+    generator = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(16, generator=generator), torch.randn(16, generator=generator)
+    for temperature in (1.0, 1.5, 2.0, 3.0):
+        authors = kd_loss(student, teacher, temperature, t_squared=False)
+        assert authors > 0 and torch.equal(kd_loss(student, teacher, temperature, t_squared=True), authors * temperature**2)
+
+
+def test_eq10_decoders_one_1x1_per_stage_only_when_asked_the_authors_code_none_and_mse_needs_matching_widths():
     assert len(_distiller(StudentOptions(), MacsPenalty(0.8)).decoders) == 0  # the KDFS code has none
     with_decoders = _distiller(StudentOptions(feature_decoders=True), MacsPenalty(0.8))
-    assert [d.kernel_size for d in with_decoders.decoders] == [(1, 1)] * 4
+    assert [d.kernel_size for d in with_decoders.decoders] == [(1, 1)] * 4  # Eq. 10: one per downsampling stage
     assert len(_distiller(StudentOptions(feature_decoders=True, lambda_rl=0), MacsPenalty(0.8)).decoders) == 0
     teacher = build_model("resnet18")  # the student's stages are narrower than a ResNet-50's, not than a ResNet-18's
     student = MaskedResNet("resnet-tiny", "sign")
@@ -127,10 +152,14 @@ def test_decoders_only_when_asked_and_mse_needs_matching_widths():
                   MaskedCost(student, SIZE), 1.0)
 
 
-@pytest.mark.parametrize("penalty,kd_scale", [(MacsPenalty, "none"), (CorrelationPenalty, "none"), (MacsPenalty, "t2")])
-def test_forward_weights_every_term_by_its_lambda(penalty, kd_scale):
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("penalty", [MacsPenalty, CorrelationPenalty])
+def test_forward_weights_every_term_by_its_lambda_in_the_authors_code_and_the_paper_form(penalty, form):
+    """The distiller's loss is BCE + lambda_1 KD + lambda_2 L_RL + lambda_3 L_prune, each term recomputed here: KD
+    the Bernoulli KL (times T^2 in the paper's form), L_RL the attention distances of the student's stage outputs
+    (through each stage's 1x1 decoder in the paper's form) averaged (authors' code) or summed (paper) over the stages."""
     options = StudentOptions(kd_temperature=2.0, lambda_kd=0.5, lambda_rl=10.0, lambda_prune=0.3, target_rate=0.7,
-                             kd_scale=kd_scale)
+                             **FORMS[form])
     made = MacsPenalty(options.target_rate) if penalty is MacsPenalty else CorrelationPenalty(options)
     distiller = _distiller(options, made).eval()  # eval: deterministic masks
     torch.manual_seed(5)
@@ -139,13 +168,17 @@ def test_forward_weights_every_term_by_its_lambda(penalty, kd_scale):
     with torch.no_grad():
         logits, features, mask, keep = distiller.student.forward_features(images)
         teacher_logits, teacher_features = forward_features(distiller.teacher, images)
+        if options.feature_decoders:
+            assert len(distiller.decoders) == len(features) == 4
+            features = [F.conv2d(f, d.weight, d.bias) for d, f in zip(distiller.decoders, features, strict=True)]
         z, t, y, temperature = logits.double(), teacher_logits.double(), labels.double(), 2.0
         bce = F.binary_cross_entropy_with_logits(z, y)
         q = torch.sigmoid(t / temperature)
         p = torch.sigmoid(z / temperature)
         kl = (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).mean()  # the Bernoulli KL
-        kd = kl * (temperature**2 if kd_scale == "t2" else 1)  # the authors' code has no T^2 factor
-        rl = np.mean([((_attention(a) - _attention(b)) ** 2).mean() for a, b in zip(features, teacher_features, strict=True)])
+        kd = kl * (temperature**2 if options.kd_scale == "t2" else 1)
+        per_stage = [((_attention(a) - _attention(b)) ** 2).mean() for a, b in zip(features, teacher_features, strict=True)]
+        rl = np.sum(per_stage) if options.feature_stages == "sum" else np.mean(per_stage)
         prune = float(distiller.penalty(distiller, mask, keep))
     assert float(terms["bce"]) == pytest.approx(float(bce), rel=1e-5)
     assert float(terms["kd"]) == pytest.approx(float(kd), rel=1e-4, abs=1e-7)
