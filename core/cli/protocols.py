@@ -289,7 +289,8 @@ def _ntu_notes(ctx: Context, quick) -> list[str]:
                      "epochs, from ImageNet")
         notes.append("the teacher: " + (f"the given {ctx.teacher}" if ctx.teacher else
                      "the dense B0 (every weight, head included) fine-tuned as the report fine-tunes: its fine-tune's "
-                     "settings above (ours: the report gives the B0 fine-tune, its settings only for the KD fine-tune)"))
+                     "settings above (ours: the report fine-tunes its B0, but that fine-tune's own settings are not among "
+                     "those relayed from it)"))
     else:
         notes.append(f"mini: the dataset's shipped B0 and Lite0 (else ones the embedded efficientnet preset trains), no "
                      f"B0 fine-tune; each Taylor step {quick.epochs} epochs on {quick.max_train_samples} training images "
