@@ -290,7 +290,7 @@ def test_ntu_protocol_at_full_scale_runs_the_reports_settings_on_lite0_and_b0():
     dense, tuned = (build_config(preset="ntu", method=method) for method in ("teacher", "taylor"))
     assert dense.warmup_epochs == 10 and dense.early_stopping_metric == tuned.early_stopping_metric == "loss"
     mini = protocols.plan("ntu-taylor", "synthetic:faceswap", scale="mini", seeds=[0])
-    assert [s.key for s in mini.stages][:2] == ["dense", "teacher"] and all(s.given for s in mini.stages[:2])
+    assert [s.key for s in mini.stages][:2] == ["teacher", "dense"] and all(s.given for s in mini.stages[:2])
     assert {s.config["image_size"] for s in mini.stages if s.stage == "search"} == {64}
 
 

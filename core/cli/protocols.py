@@ -231,8 +231,8 @@ def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str
         return ["train", "--method", "teacher", "--arch", arch, "--preset", dense_preset,
                 *([] if full else ["--pretrained", "imagenet"])]
 
-    stages = []
-    if full and ctx.teacher is None:
+    trained_teacher = full and ctx.teacher is None
+    if trained_teacher:
         dense_b0 = Stage("dense", "teacher", 0, "dense/efficientnet_b0",
                          dense_command("efficientnet_b0") + ctx.common("train", "teacher"), label="efficientnet_b0")
         teacher = Stage("teacher", "teacher", 0, "teacher",
@@ -240,13 +240,12 @@ def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str
                          "--init-checkpoint", f"{{{dense_b0.key}}}", "--pretrained", "none", *_ntu_finetune_flags(),
                          *ctx.common("train", "teacher")],
                         label="efficientnet_b0")
-        stages.append(dense_b0)
     else:
         teacher = _teacher_stage(ctx, "efficientnet_b0", dense_command("efficientnet_b0"))
     dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0", dense_command("efficientnet_lite0"),
                            key="dense")
     dense.stage = "dense"
-    stages += [dense, teacher]
+    stages = [dense_b0, dense, teacher] if trained_teacher else [teacher, dense]
     quick = build_config(preset="quick", method="taylor")  # mini: the embedded quick budget of a Taylor step
     budget = [] if full else ["--epochs", str(quick.epochs), "--max-train-samples", str(quick.max_train_samples),
                               "--image-size", str(MINI_IMAGE_SIZE)]
