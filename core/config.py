@@ -54,6 +54,7 @@ class TrainConfig:
     teacher: str | None = None  # teacher checkpoint, for students
     init_checkpoint: str | None = None  # fine-tuning: the student checkpoint to start from
     preset: str | None = None
+    follow: str = "code"  # a dataset preset: where the paper's text and its authors' code disagree, follow the code or the paper
     method_options: dict = field(default_factory=dict)  # method-specific hyperparameters
 
     def to_dict(self) -> dict:
@@ -67,7 +68,7 @@ class TrainConfig:
         return cls(**values)
 
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "adamax", "sgd")  # adamax: the Pearson authors' code
 SCHEDULERS = ("cosine", "warmup-cosine", "step", "none")
 # the smallest value each numeric setting takes (None, where a field allows it, means "not set")
 LOWEST = {"epochs": 1, "batch_size": 1, "image_size": 16, "step_size": 1, "warmup_epochs": 0, "weight_decay": 0,
@@ -85,7 +86,7 @@ def check_domains(config: TrainConfig) -> None:
             raise ValueError(f"{name.replace('_', '-')} must be a number >= {lowest}, got {value!r}")
     if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
         raise ValueError(f"lr must be a number > 0, got {config.lr!r}")
-    for name, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+    for name, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("follow", FOLLOW_SIDES)):
         if getattr(config, name) not in choices:
             raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose from {', '.join(choices)}")
 
@@ -124,32 +125,82 @@ def _merge(values: dict, layer: dict) -> None:
             values[key] = value
 
 
+SOURCES = ("published", "author-code", "ours")  # a dataset preset's declared layers, in merge order
+FOLLOW_SIDES = ("code", "paper")  # where the paper's text and its authors' code disagree, which one a run follows
+NOTES = {"published": "refs", "author-code": "refs", "ours": "reasons"}  # where each layer says why
+
+
 def preset_layers(preset: dict) -> list[dict]:
-    """A preset's ``{train, methods}`` layers in merge order: ``published`` then ``ours``, or the preset itself."""
-    if "published" in preset or "ours" in preset:
-        return [preset.get("published") or {}, preset.get("ours") or {}]
-    return [preset]
+    """A preset's ``{train, methods}`` layers in merge order: ``published``, ``author-code``, ``ours``; or the preset
+    itself (an embedded preset has one layer)."""
+    return [layer for _, layer in sourced_layers(preset)]
 
 
-def preset_values(preset_name: str, method: str, student_method: str | None = None) -> dict:
-    """The TrainConfig values a named preset gives ``method`` (a fine-tune: of a ``student_method`` student).
+def sourced_layers(preset: dict) -> list[tuple[str, dict]]:
+    """``(source, layer)`` in merge order; an unlayered preset is one layer of ``ours``."""
+    if any(source in preset for source in SOURCES):
+        return [(source, preset.get(source) or {}) for source in SOURCES]
+    return [("ours", preset)]
 
-    Order: every layer's ``train``, then every layer's ``methods.<method>`` (without its ``finetune``
-    part), then, for ``finetune``, every layer's ``methods.<student_method>.finetune``.
-    """
+
+def _note(layer: dict, source: str, path: str) -> str:
+    """The reference (or reason) a layer gives for ``path``: its entry with the longest key-path prefix of it."""
+    notes = layer.get(NOTES[source]) or {}
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in notes:
+            return str(notes[".".join(parts[:end])])
+    return ""
+
+
+def resolve_preset(preset_name: str, method: str, student_method: str | None = None,
+                   follow: str = "code") -> tuple[dict, dict[str, dict]]:
+    """``(values, sources)``: the TrainConfig values a named preset gives ``method`` (a fine-tune: of a
+    ``student_method`` student), and for each (``method_options.<name>`` for an option) where it comes from,
+    ``{"source": published | author-code | ours, "ref": ...}``.
+
+    Order: every layer's ``train``, then every layer's ``methods.<method>`` (without its ``finetune`` part), then,
+    for ``finetune``, every layer's ``methods.finetune`` and ``methods.<student_method>.finetune``. An author-code value
+    for a key that ``published`` sets departs from the paper's text: it is taken only when following the code."""
+    if follow not in FOLLOW_SIDES:
+        raise ValueError(f"follow must be one of {', '.join(FOLLOW_SIDES)}, got {follow!r}")
     presets = load_presets()
     if preset_name not in presets:
         raise ValueError(f"unknown preset '{preset_name}'; choose from {sorted(presets)}")
-    layers = preset_layers(presets[preset_name])
+    layers = sourced_layers(presets[preset_name])
     values: dict = {}
-    for layer in layers:
-        _merge(values, layer.get("train", {}))
-    for layer in layers:
-        _merge(values, {k: v for k, v in layer.get("methods", {}).get(method, {}).items() if k != "finetune"})
+    sources: dict[str, dict] = {}
+
+    def apply(source: str, layer: dict, block: dict, path: str) -> None:
+        for key, value in block.items():
+            entries = [(f"method_options.{k}", v, f"{path}.method_options.{k}") for k, v in value.items()] \
+                if key == "method_options" and isinstance(value, dict) else [(key, value, f"{path}.{key}")]
+            for name, item, where in entries:
+                departs = source == "author-code" and sources.get(name, {}).get("source") == "published"
+                if departs and follow == "paper":
+                    continue
+                if name.startswith("method_options."):
+                    values["method_options"] = {**values.get("method_options", {}), name.split(".", 1)[1]: item}
+                else:
+                    values[name] = item
+                sources[name] = {"source": source, "ref": _note(layer, source, where),
+                                 **({"departs_from": sources[name]["ref"]} if departs else {})}
+
+    for source, layer in layers:
+        apply(source, layer, layer.get("train", {}), "train")
+    for source, layer in layers:
+        block = {k: v for k, v in (layer.get("methods", {}).get(method) or {}).items() if k != "finetune"}
+        apply(source, layer, block, f"methods.{method}")
     if method == "finetune" and student_method:
-        for layer in layers:
-            _merge(values, layer.get("methods", {}).get(student_method, {}).get("finetune", {}))
-    return values
+        for source, layer in layers:
+            apply(source, layer, (layer.get("methods", {}).get(student_method) or {}).get("finetune", {}),
+                  f"methods.{student_method}.finetune")
+    return values, sources
+
+
+def preset_values(preset_name: str, method: str, student_method: str | None = None, follow: str = "code") -> dict:
+    """The TrainConfig values a named preset gives ``method`` (see :func:`resolve_preset`)."""
+    return resolve_preset(preset_name, method, student_method, follow)[0]
 
 
 def published_finetune(preset_name: str, student_method: str) -> bool:
@@ -188,9 +239,10 @@ def build_config(preset: str | None = None, config_file: str | None = None, stud
             raise ValueError(f"{path}: a config file must be a YAML mapping of TrainConfig keys")
     given = {k: v for k, v in overrides.items() if v is not None}
     method = given.get("method", loaded.get("method", TrainConfig.method))
+    follow = given.get("follow", loaded.get("follow", TrainConfig.follow))
     values: dict = {}
     if preset is not None:
-        _merge(values, preset_values(preset, method, student_method))
+        _merge(values, preset_values(preset, method, student_method, follow))
         values["preset"] = preset
     _merge(values, loaded)
     _merge(values, given)

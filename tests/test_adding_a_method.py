@@ -52,7 +52,9 @@ def test_a_method_from_one_file_shows_in_train_help_and_reproduce(plugin):
     searches = [run for run in runs if run["stage"] == "search"]
     assert [run["method"] for run in searches] == ["kdfs", "pearson", "pdd", "logit-decay"], "compared beside the papers'"
     toy = searches[-1]
-    assert toy["config"]["method_options"] == {"decay": 0.05}, "the preset entry's value, checked against the declaration"
+    assert toy["config"]["method_options"] == {"decay": {"value": 0.05, "source": "ours", "ref": "a toy method: no paper "
+                                                                                              "gives it settings"}}, \
+        "the preset entry's value, checked against the declaration, with its reason"
 
     refused = cli(["train", "--method", "logit-decay", "--decay", "-1", "--data", "synthetic:faceswap"], plugin)
     assert refused.returncode == 2 and "decay must be >= 0, got -1" in refused.stderr

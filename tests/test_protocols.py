@@ -16,7 +16,8 @@ from core.config import CONFIG_DIR, build_config, load_presets, published_finetu
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The Pearson paper, typed independently of configs/presets.yaml: (T, tau0, tauE, lambda1, lambda2, lambda3[, rate])
+# The Pearson paper, typed independently of configs/presets.yaml: (T, tau0, tauE, lambda1, lambda2, lambda3[, rate]),
+# KDFS from its Table 3, Pearson from its Table 4; the students' (lr, epochs) and the fine-tunes' lr from Tables 3-4
 KDFS = {"rvf10k": (3, 2, 0.2, 1, 1, 0.5, 0.8), "140k": (2, 1, 0.1, 0.5, 10, 100, 0.7), "190k": (2, 1, 0.1, 0.5, 1, 1, 0.8),
         "gravex200k": (2, 1, 0.1, 0.5, 10, 100, 0.7), "deepfake330k": (3, 3, 0.7, 0.1, 1, 5, 0.8)}
 PEARSON = {"rvf10k": (3, 2, 0.2, 1, 1, 0.5), "140k": (1, 1, 0.05, 0.5, 1, 1), "190k": (2, 1, 0.1, 0.5, 1, 1),
@@ -26,6 +27,24 @@ STUDENT = {"rvf10k": (0.005, 400), "140k": (0.005, 80), "190k": (0.005, 26), "gr
 FINETUNE_LR = {"rvf10k": 8e-5, "gravex200k": 2e-5, "deepfake330k": 4e-5}  # 140k and 190k: no KDFS/Pearson fine-tune
 PDD_EPOCHS = {"rvf10k": 50, "140k": 30, "190k": 30, "gravex200k": 30, "deepfake330k": 30}
 OPTION_KEYS = ("kd_temperature", "tau_start", "tau_end", "lambda_kd", "lambda_rl", "lambda_prune")
+# Where the paper's equations and its authors' released code (sara24h/KDFS-Pearson-Corr) disagree: each side's value,
+# and the reference the plan must give for it
+SIDES = {
+    "paper": {"kd_scale": ("t2", "published", "Eq. 9"), "feature_stages": ("sum", "published", "Eq. 10"),
+              "feature_decoders": (True, "published", "Eq. 10"),
+              "correlation_normalization": ("paper", "published", "Eq. 5")},
+    "code": {"kd_scale": ("none", "author-code", "utils/loss.py@183e2f4"),
+             "feature_stages": ("mean", "author-code", "train.py@183e2f4"),
+             "feature_decoders": (False, "author-code", "utils/loss.py@183e2f4"),
+             "correlation_normalization": ("author-code", "author-code", "utils/loss.py@183e2f4")},
+}
+
+
+def _values(config: dict) -> dict:
+    """A stage's sourced config (every value as {value, source, ref}) as plain values."""
+    plain = {key: item["value"] for key, item in config.items() if isinstance(item, dict) and "value" in item}
+    return {**plain, "method": config["method"],
+            "method_options": {name: item["value"] for name, item in config["method_options"].items()}}
 
 
 def _cli(*args: str, timeout: float = 120) -> dict:
@@ -35,17 +54,18 @@ def _cli(*args: str, timeout: float = 120) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _dry_run(dataset: str, capsys) -> dict:
+def _dry_run(dataset: str, capsys, *flags: str) -> dict:
     """The CLI in-process (one subprocess test below covers `python -m core` itself)."""
     from core.__main__ import main
 
-    assert main(["reproduce", "pearson-paper", "--dataset", dataset, "--dry-run", "--json", "--quiet"]) == 0
+    assert main(["reproduce", "pearson-paper", "--dataset", dataset, *flags, "--dry-run", "--json", "--quiet"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_the_dry_run_is_one_json_line_from_the_real_cli():
     plan = _cli("reproduce", "pearson-paper", "--dataset", "rvf10k", "--dry-run")
-    assert plan["protocol"] == "pearson-paper" and len(plan["runs"]) == 19 and plan["runs"][0]["stage"] == "teacher"
+    assert plan["protocol"] == "pearson-paper" and plan["runs"][0]["stage"] == "teacher"
+    assert len(plan["runs"]) == 1 + 10 * 6, "the teacher, then 10 seeds (the paper's t-tests) of 3 searches + 3 fine-tunes"
 
 
 @pytest.mark.parametrize("dataset", list(KDFS))
@@ -53,12 +73,16 @@ def test_dry_run_resolves_every_published_value(dataset, capsys):
     plan = _dry_run(dataset, capsys)
     assert (plan["protocol"], plan["dataset"], plan["reference"]) == ("pearson-paper", dataset, dataset)
     runs = plan["runs"]
-    assert [r["stage"] for r in runs][0] == "teacher" and {r["seed"] for r in runs} == {0, 1, 2}
-    teacher = runs[0]["config"]
+    assert [r["stage"] for r in runs][0] == "teacher" and {r["seed"] for r in runs} == set(range(10))
+    teacher = _values(runs[0]["config"])
     assert (teacher["pretrained"], teacher["trainable"], teacher["lr"], teacher["epochs"], teacher["image_size"]) == \
         ("imagenet", "layer4", 0.0001, 10, 256)
+    sources = runs[0]["config"]
+    assert sources["weight_decay"]["source"] == "published" and sources["epochs"]["source"] == "ours", \
+        "the paper gives the teacher's weight decay, not its epochs"
     for run in runs[1:]:
-        config, options = run["config"], run["config"]["method_options"]
+        config = _values(run["config"])
+        options = config["method_options"]
         assert run["command"][:3] == ["python", "-m", "core"] and config["image_size"] == 256 and config["data"] == dataset
         if run["stage"] == "search" and run["method"] in ("kdfs", "pearson"):
             expected = (KDFS if run["method"] == "kdfs" else PEARSON)[dataset]
@@ -75,7 +99,7 @@ def test_dry_run_resolves_every_published_value(dataset, capsys):
             assert (options["initial_score"], options["initial_score_std"], options["sampler_weight_decay"]) == (0, 0.001, None)
         if run["stage"] == "finetune":
             assert config["init_checkpoint"] == f"<search/{run['method']}/{run['seed']} checkpoint>"
-            assert config["method_options"]["lambda_kd"] == 0  # the published fine-tune is BCE only
+            assert config["method_options"]["lambda_kd"] == 0  # the authors' fine-tune is BCE only
             if run["method"] == "pdd":
                 assert (config["optimizer"], config["lr"], config["momentum"]) == ("sgd", 0.01, 0.9)
             else:
@@ -84,6 +108,52 @@ def test_dry_run_resolves_every_published_value(dataset, capsys):
     searched = {(r["method"], r["seed"]) for r in runs if r["stage"] == "search"}
     expected = {(m, s) for m, s in searched if m == "pdd" or dataset in FINETUNE_LR}
     assert finetuned == expected, "fine-tune stages exactly where the paper fine-tuned"
+
+
+@pytest.mark.parametrize("follow", list(SIDES))
+def test_every_value_says_its_source_and_each_side_takes_its_own(follow, capsys):
+    """140k, both --follow sides, against the hand-typed table above: every printed value has a source among the three
+    and a reference; the published ones name their table or equation, the authors' code its file and commit; where
+    the two disagree, each side takes its own; a value that does nothing for a method is not printed."""
+    plan = _dry_run("140k", capsys, "--follow", follow, "--seeds", "0")
+    assert any(f"--follow {follow}" in note for note in plan["notes"])
+    for run in plan["runs"]:
+        config = run["config"]
+        items = [(key, item) for key, item in config.items() if isinstance(item, dict) and "value" in item]
+        items += [(f"method_options.{name}", item) for name, item in config["method_options"].items()]
+        for key, item in items:
+            assert item["source"] in ("published", "author-code", "ours") and item["ref"], (run["method"], key, item)
+            if item["source"] == "author-code":
+                assert item["ref"].startswith(("sara24h/KDFS-Pearson-Corr ", "YihangZhou0424/PDD-Pruning-during-distillation")), item
+        if run["stage"] != "search" or run["method"] == "pdd":
+            assert "target_rate" not in config["method_options"] and (
+                run["method"] == "teacher" or "tau_start" not in config["method_options"]), "PDD has no Gumbel or rate"
+            continue
+        options = config["method_options"]
+        table = {"kdfs": "Table 3", "pearson": "Table 4"}[run["method"]]
+        for name in OPTION_KEYS:
+            assert options[name]["source"] == "published" and options[name]["ref"].startswith(table), (name, options[name])
+        assert ("target_rate" in options) == (run["method"] == "kdfs"), "the rate is KDFS's alone"
+        for name, (value, source, ref) in SIDES[follow].items():
+            if name == "correlation_normalization" and run["method"] != "pearson":
+                assert name not in options
+                continue
+            assert (options[name]["value"], options[name]["source"]) == (value, source), (follow, name, options[name])
+            assert ref in options[name]["ref"], (name, options[name]["ref"])
+        assert "momentum" not in config and config["epochs"]["source"] == "published"
+
+
+def test_follow_paper_builds_the_papers_equations(capsys):
+    """--follow paper: Hinton's T^2 on KD, a decoder per stage summed over the stages, and Eq. 5's 1/(W-1)."""
+    code = build_config(preset="140k", method="pearson")
+    paper = build_config(preset="140k", method="pearson", follow="paper")
+    assert (code.follow, paper.follow) == ("code", "paper")
+    assert {k: paper.method_options[k] for k in SIDES["paper"]} == {k: v[0] for k, v in SIDES["paper"].items()}
+    assert {k: code.method_options[k] for k in SIDES["code"]} == {k: v[0] for k, v in SIDES["code"].items()}
+    assert (code.optimizer, paper.optimizer) == ("adam", "adam"), "the text's Adam on both sides (not the code's Adamax)"
+    assert code.method_options["kd_temperature"] == paper.method_options["kd_temperature"] == 1, "agreed values stay"
+    with pytest.raises(ValueError, match="follow must be one of code, paper"):
+        build_config(preset="140k", method="pearson", follow="both")
 
 
 def test_mini_plan_shrinks_the_epochs_by_its_rule_and_uses_the_shipped_teacher():
@@ -139,14 +209,14 @@ def test_the_video_benchmark_protocols_plan_without_their_data(protocol, dataset
     if protocol == "two-in-one":
         assert [(r["stage"], r["label"]) for r in runs[:4]] == [("teacher", "dual_resnet18"), ("search", "spatial"),
                                                                 ("search", "naive"), ("search", "two-in-one")]
-        assert len(runs) == 1 + 3 * 3 and runs[0]["config"]["arch"] == "dual_resnet18"
+        assert len(runs) == 1 + 3 * 3 and runs[0]["config"]["arch"]["value"] == "dual_resnet18"
     else:
         assert [(r["method"], r["label"], r["seed"]) for r in runs] == [
             ("lth", arch, seed) for seed in (0, 1, 2) for arch in ("mesonet", "cnn5", "resnet18")]
     for run in runs:
         command = run["command"]
         assert command[command.index("--data") + 1] == dataset and command[command.index("--data-root") + 1] == root
-        assert run["config"]["data"] == dataset
+        assert run["config"]["data"]["value"] == dataset
     notes = " ".join(plan["notes"])
     assert f"split of {dataset}, as its adapter reads them" in notes
     assert ("splits/{train,val,test}.json decide the split" if dataset == "ffpp" else "Train/Val/Test-Dev kept") in notes
@@ -172,22 +242,36 @@ def test_cross_targets_are_planned_and_a_bad_one_or_an_unknown_dataset_is_one_li
         assert captured.out == "" and captured.err.startswith(message) and captured.err.count("\n") == 1, captured.err
 
 
-def test_presets_keep_published_and_our_values_apart():
-    """`ours` never sets a key that `published` sets at the same level: our choices cannot override the paper."""
+def test_presets_declare_each_value_once_with_its_source():
+    """In every layered preset: `ours` sets no key path that `published` or `author-code` sets (our choices never hide
+    the paper's or its code's), every published and author-code value has a reference and every one of ours a reason;
+    an author-code value at a published key is a departure, listed in docs/reproducing-papers.md."""
+    from core.config import _note, sourced_layers
 
-    def overlap(a: dict, b: dict, path: str = "") -> list[str]:
-        found = []
-        for key in a.keys() & b.keys():
-            if isinstance(a[key], dict) and isinstance(b[key], dict):
-                found += overlap(a[key], b[key], f"{path}{key}.")
+    def leaves(block: dict, path: str) -> dict[str, object]:
+        found = {}
+        for key, value in block.items():
+            if isinstance(value, dict):
+                found.update(leaves(value, f"{path}.{key}"))
             else:
-                found.append(path + key)
+                found[f"{path}.{key}"] = value
         return found
 
     layered = {name: preset for name, preset in load_presets().items() if "published" in preset}
     assert {"rvf10k", "140k", "190k", "gravex200k", "deepfake330k", "ntu"} <= set(layered)
+    departures = set()
     for name, preset in layered.items():
-        assert overlap(preset["published"], preset.get("ours", {})) == [], name
+        layers = dict(sourced_layers(preset))
+        paths = {source: {**leaves(layer.get("train", {}), "train"), **leaves(layer.get("methods", {}), "methods")}
+                 for source, layer in layers.items()}
+        assert not set(paths["ours"]) & (set(paths["published"]) | set(paths["author-code"])), name
+        for source, found in paths.items():
+            for path in found:
+                assert _note(layers[source], source, path), f"{name}: {source} {path} says nothing of where it comes from"
+        departures |= {path.rsplit(".", 1)[-1] for path in set(paths["author-code"]) & set(paths["published"])}
+    assert {"kd_scale", "feature_stages", "feature_decoders", "correlation_normalization"} <= departures
+    documented = (REPO / "docs" / "reproducing-papers.md").read_text()
+    assert all(f"`{name}`" in documented for name in departures), "every departure is listed with its source"
     assert [d for d in KDFS if published_finetune(d, "kdfs")] == list(FINETUNE_LR)
     assert all(published_finetune(d, "pdd") for d in KDFS)
     published = yaml.safe_load((CONFIG_DIR / "protocols.yaml").read_text())["pearson-paper"]["published"]
@@ -201,23 +285,28 @@ def test_a_protocol_runs_once_resumes_and_reports_published_beside_measured(tiny
 
     small = ["--batch-size", "8", "--max-train-samples", "24", "--max-eval-samples", "12", "--num-workers", "0",
              "--epochs", "1"]
-    extra = {"train": ["--image-size", "32", *small], "finetune": small,
+    extra = {"train": ["--image-size", "32", *small], "finetune": small, "transfer": [*small, "--lr-grid", "1e-3"],
              "train:teacher": ["--arch", "resnet-tiny", "--pretrained", "none", "--trainable", "all"],
              "train:kdfs": ["--arch", "resnet-tiny"]}  # PDD keeps its ResNet-18 student
     runs_dir = tmp_path / "runs"
     plan = protocols.plan("pearson-paper", "synthetic", scale="full", seeds=[0], methods=["kdfs", "pdd"],
-                          runs_dir=runs_dir, extra=extra)
-    assert [(s.stage, s.method) for s in plan.stages] == [("teacher", "teacher"), ("search", "kdfs"), ("search", "pdd"),
-                                                          ("finetune", "pdd")]
+                          runs_dir=runs_dir, extra=extra, transfer="synthetic:gan")
+    assert [(s.stage, s.method) for s in plan.stages] == [("teacher", "teacher"), ("search", "kdfs"), ("transfer", "kdfs"),
+                                                          ("search", "pdd"), ("finetune", "pdd"), ("transfer", "pdd")]
+    transfer = plan.stages[2].sources
+    assert (transfer["optimizer"]["value"], transfer["optimizer"]["source"]) == ("adamw", "published")
+    assert plan.stages[5].command[1] == "{finetune/pdd/0}", "Table 8 transfers the final (fine-tuned) student"
     result = protocols.run(plan, out=tmp_path / "report", progress=False)
     run_dirs = sorted(p.parent for p in runs_dir.glob("*/config.json"))
-    assert len(run_dirs) == 4 and all(Run(d).status()["status"] == "finished" for d in run_dirs)
+    assert len(run_dirs) == 6 and all(Run(d).status()["status"] == "finished" for d in run_dirs)
+    transferred = [Run(d).config() for d in run_dirs if Run(d).config()["method"] == "transfer"]
+    assert sorted(c["data"] for c in transferred) == ["synthetic:gan"] * 2 and "transfer" in result["report"]["tables"]
     rows = {row["method"]: row for row in result["rows"]}
     assert set(rows) == {"teacher", "kdfs", "pdd"} and rows["teacher"]["macs_reduction"] == 0
     assert rows["kdfs"]["published"]["flops_reduction"] == 81.77  # synthetic data: the 140k row is the reference
     assert 0 < rows["pdd"]["macs_reduction"] < 1 and rows["pdd"]["arch"] == "resnet18"
     finetuned = [r for r in result["runs"] if r["stage"] == "finetune"][0]
-    assert finetuned["config"]["optimizer"] == "sgd"
+    assert (finetuned["config"]["optimizer"]["value"], finetuned["config"]["optimizer"]["source"]) == ("sgd", "published")
     assert json.loads((Path(finetuned["run_dirs"][0]) / "config.json").read_text())["init_checkpoint"].endswith(
         "last.safetensors")
     table = (tmp_path / "report" / "published.md").read_text()

@@ -31,7 +31,9 @@ def teacher(tiny_benchmark, tmp_path_factory) -> str:
 
 
 def _search(method: str, teacher: str, runs_dir, epochs: int, **options) -> Run:
+    published = build_config(preset="140k", method=method)  # the warm-up keeps its share of the shorter run (as mini)
     config = build_config(preset="140k", method=method, epochs=epochs, teacher=teacher, runs_dir=str(runs_dir),
+                          warmup_epochs=published.warmup_epochs * epochs // published.epochs,
                           **{**TINY, "arch": "resnet18" if method == "pdd" else "resnet-tiny"})
     config.method_options = {**config.method_options, **options}
     return Run(train(config, progress=False).run_dir)

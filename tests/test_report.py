@@ -122,6 +122,15 @@ def _welch_p(a: list[float], b: list[float]) -> float:
     return float(2 * student_t.sf(abs(ma - mb) / np.sqrt(se2), df))
 
 
+def _student_p(a: list[float], b: list[float]) -> float:
+    """Student's two-sided t-test by hand: the pooled variance, n_a + n_b - 2 degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    (ma, va, na), (mb, vb, nb) = ((np.mean(x), np.var(x, ddof=1), len(x)) for x in (a, b))
+    pooled = ((na - 1) * va + (nb - 1) * vb) / (na + nb - 2)
+    return float(2 * student_t.sf(abs(ma - mb) / np.sqrt(pooled * (1 / na + 1 / nb)), na + nb - 2))
+
+
 def test_main_table_numbers_match_a_computation_by_hand():
     from core.evaluation.report import main_table
 
@@ -142,6 +151,7 @@ def test_main_table_numbers_match_a_computation_by_hand():
             "trained on": DATA, "seeds": len(accuracies),
             "test accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(accuracies) > 1 else f"{100 * mean:.2f}",
             "p vs KDFS": f"{_welch_p(accuracies, ACCURACIES['kdfs']):.4f}" if group == "pearson" else "–",
+            "p vs KDFS (Student's t)": f"{_student_p(accuracies, ACCURACIES['kdfs']):.4f}" if group == "pearson" else "–",
             "Δacc vs teacher": "–" if method == "teacher" else f"{100 * (mean - teacher):.2f}",
             "compression (MACs)": f"{1 - cost['macs'] / full['macs']:.3f}",
             "params (M)": f"{cost['params'] / 1e6:.2f}", "MACs (M)": f"{cost['macs'] / 1e6:.1f}",

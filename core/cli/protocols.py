@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.checkpoint import compact_cost
-from core.config import build_config, load_presets, load_protocols, published_finetune
+from core.config import FOLLOW_SIDES, build_config, load_presets, load_protocols, published_finetune
 from core.data.datasets import VIDEO_LAYOUTS
 from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs, published_benchmarks
 from core.methods import compared_in
@@ -60,11 +60,13 @@ SCALES = ("full", "mini")
 MINI_EPOCH_DIVISOR = 20
 MINI_MAX_EPOCHS = 8
 MINI_IMAGE_SIZE = 64  # the embedded benchmark's size (and the shipped teachers')
-DEFAULT_SEEDS = {"full": [0, 1, 2], "mini": [0]}
+DEFAULT_SEEDS = {"full": [0, 1, 2], "mini": [0]}  # mini: one seed, a check of the machinery in minutes
+PAPER_SEEDS = {"pearson-paper": list(range(10))}  # full scale, as the paper: its t-tests are over 10 seeds
 # the keys of a resolved config that the plan prints (the whole config is in each run's config.json)
 PLAN_KEYS = ("data", "arch", "image_size", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-             "scheduler", "preset", "seed", "teacher", "init_checkpoint", "pretrained", "trainable",
-             "early_stopping_patience", "max_train_samples", "method_options")
+             "scheduler", "warmup_epochs", "step_size", "preset", "follow", "seed", "teacher", "init_checkpoint",
+             "pretrained", "trainable", "early_stopping_patience", "early_stopping_metric", "max_train_samples",
+             "method_options")
 
 
 def mini_epochs(epochs: int) -> int:
@@ -83,12 +85,13 @@ class Stage:
     command: list[str] | None  # arguments of `python -m core`; None: a given checkpoint
     given: str | None = None  # the teacher's checkpoint, when it is given rather than trained
     label: str = ""  # what tells stages of one method apart (an architecture, a mode)
-    config: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the resolved values the plan shows
+    sources: dict = field(default_factory=dict)  # the same, each as {value, source, ref}
 
     def record(self) -> dict:
         shown = None if self.command is None else ["python", "-m", "core", *map(_placeholder, self.command)]
         return {"stage": self.stage, "method": self.method, "seed": self.seed, "label": self.label or None,
-                "command": shown, "given": self.given, "config": self.config}
+                "command": shown, "given": self.given, "config": self.sources or self.config}
 
 
 def _placeholder(argument: str) -> str:
@@ -107,11 +110,13 @@ class Plan:
     notes: list[str]
     data_root: str | None = None
     cross: list[DatasetSpec] = field(default_factory=list)  # datasets the report tests every run on as well
+    transfer: list[DatasetSpec] = field(default_factory=list)  # targets each final student is transferred to (Table 8)
 
     def record(self) -> dict:
         return {"protocol": self.protocol, "dataset": self.dataset, "data_root": self.data_root, "scale": self.scale,
                 "reference": self.reference, "runs_dir": str(self.runs_dir), "notes": self.notes,
-                "cross": [spec.text for spec in self.cross], "runs": [s.record() for s in self.stages]}
+                "cross": [spec.text for spec in self.cross], "transfer": [spec.text for spec in self.transfer],
+                "runs": [s.record() for s in self.stages]}
 
 
 @dataclass
@@ -128,6 +133,8 @@ class Context:
     # flags appended to commands: "train" / "finetune" to every such command, "train:<method>" to that method's
     # (tests shrink the runs with them)
     extra: dict[str, list[str]]
+    follow: str = "code"  # where the paper's text and its authors' code disagree (the dataset presets' layers)
+    transfer: list[DatasetSpec] = field(default_factory=list)  # pearson-paper: Table 8's transfer targets
 
     def common(self, command: str, method: str) -> list[str]:
         flags = ["--data", self.dataset, "--runs-dir", str(self.runs_dir)]
@@ -163,8 +170,18 @@ def _scaled(ctx: Context, preset: str, method: str, student_method: str | None =
     """The flags that shrink a stage to the ``mini`` scale (none at ``full``)."""
     if ctx.scale == "full":
         return []
-    epochs = build_config(preset=preset, method=method, student_method=student_method).epochs
-    return ["--epochs", str(mini_epochs(epochs)), "--image-size", str(MINI_IMAGE_SIZE)]
+    config = build_config(preset=preset, method=method, student_method=student_method, follow=ctx.follow)
+    flags = ["--epochs", str(mini_epochs(config.epochs)), "--image-size", str(MINI_IMAGE_SIZE)]
+    if config.scheduler == "warmup-cosine":  # the warm-up keeps its share of the run
+        flags += ["--warmup-epochs", str(config.warmup_epochs * mini_epochs(config.epochs) // config.epochs)]
+    return flags
+
+
+def _transfer_scaled(ctx: Context) -> list[str]:
+    """The flags that shrink a transfer stage to the ``mini`` scale (none at ``full``)."""
+    from core.methods.transfer import TRANSFER_SETTINGS
+
+    return [] if ctx.scale == "full" else ["--epochs", str(mini_epochs(TRANSFER_SETTINGS["epochs"].value))]
 
 
 def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
@@ -174,18 +191,33 @@ def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[
     teacher_preset = preset if ctx.scale == "full" else "full"
     stages = [_teacher_stage(ctx, "resnet50", ["train", "--method", "teacher", "--preset", teacher_preset]
                              + (["--image-size", str(MINI_IMAGE_SIZE)] if ctx.scale == "mini" else []))]
-    notes = [f"hyperparameters: the {preset} preset (configs/presets.yaml)"]
+    notes = [f"hyperparameters: the {preset} preset (configs/presets.yaml); where the paper's text and its authors' "
+             f"code disagree, the {'code' if ctx.follow == 'code' else 'paper'}'s side is followed (--follow "
+             f"{ctx.follow}); every value says its source"]
     compared = ctx.wanted(compared_in("pearson-paper"))  # every method that says it takes part (Method.compared_in)
     for seed in ctx.seeds:
         for method in compared:
             search = f"search/{method}/{seed}"
             stages.append(Stage("search", method, seed, search,
-                                ["train", "--method", method, "--preset", preset, "--teacher", "{teacher}",
-                                 "--seed", str(seed), *_scaled(ctx, preset, method), *ctx.common("train", method)]))
+                                ["train", "--method", method, "--preset", preset, "--follow", ctx.follow,
+                                 "--teacher", "{teacher}", "--seed", str(seed), *_scaled(ctx, preset, method),
+                                 *ctx.common("train", method)]))
             if published_finetune(preset, method):
                 stages.append(Stage("finetune", method, seed, f"finetune/{method}/{seed}",
-                                    ["finetune", f"{{{search}}}", "--preset", preset, "--seed", str(seed),
-                                     *_scaled(ctx, preset, "finetune", method), *ctx.common("finetune", method)]))
+                                    ["finetune", f"{{{search}}}", "--preset", preset, "--follow", ctx.follow,
+                                     "--seed", str(seed), *_scaled(ctx, preset, "finetune", method),
+                                     *ctx.common("finetune", method)]))
+            final = f"finetune/{method}/{seed}" if published_finetune(preset, method) else search
+            for spec in ctx.transfer:  # Table 8: the compressed student fine-tuned on another dataset
+                stages.append(Stage("transfer", method, seed, f"transfer/{method}/{seed}/{spec.label}",
+                                    ["transfer", f"{{{final}}}", "--data", spec.name,
+                                     *(["--data-root", spec.root] if spec.root else []), "--seed", str(seed),
+                                     "--runs-dir", str(ctx.runs_dir), *_transfer_scaled(ctx),
+                                     *ctx.extra.get("transfer", [])], label=spec.label))
+    if ctx.transfer:
+        notes.append(f"transfer (Table 8): each final student's layer4 + FC retrained on {', '.join(s.text for s in ctx.transfer)} "
+                     "in its source's normalisation (AdamW, lr x 0.1 every 5 epochs, the best lr of the grid by target "
+                     "validation accuracy kept); the report's transfer table, its published columns not typed in")
     fine_tuned = [m for m in compared if published_finetune(preset, m)]
     notes.append(f"fine-tuned, as the paper did on {preset}: {', '.join(fine_tuned) or 'none'}; "
                  "a fine-tune starts from its search's last checkpoint (the authors' script)")
@@ -277,9 +309,10 @@ def _ntu_notes(ctx: Context, quick) -> list[str]:
     tuned = (f"{finetune.epochs} epochs, {finetune.optimizer} lr {finetune.lr:g}, weight decay {finetune.weight_decay:g}, "
              f"scheduler {finetune.scheduler}, early stopping on validation {finetune.early_stopping_metric} "
              f"(patience {finetune.early_stopping_patience})")
-    notes = [f"Taylor + KD (the ntu preset): {options['steps']} steps to {options['prune_ratio']:.0%} of the channels "
-             f"(iterative) and one-shot, alpha {options['alpha']:g}, T {options['kd_temperature']:g}; each step "
-             f"fine-tuned for {tuned}; every value says its source (the NTU report, or ours with the reason)"]
+    shown = ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                      for name, value in sorted(options.items()))  # the options, by their declared names
+    notes = [f"Taylor + KD (the ntu preset), iterative and one-shot: {shown}; each step fine-tuned for {tuned}; "
+             "every value says its source (the NTU report, or ours with the reason)"]
     if ctx.scale == "full":
         notes.append(f"{dense.image_size} px, batch {dense.batch_size}; dense B0 and Lite0: {dense.optimizer} lr "
                      f"{dense.lr:g} (momentum {dense.momentum:g}), weight decay {dense.weight_decay:g}, "
@@ -408,7 +441,8 @@ def reference_of(protocol: str, dataset: str, reference: str | None) -> str | No
 def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[int] | None = None,
          methods: list[str] | None = None, scale: str = "full", teacher: str | None = None,
          runs_dir: str | Path | None = None, reference: str | None = None,
-         extra: dict[str, list[str]] | None = None, cross: str | list[DatasetSpec] | None = None) -> Plan:
+         extra: dict[str, list[str]] | None = None, cross: str | list[DatasetSpec] | None = None,
+         follow: str = "code", transfer: str | list[DatasetSpec] | None = None) -> Plan:
     """The protocol's stages with their resolved configs; needs neither the data nor earlier stages' outputs.
 
     ``cross``: datasets the report tests every run on as well (specs, ``NAME=DIR`` or a path; comma-separated)."""
@@ -416,13 +450,20 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PLANNERS)}")
     check_dataset(dataset)
     cross_specs = _cross_specs(cross)
+    transfer_specs = _cross_specs(transfer)
+    if transfer_specs and protocol != "pearson-paper":
+        raise ValueError("--transfer-to: only pearson-paper has a transfer table (its Table 8)")
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ValueError(f"--seeds must list distinct seeds, got {seeds}")
     ref = reference_of(protocol, dataset, reference)
-    ctx = Context(dataset, data_root, scale, seeds or DEFAULT_SEEDS[scale], methods, teacher,
-                  Path(runs_dir) if runs_dir else default_protocol_runs_dir(protocol, dataset, scale), extra or {})
+    if follow not in FOLLOW_SIDES:
+        raise ValueError(f"--follow must be one of {', '.join(FOLLOW_SIDES)}, got {follow!r}")
+    default_seeds = PAPER_SEEDS.get(protocol, DEFAULT_SEEDS["full"]) if scale == "full" else DEFAULT_SEEDS[scale]
+    ctx = Context(dataset, data_root, scale, seeds or default_seeds, methods, teacher,
+                  Path(runs_dir) if runs_dir else default_protocol_runs_dir(protocol, dataset, scale), extra or {},
+                  follow, transfer_specs)
     if protocol == "pearson-paper" and ref not in load_presets():
         raise ValueError(f"no preset for the reference dataset {ref!r}")
     stages, notes = PLANNERS[protocol](ctx, ref)
@@ -431,8 +472,8 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
     notes += dataset_notes(protocol, dataset, data_root, cross_specs)
     keys = {s.key: s for s in stages}
     for stage in stages:
-        stage.config = _stage_config(stage, keys)
-    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root, cross_specs)
+        stage.config, stage.sources = _stage_config(stage, keys)
+    return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root, cross_specs, transfer_specs)
 
 
 def _parse(command: list[str]):
@@ -447,25 +488,43 @@ def _parse(command: list[str]):
     return parser.parse_args(command)
 
 
-def _stage_config(stage: Stage, stages: dict[str, Stage]) -> dict:
-    """The resolved config a stage's command builds (earlier stages' outputs as placeholders)."""
+def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
+    """The resolved config a stage's command builds (earlier stages' outputs as placeholders): its values, and the
+    same values each with its source (:func:`_sourced`)."""
     if stage.command is None:
         from core.checkpoint import read_header
         from core.config import TrainConfig
 
-        return _shown(TrainConfig.from_dict(read_header(stage.given).get("config", {})))
+        config = TrainConfig.from_dict(read_header(stage.given).get("config", {}))
+        return _shown(config), _sourced(config, None, given=stage.given)
     command = [_placeholder(a) for a in stage.command]
     args = _parse(command)
+    if stage.command[0] == "transfer":
+        from core.cli.train import _explicit_keys, transfer_configs
+        from core.methods.transfer import settings_record
+
+        source = stages[stage.command[1].strip("{}")]
+        header = {"method": source.method, "model": {"arch": source.config["arch"]},
+                  "image_size": source.config["image_size"], "config": {"data": source.config["data"],
+                                                                        "seed": source.seed}}
+        configs = transfer_configs(args, header)
+        explicit = _explicit_keys(args)
+        grid = [config.lr for config in configs]
+        return ({**_shown(configs[0]), "lr": grid},
+                {**settings_record(configs[0], explicit, grid, bool({"lr", "lr_grid"} & explicit)),
+                 "method": "transfer", "method_options": {}})
     if stage.command[0] == "finetune":
         source_key = stage.command[1].strip("{}")
         source = stages[source_key].config
         header = {"method": stages[source_key].method, "model": {"arch": source["arch"]},
                   "image_size": source["image_size"], "config": {"data": source["data"]},
                   "data_root": source.get("data_root")}
-        return _shown(_finetune_config(args, header))
+        config = _finetune_config(args, header)
+        return _shown(config), _sourced(config, args, student_method=stages[source_key].method)
     from core.cli.train import train_configs
 
-    return _shown(train_configs(args)[0])
+    config = train_configs(args)[0]
+    return _shown(config), _sourced(config, args)
 
 
 def _finetune_config(args, header: dict):
@@ -474,13 +533,89 @@ def _finetune_config(args, header: dict):
     return finetune_config(args, header)
 
 
+def _in_effect(config) -> list[str]:
+    """The :data:`PLAN_KEYS` that change what this run does (momentum only for SGD, a warm-up only with a warm-up
+    schedule, ...): a value that does nothing is not printed."""
+    hidden = set()
+    if config.optimizer != "sgd":
+        hidden.add("momentum")
+    if config.scheduler != "warmup-cosine":
+        hidden.add("warmup_epochs")
+    if config.scheduler != "step":
+        hidden.add("step_size")
+    if config.method != "teacher":
+        hidden |= {"pretrained", "trainable"}
+    for key in ("teacher", "init_checkpoint", "early_stopping_patience", "max_train_samples", "preset"):
+        if getattr(config, key) is None:
+            hidden.add(key)
+    if config.early_stopping_patience is None:
+        hidden.add("early_stopping_metric")
+    if config.method == "teacher" or config.preset is None or "published" not in load_presets().get(config.preset, {}):
+        hidden.add("follow")  # the teacher's settings are the paper's alone
+    return [key for key in PLAN_KEYS if key not in hidden and key != "method_options"]
+
+
 def _shown(config) -> dict:
-    """The plan's view of a TrainConfig: :data:`PLAN_KEYS`, with every method option resolved (defaults included)."""
+    """The plan's view of a TrainConfig: the :data:`PLAN_KEYS` in effect, with the method options in effect (defaults
+    included)."""
     from core.methods import create_method
 
     values = config.to_dict()
-    return {**{key: values[key] for key in PLAN_KEYS}, "method": config.method,
-            "method_options": create_method(config).resolved_options()}
+    return {**{key: values[key] for key in _in_effect(config)}, "method": config.method,
+            "method_options": create_method(config).options_in_effect()}
+
+
+# a config key's command-line flag (and argparse dest), where its name differs
+FLAG_OF = {"early_stopping_patience": ("--patience", "patience"),
+           "early_stopping_metric": ("--patience-metric", "early_stopping_metric")}
+INHERITED = ("arch", "image_size", "init_checkpoint")  # a fine-tune's, from the student it starts from
+
+
+def _sourced(config, args, student_method: str | None = None, given: str | None = None) -> dict:
+    """:func:`_shown` with each value as ``{value, source, ref}``: ``published`` (the paper: its table, equation or
+    passage), ``author-code`` (the authors' released code: repository, file, commit) or ``ours`` (the reason)."""
+    from core.cli.train import _declared_options
+    from core.config import resolve_preset
+
+    shown = _shown(config)
+    preset_sources: dict = {}
+    if config.preset is not None:
+        preset_sources = resolve_preset(config.preset, config.method, student_method, config.follow)[1]
+    flag_of = {key: FLAG_OF.get(key, ("--" + key.replace("_", "-"), key)) for key in shown}
+    flags = {} if args is None else {key: flag for key, (flag, dest) in flag_of.items()
+                                     if getattr(args, dest, None) is not None}
+    options_given = {} if args is None else _declared_options(args)
+
+    def source_of(key: str, option: bool = False) -> dict:
+        name = f"method_options.{key}" if option else key
+        if given is not None:
+            return {"source": "ours", "ref": f"the given checkpoint's own config ({given})"}
+        if (option and key in options_given) or (not option and key in flags):
+            flag = "--" + key.replace("_", "-") if option else flags[key]
+            return {"source": "ours", "ref": f"this protocol's command line ({flag}): {_why_given(key)}"}
+        if name in preset_sources:
+            return preset_sources[name]
+        if student_method is not None and key in INHERITED:
+            return {"source": "ours", "ref": f"the {student_method} student it fine-tunes (its search stage)"}
+        if key == "preset":
+            return {"source": "ours", "ref": "the protocol's choice of preset"}
+        return {"source": "ours", "ref": "the toolkit's default (neither the paper nor its authors' code sets it)"
+                                         if config.preset and "published" in load_presets().get(config.preset, {})
+                else "the toolkit's default"}
+
+    sourced = {key: {"value": value, **source_of(key)} for key, value in shown.items()
+               if key not in ("method", "method_options")}
+    sourced["method"] = shown["method"]
+    sourced["method_options"] = {name: {"value": value, **source_of(name, option=True)}
+                                 for name, value in shown["method_options"].items()}
+    return sourced
+
+
+def _why_given(key: str) -> str:
+    return {"seed": "one of the protocol's seeds", "data": "the dataset asked for", "data_root": "its folder",
+            "teacher": "the protocol's teacher stage", "epochs": "the stage's budget (mini: its share of the published epochs)",
+            "image_size": "the mini scale's size", "warmup_epochs": "the mini scale keeps the warm-up's share",
+            "follow": "--follow"}.get(key, "set by the protocol's planner")
 
 
 # --- running ------------------------------------------------------------------------------
@@ -552,6 +687,10 @@ def _stage_jobs(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> l
     log.info("reproduce: %s", " ".join(["python -m core", *command]))
     if command[0] == "finetune":
         return [TrainJob(_finetune_config(args, read_header(args.checkpoint)))]
+    if command[0] == "transfer":
+        from core.cli.train import transfer_jobs
+
+        return transfer_jobs(args)
     from core.cli.train import train_jobs
 
     return train_jobs(args)
@@ -565,7 +704,16 @@ def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outc
         return Outcome(stage, [], resolve_checkpoint(stage.given))
     train_fn = lambda config: train_once(config, progress=progress)  # noqa: E731
     results = [result for job in _stage_jobs(stage, outcomes, progress) for result in job.run(train_fn)]
-    return Outcome(stage, [r.run_dir for r in results], Path(results[-1].checkpoint))
+    return Outcome(stage, [r.run_dir for r in results], _result_checkpoint(stage, results))
+
+
+def _result_checkpoint(stage: Stage, results: list) -> Path:
+    """A stage's result: its (last) run's best checkpoint; a transfer's, the run its grid keeps."""
+    if stage.stage == "transfer":
+        from core.cli.train import kept_result
+
+        return Path(results[kept_result(results)].checkpoint)
+    return Path(results[-1].checkpoint)
 
 
 def waves(stages: list[Stage]) -> list[list[Stage]]:
@@ -593,7 +741,7 @@ def _execute_wave(wave: list[Stage], outcomes: dict[str, Outcome], executor: Exe
     done = {stage.key: Outcome(stage, [], resolve_checkpoint(stage.given)) for stage in wave if stage.command is None}
     for stage in trained:
         runs = [result for _ in jobs[stage.key] for result in next(results)]
-        done[stage.key] = Outcome(stage, [r.run_dir for r in runs], Path(runs[-1].checkpoint))
+        done[stage.key] = Outcome(stage, [r.run_dir for r in runs], _result_checkpoint(stage, runs))
     return done
 
 
@@ -605,6 +753,8 @@ def _final_outcomes(plan_: Plan, outcomes: dict[str, Outcome]) -> dict[tuple[str
     teacher, and every run of a chain (lottery-ticket rounds, Taylor steps) as its own entry."""
     finals: dict[tuple[str, str, int], Outcome] = {}
     for stage in plan_.stages:
+        if stage.stage == "transfer":  # trained on another dataset: the report's transfer table has them
+            continue
         outcome = outcomes[stage.key]
         method = "dense" if stage.stage == "dense" else stage.method
         label = "" if stage.stage == "teacher" else stage.label
@@ -664,7 +814,8 @@ def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Pa
     paths = []
     for outcome in outcomes.values():
         paths.extend(outcome.run_dirs or [outcome.checkpoint])
-    result = build_report(list(dict.fromkeys(map(str, paths))), out, plan_.cross, "test", plan_.data_root,
+    targets = [*plan_.cross, *[spec for spec in plan_.transfer if spec.text not in {c.text for c in plan_.cross}]]
+    result = build_report(list(dict.fromkeys(map(str, paths))), out, targets, "test", plan_.data_root,
                           latency=latency, progress=progress, png=False)
     table = published_table(rows)
     markdown = write_table(table, out, "published")

@@ -15,7 +15,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     plan = protocols.plan(args.protocol, args.dataset, data_root=args.data_root, seeds=seeds, methods=methods,
                           scale=args.scale, teacher=args.teacher, runs_dir=args.runs_dir, reference=args.reference,
-                          cross=args.cross)
+                          cross=args.cross, follow=args.follow, transfer=args.transfer_to)
     executor = executor_settings(args, plan.runs_dir)
     if args.dry_run:
         lines = [f"{args.protocol} on {args.dataset} ({args.scale}): {len(plan.stages)} stages, runs in {plan.runs_dir}"]
@@ -59,7 +59,15 @@ def add_parsers(commands, command) -> None:
     reproduce.add_argument("--cross", help="comma-separated datasets the report tests every run on as well, each NAME=DIR "
                                            "or a folder path (e.g. celebdf=/data/celebdf-frames,dfdc=/data/dfdc-frames "
                                            "after --dataset ffpp: DeepfakeBench's published rows beside the measured)")
-    reproduce.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2 at full scale, 0 at mini)")
+    reproduce.add_argument("--transfer-to", metavar="NAME=DIR,...",
+                           help="pearson-paper: datasets each final student is transferred to after fine-tuning (the "
+                                "paper's Table 8: python -m core transfer), each NAME=DIR or a folder")
+    reproduce.add_argument("--seeds", help="comma-separated seeds (default at full scale: 0-9 for pearson-paper, as its t-tests, "
+                                                        "0,1,2 for the others; 0 at mini)")
+    reproduce.add_argument("--follow", choices=("code", "paper"), default="code",
+                           help="where the paper's text and its authors' released code disagree, follow the code "
+                                "(default: it produced the published numbers) or the paper's equations (T^2 in KD, a "
+                                "decoder per stage summed over the stages, Eq. 5's 1/(W-1))")
     reproduce.add_argument("--methods", help="comma-separated subset of the compared methods (default: all)")
     reproduce.add_argument("--scale", choices=SCALES, default="full",
                            help="full: the published settings; mini: the same on a small epoch budget at 64 px")

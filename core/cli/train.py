@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.checkpoint import compact_cost, read_header
 from core.cli.common import _boolean, _emit, log
+from core.config import FOLLOW_SIDES, OPTIMIZERS
 from core.methods import get_method
 
 
@@ -63,7 +64,8 @@ def _train_config(args: argparse.Namespace, student_method: str | None = None, *
         log_every=args.log_every, augment=args.augment, method_options=options or None,
         scheduler=getattr(args, "scheduler", None), warmup_epochs=getattr(args, "warmup_epochs", None),
         early_stopping_patience=getattr(args, "patience", None),
-        nonfinite=getattr(args, "nonfinite", None),
+        nonfinite=getattr(args, "nonfinite", None), follow=getattr(args, "follow", None),
+        early_stopping_metric=getattr(args, "early_stopping_metric", None),
     )
     values.update(fixed)
     return build_config(student_method=student_method, **values)
@@ -339,7 +341,7 @@ def add_parsers(commands, command) -> None:
         p.add_argument("--epochs", type=int)
         p.add_argument("--batch-size", type=int, help="images per step (per process under torchrun)")
         p.add_argument("--lr", type=float)
-        p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+        p.add_argument("--optimizer", choices=OPTIMIZERS)
         p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
         p.add_argument("--image-size", type=int)
         p.add_argument("--seed", type=int)
@@ -352,11 +354,17 @@ def add_parsers(commands, command) -> None:
         p.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
         p.add_argument("--scheduler", choices=["cosine", "warmup-cosine", "step", "none"], help="lr schedule, stepped per epoch")
         p.add_argument("--warmup-epochs", type=int, help="warmup-cosine: epochs of linear warm-up (default 0)")
-        p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy (default off)")
+        p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy, or loss "
+                                                    "(--patience-metric; default off)")
+        p.add_argument("--patience-metric", dest="early_stopping_metric", choices=["accuracy", "loss"],
+                       help="what early stopping watches (default accuracy; the best checkpoint stays the best accuracy's)")
         p.add_argument("--nonfinite", choices=["stop", "skip"],
                        help="a NaN/Inf loss: stop the run, keeping the last good checkpoint (default), or skip that step's "
                             "update (20 such steps in a row still stop it)")
         p.add_argument("--runs-dir", help="where run directories go (default runs/)")
+        p.add_argument("--follow", choices=FOLLOW_SIDES,
+                       help="a dataset preset (rvf10k, 140k, ...): where the paper's text and its authors' code disagree, "
+                            "follow the code (default: it produced the published numbers) or the paper's equations")
 
     train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
     train.add_argument("--method", choices=sorted(METHODS), default="teacher")

@@ -3,7 +3,8 @@
 Tables (each written as ``<name>.csv`` and ``<name>.md``, all gathered in ``report.md``):
 
 - ``main``: method, trained on, compression (MACs reduction), test accuracy (mean ± std
-  over seeds), p-value against KDFS on the same data (Welch's t-test over seeds),
+  over seeds), p-values against KDFS on the same data over seeds, Welch's t-test and Student's (the paper's
+  t-tests are over 10 seeds and it does not say which it used),
   Δaccuracy vs the teacher, params, MACs and reductions (the paper's Table 5);
 - ``cross_dataset``: accuracy (AUC) of every checkpoint on every dataset, zero-shot (unchanged checkpoints);
 - ``cross_dataset_video`` (when a dataset is one of DeepfakeBench's benchmarks, FF++ / Celeb-DF / DFDC): per
@@ -150,15 +151,17 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
             full = profile_model(build_model(first.header["model"]["arch"]), size) if first.header.get("model", {}).get(
                 "type") == "resnet" else {"params": params, "macs": macs}
         mean, std = mean_std(accuracy[key])
-        p_value = None
+        p_value = p_student = None  # Welch's t (unequal variances) and Student's (pooled): the paper names neither
         if method != baseline and data in baselines and len(baselines[data]) >= 2 and len(accuracy[key]) >= 2:
             p_value = ttest(accuracy[key], baselines[data])[1]
+            p_student = ttest(accuracy[key], baselines[data], equal_var=True)[1]
         teacher = teachers.get(data)
         rows.append({
             "method": f"{method} ({first.runtime})" if first.runtime else method, "trained on": data, "seeds": len(members),
             "compression (MACs)": _fmt(1 - macs / full["macs"], 3) if full["macs"] else "–",
             f"{split} accuracy": f"{100 * mean:.2f} ± {100 * std:.2f}" if len(members) > 1 else f"{100 * mean:.2f}",
             f"p vs {baseline.upper()}": _fmt(p_value, 4),
+            f"p vs {baseline.upper()} (Student's t)": _fmt(p_student, 4),
             "Δacc vs teacher": _fmt(100 * (mean - sum(teacher) / len(teacher)), 2) if teacher and method != "teacher" else "–",
             "params (M)": f"{params / 1e6:.2f}", "MACs (M)": f"{macs / 1e6:.1f}",
             "params ↓": f"{100 * (1 - params / full['params']):.1f}%", "MACs ↓": f"{100 * (1 - macs / full['macs']):.1f}%",
@@ -184,10 +187,11 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
     for row in rows:
         published = row.get("published") or {}
         name = row["method"] + (f" ({row['label']})" if row.get("label") and row["method"] != "teacher" else "")
-        p_value = None
+        p_value = p_student = None
         if baseline is not None and row is not baseline and row["method"] != "teacher" \
                 and len(row["accuracies"]) >= 2 and len(baseline["accuracies"]) >= 2:
             p_value = ttest(row["accuracies"], baseline["accuracies"])[1]
+            p_student = ttest(row["accuracies"], baseline["accuracies"], equal_var=True)[1]
         published_teacher = (teacher or {}).get("published", {}).get("accuracy")
         entry = {
             "method": name, "seeds": row["seeds"],
@@ -196,6 +200,7 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
                 f" ± {published['accuracy_std']:.2f}" if "accuracy_std" in published else ""),
             "Δ accuracy (points)": _fmt(100 * row["accuracy"] - published["accuracy"], 2) if "accuracy" in published else "–",
             f"p vs {baseline_method().upper()}": _fmt(p_value, 4),
+            f"p vs {baseline_method().upper()} (Student's t)": _fmt(p_student, 4),
             "Δ vs teacher (measured)": _fmt(100 * (row["accuracy"] - teacher["accuracy"]), 2)
             if teacher is not None and row is not teacher else "–",
             "Δ vs teacher (published)": _fmt(published["accuracy"] - published_teacher, 2)

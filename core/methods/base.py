@@ -47,8 +47,12 @@ class Method:
         return self.options_class.from_config(config)
 
     def resolved_options(self) -> dict:
-        """Every option the method uses: the given ones and the defaults."""
+        """Every option of the method: the given ones and the defaults."""
         return dataclasses.asdict(self.options) if self.options is not None else {}
+
+    def options_in_effect(self) -> dict:
+        """The options that change what this method does (:meth:`core.methods.options.Options.in_effect`)."""
+        return self.options.in_effect(self.name) if self.options is not None else {}
 
     def check(self, config: TrainConfig) -> None:
         """Validate (and complete, e.g. a default teacher) ``config`` before any work is done."""

@@ -70,21 +70,34 @@ class StudentOptions(Options):
                                 methods=("kdfs",))
     student_init: str = option("teacher", "teacher (start from the teacher's weights) or scratch", choices=("teacher", "scratch"))
     mask_init: str = option("kaiming", "kaiming (the papers': about half the filters start dropped) or keep (all start kept)",
-                            choices=("kaiming", "keep"))
+                            choices=("kaiming", "keep"), methods=GUMBEL)
     keep_margin: float = option(3.0, "mask_init keep: the starting keep-minus-drop logit (Gumbel keeps a filter w.p. "
-                                     "sigmoid(margin))")
-    feature_distance: str = option("attention", "attention (KDFS's) or mse", choices=("attention", "mse"))
-    feature_stages: str = option("mean", "mean (the KDFS code: L_RL averaged over the 4 stages) or sum", choices=FEATURE_STAGES)
-    feature_decoders: bool = option(False, "true: a learnable 1x1 conv per stage before the distance (the KDFS code has none)")
+                                     "sigmoid(margin))", methods=GUMBEL)
+    feature_distance: str = option("attention", "attention (KDFS's) or mse", choices=("attention", "mse"), methods=GUMBEL)
+    feature_stages: str = option("mean", "mean (the KDFS code: L_RL averaged over the 4 stages) or sum", choices=FEATURE_STAGES,
+                                 methods=GUMBEL)
+    feature_decoders: bool = option(False, "true: a learnable 1x1 conv per stage before the distance (the KDFS code has none)",
+                                    methods=GUMBEL)
     sampler_lr: float | None = option(None, "learning rate of the mask logits (default: --lr)", low=0, low_open=True)
     sampler_weight_decay: float | None = option(0.0, "weight decay of the mask parameters (null: the weights'; KDFS code: 0)",
                                                 low=0)
     correlation_weight_gradient: bool = option(True, "pearson: let the correlation loss move the weights too "
-                                                     "(the flag turns it off)", switch="no-correlation-weight-gradient")
+                                                     "(the flag turns it off)", switch="no-correlation-weight-gradient",
+                                                methods=("pearson",))
     correlation_normalization: str = option("author-code", "pearson: author-code (the published code's (W-1)^2 scale) or "
-                                                           "paper (the equations)", choices=CORRELATION_NORMALIZATIONS)
+                                                           "paper (the equations)", choices=CORRELATION_NORMALIZATIONS,
+                                           methods=("pearson",))
     score_every: int = option(1, "pearson: recompute the redundancy scores every N steps "
-                                 "(needs --no-correlation-weight-gradient)", low=1)
+                                 "(needs --no-correlation-weight-gradient)", low=1, methods=("pearson",))
+
+    def in_effect(self, method: str) -> dict:
+        shown = super().in_effect(method)
+        if self.mask_init != "keep":
+            shown.pop("keep_margin", None)  # the starting margin of kept masks only
+        if not self.lambda_rl:
+            for name in ("feature_distance", "feature_stages", "feature_decoders"):
+                shown.pop(name, None)
+        return shown
 
     def validate(self, config: TrainConfig) -> None:
         if self.score_every > 1 and self.correlation_weight_gradient:

@@ -37,6 +37,12 @@ class FinetuneOptions(Options):
     lambda_kd: float = option(0.0, "weight of KD from the student's teacher (the published fine-tune: 0, BCE only)", low=0)
     kd_temperature: float = option(3.0, "T of the KD loss", low=0, low_open=True)
 
+    def in_effect(self, method: str) -> dict:
+        shown = super().in_effect(method)
+        if not self.lambda_kd:
+            shown.pop("kd_temperature")  # BCE only: no KD term to scale
+        return shown
+
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
     from core.models.loading import load_model

@@ -161,3 +161,8 @@ class Options:
 
     def validate(self, config: TrainConfig) -> None:
         """Rules between options, or between an option and the rest of the config (none by default)."""
+
+    def in_effect(self, method: str) -> dict:
+        """The options that change what ``method`` does with these values (those declared for it; a subclass drops
+        those another option turns off): a plan prints only these."""
+        return {d.name: getattr(self, d.name) for d in self.declarations() if d.used_by(method)}

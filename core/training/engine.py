@@ -44,7 +44,7 @@ from core.checkpoint import (
     save_checkpoint,
     save_trainer_state,
 )
-from core.config import TrainConfig, check_domains
+from core.config import OPTIMIZERS, TrainConfig, check_domains
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset, subsample
 from core.data.images import (
     AUGMENTATIONS,
@@ -168,9 +168,11 @@ def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    if config.optimizer == "adamax":  # the Pearson authors' code's, with its eps (no fused kernel: foreach)
+        return torch.optim.Adamax(parameters, lr=config.lr, weight_decay=config.weight_decay, eps=1e-7, foreach=True)
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=True)
-    raise ValueError(f"unknown optimizer '{config.optimizer}'; choose adam, adamw or sgd")
+    raise ValueError(f"unknown optimizer '{config.optimizer}'; choose from {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
