@@ -11,6 +11,7 @@ an exact point (mid-epoch, mid-checkpoint-write, during validation) to kill it t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # the repository: relative paths typed by a person start here, as runs do
 FILE_MODE = 0o644
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporaries: ".<name>.<random>.tmp" next to the target
 PAUSE_AT, PAUSE_FILE = "CORE_TEST_PAUSE_AT", "CORE_TEST_PAUSE_FILE"
@@ -102,17 +104,30 @@ def atomic_write_json(path: str | os.PathLike, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line in a single write; readers skip a torn last line."""
-    append_text(path, json.dumps(record, sort_keys=True, default=str) + "\n")
+def append_jsonl(path: str | os.PathLike, record: dict, lock: bool = False) -> None:
+    """Append one JSON line in a single write (see :func:`append_text`); readers skip a torn last line."""
+    append_text(path, json.dumps(record, sort_keys=True, default=str) + "\n", lock=lock)
 
 
-def append_text(path: str | os.PathLike, text: str) -> None:
-    """Append ``text`` in a single write (logs); a full disk or read-only folder raises WriteError."""
+def append_text(path: str | os.PathLike, text: str, lock: bool = False) -> None:
+    """Append ``text`` with one ``write`` on an ``O_APPEND`` descriptor (logs); a full disk or read-only folder raises
+    WriteError.
+
+    ``O_APPEND`` puts each write at the end of the file, whoever else appends, so lines of concurrent writers never
+    overwrite each other; ``lock`` also holds an exclusive ``flock`` around the write, for a log several processes
+    share (the audit log), where a file system without atomic appends (NFS) could otherwise interleave them.
+    """
+    data = text.encode()
     try:
-        with open(path, "a") as handle:
-            handle.write(text)
-            handle.flush()
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            if lock:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)  # released by the close below
+            written = os.write(descriptor, data)
+            while written < len(data):  # a short write (a signal, the last free block): finish it, or raise ENOSPC
+                written += os.write(descriptor, data[written:])
+        finally:
+            os.close(descriptor)
     except OSError as error:
         raise WriteError(error.errno, f"cannot append to {path}: {error.strerror or error}") from error
 
@@ -134,4 +149,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def cache_dir() -> Path:
     """Where computed artefacts (dataset statistics, predictions) live: ``$CORE_CACHE_DIR`` or ``<repo>/cache``."""
-    return Path(os.environ.get("CORE_CACHE_DIR") or Path(__file__).resolve().parents[1] / "cache")
+    return Path(os.environ.get("CORE_CACHE_DIR") or REPO / "cache")
+
+
+def data_dir() -> Path:
+    """Where datasets live by default (the synthetic benchmark among them): ``$CORE_DATA_DIR`` or ``<repo>/data``."""
+    return Path(os.environ.get("CORE_DATA_DIR") or REPO / "data")
+
+
+def resolve_user_path(text: str) -> Path:
+    """A path a person typed, made absolute: ``~`` expanded, a relative path taken from the repository (where runs
+    start), every symlink followed (``os.path.realpath``: the path a reader would really open). Nothing is read but
+    the links on the way; whether it exists is the caller's question. ValueError for an empty text or a NUL byte."""
+    text = text.strip()
+    if not text or "\0" in text:
+        raise ValueError("enter a path")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as error:  # ~someone who has no home folder here
+        raise ValueError(f"{text}: {error}") from None
+    return Path(os.path.realpath(path if path.is_absolute() else REPO / path))

@@ -12,6 +12,10 @@ would halve both), one free GPU each, or every GPU at once for a ``torchrun`` DD
 served by a detached dispatcher process (``python -m core.launcher --runs-dir DIR``), one per runs
 folder (``flock`` on ``.queue/dispatcher.lock``), so queued launches start without a browser and
 survive a dashboard restart; it exits once the queue is empty and nothing it started still runs.
+
+A launch may name its ``user`` (the dashboard's signed-in identity): the queue entry and the launch marker keep it,
+the run's process gets it as ``$CORE_LAUNCHED_BY`` (its ``env.json`` records ``launched_by``), and ``max_per_user``
+refuses a launch while that user already has that many queued or running (:func:`queued_or_running_by`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.io import atomic_write_json
-from core.runs import Run, _pid_alive, list_runs
+from core.io import REPO, atomic_write_json, resolve_user_path
+from core.runs import LAUNCHED_BY, Run, _pid_alive, list_runs
 
-REPO = Path(__file__).resolve().parents[1]
 LAUNCHES, QUEUE = ".launches", ".queue"
 QUEUE_LOCK, DISPATCHER_LOCK, DISPATCHER_LOG = "queue.lock", "dispatcher.lock", "dispatcher.log"
 GPU_REQUESTS = {"one": "one free GPU", "all": "all GPUs (torchrun DDP)"}  # what a launch may ask for on a GPU machine
@@ -51,6 +54,7 @@ class Activity:
     started: float
     run: Run | None
     gpus: tuple[int, ...] = ()
+    user: str | None = None  # who launched it: the launch's user, else the run's env.json (a CLI run: none)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class QueuedLaunch:
     gpus: str
     position: int
     path: Path
+    user: str | None = None  # who queued it (the dashboard's identity), None for an anonymous launch
 
     def describe(self) -> str:
         """``<method> on <data>`` (and the GPU request where it matters), for a one-line listing."""
@@ -83,22 +88,33 @@ class Launched:
         return self.pid is not None
 
 
-def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one") -> Launched:
+def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one", user: str | None = None,
+           max_per_user: int | None = None) -> Launched:
     """Queue ``python -m core train <arguments>`` writing into ``runs_dir``, and start it now if a slot is free.
 
     ``gpus`` matters on a machine with GPUs: ``one`` (the next free GPU) or ``all`` (one ``torchrun`` DDP
     job over every GPU, once all are free). A launch that has to wait is started by the dispatcher.
+    ``user``: who launches (kept in the queue entry, passed to the run as ``$CORE_LAUNCHED_BY``); with
+    ``max_per_user``, ValueError when that user already has that many launches queued or running.
     """
     if gpus not in GPU_REQUESTS:
         raise ValueError(f"gpus must be one of {', '.join(GPU_REQUESTS)}, got {gpus!r}")
+    if max_per_user is not None and (not user or isinstance(max_per_user, bool) or not isinstance(max_per_user, int)
+                                     or max_per_user < 1):
+        raise ValueError(f"max_per_user must be a whole number >= 1 with a user, got {max_per_user!r} for {user!r}")
     runs_dir = Path(runs_dir)
     launch_id = secrets.token_hex(4)
     # the process's settings travel with the entry: the dispatcher that starts it may have been started by another
-    environment = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIX)}
+    environment = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIX) and k != LAUNCHED_BY}
+    if user:
+        environment[LAUNCHED_BY] = user
     with _queue_lock(runs_dir):
+        if max_per_user is not None and (count := queued_or_running_by(runs_dir, user)) >= max_per_user:
+            raise ValueError(f"{user} already has {count} launches queued or running (at most {max_per_user} a user): "
+                             "wait for one to end, or cancel one")
         atomic_write_json(runs_dir / QUEUE / f"{time.time_ns():020d}-{launch_id}.json",
                           {"id": launch_id, "arguments": list(arguments), "created": time.time(), "gpus": gpus,
-                           "env": environment})
+                           "user": user or None, "env": environment})
         started = dict(_start_ready(runs_dir))
         position = next((entry.position for entry in queued(runs_dir) if entry.id == launch_id), None)
         if position is not None:
@@ -113,10 +129,19 @@ def queued(runs_dir: str | os.PathLike) -> list[QueuedLaunch]:
         try:
             info = json.loads(path.read_text())
             entries.append(QueuedLaunch(str(info["id"]), [str(a) for a in info["arguments"]], float(info["created"]),
-                                        str(info.get("gpus", "one")), len(entries) + 1, path))
+                                        str(info.get("gpus", "one")), len(entries) + 1, path,
+                                        str(info["user"]) if info.get("user") else None))
         except (OSError, ValueError, KeyError, TypeError):  # a damaged entry (or one just started) is no launch
             continue
     return entries
+
+
+def queued_or_running_by(runs_dir: str | os.PathLike, user: str) -> int:
+    """How many launches ``user`` has in ``runs_dir``: queued entries, plus live training processes launched by that user
+    (from the launch marker, or from the run's ``env.json``: a run started by ``CORE_LAUNCHED_BY=user python -m core
+    train`` counts too). Read from disk every call."""
+    waiting = sum(entry.user == user for entry in queued(runs_dir))
+    return waiting + sum(activity.user == user for activity in activities(runs_dir))
 
 
 def cancel_queued(runs_dir: str | os.PathLike, launch_id: str) -> bool:
@@ -185,11 +210,9 @@ def check_data_path(text: str, kind: str = "dataset") -> Path:
     ``~`` expands, a relative path is taken from the repository (where the run starts), and the result
     is absolute, so it can never read as a command-line option.
     """
-    text = text.strip()
-    if not text or "\0" in text:
+    if not text.strip() or "\0" in text:
         raise ValueError("enter a path to a folder" + (" or a .csv file" if kind == "dataset" else ""))
-    path = Path(text).expanduser()
-    path = (path if path.is_absolute() else REPO / path).resolve()
+    path = resolve_user_path(text)
     if not path.exists():
         raise ValueError(f"{path} does not exist")
     if kind == "root" and not path.is_dir():
@@ -208,7 +231,7 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
         status = run.status()
         if status.get("pid"):
             (by_pid if status.get("status") == "running" else ending)[int(status["pid"])] = run
-    found = {pid: Activity(pid, [], 0.0, run) for pid, run in by_pid.items()}
+    found = {pid: Activity(pid, [], 0.0, run, user=run.environment().get("launched_by")) for pid, run in by_pid.items()}
     for marker in sorted((runs_dir / LAUNCHES).glob("*.json")):
         try:
             info = json.loads(marker.read_text())
@@ -220,12 +243,14 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
             marker.unlink(missing_ok=True)
             found.pop(pid, None)
             continue
-        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid) or ending.get(pid), gpus)
+        found[pid] = Activity(pid, info.get("command", []), info.get("started", 0.0), by_pid.get(pid) or ending.get(pid), gpus,
+                              info.get("user") or None)
     for pid, run in by_pid.items():  # under torchrun the run's pid is rank 0, a child of the launched process
         parent = _parent_pid(pid)
         if parent in found and parent != pid and found[parent].run is None:
             found[parent].run = run
-            found.pop(pid, None)
+            rank_zero = found.pop(pid, None)
+            found[parent].user = found[parent].user or (rank_zero.user if rank_zero else None)
     return list(found.values())
 
 
@@ -402,7 +427,8 @@ def _start(arguments: list[str], runs_dir: Path, devices: tuple[int, ...], envir
     launches = runs_dir / LAUNCHES
     launches.mkdir(parents=True, exist_ok=True)
     command = train_command(arguments, runs_dir, len(devices))
-    env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1"}
+    # the launch's own user or none: never the one of whoever started the dashboard or the dispatcher
+    env = {**{k: v for k, v in os.environ.items() if k != LAUNCHED_BY}, **environment, "PYTHONUNBUFFERED": "1"}
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in devices)
     fd, log_path = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".log", dir=launches)  # unique per launch
@@ -411,7 +437,8 @@ def _start(arguments: list[str], runs_dir: Path, devices: tuple[int, ...], envir
                                start_new_session=True, env=env)
     log.close()
     atomic_write_json(launches / f"{process.pid}.json", {"pid": process.pid, "command": command, "started": time.time(),
-                                                         "log": log_path, "gpus": list(devices)})
+                                                         "log": log_path, "gpus": list(devices),
+                                                         "user": environment.get(LAUNCHED_BY)})
     return process
 
 

@@ -2,7 +2,7 @@
 
     runs/<time>-<method>-<data>-<suffix>/
       config.json        resolved TrainConfig
-      env.json           versions, device, host
+      env.json           versions, device, host, launched_by (who launched it from the dashboard)
       status.json        running | finished | failed | cancelled (+ pid, error, summary)
       metrics.jsonl      one record per logged step ("step") and per epoch ("epoch"), then "test"
       log.txt            human log
@@ -37,6 +37,7 @@ from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_js
 
 STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 CLAIM = ".claim"
+LAUNCHED_BY = "CORE_LAUNCHED_BY"  # the identity whose launch (core.launcher) started this process; env.json keeps it
 
 
 class RunBusy(RuntimeError):
@@ -171,7 +172,16 @@ class Run:
             "cuda": torch.version.cuda,
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
+            "launched_by": os.environ.get(LAUNCHED_BY) or None,  # the process that last trained it (a resume's, too)
         })
+
+    def environment(self) -> dict:
+        """``env.json`` as written by :meth:`write_environment`; empty when missing or damaged (not yet started)."""
+        try:
+            environment = json.loads((self.dir / "env.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return environment if isinstance(environment, dict) else {}
 
     def set_status(self, status: str, **extra) -> None:
         assert status in STATUSES, status
@@ -234,7 +244,8 @@ class Run:
         config = self.config()
         status = self.status()
         return {"run": self.dir.name, "path": str(self.dir), "method": config.get("method"), "data": config.get("data"),
-                "status": status.get("status"), **({"error": status["error"]} if "error" in status else {})}
+                "status": status.get("status"), "launched_by": self.environment().get("launched_by"),
+                **({"error": status["error"]} if "error" in status else {})}
 
 
 def _describe_holder(record: str) -> str:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from core import launcher
-from core.runs import list_runs
+from core.runs import LAUNCHED_BY, Run, list_runs
 
 TINY = ["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--num-workers", "0"]
 QUICK = [*TINY, "--epochs", "1", "--max-train-samples", "16", "--max-eval-samples", "16", "--batch-size", "8"]
@@ -134,3 +134,73 @@ def test_three_quick_launches_run_one_after_another(tiny_benchmark, runs):
         assert status["status"] == "finished", status
         assert (later.dir / "config.json").stat().st_mtime > status["updated"], "one after another, never two at once"
     assert found[-1].status()["status"] == "finished"
+
+
+def test_a_launch_keeps_its_user_and_a_user_gets_at_most_max_per_user(tmp_path, monkeypatch):
+    """Who launched, and the per-user quota, on the CPU's one slot without training: processes stood in for by
+    ``sleep``."""
+    runs = tmp_path / "runs"
+    real_popen, holders, environments = subprocess.Popen, [], []
+
+    def start(command, **kwargs):
+        holders.append(real_popen(["sleep", "60"]))
+        environments.append(kwargs["env"])
+        return SimpleNamespace(pid=holders[-1].pid)
+
+    monkeypatch.setattr(launcher, "gpu_count", lambda: 0)
+    monkeypatch.setattr(launcher.subprocess, "Popen", start)
+    monkeypatch.setattr(launcher, "_ensure_dispatcher", lambda runs_dir: None)  # no dispatcher process here
+    monkeypatch.setenv(LAUNCHED_BY, "whoever-started-the-dashboard")  # never passed on as a launch's user
+    alice, bob = "alice@lab.org", "bob@lab.org"
+    try:
+        first = launcher.launch(QUICK, runs, user=alice, max_per_user=2)
+        assert first.started and environments[-1][LAUNCHED_BY] == alice
+        assert [a.user for a in launcher.activities(runs)] == [alice], "the launch marker says who, before any run dir"
+        second = launcher.launch(QUICK, runs, user=alice, max_per_user=2)
+        assert second.position == 1
+        with pytest.raises(ValueError, match=r"^alice@lab.org already has 2 launches queued or running \(at most 2 a "
+                                             r"user\): wait for one to end, or cancel one$"):
+            launcher.launch(QUICK, runs, user=alice, max_per_user=2)
+        assert [e.id for e in launcher.queued(runs)] == [second.id], "a refused launch leaves nothing queued"
+        launcher.launch(QUICK, runs, user=bob, max_per_user=2)
+        launcher.launch(QUICK, runs)
+        assert [(e.user, json.loads(e.path.read_text())["env"].get(LAUNCHED_BY)) for e in launcher.queued(runs)] == [
+            (alice, alice), (bob, bob), (None, None)]
+        assert [launcher.queued_or_running_by(runs, who) for who in (alice, bob, "carol@lab.org")] == [2, 1, 0]
+        assert launcher.cancel_queued(runs, second.id) and launcher.queued_or_running_by(runs, alice) == 1
+        third = launcher.launch(QUICK, runs, user=alice, max_per_user=2)
+        assert third.position == 3 and launcher.queued_or_running_by(runs, alice) == 2
+        for ending in range(2):  # alice's run ends: bob's starts; bob's ends: the anonymous one starts
+            holders[ending].kill()
+            holders[ending].wait()
+            launcher.dispatch(runs)
+        assert [env.get(LAUNCHED_BY) for env in environments] == [alice, bob, None]
+        assert launcher.queued_or_running_by(runs, alice) == 1 and launcher.queued_or_running_by(runs, bob) == 0
+        with pytest.raises(ValueError, match="max_per_user must be a whole number >= 1 with a user"):
+            launcher.launch(QUICK, runs, max_per_user=2)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_run_records_who_launched_it_and_counts_while_it_runs(tmp_path, monkeypatch):
+    """A run started with ``$CORE_LAUNCHED_BY`` (by the launcher, or by hand) says so in env.json and its row, and
+    counts for that user while its process lives (here: this test's own process)."""
+    from core.catalog import run_rows
+
+    runs = tmp_path / "runs"
+    run = Run.create(runs, "teacher", "synthetic")
+    run.write_config({"method": "teacher", "data": "synthetic"})
+    monkeypatch.setenv(LAUNCHED_BY, "carol@lab.org")
+    run.write_environment("cpu")
+    run.set_status("running")
+    assert run.environment()["launched_by"] == "carol@lab.org" and run.summary()["launched_by"] == "carol@lab.org"
+    assert launcher.queued_or_running_by(runs, "carol@lab.org") == 1
+    run.set_status("finished")
+    assert launcher.queued_or_running_by(runs, "carol@lab.org") == 0
+    (row,) = run_rows(runs)
+    assert row["launched_by"] == "carol@lab.org"
+    monkeypatch.delenv(LAUNCHED_BY)
+    run.write_environment("cpu")
+    assert run.summary()["launched_by"] is None, "a run started by hand without it: nobody"

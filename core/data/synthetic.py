@@ -53,6 +53,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from core.io import data_dir
+
 SOURCES: tuple[str, ...] = ("upconv", "faceswap", "gan", "warp", "jpeg2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -491,8 +493,7 @@ def read_manifest(root: Path) -> dict | None:
 
 def default_root() -> Path:
     """Where the benchmark lives: ``$CORE_DATA_DIR/synthetic`` or ``<repo>/data/synthetic``."""
-    base = os.environ.get("CORE_DATA_DIR")
-    return Path(base) / "synthetic" if base else Path(__file__).resolve().parents[2] / "data" / "synthetic"
+    return data_dir() / "synthetic"
 
 
 def ensure_benchmark(
