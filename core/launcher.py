@@ -110,8 +110,8 @@ def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one",
         environment[LAUNCHED_BY] = user
     with _queue_lock(runs_dir):
         if max_per_user is not None and (count := queued_or_running_by(runs_dir, user)) >= max_per_user:
-            raise ValueError(f"{user} already has {count} launches queued or running (at most {max_per_user} a user): "
-                             "wait for one to end, or cancel one")
+            raise ValueError(f"{user} already has {count} launch{'es' if count != 1 else ''} queued or running (at most "
+                             f"{max_per_user} a user): wait for one to end, or cancel one")
         atomic_write_json(runs_dir / QUEUE / f"{time.time_ns():020d}-{launch_id}.json",
                           {"id": launch_id, "arguments": list(arguments), "created": time.time(), "gpus": gpus,
                            "user": user or None, "env": environment})
