@@ -1,4 +1,5 @@
-"""Dashboard entry point (``make run``): navigation, and the shared sidebar with the training launcher.
+"""Dashboard entry point (``make run``): the access gate (``access_ui``), navigation, and the shared sidebar with the
+training launcher.
 
 Pages are thin: they read runs and checkpoints through ``core`` and draw with plotly.
 """
@@ -15,9 +16,11 @@ for path in (DASHBOARD.parent, DASHBOARD):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from access_ui import gate, sidebar_identity  # noqa: E402
 from launcher_ui import render_launcher  # noqa: E402
 
 st.set_page_config(page_title="Lightweight deepfake detection", layout="wide")
+gate()  # who is here, and may they be: a login page, a closed page or a refusal stops the script here
 
 PAGES = [
     st.Page(str(DASHBOARD / "views" / "overview.py"), title="Overview", icon=":material/home:", default=True),
@@ -34,5 +37,6 @@ PAGES = [
     st.Page(str(DASHBOARD / "views" / "video.py"), title="Video", icon=":material/movie:"),
 ]
 page = st.navigation(PAGES)
+sidebar_identity()
 render_launcher()
 page.run()

@@ -11,8 +11,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from access_ui import allowed, can, guarded_path, policy, record, visitor
 from common import all_checkpoints, checkpoint_label, dataset_summary, listing
 from core import launcher
+from core.access import refused
+from core.access import relative_to_root as relative_to_roots
 from core.config import load_presets
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
@@ -29,9 +32,11 @@ def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
         return ("synthetic" if source == "all sources" else f"synthetic:{source}"), None
     if kind == "Registered dataset":
         name = st.selectbox("Name", sorted(DATASETS), key=f"{prefix}_registered")
-        root = _checked_path(st.text_input("Root folder", key=f"{prefix}_root", placeholder="/data/rvf10k"), "root")
+        root = _checked_path(st.text_input("Root folder", key=f"{prefix}_root", placeholder="/data/rvf10k",
+                                           disabled=not can("read_folder")), "root")
         return (name, str(root)) if root else None
-    path = _checked_path(st.text_input("Folder or CSV path", key=f"{prefix}_path", placeholder="/data/my_faces"), "dataset")
+    path = _checked_path(st.text_input("Folder or CSV path", key=f"{prefix}_path", placeholder="/data/my_faces",
+                                       disabled=not can("read_folder")), "dataset")
     return (str(path), None) if path else None
 
 
@@ -48,15 +53,23 @@ def _dataset_arguments() -> list[str]:
     return ["--data", spec, *(["--data-root", root] if root else [])]
 
 
+def relative_to_root(path) -> str:
+    return relative_to_roots(path, policy().roots)
+
+
 def _checked_path(text: str, kind: str):
-    """The typed path resolved and checked (core.launcher.check_data_path), or None with the reason shown."""
-    if not text:
+    """The typed path inside a data root (``access_ui.guarded_path``: a trainer's action, audited when refused), then
+    checked as a dataset (core.launcher.check_data_path); None with the reason shown."""
+    path = guarded_path(text)
+    if path is None:
         return None
     try:
-        return launcher.check_data_path(text, kind)
+        checked = launcher.check_data_path(str(path), kind)
     except ValueError as error:
         st.error(f"Cannot use this path: {error}")
         return None
+    st.caption(f"`{relative_to_root(checked)}`")
+    return checked
 
 
 def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None:
@@ -150,15 +163,29 @@ def launch_form() -> None:
     gpus = "one"
     if launcher.gpu_count() >= 2:  # one run per free GPU, or one DDP job over all of them
         gpus = st.radio("GPUs", list(launcher.GPU_REQUESTS), format_func=launcher.GPU_REQUESTS.get, key="launch_gpus")
-    if st.button("Launch", type="primary", disabled="--data" not in arguments, key="launch_button"):
-        launched = launcher.launch(arguments, runs_dir, gpus=gpus)
+    if not can("launch"):
+        st.info(f"Read-only: as a {visitor().role} you may explore runs and checkpoints, but not launch training. "
+                "Ask for the trainer role.")
+    if st.button("Launch", type="primary", disabled="--data" not in arguments or not can("launch"), key="launch_button"):
+        command = f"python -m core train {' '.join(arguments)}"
+        if not allowed("launch", command):  # on the server: a forged click of the disabled button stops here
+            return
+        who = visitor()
+        try:
+            launched = launcher.launch(arguments, runs_dir, gpus=gpus, user=who.identity,
+                                       max_per_user=policy().max_queued_per_user)
+        except ValueError as error:  # the user's quota of queued and running runs
+            record("launch", ["python", "-m", "core", "train", *arguments], refused(str(error)))
+            st.error(f"Refused: {error}")
+            return
+        record("launch", ["python", "-m", "core", "train", *arguments], launch_id=launched.id,
+               result="started" if launched.started else f"queued at {launched.position}")
         listing.clear()
-        command = f"`python -m core train {' '.join(arguments)}`"
         if launched.started:
             st.session_state["launched_pid"] = launched.pid
-            st.success(f"Started (pid {launched.pid}): {command}")
+            st.success(f"Started (pid {launched.pid}): `{command}`")
         else:
-            st.info(f"Queued (position {launched.position}): {command}")
+            st.info(f"Queued (position {launched.position}): `{command}`")
 
 
 def _sparkline(values: list[float], label: str, key: str) -> None:
@@ -204,17 +231,27 @@ def live_panel() -> None:
                 _sparkline(state["losses"], "loss", f"spark_loss_{activity.pid}")
             if state["val_accuracies"]:
                 _sparkline(state["val_accuracies"], "val acc", f"spark_val_{activity.pid}")
-        if st.button("Cancel", key=f"cancel_{activity.pid}"):
-            launcher.cancel(activity)
-            st.info("Cancel sent; the run stops at the next step and can be resumed with `train --resume`.")
+        if st.button("Cancel", key=f"cancel_{activity.pid}", disabled=not can("cancel")):
+            target = str(activity.run.dir) if activity.run is not None else f"pid {activity.pid}"
+            if allowed("cancel", target):
+                launcher.cancel(activity)
+                record("cancel", target)
+                st.info("Cancel sent; the run stops at the next step and can be resumed with `train --resume`.")
     if any(activity.run is not None for activity in active):
         st.page_link("views/curves.py", label="Training curves", icon=":material/show_chart:")
     if waiting:
         st.caption("Queued (they start in this order)")
     for entry in waiting:
         st.write(f"{entry.position}. {entry.describe()}")
-        st.button("Cancel", key=f"cancel_queued_{entry.id}", on_click=launcher.cancel_queued, args=(runs_dir, entry.id),
-                  help="remove it from the queue before it starts")
+        st.button("Cancel", key=f"cancel_queued_{entry.id}", on_click=_cancel_queued, args=(runs_dir, entry.id),
+                  help="remove it from the queue before it starts", disabled=not can("queue"))
+
+
+def _cancel_queued(runs_dir, launch_id: str) -> None:
+    """Remove a queued launch, if the visitor may change the queue (checked on the server, audited)."""
+    if allowed("queue", f"queued launch {launch_id}"):
+        removed = launcher.cancel_queued(runs_dir, launch_id)
+        record("queue", f"queued launch {launch_id}", result="removed" if removed else "already started or gone")
 
 
 def render_launcher() -> None:

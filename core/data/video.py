@@ -204,6 +204,19 @@ def smooth_tracks(detections: dict[int, list[Face]], radius: int = 1) -> dict[in
     return smoothed
 
 
+# a container's signature in its first bytes -> the suffix OpenCV reads it by: what an upload is, whatever its name
+VIDEO_SIGNATURES = ((4, b"ftyp", ".mp4"), (0, b"\x1a\x45\xdf\xa3", ".webm"), (0, b"\x00\x00\x01\xba", ".mpg"),
+                    (0, b"\x00\x00\x01\xb3", ".mpg"))
+
+
+def video_container(head: bytes) -> str | None:
+    """The video container ``head`` (a file's first bytes) starts like: ``.mp4`` (ISO media: MP4, MOV, M4V), ``.webm``
+    (Matroska, WebM), ``.avi`` (RIFF AVI), ``.mpg`` (MPEG program or elementary stream); None for anything else."""
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return ".avi"
+    return next((suffix for offset, magic, suffix in VIDEO_SIGNATURES if head[offset:offset + len(magic)] == magic), None)
+
+
 def crop(frame: np.ndarray, box: Box) -> Image.Image:
     x, y, w, h = box
     return Image.fromarray(np.ascontiguousarray(frame[y:y + h, x:x + w]))

@@ -10,6 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from access_ui import can, guarded_spec
 from common import checkpoint_label, pick_checkpoints
 from core.data.synthetic import SOURCES
 from core.stats import mcnemar_report
@@ -123,11 +124,13 @@ if st.toggle("Evaluate every checkpoint on every source (cached after the first 
 
     added = st.text_area(
         "More datasets, one per line", key="evaluation_datasets", placeholder="celebdf=/data/celebdf-frames\n/data/dfdc-frames",
+        disabled=not can("read_folder"),
         help="`NAME=ROOT`: a registered dataset and its folder (e.g. `celebdf=/data/celebdf-frames`, face crops written "
              "by `python -m core data frames`); `NAME`: `synthetic:<source>`; or a folder/CSV path. Datasets whose "
              "frames carry a video id get video-level AUC too (a video's score: the mean of its frames' P(fake)).")
     try:
         extra = parse_dataset_specs(added)
+        extra = [guarded_spec(spec) for spec in extra]  # every folder inside a data root (a trainer's read, audited)
         check_dataset_specs(extra)
     except ValueError as error:  # a DatasetError too: the spec and what to change
         st.error(f"{error}")

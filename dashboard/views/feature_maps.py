@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from access_ui import allowed
 from common import header, model, pick_student_and_layer, teacher_of, test_samples
 from core.data.images import ImageLoadError, load_image
 from core.evaluation.inspect import feature_maps, tile
@@ -23,7 +24,7 @@ source = st.radio("Image", ["From the benchmark", "Upload"], horizontal=True, ke
 image, caption = None, ""
 if source == "Upload":
     upload = st.file_uploader("An image (PNG, JPEG, ...)", key="maps_upload")
-    if upload is not None:
+    if upload is not None and allowed("infer", upload.name):
         from core.evaluation.inference import decode_upload
 
         try:

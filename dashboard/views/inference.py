@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
+from access_ui import allowed
 from common import model, ood_model, pick_checkpoints, served_model, test_samples
 from core.data.datasets import LABEL_NAMES, DatasetError
 from core.data.faces import draw_boxes
@@ -48,7 +49,9 @@ runtimes = st.multiselect("Also run", DEPLOYED_RUNTIMES, key="inference_runtimes
 def _input_image() -> tuple[Image.Image, str] | None:
     """``(RGB image, caption)`` of the upload, else of the picked sample; None (message shown) when unusable."""
     if upload is not None:
-        try:
+        if not allowed("infer", upload.name):  # checked on the server before anything is decoded
+            return None
+        try:  # decoded in memory, its format read from its content (PIL's header), never from its name
             return decode_upload(upload.getvalue(), upload.name), f"upload · {upload.name}"
         except ImageLoadError as error:
             st.error(f"Cannot use this file: {error}")

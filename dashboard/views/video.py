@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from access_ui import allowed
 from common import all_checkpoints, checkpoint_label, ood_model, served_model
 from core.data.datasets import FAKE, REAL
 from core.data.faces import FACE_MARGIN
 from core.data.synthetic_video import ClipConfig, clip_preview, sample_clip
-from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError, iterate_frames
+from core.data.video import VIDEO_EXTENSIONS, FaceOptions, SamplingOptions, VideoError, iterate_frames, video_container
 from core.evaluation.ood import UNRELIABLE
 from core.evaluation.video import AGGREGATES, VideoOptions, analyse_video
 from core.io import cache_dir
@@ -42,31 +46,46 @@ crop_scale = right.number_input("Crop side / face side", 1.0, 3.0, 1 + 2 * FACE_
                                 help="1.8 frames a face as the embedded benchmark's images do; 1.3 matches `data frames` crops")
 
 
+@contextmanager
 def _input_path():
-    """The clip on disk (uploads are stored under the cache by content hash), or None with a message shown."""
-    folder = cache_dir() / "videos"
+    """The clip on disk while it is analysed: a synthetic one from the cache, or the upload in a private temporary
+    folder, removed afterwards (never kept, never under a data root), once its first bytes say it is a video."""
     if upload is None:
+        clip = None
         try:
             with st.spinner("making the synthetic clip (once)..."):
-                return sample_clip(FAKE if sample.startswith("fake") else REAL, folder, config=ClipConfig())
+                clip = sample_clip(FAKE if sample.startswith("fake") else REAL, cache_dir() / "videos", config=ClipConfig())
         except (VideoError, OSError) as error:
             st.error(f"Cannot make the synthetic clip: {error}")
-            return None
+        yield clip
+        return
+    if not allowed("infer", upload.name):
+        yield None
+        return
     data = upload.getvalue()
     if len(data) > MAX_UPLOAD_MB * 2**20:
         st.error(f"Cannot use this file: {upload.name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
-        return None
-    suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ".mp4"
-    path = folder / "uploads" / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        yield None
+        return
+    suffix = video_container(data[:16])
+    if suffix is None:  # its content, not its name: no container signature, no decoding
+        st.error(f"Cannot use this file: {upload.name} does not start like a video (MP4/MOV, WebM/MKV, AVI, MPEG).")
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="core-upload-") as folder:  # mode 0700: this user only
+        path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
-    return path
+        yield path
+
+
+def _input_key() -> str:
+    """What the analysis is of: the upload's content (its hash), or the synthetic clip asked for."""
+    return hashlib.sha256(upload.getvalue()).hexdigest() if upload is not None else f"synthetic {sample}"
 
 
 def _analyse(path) -> dict | None:
     options = VideoOptions(sampling=SamplingOptions(num_frames=frames), faces=FaceOptions(crop_scale=crop_scale), aggregate=aggregate)
-    key = (str(path), choices[picked], frames, aggregate, crop_scale)
+    key = (_input_key(), choices[picked], frames, aggregate, crop_scale)
     if st.session_state.get("video_result_key") == key:
         return st.session_state["video_result"]
     bar = st.progress(0.0, text="starting...")
@@ -132,10 +151,10 @@ def _preview() -> None:
         if upload is None:
             frame, caption = _synthetic_preview(FAKE if sample.startswith("fake") else REAL), f"synthetic clip ({sample})"
         else:
-            path = _input_path()
-            if path is None:
-                return
-            frame, caption = next(iterate_frames(path, [0]))[1], upload.name
+            with _input_path() as path:
+                if path is None:
+                    return
+                frame, caption = next(iterate_frames(path, [0]))[1], upload.name
     except (VideoError, OSError, StopIteration) as error:
         st.error(f"Cannot read this video: {error or 'it has no frame'}")
         return
@@ -145,8 +164,8 @@ def _preview() -> None:
 # nothing heavy runs until asked: the first Analyse makes the input (a synthetic clip is rendered once) and analyses it
 clicked = st.button("Analyse", type="primary", key="video_run")
 if clicked or st.session_state.get("video_result_key"):
-    path = _input_path()
-    result = _analyse(path) if path is not None else None
+    with _input_path() as path:
+        result = _analyse(path) if path is not None else None
     if result is not None:
         _show(result)
 else:

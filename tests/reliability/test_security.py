@@ -237,9 +237,11 @@ def test_sidebar_refuses_a_bad_path_before_launching(tiny_benchmark, tmp_path, m
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one": launched.append(arguments)
-                        or launcher.Launched("x", 4242))
-    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
+    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
+                        launched.append(arguments) or launcher.Launched("x", 4242))
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120)
+    app.secrets["access"] = {"data_roots": [str(tmp_path)]}  # the folders this dashboard may read
+    app.run()
     app.sidebar.selectbox(key="launch_method").set_value("teacher").run()
     app.sidebar.radio(key="launch_data_kind").set_value("Folder or CSV").run()
     app.sidebar.text_input(key="launch_path").set_value(str(tmp_path / "nowhere")).run()
