@@ -179,12 +179,12 @@ def guarded_path(text: str) -> Path | None:
     if not allowed("read_folder", text):
         return None
     try:
-        return access.guard_path(text, policy().roots)
+        path = access.guard_path(text, policy().roots)
     except ValueError as error:
         record("read_folder", text, access.refused(str(error)))
         st.error(f"Cannot use this path: {error}")
         return None
-    record("read_folder", text)
+    return path
 
 
 def guarded_spec(spec):

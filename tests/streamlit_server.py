@@ -19,10 +19,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(port: int, *flags: str, timeout: float = 90) -> subprocess.Popen:
-    """The server on ``port`` (headless, plus ``flags``), once its health check answers; killed if it never does."""
+def serve(port: int, *flags: str, timeout: float = 90, env: dict | None = None) -> subprocess.Popen:
+    """The server on ``port`` (headless, plus ``flags``; ``env`` added to this process's), once its health check
+    answers; killed if it never does."""
     process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/Home.py", "--server.port", str(port),
-                                "--server.headless", "true", *flags], cwd=REPO, env=os.environ.copy(),
+                                "--server.headless", "true", *flags], cwd=REPO, env={**os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while True:

@@ -129,7 +129,9 @@ def test_evaluation_page_matrix_shows_an_added_frames_folder_at_frame_and_video_
     from streamlit.testing.v1 import AppTest
 
     folder = write_frames_folder(tmp_path / "celebdf-frames", "celebdf")
-    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=180).run()
+    app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=180)
+    app.secrets["access"] = {"data_roots": [str(tmp_path)]}  # the dashboard reads typed folders only inside its roots
+    app.run()
     app.switch_page("views/evaluation.py").run()
     first = app.multiselect(key="evaluation_pick").value[0]
     app.multiselect(key="evaluation_pick").set_value([first]).run()

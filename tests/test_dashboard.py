@@ -170,7 +170,7 @@ def test_sidebar_offers_the_gpu_choice_only_with_two_gpus(tiny_benchmark, tmp_pa
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one": launched.append(gpus)
+    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(gpus)
                         or launcher.Launched("x", position=3))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     assert "launch_gpus" not in [radio.key for radio in app.sidebar.radio], "no GPU choice on this machine"
@@ -194,7 +194,7 @@ def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, mon
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(launcher, "launch",
-                        lambda arguments, runs_dir, gpus="one": launched.append(arguments) or launcher.Launched("x", 4242))
+                        lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(arguments) or launcher.Launched("x", 4242))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.sidebar.selectbox(key="launch_method").set_value(method).run()
     app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")

@@ -109,7 +109,9 @@ def test_the_data_page_shows_a_folders_leaked_pairs_side_by_side(faces, tmp_path
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, folder / f"{index}.png")
     shutil.copy(faces[0], root / "test" / "fake" / "copy.png")
-    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "Home.py"), default_timeout=120).run()
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "Home.py"), default_timeout=120)
+    app.secrets["access"] = {"data_roots": [str(tmp_path)]}  # the dashboard reads typed folders only inside its roots
+    app.run()
     app.switch_page("views/data.py").run()
     app.radio(key="data_data_kind").set_value("Folder or CSV").run()
     app.text_input(key="data_path").set_value(str(root)).run()
