@@ -149,3 +149,37 @@ def test_a_typed_path_outside_the_data_roots_is_refused_and_audited(launches, tm
         assert "Cannot use this path" in app.sidebar.error[0].value and app.sidebar.button(key="launch_button").disabled
     refused = [r for r in access.read_audit(tmp_path / "runs") if r["action"] == "read_folder"]
     assert len(refused) == 4 and all(r["outcome"].startswith("refused: ") for r in refused)
+
+
+def test_runs_page_says_who_launched_each_run_and_filters_the_audit_log_by_user(launches, tmp_path, monkeypatch):
+    from core.runs import Run
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CORE_LAUNCHED_BY", "trainer@lab.org")
+    run = Run.create(runs, "teacher", "synthetic")
+    run.write_config({"method": "teacher", "data": "synthetic"})
+    run.write_environment("cpu")
+    monkeypatch.delenv("CORE_LAUNCHED_BY")
+    for identity, role, action, outcome in [("trainer@lab.org", "trainer", "launch", "ok"),
+                                            ("student@lab.org", "viewer", "launch", access.refused("a viewer may not launch")),
+                                            ("trainer@lab.org", "trainer", "cancel", "ok")]:
+        access.audit(runs, identity, role, action, ["python", "-m", "core", "train"], outcome)
+
+    app = _app({"auth": AUTH, "access": ACCESS}, {"is_logged_in": True, "email": "trainer@lab.org"})
+    app.switch_page("views/runs.py").run()
+    assert not app.exception
+    listed = app.dataframe[1].value
+    assert list(listed.columns[:3]) == ["run", "status", "launched_by"]
+    assert listed.set_index("run").loc[run.dir.name, "launched_by"] == "trainer@lab.org"
+    audit = app.dataframe[2].value
+    assert list(audit["action"]) == ["cancel", "launch", "launch"], "newest first"
+    assert audit["target"].iloc[0] == "python -m core train"
+    app.selectbox(key="runs_audit_user").set_value("student@lab.org").run()
+    audit = app.dataframe[2].value
+    assert list(audit["identity"]) == ["student@lab.org"] and audit["outcome"].iloc[0] == "refused: a viewer may not launch"
+
+    viewer = _app({"auth": AUTH, "access": ACCESS}, {"is_logged_in": True, "email": "Student@lab.org"})
+    viewer.switch_page("views/runs.py").run()
+    assert not viewer.exception and "runs_audit_user" not in [box.key for box in viewer.selectbox]
+    audit = viewer.dataframe[2].value
+    assert list(audit["identity"]) == ["student@lab.org"], "a viewer sees only what they did"

@@ -1,4 +1,5 @@
-"""Runs & checkpoints: every shipped checkpoint and run, sortable; pick one or two to explore; download a compact model."""
+"""Runs & checkpoints: every shipped checkpoint and run (with who launched it), sortable; the audit log, by user; pick
+one or two to explore; download a compact model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from access_ui import visitor
 from common import all_checkpoints, checkpoint_label, listing, listing_frame
+from core import access
+from core.runs import default_runs_dir
 
 st.title("Runs & checkpoints")
 
@@ -16,18 +20,33 @@ COLUMNS = ["status", "method", "kind", "arch", "data", "dataset", "test_accuracy
            "params_reduction", "macs_reduction", "ood calibration", "error"]
 
 
-def _frame(rows: list[dict], name_key: str) -> pd.DataFrame:
-    return listing_frame(rows, [name_key, *COLUMNS])
-
-
 st.subheader("Shipped checkpoints")
-st.dataframe(_frame(listing("checkpoints"), "checkpoint"), hide_index=True, width="stretch")
+st.dataframe(listing_frame(listing("checkpoints"), ["checkpoint", *COLUMNS]), hide_index=True, width="stretch")
 st.subheader("Runs")
-runs = _frame(listing("runs"), "run")
+runs = listing_frame(listing("runs"), ["run", "status", "launched_by", *COLUMNS[1:]])
 if runs.empty:
     st.info("No runs yet: launch one from the sidebar.")
 else:
-    st.dataframe(runs, hide_index=True, width="stretch")
+    st.dataframe(runs, hide_index=True, width="stretch", column_config={"launched_by": st.column_config.TextColumn(
+        "launched by", help="who launched it from the dashboard (empty: from a shell)")})
+
+st.subheader("Audit log")
+who = visitor()
+if who.role == "trainer":
+    records = access.read_audit(default_runs_dir())
+    people = sorted({record.get("identity") or "(unknown)" for record in records})
+    person = st.selectbox("User", ["everyone", *people], key="runs_audit_user")
+    if person != "everyone":
+        records = [record for record in records if (record.get("identity") or "(unknown)") == person]
+else:  # a viewer sees what they did, not who else did what
+    records = access.read_audit(default_runs_dir(), identity=who.identity) if who.identity else []
+if not records:
+    st.caption("Nothing audited yet: every launch, cancel and refused action is recorded here, with who did it.")
+else:
+    audit = pd.DataFrame(records).drop(columns=["epoch"], errors="ignore")
+    audit["target"] = audit["target"].map(lambda target: " ".join(target) if isinstance(target, list) else target)
+    st.dataframe(audit, hide_index=True, width="stretch")
+    st.caption(f"{len(records)} record(s), newest first, from `{access.AUDIT_LOG}` in the runs folder.")
 
 st.subheader("Explore")
 choices = all_checkpoints()
