@@ -93,10 +93,14 @@ def normalize_identity(identity: str) -> str:
     return identity.lower() if "@" in identity else identity
 
 
-def identity_of(user: Mapping) -> str | None:
+def identity_of(user: Mapping, trusted_headers: bool = False) -> str | None:
     """The identity of a signed-in ``st.user``: the e-mail unless the provider says it is unverified, else the OIDC
-    ``sub``; None when nobody is signed in."""
-    if not user.get("is_logged_in"):
+    ``sub``; None when nobody is signed in.
+
+    ``trusted_headers``: ``st.user`` was filled from an authenticating proxy's headers
+    (``server.trustedUserHeaders`` mapping a header to ``email`` or ``sub``), which Streamlit passes on without
+    ``is_logged_in``: the proxy has already authenticated whoever the header names."""
+    if not trusted_headers and not user.get("is_logged_in"):
         return None
     email = user.get("email")
     if email and user.get("email_verified", True) is not False:

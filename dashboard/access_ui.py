@@ -75,9 +75,10 @@ def _proxy_configured() -> bool:
     return bool(headers)
 
 
-def _identity_from_user() -> str | None:
-    """The logged-in user's e-mail (unless the provider says it is unverified), else their ``sub``."""
-    return access.identity_of(st.user)
+def _identity_from_user(trusted_headers: bool = False) -> str | None:
+    """The logged-in user's e-mail (unless the provider says it is unverified), else their ``sub``; behind a proxy,
+    the e-mail or ``sub`` its headers carry."""
+    return access.identity_of(st.user, trusted_headers=trusted_headers)
 
 
 def gate() -> Visitor:
@@ -93,7 +94,7 @@ def gate() -> Visitor:
             _closed_page("trusted proxy headers are configured, but Streamlit listens on "
                          f"`{listening_address() or 'every interface'}`: anyone reaching it directly could send any "
                          "header. Listen on 127.0.0.1 behind the proxy.")
-        identity = _identity_from_user()
+        identity = _identity_from_user(trusted_headers=True)
         if identity is None:
             _closed_page("the proxy sent no identity header (server.trustedUserHeaders).")
         return _admitted(Visitor(identity, _role_name(rules.role_of(identity)), "proxy"))

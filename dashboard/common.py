@@ -9,10 +9,19 @@ import streamlit as st
 from core.catalog import checkpoint_rows, run_rows
 
 
-@st.cache_data(ttl=5, show_spinner=False)
 def listing(kind: str) -> list[dict]:
-    """Shipped checkpoints or runs, as rows (refreshed every few seconds)."""
-    return checkpoint_rows() if kind == "checkpoints" else run_rows()
+    """Shipped checkpoints or runs (of the runs folder in effect now), as rows (refreshed every few seconds)."""
+    from core.runs import default_runs_dir
+
+    return _listing(kind, str(default_runs_dir()))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _listing(kind: str, runs_dir: str) -> list[dict]:
+    return checkpoint_rows() if kind == "checkpoints" else run_rows(Path(runs_dir))
+
+
+listing.clear = _listing.clear  # after a launch: the next look lists the new run at once
 
 
 def _checkpoint_rows() -> dict[str, dict]:

@@ -213,7 +213,8 @@ def live_panel() -> None:
             st.progress(0.0, text=f"pid {activity.pid}: starting (loading data and models)...")
         else:
             state = launcher.progress(activity.run)
-            st.caption(activity.run.dir.name + (f" · GPU {', '.join(map(str, activity.gpus))}" if activity.gpus else ""))
+            st.caption(activity.run.dir.name + (f" · GPU {', '.join(map(str, activity.gpus))}" if activity.gpus else "")
+                       + (f" · by {activity.user}" if activity.user else ""))
             st.progress(state["fraction"], text=f"epoch {min(state['epochs_done'] + 1, state['epochs'])}/{state['epochs']}")
             st.progress(state["epoch_fraction"], text="steps in this epoch")
             step = state["step"]
@@ -242,7 +243,7 @@ def live_panel() -> None:
     if waiting:
         st.caption("Queued (they start in this order)")
     for entry in waiting:
-        st.write(f"{entry.position}. {entry.describe()}")
+        st.write(f"{entry.position}. {entry.describe()}" + (f" · by {entry.user}" if entry.user else ""))
         st.button("Cancel", key=f"cancel_queued_{entry.id}", on_click=_cancel_queued, args=(runs_dir, entry.id),
                   help="remove it from the queue before it starts", disabled=not can("queue"))
 

@@ -183,3 +183,31 @@ def test_runs_page_says_who_launched_each_run_and_filters_the_audit_log_by_user(
     assert not viewer.exception and "runs_audit_user" not in [box.key for box in viewer.selectbox]
     audit = viewer.dataframe[2].value
     assert list(audit["identity"]) == ["student@lab.org"], "a viewer sees only what they did"
+
+
+@pytest.fixture()
+def proxied():
+    """An authenticating proxy's header mapped into st.user (``server.trustedUserHeaders``), as oauth2-proxy sends."""
+    before = streamlit_config.get_option("server.trustedUserHeaders")
+    streamlit_config.set_option("server.trustedUserHeaders", {"X-Forwarded-Email": "email"})
+    yield
+    streamlit_config.set_option("server.trustedUserHeaders", before)
+
+
+def test_behind_a_proxy_on_loopback_the_headers_identity_gets_its_role(launches, proxied, tmp_path):
+    app = _app({"access": ACCESS}, {"email": "trainer@lab.org"})
+    assert not app.exception and app.title[0].value == "Lightweight deepfake face detection"
+    assert any("trainer@lab.org" in caption.value and "trainer" in caption.value for caption in app.sidebar.caption)
+    _launch(app)
+    assert [user for _, user in launches] == ["trainer@lab.org"]
+    viewer = _app({"access": ACCESS}, {"email": "student@lab.org"})
+    assert viewer.sidebar.button(key="launch_button").disabled
+    nobody = _app({"access": ACCESS}, {})
+    assert [t.value for t in nobody.title] == ["Login required"] and "no identity header" in nobody.error[0].value
+
+
+def test_proxy_headers_while_listening_on_every_interface_show_only_the_refusal(launches, proxied, exposed):
+    app = _app({"access": ACCESS}, {"email": "trainer@lab.org"})
+    assert not app.exception and [t.value for t in app.title] == ["Login required"]
+    assert "anyone reaching it directly could send any header" in app.error[0].value
+    assert not app.sidebar.button and not app.text_input and not launches
