@@ -85,7 +85,7 @@ def gate() -> Visitor:
     """The visitor of this session, or a page that says why not and stops the script (nothing else renders)."""
     rules = policy()
     if secrets_section("auth"):
-        if not st.user.is_logged_in:
+        if not st.user.get("is_logged_in"):
             _login_page()
         identity = _identity_from_user() or "unknown"
         return _admitted(Visitor(identity, _role_name(rules.role_of(identity)), "oidc"))
@@ -122,10 +122,19 @@ def _admitted(visitor: Visitor) -> Visitor:
     return visitor
 
 
+def login_providers(auth: dict) -> list[str | None]:
+    """The providers ``[auth]`` configures: None for the one set in ``[auth]`` itself (its ``client_id``), and the
+    name of each ``[auth.<name>]`` table (Streamlit's several-providers form)."""
+    named = [name for name, value in auth.items() if hasattr(value, "keys")]
+    return ([None] if "client_id" in auth or not named else []) + sorted(named)
+
+
 def _login_page() -> None:
     st.title("Lightweight deepfake face detection")
     st.write("This dashboard needs a login.")
-    st.button("Log in", type="primary", on_click=st.login, key="login_button")
+    for provider in login_providers(secrets_section("auth")):
+        st.button("Log in" if provider is None else f"Log in with {provider}", type="primary", on_click=st.login,
+                  args=() if provider is None else (provider,), key=f"login_button{'' if provider is None else '_' + provider}")
     st.stop()
 
 
@@ -205,7 +214,10 @@ def guarded_spec(spec):
     except ValueError as error:
         record("read_folder", folder, access.refused(str(error)))
         raise
-    return replace(spec, root=resolved) if spec.root else replace(spec, name=resolved)
+    if spec.root:
+        return replace(spec, root=resolved)
+    label = spec.label if spec.label != spec.name else access.relative_to_root(resolved, policy().roots)
+    return replace(spec, name=resolved, label=label)  # a path is shown relative to its root
 
 
 def sidebar_identity() -> None:

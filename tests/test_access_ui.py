@@ -16,6 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import access, launcher
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
+
 REPO = Path(__file__).resolve().parents[1]
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "dashboard",
         "client_secret": "secret", "server_metadata_url": "http://localhost:9400/.well-known/openid-configuration"}
@@ -211,3 +213,14 @@ def test_proxy_headers_while_listening_on_every_interface_show_only_the_refusal(
     assert not app.exception and [t.value for t in app.title] == ["Login required"]
     assert "anyone reaching it directly could send any header" in app.error[0].value
     assert not app.sidebar.button and not app.text_input and not launches
+
+
+def test_several_providers_each_get_a_login_button():
+    from access_ui import login_providers
+
+    assert login_providers(AUTH) == [None]
+    assert login_providers({"cookie_secret": "x", "google": {"client_id": "g"}, "entra": {"client_id": "m"}}) == \
+        ["entra", "google"]
+    app = _app({"auth": {"redirect_uri": AUTH["redirect_uri"], "cookie_secret": AUTH["cookie_secret"],
+                         "google": {key: AUTH[key] for key in ("client_id", "client_secret", "server_metadata_url")}}})
+    assert not app.exception and [button.label for button in app.button] == ["Log in with google"]

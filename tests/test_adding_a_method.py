@@ -86,7 +86,8 @@ def test_the_sidebar_offers_the_new_method_with_its_declared_input(plugin, tiny_
     try:
         launched = []
         monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-        monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(arguments)
+        monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
+                            launched.append(arguments)
                             or launcher.Launched("x", 4242))
         app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
         assert "logit-decay" in app.sidebar.selectbox(key="launch_method").options

@@ -194,7 +194,8 @@ def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, mon
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(launcher, "launch",
-                        lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(arguments) or launcher.Launched("x", 4242))
+                        lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
+                        launched.append(arguments) or launcher.Launched("x", 4242))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.sidebar.selectbox(key="launch_method").set_value(method).run()
     app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")
