@@ -250,4 +250,4 @@ def test_video_page_analyses_an_upload_and_refuses_a_broken_one(tiny_benchmark, 
     assert len(app.get("video")) == 1 and len(app.get("plotly_chart")) == 1
     app.file_uploader(key="video_upload").set_value(("broken.mp4", os.urandom(2048), "video/mp4")).run()
     app.button(key="video_run").click().run()
-    assert not app.exception and app.error[0].value.startswith("Cannot use this video: ")
+    assert not app.exception and app.error[0].value.startswith("Cannot use this file: broken.mp4 does not start like a video")
