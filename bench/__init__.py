@@ -103,4 +103,4 @@ SHIPPED_RESNET50 = {  # the shipped faceswap teacher and its two compact student
 
 
 # one module per topic; importing them registers their benchmarks
-from bench import checkpoints, dashboard, data, deploy, faces, frames, inference, predict, training, video  # noqa: E402, F401
+from bench import checkpoints, dashboard, data, deploy, faces, frames, inference, predict, serving, training, video  # noqa: E402, F401, I001

@@ -1,13 +1,16 @@
-"""Pruning: per-layer active filters of one or two students side by side, the mask history, params/MACs."""
+"""Pruning: per-layer active filters of one or two students side by side, params/MACs, where the served time goes
+(latency per stage beside MACs per stage), the mask history."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from common import all_checkpoints, header, model
+from common import all_checkpoints, header, model, teacher_of
 from core.runs import Run
 
 st.title("Pruning")
@@ -56,10 +59,58 @@ st.plotly_chart(bars, width="stretch")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
+def _latency(path: str, stamp: float, size: int, threads: int) -> dict:
+    """A checkpoint's layer profile, kept in this session (a timing is of this machine now: not shared, not on disk)."""
+    from core.evaluation.layer_profile import layer_profile, served_deployable
+
+    kept = st.session_state.setdefault("pruning_latency_profiles", {})
+    key = (path, stamp, size, threads)
+    if key not in kept:
+        bar = st.progress(0.0, text=f"Timing {Path(path).name} layer by layer at {size} px...")
+        kept[key] = layer_profile(served_deployable(path), size, threads=threads,
+                                  on_progress=lambda done, total: bar.progress(done / total, text=f"{Path(path).name}: "
+                                                                                f"pass {done}/{total}"))
+        bar.empty()
+    return kept[key]
+
+
+def _latency_view() -> None:
+    """Time per stage beside MACs per stage, of the picked students' compact forms (and their teacher) as served."""
+    import torch
+
+    from core.checkpoint import resolve_checkpoint
+    from core.evaluation.layer_profile import category_figure, profile_figure
+
+    st.subheader("Latency (CPU, as served)")
+    st.caption("Each network as PyTorch serves it (BN folded, channels_last), batch 1, timed layer by layer: where the "
+               "time goes is seldom where the MACs are. `python -m core bench serving-profile` writes the same profile.")
+    left, right = st.columns(2)
+    size = left.select_slider("Image size (px)", [64, 128, 256], value=64, key="pruning_latency_size")
+    threads = right.number_input("Threads", 1, max(1, torch.get_num_threads()), torch.get_num_threads(),
+                                 key="pruning_latency_threads")
+    if not st.toggle("Profile", key="pruning_latency_on"):
+        return
+    networks = {name: students[name] for name in picked}
+    teacher = teacher_of(students[picked[0]])
+    if teacher:
+        networks = {"teacher": teacher, **networks}
+    profiles = {}
+    for name, path in networks.items():
+        resolved = resolve_checkpoint(path)
+        profiles[name] = _latency(str(resolved), resolved.stat().st_mtime, int(size), int(threads))
+    st.plotly_chart(profile_figure(profiles), width="stretch", key="pruning_latency_stages")
+    st.plotly_chart(category_figure(profiles), width="stretch", key="pruning_latency_categories")
+    st.dataframe(pd.DataFrame([{"network": name, "ms (layers summed)": p["total_ms"], "ms (no hooks)": p["unhooked_ms"],
+                                "MACs (M)": sum(layer["macs"] for layer in p["layers"]) / 1e6,
+                                **{f"{category} ms": group["ms"] for category, group in p["by_category"].items()}}
+                               for name, p in profiles.items()]), hide_index=True, width="stretch")
+
+
+_latency_view()
+
+
 def _history(path: str) -> list[dict]:
     """Per-epoch mask records: the run's metrics, or the history a fine-tuned/shipped checkpoint carries."""
-    from pathlib import Path
-
     folder = Path(path)
     if folder.is_dir() and (folder / "metrics.jsonl").is_file():
         records = [r for r in Run(folder).metrics("epoch") if "active_filters" in r]
