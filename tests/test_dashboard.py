@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 import urllib.request
@@ -140,7 +141,8 @@ def test_sidebar_launches_a_tiny_run_and_watches_it_finish(tiny_benchmark, tmp_p
         assert "Queued (position 1): `python -m core train --method teacher" in second.sidebar.info[0].value
         (entry,) = launcher.queued(runs)
         assert "Training now" in [s.value for s in second.sidebar.subheader]
-        assert "1. teacher on synthetic" in [m.value for m in second.sidebar.markdown]
+        assert f"1. teacher on synthetic · by {getpass.getuser()}" in [m.value for m in second.sidebar.markdown], \
+            "the queue says who launched each entry (the local user on loopback)"
         (activity,) = launcher.activities(runs)
         charts = [chart.proto.id for chart in second.sidebar.get("plotly_chart")]
         assert len(charts) == 2 and all(f"spark_{kind}_{activity.pid}" in chart_id for kind, chart_id

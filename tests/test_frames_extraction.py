@@ -266,4 +266,4 @@ def test_bench_frames_smoke_reports_what_it_timed(tiny_benchmark, tmp_path):
     assert sampled == 2 * 4 and 0 < result["config"]["crops"] <= sampled
     for workers in (1, 2):
         assert result["rates"][f"workers {workers}"]["sampled_frames_per_s"] == \
-            pytest.approx(sampled / medians[f"workers {workers}"], rel=1e-2)
+            pytest.approx(sampled / medians[f"workers {workers}"], rel=1e-2, abs=0.006)  # the JSON rounds to 0.01
