@@ -61,7 +61,7 @@ def kept_filters(model: nn.Module, layer: str) -> tuple[list[int], int]:
     block, position = _block_and_position(model, layer)
     index = layer_index(model, layer)
     if isinstance(model, MaskedResNet):
-        mask = model.sampler.split(model.sampler.eval_mask().cpu())[index]
+        mask = model.per_conv(model.sampler.eval_mask().cpu())[index]  # a stage-masked last conv: its stream's mask
         return torch.nonzero(mask).flatten().tolist(), len(mask)
     conv = getattr(block, f"conv{position}")
     pruning = (getattr(model, "header", None) or {}).get("pruning") or {}
@@ -168,7 +168,7 @@ def layer_filters(student: nn.Module, layer: str, teacher: nn.Module | None = No
     keep_probability = np.asarray(pruning["keep_probability"][index]) if "keep_probability" in pruning else None
     if keep_probability is None and isinstance(student, MaskedResNet):
         sampler = student.sampler
-        keep_probability = sampler.split(sampler.keep_probability().detach())[index].numpy()
+        keep_probability = student.per_conv(sampler.keep_probability().detach())[index].numpy()
     redundancy = np.asarray(pruning["redundancy"][index]) if recorded else redundancy_scores(full).numpy()
     return LayerFilters(layer=layer, channels=channels, kept=kept, before=pearson_correlation(full).numpy(),
                         after=after.numpy(), keep_probability=keep_probability, redundancy=redundancy, before_source=source)

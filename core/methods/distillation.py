@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from core.config import TrainConfig
 from core.methods.base import Method
 from core.methods.options import Options, option
-from core.models.masked import MaskedResNet
+from core.models.masked import RESIDUAL_MASKS, MaskedResNet
 from core.models.resnet import fold_batch_norms, forward_features, stages
 from core.pruning.flops import MaskedCost
 from core.pruning.surgery import filter_record
@@ -89,6 +89,11 @@ class StudentOptions(Options):
                                            methods=("pearson",))
     score_every: int = option(1, "pearson: recompute the redundancy scores every N steps "
                                  "(needs --no-correlation-weight-gradient)", low=1, methods=("pearson",))
+    residual_mask: str = option("block", "block (the papers': a mask per conv of each block; the residual stream keeps the "
+                                         "teacher's width) or stage (not the papers': one mask per stage over its residual "
+                                         "stream, shared by its downsample and every block's last conv, so pruning "
+                                         "narrows the stream itself; docs/methods.md)",
+                                label="Residual mask", choices=RESIDUAL_MASKS, methods=GUMBEL)
 
     def in_effect(self, method: str) -> dict:
         shown = super().in_effect(method)
@@ -100,6 +105,9 @@ class StudentOptions(Options):
         return shown
 
     def validate(self, config: TrainConfig) -> None:
+        if self.residual_mask != "block" and config.method not in GUMBEL:
+            raise ValueError(f"residual_mask {self.residual_mask} is an option of {' and '.join(GUMBEL)}; "
+                             f"{config.method} masks each block's convs (residual_mask block)")
         if self.score_every > 1 and self.correlation_weight_gradient:
             raise ValueError("score_every must be >= 1, and > 1 only with correlation_weight_gradient false (the scores are "
                              "then constants for the masks' gradient; with the weight gradient they are part of the graph)")
@@ -283,7 +291,7 @@ class MaskedStudentMethod(Method):
 
         options = self.options
         teacher = load_teacher(config, self.same_arch_teacher)
-        student = MaskedResNet(config.arch, self.sampler)
+        student = MaskedResNet(config.arch, self.sampler, options.residual_mask)
         if options.student_init == "teacher":
             missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
             if unexpected or set(missing) != {f"sampler.{name}" for name, _ in student.sampler.named_parameters()}:
@@ -297,7 +305,9 @@ class MaskedStudentMethod(Method):
         return Distiller(student, teacher, options, self.penalty(), cost, teacher_macs)
 
     def model_spec(self, config: TrainConfig, model: nn.Module) -> dict:
-        return {"type": "masked-resnet", "arch": config.arch, **({"sampler": self.sampler} if self.sampler != "gumbel" else {})}
+        residual_mask = self.options.residual_mask
+        return {"type": "masked-resnet", "arch": config.arch, **({"sampler": self.sampler} if self.sampler != "gumbel" else {}),
+                **({"residual_mask": residual_mask} if residual_mask != "block" else {})}
 
     def deployable(self, model: Distiller) -> nn.Module:
         return model.student
@@ -321,7 +331,7 @@ class MaskedStudentMethod(Method):
 
     @torch.no_grad()
     def epoch_summary(self, model: Distiller) -> dict:
-        """The mask history record: tau, per-layer keep probability and active filters, compact cost."""
+        """The mask history record: tau, per-block-conv keep probability and active filters, compact cost."""
         student = model.student
         sampler = student.sampler
         keep = sampler.keep_probability()
@@ -331,9 +341,9 @@ class MaskedStudentMethod(Method):
         params = float(model.cost.params(eval_mask.double()))
         return {
             "temperature": sampler.temperature,
-            "keep_probability": [round(float(p.mean()), 5) for p in sampler.split(keep)],
+            "keep_probability": [round(float(p.mean()), 5) for p in student.per_conv(keep)],
             "active_filters": active,
-            "active_fraction": sum(active) / sum(sampler.channels),
+            "active_fraction": sum(active) / sum(student.conv_channels),
             "compact_macs": macs, "compact_params": params,
             "macs_reduction": 1 - macs / model.cost.full_macs,
             "params_reduction": 1 - params / model.cost.full_params,
@@ -352,8 +362,8 @@ class MaskedStudentMethod(Method):
         return {
             "teacher": config.teacher,
             "pruning": {
-                "layers": [layer.name for layer in student.layers],
-                "channels": list(student.sampler.channels),
+                "layers": [conv.conv for conv in student.wiring.block_convs],
+                "channels": student.conv_channels,
                 "active_filters": summary["active_filters"],
                 "compact_params": summary["compact_params"], "compact_macs": summary["compact_macs"],
                 "teacher_params": model.cost.full_params, "teacher_macs": model.cost.full_macs,

@@ -122,8 +122,7 @@ class FinetuneMethod(Method):
         return model.student
 
     def model_spec(self, config: TrainConfig, model: Finetuned) -> dict:
-        student = model.student
-        return {"type": "compact-resnet", "arch": student.arch, "active_filters": list(student.active_filters)}
+        return model.student.spec()
 
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return model(images, labels)

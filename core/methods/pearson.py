@@ -13,6 +13,12 @@ scores are ``(W-1)^2`` larger per layer, and the published lambda_3 values (0.5-
 that scale (at ``paper`` scale their gradient on a keep logit is about 10^5 times
 smaller; ``python -m core bench pearson-scale`` measures it). A filter that the others
 already explain pays to stay, so the sampler learns to drop it.
+With stage masks (``residual_mask: stage``) a stream channel is one keep probability shared by every conv
+that writes it (the stage's downsample, or the stem, and each block's last conv): each of those convs is
+scored on its own filters, as a block conv is, and its term reads the shared ``phi``, so the stream mask
+pays, per channel, the sum of what the filters it removes would pay one by one. The downsample joins the
+scored convs there (L = 52 for a ResNet-50): its filter goes with the channel too. Per-block masks score
+the 48 block convs only, as the paper does.
 Layers of the same weight shape are scored in one batched call (ResNet-50's 48
 layers fall into 16 shapes). ``correlation_weight_gradient: false`` stops the
 gradient into the weights, so only the masks respond to redundancy.
@@ -38,13 +44,16 @@ from core.pruning.correlation import redundancy_scores
 
 
 def shape_groups(student: MaskedResNet) -> list[tuple[list[int], list[torch.nn.Conv2d]]]:
-    """Masked-layer indices and their convs, grouped by weight shape (each group is scored in one call)."""
+    """The scored convs, grouped by weight shape (each group is scored in one call), with the masked layer whose
+    mask multiplies each one's output: every conv a mask narrows (:class:`core.models.masked.MaskWiring`), so
+    with per-block masks the 48 block convs, each with its own mask; with stage masks also each stage's
+    downsample (or the stem), and a stage's last convs and downsample all read the stage's stream mask."""
     modules = dict(student.named_modules())
     groups: dict[tuple, tuple[list[int], list]] = {}
-    for index, layer in enumerate(student.layers):
-        conv = modules[layer.name]
+    for masked_conv in student.wiring.convs:
+        conv = modules[masked_conv.conv]
         indices, convs = groups.setdefault(tuple(conv.weight.shape), ([], []))
-        indices.append(index)
+        indices.append(masked_conv.output)
         convs.append(conv)
     return list(groups.values())
 
@@ -82,7 +91,8 @@ def layer_scores(student: MaskedResNet, weight_gradient: bool = True, normalizat
 def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weight_gradient: bool = True,
                      scores: list[torch.Tensor] | None = None, normalization: str = "paper",
                      groups: list | None = None) -> torch.Tensor:
-    """``(1/L) sum_l (1/C_l) sum_i Score_l,i * phi_l,i`` over all masked layers (``scores``: precomputed ones)."""
+    """``(1/L) sum_l (1/C_l) sum_i Score_l,i * phi_l,i`` over the L scored convs, ``phi_l`` the keep probabilities of the
+    mask on conv l's output (``scores``: precomputed ones)."""
     keep = student.sampler.split(keep_probability)
     groups = shape_groups(student) if groups is None else groups
     scores = layer_scores(student, weight_gradient, normalization, groups) if scores is None else scores
@@ -90,7 +100,7 @@ def correlation_loss(student: MaskedResNet, keep_probability: torch.Tensor, weig
     for (indices, _), group_scores in zip(groups, scores, strict=True):
         phi = torch.stack([keep[i] for i in indices]).float()
         total = total + (group_scores * phi).mean(dim=-1).sum()
-    return total / len(student.layers)
+    return total / sum(len(indices) for indices, _ in groups)
 
 
 def _agreement(old: list[torch.Tensor], new: list[torch.Tensor]) -> float:

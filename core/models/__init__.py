@@ -15,13 +15,13 @@ from core.models.resnet import ARCHITECTURES, build_model
 def _masked(spec: dict) -> nn.Module:
     from core.models.masked import MaskedResNet
 
-    return MaskedResNet(spec["arch"], spec.get("sampler", "gumbel"))
+    return MaskedResNet(spec["arch"], spec.get("sampler", "gumbel"), spec.get("residual_mask", "block"))
 
 
 def _compact(spec: dict) -> nn.Module:
     from core.models.compact import CompactResNet
 
-    return CompactResNet(spec["arch"], spec["active_filters"])
+    return CompactResNet(spec["arch"], spec["active_filters"], spec.get("residual_mask", "block"))
 
 
 def _ticket(spec: dict) -> nn.Module:

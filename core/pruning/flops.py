@@ -120,42 +120,55 @@ class MaskedCost(nn.Module):
     """MACs and params of the compact network a filter mask gives, differentiable in the mask.
 
     Built once per input size from one profiled forward pass of the masked model, so it
-    counts exactly what :func:`profile_model` counts on the compact model. With ``k_l``
-    the kept filters of masked layer ``l`` and ``k_in`` those of the masked conv feeding
-    it (or its full input width for a block's first conv):
+    counts exactly what :func:`profile_model` counts on the compact model. Every conv that
+    a mask narrows (the model's :class:`~core.models.masked.MaskWiring`) has ``k_out`` kept
+    output filters (its output mask's) and ``k_in`` kept input channels (its input mask's,
+    or its full input width when no mask zeroes its input):
 
-    ``MACs = const + sum_l a_l * k_in,l * k_l + b_l * k_l``
+    ``MACs = const + sum_convs a * k_in * k_out + b * k_out``
 
-    where ``a_l`` is the conv's MACs per (input, output) channel pair (``H_out W_out kh kw``),
-    ``b_l`` the BN's MACs per channel, and ``const`` everything unmasked (stem,
-    downsample convs, pooling, head). Parameters follow the same form. With a
-    straight-through mask its value is the hard mask's exact cost and its gradient
-    flows through the keep probabilities.
+    where ``a`` is the conv's MACs per (input, output) channel pair (``H_out W_out kh kw``),
+    ``b`` its BN's MACs per channel, and ``const`` everything unmasked. Per-block masks
+    narrow the block convs only (stem, downsample convs, pooling and head are ``const``);
+    stage masks narrow the stream too, so the downsample convs (or the stem) are terms,
+    each stage's first conv reads the previous stream's kept channels, and the pooling and
+    head add ``b_head * k_stream`` for the last stage's stream. Parameters follow the same
+    form. With a straight-through mask its value is the hard mask's exact cost and its
+    gradient flows through the keep probabilities.
     """
 
     def __init__(self, model: nn.Module, image_size: int):
         super().__init__()
         records = {layer.name: layer for layer in profile_layers(model, image_size)}
         modules = dict(model.named_modules())
-        conv_macs, conv_params, bn_macs, bn_params, full_inputs, previous = [], [], [], [], [], []
-        for layer in model.layers:
-            conv = modules[layer.name]
+        wiring = model.wiring
+        conv_macs, conv_params, bn_macs, bn_params, full_inputs, inputs, outputs = [], [], [], [], [], [], []
+        for masked_conv in wiring.convs:
+            conv = modules[masked_conv.conv]
             if conv.bias is not None:
-                raise ValueError(f"{layer.name}: masked convs must have no bias")
-            bn_name = layer.name.rsplit(".", 1)[0] + ".bn" + layer.name[-1]
-            pairs = conv.in_channels * layer.channels
-            conv_macs.append(records[layer.name].macs / pairs)
-            conv_params.append(records[layer.name].params / pairs)
-            bn_macs.append(records[bn_name].macs / layer.channels)
-            bn_params.append(records[bn_name].params / layer.channels)
+                raise ValueError(f"{masked_conv.conv}: masked convs must have no bias")
+            pairs = conv.in_channels * conv.out_channels
+            conv_macs.append(records[masked_conv.conv].macs / pairs)
+            conv_params.append(records[masked_conv.conv].params / pairs)
+            bn_macs.append(records[masked_conv.bn].macs / conv.out_channels)
+            bn_params.append(records[masked_conv.bn].params / conv.out_channels)
             full_inputs.append(float(conv.in_channels))
-            previous.append(-1 if layer.previous is None else layer.previous)
+            inputs.append(-1 if masked_conv.input is None else masked_conv.input)
+            outputs.append(masked_conv.output)
+        if wiring.head is not None:  # pooling (one add per input, one divide per output) and the head, per stream channel
+            channels = model.fc.in_features
+            conv_macs.append(0.0), conv_params.append(0.0), full_inputs.append(0.0), inputs.append(-1)
+            bn_macs.append((records["avgpool"].macs + records["fc"].macs) / channels)
+            bn_params.append(model.fc.weight.numel() / channels)
+            outputs.append(wiring.head)
         # buffers: they follow the model to its device; not persistent (rebuilt from the architecture)
         for name, values in (("conv_macs", conv_macs), ("conv_params", conv_params), ("bn_macs", bn_macs),
                              ("bn_params", bn_params), ("full_inputs", full_inputs)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float64), persistent=False)
-        self.register_buffer("previous", torch.tensor(previous), persistent=False)
+        self.register_buffer("inputs", torch.tensor(inputs), persistent=False)
+        self.register_buffer("outputs", torch.tensor(outputs), persistent=False)
         self.register_buffer("layer_index", model.sampler.layer_index.clone().cpu(), persistent=False)
+        self.layer_count = len(wiring.layers)
         self.image_size = image_size
         full = torch.ones(len(self.layer_index), dtype=torch.float64)
         total_macs = sum(layer.macs for layer in records.values())
@@ -165,9 +178,10 @@ class MaskedCost(nn.Module):
         self.full_macs, self.full_params = float(total_macs), float(network_params)
 
     def _masked_terms(self, mask: torch.Tensor, per_pair: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
-        kept = torch.zeros(len(self.previous), dtype=mask.dtype, device=mask.device).index_add(0, self.layer_index, mask)
-        kept_inputs = torch.where(self.previous >= 0, kept[self.previous.clamp_min(0)], self.full_inputs.to(mask.dtype))
-        return (per_pair.to(mask.dtype) * kept_inputs * kept).sum() + (per_channel.to(mask.dtype) * kept).sum()
+        kept = torch.zeros(self.layer_count, dtype=mask.dtype, device=mask.device).index_add(0, self.layer_index, mask)
+        kept_inputs = torch.where(self.inputs >= 0, kept[self.inputs.clamp_min(0)], self.full_inputs.to(mask.dtype))
+        kept_outputs = kept[self.outputs]
+        return (per_pair.to(mask.dtype) * kept_inputs * kept_outputs).sum() + (per_channel.to(mask.dtype) * kept_outputs).sum()
 
     def macs(self, mask: torch.Tensor) -> torch.Tensor:
         """MACs of the compact model for ``mask`` (``[sum C_l]``, hard or soft), differentiable."""

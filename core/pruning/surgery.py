@@ -8,6 +8,12 @@ of the stage drops it), the kept channels are scattered back into the stream:
 ``out = relu(identity.index_add(1, kept, bn(conv(...))))``. That is exact, lets
 every block prune its own filters, and costs one channel-indexed add.
 
+A stage-masked student (``residual_mask: stage``) has one mask over each stage's stream, so there
+the stream itself narrows: the writers' filters (downsample or stem, every block's last conv), the
+readers' input channels (the next blocks' first convs, the next downsample, the head) are cut to the
+stage's kept channels, and nothing is scattered. One walk over the student's :class:`MaskWiring` does
+both modes: each conv it lists keeps its output mask's filters and its input mask's columns.
+
 Because the masked model applies its mask after BN, the compact model's logits
 equal the masked model's eval logits (up to float rounding).
 """
@@ -17,9 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.models import build_model
 from core.models.compact import CompactResNet
-from core.models.masked import DROP, KEEP, MaskedResNet, block_convs, masked_layers, residual_blocks
+from core.models.masked import DROP, KEEP, MaskedConv, MaskedResNet, MaskWiring, block_convs, residual_blocks
 from core.models.ticket import Ticket
 from core.pruning.correlation import redundancy_scores
 
@@ -33,36 +38,50 @@ def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, keep: torch.Tensor)
     target.eps, target.momentum = source.eps, source.momentum
 
 
+def _rewired(wiring: MaskWiring) -> tuple[str, ...]:
+    """The modules whose tensors the masks cut (their state-dict prefixes): the masked convs and BNs, the head."""
+    names = [name for conv in wiring.convs for name in (conv.conv, conv.bn)] + (["fc"] if wiring.head is not None else [])
+    return tuple(f"{name}." for name in names)
+
+
 @torch.no_grad()
 def compact_from_masked(masked: MaskedResNet) -> CompactResNet:
     """The physically pruned network of ``masked``'s eval (argmax) masks, weights copied."""
     masked.warn_empty_layers()
+    wiring = masked.wiring
     keep_masks = masked.sampler.split(masked.sampler.eval_mask().cpu().bool())
-    kept = [torch.nonzero(mask).flatten() for mask in keep_masks]
-    compact = CompactResNet(masked.arch, [len(k) for k in kept]).to(masked.sampler.layer_index.device)
+    kept = [torch.nonzero(mask).flatten().to(masked.sampler.layer_index.device) for mask in keep_masks]
+    compact = CompactResNet(masked.arch, [len(kept[conv.output]) for conv in wiring.block_convs],
+                            masked.residual_mask).to(masked.sampler.layer_index.device)
+    cut = _rewired(wiring)
     compact.load_state_dict({k: v for k, v in masked.state_dict().items()
-                             if not k.startswith(("layer", "sampler."))}, strict=False)
-    kept_iter = iter(kept)
-    for (_, source), (_, target) in zip(residual_blocks(masked), residual_blocks(compact), strict=True):
-        previous = None
-        for position, (conv, bn) in enumerate(block_convs(source)):
-            keep = next(kept_iter).to(conv.weight.device)
-            weight = conv.weight[keep]
-            if previous is not None:
-                weight = weight[:, previous]
-            getattr(target, f"conv{position + 1}").weight.copy_(weight)
-            _copy_bn(getattr(target, f"bn{position + 1}"), bn, keep)
-            previous = keep
-        target.residual_index.copy_(previous)
-        if source.downsample is not None:
-            target.downsample.load_state_dict(source.downsample.state_dict())
+                             if not k.startswith(("sampler.", *cut))}, strict=False)
+    for conv in wiring.convs:
+        keep = kept[conv.output]
+        weight = masked.get_submodule(conv.conv).weight[keep]
+        if conv.input is not None:
+            weight = weight[:, kept[conv.input]]
+        compact.get_submodule(conv.conv).weight.copy_(weight)
+        _copy_bn(compact.get_submodule(conv.bn), masked.get_submodule(conv.bn), keep)
+        if _scatters(wiring, conv):  # where this block's kept channels go in the full-width stream
+            compact.get_submodule(conv.conv.rpartition(".")[0]).residual_index.copy_(keep)
+    if wiring.head is not None:
+        compact.fc.weight.copy_(masked.fc.weight[:, kept[wiring.head]])
+        if masked.fc.bias is not None:
+            compact.fc.bias.copy_(masked.fc.bias)
     return compact.eval()
 
+
+def _scatters(wiring: MaskWiring, conv: MaskedConv) -> bool:
+    """A block's last conv with its own mask: its kept channels scatter into the full-width stream."""
+    return wiring.residual_mask == "block" and conv.block and wiring.layers[conv.output].residual
 
 
 @torch.no_grad()
 def filter_record(masked: MaskedResNet, digits: int = 4) -> dict[str, list[list]]:
-    """What the search decided, per layer and filter, for the header of the student and its compact model.
+    """What the search decided, per block conv and filter, for the header of the student and its compact model.
+
+    With stage masks, the last conv of every block of a stage lists its stream's record (one mask for all of them).
 
     ``kept``: the eval mask's filter indices (where each compact channel came from);
     ``keep_probability``: the sampler's (Gumbel: ``softmax(P / tau)[keep]`` at its current temperature);
@@ -72,11 +91,11 @@ def filter_record(masked: MaskedResNet, digits: int = 4) -> dict[str, list[list]
     """
     sampler = masked.sampler
     keep_probability = sampler.keep_probability().detach().cpu()
-    masks = sampler.split(sampler.eval_mask().cpu().bool())
+    masks = masked.per_conv(sampler.eval_mask().cpu().bool())
     convs = [conv for _, block in residual_blocks(masked) for conv, _ in block_convs(block)]
     return {
         "kept": [torch.nonzero(mask).flatten().tolist() for mask in masks],
-        "keep_probability": [[round(p, digits) for p in layer.tolist()] for layer in sampler.split(keep_probability)],
+        "keep_probability": [[round(p, digits) for p in layer.tolist()] for layer in masked.per_conv(keep_probability)],
         "redundancy": [[round(r, digits) for r in redundancy_scores(conv.weight.detach().cpu()).tolist()] for conv in convs],
     }
 
@@ -91,7 +110,7 @@ def compact_of(model: nn.Module) -> tuple[nn.Module, dict]:
         return model.sparse_network(), header
     if isinstance(model, MaskedResNet):
         compact = compact_from_masked(model)
-        header["model"] = {"type": "compact-resnet", "arch": model.arch, "active_filters": compact.active_filters}
+        header["model"] = compact.spec()
         header["compacted_from"] = "masked-resnet"
         return compact, header
     return model, header
@@ -132,25 +151,31 @@ def round_masks(masked: MaskedResNet, multiple: int) -> MaskedResNet:
 def pad_compact(compact: CompactResNet, multiple: int) -> CompactResNet:
     """A copy of ``compact`` whose every pruned conv has a multiple of ``multiple`` filters, the added ones all zero
     (weights, BatchNorm scale and shift): the same outputs, exactly, with channel counts that fill the CPU's vector
-    lanes. For a compact checkpoint without its masked twin (the dropped filters' weights are gone)."""
-    widths = [layer.channels for layer in masked_layers(build_model(compact.arch))]
-    counts = rounded_counts(compact.active_filters, widths, multiple)
-    padded = CompactResNet(compact.arch, counts).to(next(compact.parameters()).device)
-    padded.load_state_dict({k: v for k, v in compact.state_dict().items() if not k.startswith("layer")}, strict=False)
-    for (_, source), (_, target) in zip(residual_blocks(compact), residual_blocks(padded), strict=True):
-        previous = None
-        for position in range(1, source.depth + 1):
-            conv, bn = getattr(source, f"conv{position}"), getattr(source, f"bn{position}")
-            new_conv, new_bn = getattr(target, f"conv{position}"), getattr(target, f"bn{position}")
-            kept, inputs = conv.out_channels, conv.in_channels
-            new_conv.weight.zero_()
-            new_conv.weight[:kept, :inputs] = conv.weight
-            new_bn.weight.zero_(), new_bn.bias.zero_(), new_bn.running_mean.zero_(), new_bn.running_var.fill_(1.0)
-            new_bn.weight[:kept], new_bn.bias[:kept] = bn.weight, bn.bias
-            new_bn.running_mean[:kept], new_bn.running_var[:kept] = bn.running_mean, bn.running_var
-            previous = kept
-        index = source.residual_index
-        target.residual_index.copy_(torch.cat([index, index[:1].expand(len(target.residual_index) - previous)]))
-        if source.downsample is not None:
-            target.downsample.load_state_dict(source.downsample.state_dict())
+    lanes. For a compact checkpoint without its masked twin (the dropped filters' weights are gone). A stage-masked
+    network's streams are padded too (zero channels, and zero input columns where they are read)."""
+    wiring = compact.wiring
+    widths = [layer.channels for layer in wiring.layers]
+    targets = rounded_counts(compact.layer_counts, widths, multiple)
+    padded = CompactResNet(compact.arch, [targets[conv.output] for conv in wiring.block_convs],
+                           compact.residual_mask).to(next(compact.parameters()).device)
+    padded.load_state_dict({k: v for k, v in compact.state_dict().items() if not k.startswith(_rewired(wiring))
+                            and not k.endswith("residual_index")}, strict=False)
+    for conv in wiring.convs:
+        source, target = compact.get_submodule(conv.conv), padded.get_submodule(conv.conv)
+        bn, new_bn = compact.get_submodule(conv.bn), padded.get_submodule(conv.bn)
+        kept, inputs = source.out_channels, source.in_channels
+        target.weight.zero_()
+        target.weight[:kept, :inputs] = source.weight
+        new_bn.weight.zero_(), new_bn.bias.zero_(), new_bn.running_mean.zero_(), new_bn.running_var.fill_(1.0)
+        new_bn.weight[:kept], new_bn.bias[:kept] = bn.weight, bn.bias
+        new_bn.running_mean[:kept], new_bn.running_var[:kept] = bn.running_mean, bn.running_var
+        if _scatters(wiring, conv):  # the zero channels add nothing wherever they land: on the first kept one
+            block, new_block = (model.get_submodule(conv.conv.rpartition(".")[0]) for model in (compact, padded))
+            index = block.residual_index
+            new_block.residual_index.copy_(torch.cat([index, index[:1].expand(len(new_block.residual_index) - kept)]))
+    if wiring.head is not None:
+        padded.fc.weight.zero_()
+        padded.fc.weight[:, :compact.fc.in_features] = compact.fc.weight
+        if compact.fc.bias is not None:
+            padded.fc.bias.copy_(compact.fc.bias)
     return padded.eval()
