@@ -1,11 +1,12 @@
 """The checkpoint format, on the ground floor because every layer reads it.
 
 Tensors in safetensors, plus a JSON header that rebuilds the model (``core.models.load_model``
-builds it). Three kinds of file hold a checkpoint: ``.safetensors`` (training writes them),
-``.pt`` (``export --format pt``) and ``.onnx`` (``export --format onnx|onnx-int8``: a graph whose
-``metadata_props`` carry the same header). This module reads and writes the headers and tensors of
-all three; a format that has no PyTorch weights (ONNX) registers the module that runs it with
-:func:`register_runner` (``core.deploy.onnx`` does, on import).
+builds it). Four kinds of file hold a checkpoint: ``.safetensors`` (training writes them),
+``.pt`` (``export --format pt``), ``.onnx`` (``export --format onnx|onnx-int8``: a graph whose
+``metadata_props`` carry the same header) and ``.xml`` (``export --format openvino``: an OpenVINO IR, its
+weights in the ``.bin`` beside it, the header in its ``rt_info``). This module reads and writes the headers and
+tensors of all of them; a format that has no PyTorch weights (ONNX, the IR) registers the module that runs it with
+:func:`register_runner` (``core.deploy.onnx`` and ``core.deploy.openvino`` do, on import).
 
 Nothing here unpickles code: weights load through safetensors, and the trainer
 state (optimiser, scheduler, counters) and exported ``.pt`` models through
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "checkpoints"  # the payload tag of `export --format pt` files
 BEST, LAST, TRAINER_STATE = "best.safetensors", "last.safetensors", "trainer_state.pt"
 ONNX_SUFFIX = ".onnx"  # ONNX exports (core.deploy.onnx) are told apart by suffix: a protobuf has no magic number
+IR_SUFFIX = ".xml"  # OpenVINO IR exports (core.deploy.openvino): the graph; its weights are the .bin beside it
 # a checkpoint's out-of-distribution model, when it is not in the checkpoint itself (core.evaluation.ood): a property
 # of that checkpoint, never a checkpoint of its own
 SIDECAR_SUFFIX = ".ood.safetensors"
@@ -150,6 +152,15 @@ def is_onnx(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ONNX_SUFFIX
 
 
+def is_ir(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == IR_SUFFIX
+
+
+def is_graph(path: str | os.PathLike) -> bool:
+    """An export that holds a graph to run (ONNX, OpenVINO IR), not PyTorch weights."""
+    return is_onnx(path) or is_ir(path)
+
+
 def _is_torch_file(path: Path) -> bool:
     """torch.save writes a zip archive; safetensors files start with a header length."""
     try:
@@ -215,6 +226,23 @@ def read_onnx_header(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: damaged checkpoint header in the ONNX metadata") from None
 
 
+def read_ir_header(path: str | os.PathLike) -> dict:
+    """The checkpoint header in an OpenVINO IR's ``rt_info`` (``<core value="..."/>``), read as XML: no OpenVINO needed."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        entry = ElementTree.parse(path).getroot().find(f"rt_info/{HEADER_KEY}")
+    except (ElementTree.ParseError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable OpenVINO IR ({type(error).__name__})") from None
+    if entry is None or entry.get("value") is None:
+        raise CheckpointError(f"{path}: an XML file without this project's header (rt_info {HEADER_KEY!r}); only "
+                              "IRs written by `python -m core export CKPT --format openvino` can be loaded")
+    try:
+        return json.loads(entry.get("value"))
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged checkpoint header in the IR's rt_info") from None
+
+
 # suffix -> runner(path) -> module: formats that hold a graph, not PyTorch weights, and the layer that runs them
 # (core.deploy.onnx registers ".onnx" on import; core.load_model imports it)
 RUNNERS: dict[str, Callable[[Path], nn.Module]] = {}
@@ -230,6 +258,9 @@ def runner_for(path: Path) -> Callable[[Path], nn.Module] | None:
     if suffix == ONNX_SUFFIX and suffix not in RUNNERS:
         raise CheckpointError(f"{path}: an ONNX export; ONNX Runtime support is registered by core.deploy.onnx "
                               "(core.load_model, the CLI and the dashboard import it)")
+    if suffix == IR_SUFFIX and suffix not in RUNNERS:
+        raise CheckpointError(f"{path}: an OpenVINO IR; OpenVINO support is registered by core.deploy.openvino "
+                              "(core.load_model, the CLI and the dashboard import it)")
     return RUNNERS.get(suffix)
 
 
@@ -238,6 +269,8 @@ def read_header(path: str | os.PathLike) -> Header:
     path = resolve_checkpoint(path)
     if is_onnx(path):
         return _check_version(path, read_onnx_header(path))
+    if is_ir(path):
+        return _check_version(path, read_ir_header(path))
     if _is_torch_file(path):
         return _load_pt(path)[1]
     try:
@@ -263,9 +296,9 @@ def read_header(path: str | os.PathLike) -> Header:
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Header]:
     """(state dict, header) of a checkpoint file or run directory."""
     path = resolve_checkpoint(path)
-    if is_onnx(path):
-        raise CheckpointError(f"{path}: an ONNX export holds a graph, not PyTorch weights; core.load_model runs it "
-                              "(onnxruntime), training and fine-tuning need the source checkpoint")
+    if is_graph(path):
+        raise CheckpointError(f"{path}: an {'ONNX' if is_onnx(path) else 'OpenVINO IR'} export holds a graph, not PyTorch "
+                              "weights; core.load_model runs it, training and fine-tuning need the source checkpoint")
     if _is_torch_file(path):
         return _load_pt(path)
     header = read_header(path)
@@ -284,7 +317,7 @@ def load_extra_tensors(path: str | os.PathLike, prefix: str | None = None) -> di
 
     path = resolve_checkpoint(path)
     declared = tuple(read_header(path).get("extra_tensors") or ())
-    if is_onnx(path) or _is_torch_file(path) or not declared:
+    if is_graph(path) or _is_torch_file(path) or not declared:
         return {}
     prefix = prefix if prefix is not None else declared
     try:
