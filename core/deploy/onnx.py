@@ -118,7 +118,7 @@ def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.Pa
     quiet_exporter_logs()
     network = exportable(model.eval(), image_size)
     if statistics:
-        network = _WithStatistics(network, statistics, FeatureTap).eval()
+        network = WithStatistics(network, statistics, FeatureTap).eval()
     example = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     outputs = [OUTPUT, *(STATISTICS_PREFIX + name for name in statistics or [])]
@@ -134,8 +134,8 @@ def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.Pa
     atomic_write(out, write)
 
 
-class _WithStatistics(nn.Module):
-    """``network``'s logits and its stages' statistics, for export (the tap stays registered)."""
+class WithStatistics(nn.Module):
+    """``network``'s logits and its stages' statistics in one forward, for export and torch.compile (the tap stays registered)."""
 
     def __init__(self, network: nn.Module, stages: list[str], tap_class) -> None:
         super().__init__()

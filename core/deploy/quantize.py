@@ -31,6 +31,7 @@ from core.data.images import ImageDataset, collate_skipping
 from core.deploy.onnx import INPUT, OnnxModel, quiet_exporter_logs, set_header
 
 CALIBRATION_IMAGES = 300  # the training images whose activation ranges set the int8 scales
+INT8_CHECK_IMAGES = 32  # real training images on which an int8 graph is compared with its source
 CALIBRATION_BATCH = 16
 CALIBRATION_SPLIT = "train"
 
@@ -119,3 +120,17 @@ def quantize_int8(fp32: str | os.PathLike, out: str | os.PathLike, data: str | N
     set_header(out, {**header, "deploy": {**header.get("deploy", {}), "precision": "int8", "quantization": quantization}})
     fp32_bytes, size = Path(fp32).stat().st_size, out.stat().st_size
     return {"bytes": size, "fp32_bytes": fp32_bytes, "size_ratio": size / fp32_bytes, "calibration": calibration}
+
+
+@torch.no_grad()
+def int8_agreement(reference: torch.nn.Module, quantized: torch.nn.Module, data: str, data_root: str | None = None,
+                   images: int = INT8_CHECK_IMAGES) -> dict:
+    """How far ``quantized`` is from ``reference`` on ``images`` real training images of ``data`` (the int8 error
+    depends on the inputs' distribution, which random images do not have): ``max_abs_diff`` of the logits,
+    ``probability_max_abs_diff`` of P(fake), ``check_images``."""
+    check = torch.cat(list(preprocessed_batches(calibration_samples(data, data_root, images), reference.preprocess,
+                                                progress=False)))
+    expected, actual = reference(check).reshape(len(check), -1), quantized(check).reshape(len(check), -1)
+    return {"max_abs_diff": float((actual - expected).abs().max()),
+            "probability_max_abs_diff": float((torch.sigmoid(actual) - torch.sigmoid(expected)).abs().max()),
+            "check_images": len(check)}

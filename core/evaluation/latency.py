@@ -12,11 +12,13 @@ from torch import nn
 
 @torch.inference_mode()
 def measure_latency(models: dict[str, nn.Module], image_size: int, batch: int = 1, repeats: int = 30,
-                    warmup: int = 5, threads: int | None = None) -> dict[str, dict]:
+                    warmup: int = 5, threads: int | None = None, settle: int = 0) -> dict[str, dict]:
     """Median / p10 / p90 seconds per forward pass of each model on one random batch.
 
     The models run round-robin (one pass of each per round), so a slow spell of the
-    machine hits them all alike.
+    machine hits them all alike. ``settle`` untimed passes precede each timed one: models of
+    different runtimes have their own thread pools, and the first pass after another pool ran
+    pays a wake-up that a process serving one runtime never does.
     """
     previous_threads = torch.get_num_threads()
     if threads:
@@ -30,6 +32,8 @@ def measure_latency(models: dict[str, nn.Module], image_size: int, batch: int = 
         timings: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(repeats):
             for name, model in models.items():
+                for _ in range(settle):
+                    model(images)
                 started = time.perf_counter()
                 model(images)
                 timings[name].append(time.perf_counter() - started)
