@@ -465,8 +465,9 @@ def measure_runtimes(checkpoint: str | os.PathLike, runtimes: tuple[str, ...] = 
         started = time.perf_counter()
         try:
             form = load_runtime(path, runtime, round_to)
-        except (RuntimeUnavailable, ParityError, ValueError) as error:
-            refused.append({"runtime": runtime, "round_to": round_to, "reason": str(error)})
+        except Exception as error:  # noqa: BLE001 - one form that cannot be built (refused, unavailable, an export that
+            # fails on this network) is left out with its reason: auto must still serve with the others
+            refused.append({"runtime": runtime, "round_to": round_to, "reason": f"{type(error).__name__}: {error}"})
             continue
         forms[f"{runtime}@{round_to}"], built[f"{runtime}@{round_to}"] = form, time.perf_counter() - started
     if not forms:
