@@ -60,3 +60,31 @@ def add_command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=func)
     return p
+
+
+def runtime_flag(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``: what serves the checkpoint (``core.load_model``'s runtime; default $CORE_RUNTIME, else auto)."""
+    from core.deploy.runtimes import RUNTIME_CHOICES
+
+    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
+                        help="auto (default, or $CORE_RUNTIME): the exact fp32 runtime measured fastest for this checkpoint "
+                             "on this machine (measured once, cached beside it as <name>.serving.json); torch: PyTorch, "
+                             "BatchNorm folded, channels_last; onnx / openvino: ONNX Runtime / OpenVINO fp32 on a cached "
+                             "export; torch-compile, onnx-int8, openvino-int8 as named")
+
+
+def answered_by(model, requested: str | None) -> dict:
+    """The JSON keys saying which runtime answered: ``runtime``, ``round_to``, ``precision``, ``runtime_requested``,
+    ``runtime_description``, and for auto its measurement (``runtime_selection``)."""
+    from core.deploy.runtimes import default_runtime, describe
+
+    result = {"runtime": model.runtime, "round_to": model.round_to, "precision": model.precision,
+              "runtime_requested": requested or default_runtime(), "runtime_description": describe(model)}
+    selection = getattr(model, "selection", None)
+    if selection:
+        result["runtime_selection"] = {
+            "chosen": selection["chosen"], "reused": selection["reused"], "record": selection["path"],
+            "threads": selection["threads"], "measured_at": selection["measured_at"],
+            "candidates": [{k: c[k] for k in ("runtime", "round_to", "precision", "median_ms")} for c in selection["candidates"]],
+            "unavailable": selection["unavailable"]}
+    return result

@@ -13,7 +13,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from core.deploy.export import export
 
     fmt = args.format
-    suffix = {"onnx-int8": "-int8.onnx"}.get(fmt, f".{fmt}")
+    suffix = {"onnx-int8": "-int8.onnx", "openvino": ".xml"}.get(fmt, f".{fmt}")
     out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"-compact{suffix}"
     result = export(args.checkpoint, fmt, out, data=args.data, data_root=args.data_root,
                     calibration_images=args.calibration_images, progress=not args.quiet, round_to=args.round_to)
@@ -21,9 +21,31 @@ def cmd_export(args: argparse.Namespace) -> None:
             f"({result['fp32_bytes'] / 2**20:.2f} MB), calibrated on {result['calibration']['images']} images of "
             f"{result['calibration']['data']}; on {result['check_images']} of them, max |P(fake) difference| "
             f"{result['probability_max_abs_diff']:.3f}" if fmt == "onnx-int8" else "")
+    speed = result.get("speedup_vs_torch")
+    speed = (f"; {speed['speedup']:.2f}x PyTorch eager at batch 1 ({speed['export_ms']:.2f} vs {speed['torch_ms']:.2f} ms, "
+             f"{speed['threads']} threads)" if speed else "")
+    precision = f"; OpenVINO inference precision {result['inference_precision']}" if fmt == "openvino" else ""
     _emit(args, result, f"wrote {result['path']} ({result['kind']}, {result['params'] / 1e6:.2f} M params, "
                         f"{result['macs'] / 1e6:,.1f} M MACs at {result['image_size']} px); "
-                        f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}{int8}")
+                        f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}{int8}{precision}{speed}")
+
+
+def cmd_runtimes(args: argparse.Namespace) -> None:
+    from core.deploy.runtimes import LABELS, auto_selection, available_runtimes
+
+    available = available_runtimes()
+    result: dict = {"available": available}
+    lines = [f"{name}: {'available' if reason is None else 'unavailable: ' + reason}" for name, reason in available.items()]
+    if args.checkpoint:
+        record = auto_selection(args.checkpoint, progress=not args.quiet, remeasure=args.remeasure)
+        result["selection"] = record
+        chosen = record["chosen"]
+        lines.append(f"auto for {args.checkpoint} ({'cached' if record['reused'] else 'measured now'}, {record['path']}): "
+                     f"{LABELS[chosen['runtime']]} fp32, round-to {chosen['round_to']}, {chosen['median_ms']:.2f} ms at "
+                     f"batch 1, {record['threads']} threads")
+        lines += [f"  {c['runtime']:<9} round-to {c['round_to']:<3} {c['median_ms']:8.2f} ms (p10 {c['p10_ms']:.2f}, "
+                  f"p90 {c['p90_ms']:.2f}), max |logit difference| {c['max_abs_diff']:.1e}" for c in record["candidates"]]
+    _emit(args, result, "\n".join(lines))
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -113,10 +135,11 @@ def add_parsers(commands, command) -> None:
     export = command(commands, "export", cmd_export,
                      "write a checkpoint's compact model (pt, onnx, onnx-int8, safetensors) and check it")
     export.add_argument("checkpoint", help="checkpoint file or run directory")
-    export.add_argument("--format", choices=["pt", "onnx", "onnx-int8", "safetensors"], default="pt",
-                        help="onnx-int8: int8 static quantisation (ONNX Runtime, QDQ, per-channel weights)")
+    export.add_argument("--format", choices=["pt", "onnx", "onnx-int8", "openvino", "safetensors"], default="pt",
+                        help="onnx-int8: int8 static quantisation (ONNX Runtime, QDQ, per-channel weights); openvino: the "
+                             "OpenVINO IR (.xml + .bin), fp32")
     export.add_argument("--out", help="output path (default: next to the checkpoint, <name>-compact.<format>, "
-                                      "<name>-compact-int8.onnx)")
+                                      "<name>-compact-int8.onnx, <name>-compact.xml)")
     export.add_argument("--data", help="onnx-int8: dataset of the calibration images (default: the checkpoint's own)")
     export.add_argument("--data-root", help="onnx-int8: root folder of a registered --data")
     export.add_argument("--calibration-images", type=int,
@@ -124,6 +147,11 @@ def add_parsers(commands, command) -> None:
     export.add_argument("--round-to", type=int, default=1, metavar="N",
                         help="kept filters per layer rounded up to a multiple of N: a masked student keeps its most "
                              "probable dropped filters, a compact one is padded with zero filters (default 1: as pruned)")
+
+    runtimes = command(commands, "runtimes", cmd_runtimes,
+                       "the runtimes that can serve checkpoints here and, for a checkpoint, what auto measured and picked")
+    runtimes.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")
+    runtimes.add_argument("--remeasure", action="store_true", help="measure again even when the cached record matches")
 
     BENCHMARKS = _benchmarks().BENCHMARKS  # noqa: N806
 

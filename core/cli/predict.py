@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.common import _emit, _probability
+from core.cli.common import _emit, _probability, answered_by, runtime_flag
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -15,11 +15,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from core.evaluation.predict import COLUMNS, predict_files
     from core.io import atomic_write
 
-    model = core.load_model(args.checkpoint, runtime=args.runtime)
+    model = core.load_model(args.checkpoint, runtime=args.runtime, progress=not args.quiet)
     ood = load_ood(args.checkpoint)
     result = predict_files(model, args.paths, ood, face_crop=not args.no_crop, threshold=args.threshold,
                            batch_size=args.batch_size, detector=args.detector, progress=not args.quiet)
-    result = {**result, "checkpoint": str(args.checkpoint), "runtime": args.runtime, "threshold": args.threshold}
+    result = {**result, "checkpoint": str(args.checkpoint), **answered_by(model, args.runtime), "threshold": args.threshold}
     if args.out:
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as handle:
@@ -36,6 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     ood_note = (f"; {unreliable} unlike the training data (verdict unreliable)" if ood is not None
                 else "; no out-of-distribution model for this checkpoint (`python -m core ood fit` makes one)")
     _emit(args, result, f"{len(predictions)} images: {fake} fake, {len(predictions) - fake} real{ood_note}"
+                        + f"; answered by {result['runtime_description']}"
                         + (f"; {no_face} without a face (centre square judged)" if no_face else "")
                         + (f"; {len(result['skipped'])} skipped" if result["skipped"] else "")
                         + (f"; {result['images_per_s']} images/s" if result["images_per_s"] else "")
@@ -54,7 +55,6 @@ def cmd_ood_fit(args: argparse.Namespace) -> None:
 
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
-    from core import RUNTIMES
     from core.data.faces import DETECTORS
 
     predict = command(commands, "predict", cmd_predict,
@@ -66,8 +66,7 @@ def add_parsers(commands, command) -> None:
     predict.add_argument("--threshold", type=_probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
     predict.add_argument("--out", help="CSV file with one row per image (the JSON prediction fields)")
     predict.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
-    predict.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                         help="torch (default: BatchNorm folded, channels_last) or onnx (ONNX Runtime, cached export)")
+    runtime_flag(predict)
     predict.add_argument("--detector", choices=DETECTORS, default="auto", help="face detector (default auto: YuNet)")
 
     summary = "out-of-distribution models of checkpoints"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.common import _emit, _probability
+from core.cli.common import _emit, _probability, answered_by, runtime_flag
 from core.cli.data import _face_options, face_flags
 
 
@@ -16,7 +16,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     from core.evaluation.ood import load_ood
     from core.evaluation.video import VideoOptions, analyse_video
 
-    model = core.load_model(args.checkpoint)
+    model = core.load_model(args.checkpoint, runtime=args.runtime, progress=not args.quiet)
     # crops framed like the checkpoint's training images: a `data frames` dataset says its scale; the embedded
     # benchmark's images show the face with a margin of FACE_MARGIN on each side
     crop_scale = args.crop_scale or crop_scale_of(model.header.get("config", {}).get("data", "")) or 1 + 2 * FACE_MARGIN
@@ -25,11 +25,13 @@ def cmd_video(args: argparse.Namespace) -> None:
                                  seed=args.seed),
         faces=_face_options(args, crop_scale), aggregate=args.aggregate, threshold=args.threshold)
     result = analyse_video(args.input, model, options, out=args.out, progress=not args.quiet, ood=load_ood(args.checkpoint))
+    result = {**result, **answered_by(model, args.runtime)}
     timing = result["timing"]
     written = f"; wrote {result['output']['path']} ({result['output']['codec']})" if "output" in result else ""
     _emit(args, result, f"{result['verdict']}; {result['faces_total']} faces in {result['sampled']} sampled frames "
                         f"({len(result['frames_without_face'])} without a face); "
-                        + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timing.items()) + written)
+                        + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timing.items()) + written
+                        + f"; answered by {result['runtime_description']}")
 
 
 def add_parsers(commands, command) -> None:
@@ -49,4 +51,5 @@ def add_parsers(commands, command) -> None:
     video.add_argument("--threshold", type=_probability, default=0.5, help="video score above it means fake (default 0.5)")
     video.add_argument("--crop-scale", type=float, help="crop side / face side (default: that of the checkpoint's training data: "
                                                         "1.3 for `data frames` crops, 1.8 for the embedded benchmark)")
+    runtime_flag(video)
     face_flags(video)

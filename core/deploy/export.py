@@ -10,11 +10,15 @@ Formats:
   checkpoint's header in its metadata (:mod:`core.deploy.onnx`): ``core.load_model`` reads it.
 - ``onnx-int8``: that graph quantised to int8 (:mod:`core.deploy.quantize`), calibrated on
   training images of the checkpoint's dataset; also a loadable checkpoint.
+- ``openvino``: that fp32 graph as an OpenVINO IR (``.xml`` + ``.bin``, weights fp32), the header in its
+  ``rt_info``, run with ``INFERENCE_PRECISION_HINT: f32`` (:mod:`core.deploy.openvino`); also a loadable checkpoint.
 
 Every export reloads what it wrote, runs it (ONNX through onnxruntime on CPU) next to
 the source model on the same batch, and reports the largest absolute logit difference
 (``max_abs_diff``): on a fixed random batch, or for int8, whose error depends on the
-input distribution, on real training images.
+input distribution, on real training images. A graph export (onnx, onnx-int8, openvino) is also timed against the
+same checkpoint served by PyTorch eager, briefly, at batch 1 (``speedup_vs_torch``, also in the file's ``deploy``
+record as ``speed``).
 """
 
 from __future__ import annotations
@@ -25,14 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoint import is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt
-from core.models.compact import CompactResNet
+from core.checkpoint import is_graph, is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt
 from core.models.masked import MaskedResNet
 from core.pruning.flops import profile_model
-from core.pruning.surgery import compact_of, pad_compact, round_masks
+from core.pruning.surgery import round_masks
 
-FORMATS = ("safetensors", "pt", "onnx", "onnx-int8")
-INT8_CHECK_IMAGES = 32  # real training images on which an int8 export is compared with its source
+FORMATS = ("safetensors", "pt", "onnx", "onnx-int8", "openvino")
+SPEED_SECONDS = 1.0  # the export's brief timing against PyTorch eager
 
 
 
@@ -50,8 +53,10 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     ``onnx-int8`` calibrates on ``calibration_images`` training images of ``data`` (default: the
     checkpoint's own dataset), quantising ``fp32_onnx`` when given (an ``onnx`` export of the same
     checkpoint) instead of exporting it again, and also reports the int8 and fp32 file sizes.
+    ``openvino`` writes ``out`` (``.xml``) and its ``.bin``, and reports the compiled model's ``inference_precision``.
     """
     from core.deploy.onnx import load_onnx
+    from core.deploy.serving import deployable
     from core.models.loading import load_model
 
     if fmt not in FORMATS:
@@ -59,18 +64,16 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     if fmt != "onnx-int8" and (data or calibration_images or fp32_onnx):
         raise ValueError("--data and --calibration-images are for --format onnx-int8 (the calibration images)")
     path = resolve_checkpoint(checkpoint).resolve()
-    if is_onnx(path):
-        raise ValueError(f"{path} is already an ONNX export; export its source checkpoint ({read_header(path)['deploy']['source']})")
+    if is_graph(path):
+        raise ValueError(f"{path} is already an {'ONNX' if is_onnx(path) else 'OpenVINO IR'} export; export its source "
+                         f"checkpoint ({read_header(path)['deploy']['source']})")
     source = load_model(path)
     if round_to > 1 and isinstance(source, MaskedResNet):
         round_masks(source, round_to)
-    compact, header = compact_of(source)
-    if round_to > 1:
-        if not isinstance(compact, CompactResNet):
-            raise ValueError(f"--round-to is for pruned ResNet students; {header['model']['type']} has no kept-filter counts")
-        compact = pad_compact(compact, round_to)
-        header["model"] = {**header["model"], "active_filters": compact.active_filters}
-        header["round_to"] = round_to
+    try:
+        compact, header = deployable(source, round_to)
+    except ValueError as error:
+        raise ValueError(f"--round-to: {error}") from None
     size = header["image_size"]
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -85,10 +88,15 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
         int8 = _export_int8(source, compact, header, path, out, images, expected, data, data_root, calibration_images,
                             progress, fp32_onnx)
         _carry_ood(path, out, fmt)
-        return {**result, **int8}
+        speed = _record_speed(path, out, load_onnx(out), size)  # rewrites the header: the sizes after it
+        int8.update(bytes=out.stat().st_size, size_ratio=out.stat().st_size / int8["fp32_bytes"])
+        return {**result, **int8, "speedup_vs_torch": speed}
     if fmt == "onnx":
         _write_onnx(compact, header, path, out)
         reloaded = load_onnx(out)
+    elif fmt == "openvino":
+        reloaded = _export_openvino(compact, header, path, out)
+        result.update(bin_path=str(out.with_suffix(".bin")), inference_precision=reloaded.inference_precision)
     else:
         if fmt == "pt":
             save_pt(out, compact, header)
@@ -98,7 +106,49 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     with torch.no_grad():
         actual = reloaded(images).reshape(batch, -1)
     _carry_ood(path, out, fmt)
-    return {**result, "max_abs_diff": float((actual - expected).abs().max()), "bytes": out.stat().st_size}
+    if fmt in ("onnx", "openvino"):  # first: it rewrites the header
+        result["speedup_vs_torch"] = _record_speed(path, out, reloaded, size)
+    result.update(max_abs_diff=float((actual - expected).abs().max()), bytes=out.stat().st_size)
+    if fmt == "openvino":
+        result["bytes"] += out.with_suffix(".bin").stat().st_size
+    return result
+
+
+def _export_openvino(compact: nn.Module, header: dict, source: Path, out: Path) -> nn.Module:
+    """The fp32 ONNX graph (in a scratch folder) read by OpenVINO and saved as the IR ``out``, reloaded."""
+    import tempfile
+
+    import openvino
+
+    from core.deploy.openvino import FP32_HINT, load_openvino, write_ir
+
+    with tempfile.TemporaryDirectory(prefix="core-export-") as scratch:
+        graph = Path(scratch) / "fp32.onnx"
+        _write_onnx(compact, header, source, graph)
+        onnx_header = read_header(graph)
+        deploy = {**onnx_header["deploy"], "format": "openvino", "inference_precision_hint": FP32_HINT,
+                  "exporter": f"{onnx_header['deploy']['exporter']}, then OpenVINO {openvino.__version__} read_model + "
+                              "save_model(compress_to_fp16=False)"}
+        write_ir(graph, {**onnx_header, "deploy": deploy}, out)
+    return load_openvino(out)
+
+
+def _record_speed(source: Path, out: Path, exported: nn.Module, image_size: int) -> dict:
+    """``exported`` against ``source`` served by PyTorch eager (BatchNorm folded, channels_last), round-robin at batch 1
+    for about :data:`SPEED_SECONDS`; written into the export's ``deploy`` record as ``speed``."""
+    from core.deploy.onnx import set_header
+    from core.deploy.openvino import set_ir_header
+    from core.deploy.runtimes import time_round_robin
+    from core.models.loading import load_model, served
+
+    timing = time_round_robin({"torch": served(load_model(source)), "export": exported}, image_size, SPEED_SECONDS)
+    speed = {"batch": 1, "threads": torch.get_num_threads(), "repeats": timing["repeats"],
+             "torch_ms": round(timing["median_ms"]["torch"], 4), "export_ms": round(timing["median_ms"]["export"], 4),
+             "speedup": round(timing["median_ms"]["torch"] / timing["median_ms"]["export"], 3),
+             "against": "the same checkpoint served by PyTorch eager (BatchNorm folded, channels_last)"}
+    header = read_header(out)
+    (set_header if out.suffix == ".onnx" else set_ir_header)(out, {**header, "deploy": {**header["deploy"], "speed": speed}})
+    return speed
 
 
 def _carry_ood(source: Path, out: Path, fmt: str) -> None:
@@ -132,7 +182,7 @@ def _export_int8(source: nn.Module, compact: nn.Module, header: dict, path: Path
     import tempfile
 
     from core.deploy.onnx import load_onnx
-    from core.deploy.quantize import CALIBRATION_IMAGES, calibration_samples, preprocessed_batches, quantize_int8, training_data
+    from core.deploy.quantize import CALIBRATION_IMAGES, int8_agreement, quantize_int8, training_data
     from core.evaluation.evaluate import file_digest
 
     if data is None:
@@ -146,10 +196,4 @@ def _export_int8(source: nn.Module, compact: nn.Module, header: dict, path: Path
         with torch.no_grad():
             fp32_diff = float((load_onnx(fp32_onnx)(images) - expected).abs().max())
         sizes = quantize_int8(fp32_onnx, out, data, data_root, calibration_images or CALIBRATION_IMAGES, progress)
-    check = torch.cat(list(preprocessed_batches(calibration_samples(data, data_root, INT8_CHECK_IMAGES), source.preprocess,
-                                                progress=False)))
-    with torch.no_grad():
-        reference, quantized = source(check).reshape(len(check), -1), load_onnx(out)(check).reshape(len(check), -1)
-    return {"max_abs_diff": float((quantized - reference).abs().max()),
-            "probability_max_abs_diff": float((torch.sigmoid(quantized) - torch.sigmoid(reference)).abs().max()),
-            "check_images": len(check), "fp32_max_abs_diff": fp32_diff, **sizes}
+    return {**int8_agreement(source, load_onnx(out), data, data_root), "fp32_max_abs_diff": fp32_diff, **sizes}
