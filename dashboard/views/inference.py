@@ -15,6 +15,7 @@ from core.data.faces import draw_boxes
 from core.data.images import ImageLoadError, load_image
 from core.data.synthetic import SOURCES
 from core.deploy.quantize import CALIBRATION_IMAGES
+from core.deploy.runtimes import default_runtime, describe
 from core.deploy.variants import DEPLOYED_RUNTIMES, RUNTIMES, deployed
 from core.evaluation.attribution import DEFAULT_STAGE, STAGES, grad_cam, overlay
 from core.evaluation.inference import UPLOAD_RULE, decode_upload, describe_crop, predict_models
@@ -36,10 +37,14 @@ face_crop = options[0].toggle("Crop the face", value=True, key="inference_crop",
 show_grad_cam = options[1].toggle("Grad-CAM", value=True, key="inference_gradcam")
 stage = options[2].selectbox("Grad-CAM stage", STAGES, index=STAGES.index(DEFAULT_STAGE), key="inference_stage",
                              disabled=not show_grad_cam, help="at 64 px input layer4 is 2x2 and layer3 4x4")
-SERVING = {"PyTorch (BatchNorm folded)": "torch", "ONNX Runtime": "onnx"}
+SERVING = {"auto (fastest measured here)": "auto", "PyTorch (BatchNorm folded)": "torch", "ONNX Runtime": "onnx",
+           "OpenVINO": "openvino"}
+_default = default_runtime()
 serving = st.radio("Verdicts run in", list(SERVING), horizontal=True, key="inference_serving",
-                   help="how core.load_model serves the checkpoint; ONNX Runtime is faster on small inputs (its export "
-                        "is made once per checkpoint and cached); Grad-CAM always runs in PyTorch")
+                   index=list(SERVING.values()).index(_default) if _default in SERVING.values() else 0,
+                   help="how core.load_model serves the checkpoint; auto: the exact fp32 runtime (PyTorch, ONNX Runtime or "
+                        "OpenVINO, widths as trained or rounded to 8 or 16) measured fastest for that checkpoint on this "
+                        "machine, measured once and cached; Grad-CAM always runs in PyTorch")
 runtimes = st.multiselect("Also run", DEPLOYED_RUNTIMES, key="inference_runtimes",
                           help="the picked checkpoints exported to ONNX (onnxruntime, CPU) and quantised to int8, "
                                f"calibrated on {CALIBRATION_IMAGES} training images of each checkpoint's dataset; "
@@ -99,7 +104,11 @@ def _show_runtimes(result: dict, exports: dict[tuple[str, str], dict]) -> None:
 
 def _show_verdicts(image: Image.Image, caption: str) -> None:
     exports = _exports()
-    models = {name: served_model(choices[name], SERVING[serving]) for name in picked}  # the verdicts at serving speed
+    try:
+        models = {name: served_model(choices[name], SERVING[serving]) for name in picked}  # the verdicts at serving speed
+    except (RuntimeError, ValueError, OSError) as error:  # a runtime missing here, or a form refused: say why
+        st.error(f"Cannot serve with {serving}: {error}")
+        return
     deployed_models = {f"{name} · {runtime}": model(record["path"]) for (name, runtime), record in exports.items()}
     oods = {name: ood_model(choices[name]) for name in picked}
     result = predict_models({**models, **deployed_models}, image, face_crop=face_crop, oods=oods)
@@ -121,12 +130,23 @@ def _show_verdicts(image: Image.Image, caption: str) -> None:
         _show_reliability(column, prediction, header, uploaded=caption.startswith("upload"))
         params = header.get("params") or sum(p.numel() for p in models[name].parameters())
         column.caption(f"{params / 1e6:.2f} M params · {header['model']['type']} · {header.get('student_method') or header['method']}")
+        column.caption(f"Answered by {describe(models[name])}" + _measured(models[name]))
         if show_grad_cam:
             trained = model(choices[name])  # Grad-CAM takes gradients: the network as trained
             heatmap = grad_cam(trained, trained.preprocess(crop), stage)
             column.image(overlay(crop, heatmap), width="stretch", caption=f"Grad-CAM at {stage}: evidence for '{prediction['label']}'")
     if exports:
         _show_runtimes(result, exports)
+
+
+def _measured(served) -> str:
+    """What auto measured for the runtime that answered, and how much faster it was than PyTorch."""
+    selection = getattr(served, "selection", None)
+    if not selection:
+        return ""
+    chosen = selection["chosen"]
+    versus = f", {chosen['speedup_vs_torch']:.2f}× PyTorch" if chosen.get("speedup_vs_torch") else ""
+    return f": {chosen['median_ms']:.2f} ms at batch 1, {selection['threads']} threads{versus}"
 
 
 def _show_reliability(column, prediction: dict, header: dict, uploaded: bool) -> None:
