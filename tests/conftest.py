@@ -41,6 +41,10 @@ def pytest_configure(config):
     os.environ["CORE_CACHE_DIR"] = str(base / "cache")
     os.environ["CORE_RUNS_DIR"] = str(base / "runs")
     os.environ.setdefault("CORE_DEVICE", "cpu")
+    # core.load_model, predict, video and the dashboard serve with `auto` by default, which exports and times every
+    # runtime once per checkpoint: the suite's many tiny checkpoints are served by PyTorch, and tests/test_runtimes.py
+    # (which removes this) tests auto itself
+    os.environ["CORE_RUNTIME"] = "torch"
     if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -308,6 +308,9 @@ def test_page_judges_the_default_sample_with_every_shipped_checkpoint(tiny_bench
     probabilities = [float(metric.value) for metric in app.metric if metric.label == "P(fake)"]
     assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities)
     assert len([metric for metric in app.metric if metric.label == "Latency"]) == 3
+    # the page says which runtime answered (the suite serves with PyTorch: tests/conftest.py sets CORE_RUNTIME)
+    assert app.radio(key="inference_serving").value == "PyTorch (BatchNorm folded)"
+    assert sum(caption.value == "Answered by PyTorch fp32" for caption in app.caption) == 3
     assert sum(caption.startswith("Grad-CAM at layer3") for caption in _image_captions(app)) == 3
     assert len(_image_captions(app)) == 2 + 3, "the input with its face box, the crop, and one overlay per checkpoint"
     app.toggle(key="inference_gradcam").set_value(False).run()
