@@ -184,6 +184,7 @@ class OnnxModel(nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL  # its default, said once here
         # onnxruntime's workers spin-wait after each run by default, which starves whatever runs next on the
         # same cores (the PyTorch model of a side-by-side timing, the page's own work): they sleep instead.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -50,8 +50,8 @@ PRECISION = {"torch": "fp32", "torch-compile": "fp32", "onnx": "fp32", "onnx-int
 LABELS = {"torch": "PyTorch", "torch-compile": "PyTorch torch.compile", "onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime",
           "openvino": "OpenVINO", "openvino-int8": "OpenVINO"}
 # what auto chooses among: the exact fp32 forms whose cost is paid once per machine. torch.compile is left out: it
-# compiles again in every process that loads it (tens of seconds cold, seconds from inductor's disk cache), which a
-# `predict` call would pay each time for a fraction of a millisecond per image
+# compiles again in every process that loads it (inductor's disk cache shortens, never removes, the wait), a cost a
+# `predict` call would pay on every run
 AUTO_CANDIDATES = ("torch", "onnx", "openvino")
 ROUNDINGS = (1, 8, 16)
 # fp32 forms differ from the trained model only by float reassociation (BatchNorm folded, other kernels): measured
