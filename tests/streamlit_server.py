@@ -36,3 +36,19 @@ def serve(port: int, *flags: str, timeout: float = 90, env: dict | None = None) 
                 process.kill()
                 raise AssertionError("streamlit did not come up on 127.0.0.1") from None
             time.sleep(0.5)
+
+
+def fill_tiny_launch(page, sidebar, epochs: int, images: int) -> None:
+    """Pick a tiny teacher run in the real sidebar (Playwright): MesoNet, ``epochs`` epochs of at most ``images``
+    training images, batch 16; the Launch button is left to the caller."""
+    for label, option in (("Method", "teacher"), ("Architecture", "mesonet")):
+        sidebar.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+        page.get_by_role("option", name=option, exact=True).click()
+        page.wait_for_timeout(500)
+    page.wait_for_timeout(1000)  # the rerun after the last pick has settled (no stale copy of the sidebar)
+    sidebar.get_by_text("Hyperparameters (empty = the preset's)").first.click()
+    for label, value in (("Epochs", str(epochs)), ("Batch size", "16"), ("Max training images (a quick look)", str(images))):
+        field = sidebar.get_by_label(label, exact=True).first
+        field.fill(value)
+        field.press("Enter")
+        page.wait_for_timeout(500)

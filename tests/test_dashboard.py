@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from streamlit_server import free_port, serve
+from streamlit_server import fill_tiny_launch, free_port, serve
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -305,17 +305,7 @@ def test_real_browser_launches_a_run_and_watches_its_curve_grow(tiny_benchmark, 
                 page.goto(f"{url}/curves", wait_until="domcontentloaded")
                 sidebar = page.get_by_test_id("stSidebar")
                 sidebar.get_by_text("Launch", exact=True).wait_for(timeout=60_000)
-                for label, option in (("Method", "teacher"), ("Architecture", "mesonet")):
-                    sidebar.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
-                    page.get_by_role("option", name=option, exact=True).click()
-                    page.wait_for_timeout(500)
-                page.wait_for_timeout(1000)  # the rerun after the last pick has settled (no stale copy of the sidebar)
-                sidebar.get_by_text("Hyperparameters (empty = the preset's)").first.click()
-                for label, value in (("Epochs", "2"), ("Batch size", "16"), ("Max training images (a quick look)", "32")):
-                    field = sidebar.get_by_label(label, exact=True).first
-                    field.fill(value)
-                    field.press("Enter")
-                    page.wait_for_timeout(500)
+                fill_tiny_launch(page, sidebar, epochs=2, images=32)
                 sidebar.get_by_role("button", name="Launch").click()
                 sidebar.get_by_text("Started (pid").wait_for(timeout=30_000)
                 deadline = time.monotonic() + 240

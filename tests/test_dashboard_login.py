@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit_server import free_port, serve
+from streamlit_server import fill_tiny_launch, free_port, serve
 
 from core import access, launcher
 
@@ -88,17 +88,7 @@ def test_a_trainer_logs_in_launches_and_the_run_and_the_audit_say_who(dashboard,
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("trainer@lab.org").first.wait_for(timeout=60_000)
     sidebar.get_by_text("Launch", exact=True).wait_for(timeout=60_000)
-    for label, option in (("Method", "teacher"), ("Architecture", "mesonet")):
-        sidebar.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
-        page.get_by_role("option", name=option, exact=True).click()
-        page.wait_for_timeout(500)
-    page.wait_for_timeout(1000)
-    sidebar.get_by_text("Hyperparameters (empty = the preset's)").first.click()
-    for label, value in (("Epochs", "1"), ("Batch size", "16"), ("Max training images (a quick look)", "16")):
-        field = sidebar.get_by_label(label, exact=True).first
-        field.fill(value)
-        field.press("Enter")
-        page.wait_for_timeout(500)
+    fill_tiny_launch(page, sidebar, epochs=1, images=16)
     sidebar.get_by_role("button", name="Launch").click()
     sidebar.get_by_text("Started (pid").wait_for(timeout=30_000)
     (record,) = [r for r in access.read_audit(runs, identity="trainer@lab.org") if r["action"] == "launch"]
