@@ -70,7 +70,7 @@ def runtime_flag(parser: argparse.ArgumentParser) -> None:
                         help="auto (default, or $CORE_RUNTIME): the exact fp32 runtime measured fastest for this checkpoint "
                              "on this machine (measured once, cached beside it as <name>.serving.json); torch: PyTorch, "
                              "BatchNorm folded, channels_last; onnx / openvino: ONNX Runtime / OpenVINO fp32 on a cached "
-                             "export; torch-compile, onnx-int8, openvino-int8 as named")
+                             "export; the other choices name one runtime each (int8: quantised, not exact)")
 
 
 def answered_by(model, requested: str | None) -> dict:

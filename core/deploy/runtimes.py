@@ -166,13 +166,14 @@ def load_runtime(checkpoint: str | os.PathLike, runtime: str, round_to: int = 1,
         raise RuntimeUnavailable(f"{runtime} is unavailable here: {reason}")
     if is_graph(path):
         return _graph_form(path, runtime, round_to, threads)
-    trained = load_model(path)
-    size = int(trained.header["image_size"])
+    torch_runtime = runtime in ("torch", "torch-compile")
+    trained = load_model(path) if check or torch_runtime else None  # a graph loaded unchecked needs no PyTorch network
+    size = int(read_header(path)["image_size"])
     images = torch.randn(PARITY_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = trained(images).reshape(PARITY_IMAGES, -1) if check else None  # before anything is folded
-    stages = _ood_stages(path)
-    if runtime in ("torch", "torch-compile"):
+    if torch_runtime:  # compiled, the graph returns the ood statistics itself (hooks: eager)
+        stages = _ood_stages(path) if runtime == "torch-compile" else None
         form = _torch_form(trained, round_to, runtime == "torch-compile", stages, threads, images)
     elif runtime in ("onnx", "onnx-int8"):
         from core.deploy.serving import load_serving
