@@ -62,7 +62,7 @@ INT8_PROBABILITY_TOLERANCE = 0.1  # max |P(fake) difference| of an int8 form on 
 PARITY_IMAGES = 4  # the fixed batch (seeded normal noise) on which an fp32 form is compared with the trained model
 RUNTIME_ENV = "CORE_RUNTIME"  # the default runtime of core.load_model, predict, video and the dashboard (default: auto)
 MEASURE_SECONDS = 2.0  # auto's timing budget per checkpoint (after building and warming the candidates)
-MIN_REPEATS, MAX_REPEATS = 7, 200  # timed rounds, whatever the budget says
+MIN_REPEATS, MAX_REPEATS = 5, 200  # timed rounds, whatever the budget says
 SETTLE = 1  # untimed passes before each timed one: another runtime's thread pool ran just before (measure_latency)
 RECORD_VERSION = 1
 RECORD_SUFFIX = ".serving.json"
@@ -496,13 +496,11 @@ def measure_runtimes(checkpoint: str | os.PathLike, runtimes: tuple[str, ...] = 
 
 def time_round_robin(forms: dict[str, nn.Module], image_size: int, seconds: float = MEASURE_SECONDS) -> dict:
     """Every form timed at batch 1, round-robin in this process (:func:`core.evaluation.latency.measure_latency`, one
-    settling pass before each timed one), for as many rounds as fit in about ``seconds`` (at least
-    :data:`MIN_REPEATS`): ``{median_ms, p10_ms, p90_ms: {name: ms}, repeats}``."""
+    settling pass before each timed one), for about ``seconds`` (at least :data:`MIN_REPEATS` rounds, at most
+    :data:`MAX_REPEATS`): ``{median_ms, p10_ms, p90_ms: {name: ms}, repeats}``."""
     from core.evaluation.latency import measure_latency
 
-    estimate = measure_latency(forms, image_size, batch=1, repeats=3, warmup=2, settle=SETTLE)
-    per_round = (1 + SETTLE) * sum(timing["median_s"] for timing in estimate.values())
-    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, seconds / max(per_round, 1e-6))))
-    timings = measure_latency(forms, image_size, batch=1, repeats=repeats, warmup=1, settle=SETTLE)
+    timings = measure_latency(forms, image_size, batch=1, repeats=MIN_REPEATS, warmup=2, settle=SETTLE, seconds=seconds,
+                              max_repeats=MAX_REPEATS)
     return {**{f"{q}_ms": {name: 1000 * t[f"{q}_s"] for name, t in timings.items()} for q in ("median", "p10", "p90")},
-            "repeats": repeats}
+            "repeats": len(next(iter(timings.values()))["raw_s"])}

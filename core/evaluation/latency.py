@@ -12,13 +12,16 @@ from torch import nn
 
 @torch.inference_mode()
 def measure_latency(models: dict[str, nn.Module], image_size: int, batch: int = 1, repeats: int = 30,
-                    warmup: int = 5, threads: int | None = None, settle: int = 0) -> dict[str, dict]:
+                    warmup: int = 5, threads: int | None = None, settle: int = 0, seconds: float | None = None,
+                    max_repeats: int = 1000) -> dict[str, dict]:
     """Median / p10 / p90 seconds per forward pass of each model on one random batch.
 
     The models run round-robin (one pass of each per round), so a slow spell of the
     machine hits them all alike. ``settle`` untimed passes precede each timed one: models of
     different runtimes have their own thread pools, and the first pass after another pool ran
-    pays a wake-up that a process serving one runtime never does.
+    pays a wake-up that a process serving one runtime never does. With ``seconds``, rounds go on
+    after ``repeats`` until that much time has passed (at most ``max_repeats`` rounds): a time
+    budget that holds on a busy machine too.
     """
     previous_threads = torch.get_num_threads()
     if threads:
@@ -30,7 +33,10 @@ def measure_latency(models: dict[str, nn.Module], image_size: int, batch: int = 
             for _ in range(warmup):
                 model(images)
         timings: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(repeats):
+        started_all, rounds = time.perf_counter(), 0
+        while rounds < repeats or (seconds is not None and rounds < max_repeats
+                                   and time.perf_counter() - started_all < seconds):
+            rounds += 1
             for name, model in models.items():
                 for _ in range(settle):
                     model(images)
