@@ -2,24 +2,20 @@
 
 A *served form* is a checkpoint made ready to answer by one runtime (:data:`RUNTIME_NAMES`):
 
-============== ============================================================================= =========
-runtime        what answers                                                                  precision
-============== ============================================================================= =========
-torch          PyTorch eager, BatchNorm folded, channels_last (:func:`core.models.loading.served`) fp32
-torch-compile  the same network through ``torch.compile`` (inductor, CPU: needs a C++ compiler)  fp32
-onnx           ONNX Runtime, ``ORT_ENABLE_ALL``, on the cached serving export                  fp32
-onnx-int8      ONNX Runtime on that export quantised (static, QDQ, per-channel weights)        int8
-openvino       OpenVINO on the same fp32 export, ``INFERENCE_PRECISION_HINT: f32``             fp32
-openvino-int8  OpenVINO on the QDQ int8 export                                                 int8
-============== ============================================================================= =========
+- ``torch``: PyTorch eager, BatchNorm folded, channels_last (:func:`core.models.loading.served`); fp32
+- ``torch-compile``: the same network through ``torch.compile`` (inductor, CPU: needs a C++ compiler); fp32
+- ``onnx``: ONNX Runtime, ``ORT_ENABLE_ALL``, on the cached serving export (:mod:`core.deploy.serving`); fp32
+- ``onnx-int8``: ONNX Runtime on that export quantised (static, QDQ, per-channel weights); int8
+- ``openvino``: OpenVINO on the same fp32 export, ``INFERENCE_PRECISION_HINT: f32``; fp32
+- ``openvino-int8``: OpenVINO on the QDQ int8 export; int8
 
 Each can be built with the student's widths as trained (``round_to=1``) or every pruned layer's kept filters padded
 with zero filters up to a multiple of 8 or 16 (:func:`core.deploy.serving.deployable`: exact). A form is accepted only
-when it agrees with the checkpoint as trained: an fp32 form's logits within :data:`FP32_TOLERANCE` (times the logits'
-scale, at least 1) of the trained PyTorch model's on a fixed batch, checked when it is built; an int8 form's P(fake) within
-:data:`INT8_PROBABILITY_TOLERANCE` on real training images, checked when it is quantised. int8 is labelled int8,
-never exact. Every form answers the out-of-distribution statistics ``predict`` needs (PyTorch through forward hooks,
-the graphs as extra outputs).
+when it agrees with the checkpoint as trained: an fp32 form's logits within :data:`FP32_TOLERANCE` (times the
+logits' scale, at least 1) of the trained PyTorch model's on a fixed batch, checked when it is built; an int8 form's
+P(fake) within :data:`INT8_PROBABILITY_TOLERANCE` on real training images, checked when it is quantised. int8 is
+labelled int8, never exact. Every form answers the out-of-distribution statistics ``predict`` needs (PyTorch through
+forward hooks, the graphs as extra outputs).
 
 ``auto`` (:func:`auto_selection`) serves the exact fp32 form measured fastest for that checkpoint on this machine at
 batch 1 and the default threads, among :data:`AUTO_CANDIDATES` at each distinct rounding. The measurement (every
@@ -149,8 +145,8 @@ def load_runtime(checkpoint: str | os.PathLike, runtime: str, round_to: int = 1,
     ``round_to``: pruned layers padded to a multiple of it (1: as trained; > 1 only for pruned ResNet students).
     ``threads``: the runtime's intra-op threads (default: torch's count now). ``check``: compare an fp32 form with the
     trained model on a fixed batch (:class:`ParityError` beyond :data:`FP32_TOLERANCE` times ``max(1, max |logit|)``);
-    an int8 form's recorded
-    agreement is checked always. An ``.onnx`` or IR ``.xml`` checkpoint is run as it is (``round_to`` 1).
+    an int8 form's recorded agreement is checked always. An ``.onnx`` or IR ``.xml`` checkpoint is run as it is
+    (``round_to`` 1).
 
     The returned callable takes ``[N, 3, S, S]`` preprocessed images and returns ``[N, 1]`` logits (> 0: fake), and
     carries ``runtime``, ``precision`` (fp32 | int8), ``round_to``, ``threads``, ``exact`` (an fp32 form that passed),
