@@ -103,4 +103,17 @@ SHIPPED_RESNET50 = {  # the shipped faceswap teacher and its two compact student
 
 
 # one module per topic; importing them registers their benchmarks
-from bench import checkpoints, dashboard, data, deploy, faces, frames, inference, predict, serving, training, video  # noqa: E402, F401, I001
+from bench import (  # noqa: E402, F401
+    checkpoints,
+    dashboard,
+    data,
+    deploy,
+    faces,
+    frames,
+    inference,
+    predict,
+    runtimes,
+    serving,
+    training,
+    video,
+)

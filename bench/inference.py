@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark, target
+from bench.runtimes import runtime_matrix
 from core.models.resnet import fold_batch_norms
 
 SKIP_ONNX_ENV = "CORE_BENCH_SKIP_ONNX"  # set to 1: the inference bench leaves out ONNX Runtime (its export and int8 calibration)
@@ -190,8 +191,15 @@ def bench_inference(smoke: bool) -> dict:
               "onnx_int8_calibration_images": ONNX_CALIBRATION_IMAGES if with_onnx else None,
               "models": "tiny untrained resnet-tiny, random masks" if smoke else SHIPPED_RESNET50,
               "masked": "rebuilt from the compact student and its header's pruning.kept (same logits: see parity)"}
+    # every serving runtime side by side (bench/runtimes.py): the smoke run, or one without ONNX, times PyTorch alone
+    matrix = runtime_matrix(smoke, runtimes=None if with_onnx and not smoke else ("torch",), progress=not smoke)
+    targets.update(matrix.pop("targets"))
+    if matrix["best_at_256px_b1"] is not None and not smoke:
+        best = matrix["best_at_256px_b1"]
+        summary += (f"; best runtime ({best['runtime']}, round-to {best['round_to']}): Pearson "
+                    f"{best['vs PyTorch served teacher']:.2f}x the PyTorch served teacher")
     return {"config": config, "raw_s": raw, "median_ms": medians, "macs": macs, "parity_max_abs_logit": parity,
-            "ratios": ratios, "serving": serving, "targets": targets, "summary": summary}
+            "ratios": ratios, "serving": serving, "runtimes": matrix, "targets": targets, "summary": summary}
 
 
 SERVED_SPEEDUP_TARGET = 5.0  # issue 21: the compact Pearson student as core.load_model serves it vs the teacher, b1
@@ -237,29 +245,6 @@ def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, on
     return {"threads": thread_counts, "default_threads": default_threads, "batch": 1, "image_size": size,
             "repeats": repeats, "round_to_8_filters": {"before": sum(compact.active_filters), "after": sum(padded.active_filters)},
             "median_ms": medians, "raw_s": raw, "ratios": ratios}
-
-
-
-
-# --- data: the training input pipeline against the model's consumption -------------------------------
-
-
-
-
-
-
-
-# --- dashboard: page renders and live inference ------------------------------------------------------
-
-
-
-
-
-
-
-
-
-# --- gpu: student training throughput against plain ResNet-50 training ----------------------------------
 
 
 class _ChannelsLast(nn.Module):

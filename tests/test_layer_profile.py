@@ -113,3 +113,16 @@ def test_pruning_page_latency_view_profiles_the_students_and_their_teacher(tiny_
     table = next(frame.value for frame in app.dataframe if "ms (layers summed)" in frame.value.columns)
     assert list(table["network"])[0] == "teacher" and len(table) == 1 + len(app.multiselect(key="pruning_pick").value)
     assert (table["ms (layers summed)"] > 0).all() and table["MACs (M)"].iloc[0] > table["MACs (M)"].iloc[1:].max()
+
+
+def test_runtime_ratios_divide_the_contenders_they_name():
+    from bench.runtimes import _ratios
+
+    medians = {"teacher · torch": 100.0, "teacher · onnx": 60.0, "pearson · torch": 25.0, "pearson · onnx": 20.0,
+               "pearson · onnx · round-to 8": 16.0}
+    ratios = _ratios(medians, {"teacher": 700, "pearson": 100}, ("torch", "onnx"))
+    assert set(ratios) == {"torch", "onnx", "onnx · round-to 8"}
+    assert ratios["onnx"]["vs same-runtime teacher"] == 3.0 and ratios["onnx"]["vs PyTorch served teacher"] == 5.0
+    assert ratios["onnx · round-to 8"]["vs same-runtime teacher"] == 3.75 and ratios["onnx · round-to 8"]["round_to"] == 8
+    assert ratios["torch"]["share of the MACs ratio (same runtime)"] == round(4.0 / 7.0, 3)
+    assert ratios["onnx"]["share of the MACs ratio (vs PyTorch teacher)"] == round(5.0 / 7.0, 3)
