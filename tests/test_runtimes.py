@@ -153,6 +153,24 @@ def test_openvino_runs_in_fp32_not_its_bf16_default(student):
         assert default.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
 
 
+@pytest.mark.skipif(AVAILABLE["openvino"] is not None, reason=f"OpenVINO: {AVAILABLE['openvino']}")
+def test_openvino_telemetry_sends_nothing_and_writes_nothing(tmp_path):
+    """`import openvino` alone would send an event and write ~/intel/openvino_ga_cid (opt-out telemetry): this
+    project's import takes OpenVINO's no-op stub instead, in a fresh process with an empty home folder."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from core.deploy.openvino import openvino_core, telemetry_state\n"
+              "openvino_core().read_model  # the Core, as every OpenVINO form starts it\n"
+              "print(telemetry_state())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "stub"
+    assert not (tmp_path / "intel").exists(), "no client id, no usage counts"
+
+
 def test_torch_compile_is_unavailable_with_its_reason_never_a_crash(student, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(runtimes, "_compile_missing", lambda: "no C++ compiler (test)")

@@ -118,16 +118,14 @@ def _export_openvino(compact: nn.Module, header: dict, source: Path, out: Path) 
     """The fp32 ONNX graph (in a scratch folder) read by OpenVINO and saved as the IR ``out``, reloaded."""
     import tempfile
 
-    import openvino
-
-    from core.deploy.openvino import FP32_HINT, load_openvino, write_ir
+    from core.deploy.openvino import FP32_HINT, load_openvino, openvino_version, write_ir
 
     with tempfile.TemporaryDirectory(prefix="core-export-") as scratch:
         graph = Path(scratch) / "fp32.onnx"
         _write_onnx(compact, header, source, graph)
         onnx_header = read_header(graph)
         deploy = {**onnx_header["deploy"], "format": "openvino", "inference_precision_hint": FP32_HINT,
-                  "exporter": f"{onnx_header['deploy']['exporter']}, then OpenVINO {openvino.__version__} read_model + "
+                  "exporter": f"{onnx_header['deploy']['exporter']}, then OpenVINO {openvino_version()} read_model + "
                               "save_model(compress_to_fp16=False)"}
         write_ir(graph, {**onnx_header, "deploy": deploy}, out)
     return load_openvino(out)

@@ -11,11 +11,13 @@ model here is compiled with ``INFERENCE_PRECISION_HINT: f32``; the compiled mode
 (``inference_precision``) and refused unless it is f32. An int8 (QDQ) graph runs its quantised convolutions in int8
 and the rest in f32.
 
-**Telemetry.** The runtime (``read_model``, ``compile_model``, ``save_model``) sends nothing; only the model-conversion
-API (``openvino.convert_model`` and the ``ovc`` tool, through ``openvino_telemetry``) does, and it is opt-out: it sends
-unless ``~/intel/openvino_telemetry`` holds ``0`` (or ``$CI`` is ``true``). This project never calls the conversion
-API, and :func:`openvino_core` writes that ``0`` when the file is absent (what ``opt_in_out --opt_out`` writes, without
-the "declined" event that script itself sends); a person's own choice in that file is left as it is.
+**Telemetry.** ``import openvino`` itself sends a Google Analytics event (``ov``/``import``, from
+``openvino/tools/ovc/__init__.py``) and writes a client id and usage counts under ``~/intel/``; the model-conversion
+API (``convert_model``, ``ovc``) sends more. It is opt-out: it sends unless ``~/intel/openvino_telemetry`` holds ``0``
+(or ``$CI`` is ``true``). :func:`import_openvino`, the one way this project imports OpenVINO, blocks the
+``openvino_telemetry`` package for the process before the first import: OpenVINO then takes its own no-op stub
+(``openvino.tools.ovc.telemetry_stub``, meant for installs without that package), so nothing is sent and nothing is
+written, whatever the home folder holds. This project never calls the conversion API either.
 """
 
 from __future__ import annotations
@@ -41,35 +43,34 @@ class OpenVinoUnavailable(RuntimeError):
     """OpenVINO cannot run here (not installed, or no CPU device); the message says why and what to do."""
 
 
-def telemetry_off() -> str:
-    """Make sure ``openvino_telemetry`` never sends (see the module's docstring); returns what was done."""
-    try:
-        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:
-        return "openvino_telemetry not installed: nothing can send"
-    checker = OptInChecker()
-    try:
-        if checker.consent_file_base_dir() is None or checker.consent_file_subdirectory() is None:
-            return "no home folder for the consent file: the conversion API declines by itself"
-        if os.path.exists(checker.consent_file()):
-            return f"left {checker.consent_file()} as it is (a choice already made there)"
-        if checker.update_result(ConsentCheckResult.DECLINED):  # writes "0", sends nothing
-            return f"wrote 0 (opted out) to {checker.consent_file()}"
-    except OSError:
-        pass
-    return "the consent file could not be written; this project never calls the conversion API that sends"
+def import_openvino():
+    """``openvino``, imported with its telemetry off (see the module's docstring): ``openvino_telemetry`` is made
+    unimportable for this process first, so OpenVINO falls back to its no-op stub. ImportError when OpenVINO is
+    missing. (Where OpenVINO or its telemetry package was imported before, by other code, it is left as it is.)"""
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # `import openvino_telemetry` now raises ImportError: OpenVINO's stub
+    import openvino
+
+    return openvino
+
+
+def telemetry_state() -> str:
+    """What OpenVINO's telemetry does in this process: ``stub`` (nothing sent), ``active`` or ``not imported``."""
+    utils = sys.modules.get("openvino.tools.ovc.telemetry_utils")
+    if utils is None:
+        return "not imported"
+    return "stub" if utils.tm.__name__.endswith("telemetry_stub") else "active"
 
 
 def openvino_core():
     """The process's ``openvino.Core`` (telemetry off first); OpenVinoUnavailable when OpenVINO cannot run here."""
     global _CORE
     try:
-        import openvino
+        openvino = import_openvino()
     except ImportError as error:  # checked on every call: the cached Core below must not hide a broken install
         raise OpenVinoUnavailable(f"openvino is not importable ({error}); install it with `pip install {OPENVINO_PIN}` "
                                   "(requirements.txt)") from None
     if _CORE is None:
-        telemetry_off()
         _absl_to_process_stderr()
         core = openvino.Core()
         if DEVICE not in core.available_devices:
@@ -93,7 +94,7 @@ def _absl_to_process_stderr() -> None:
 def openvino_version() -> str | None:
     """OpenVINO's version, None when it does not import here."""
     try:
-        import openvino
+        openvino = import_openvino()
     except ImportError:
         return None
     return openvino.__version__
@@ -175,8 +176,7 @@ def _save_ir(model, header: dict, out: Path) -> None:
     renamed over its target (the ``.bin`` first, so a reader of the new ``.xml`` finds its weights)."""
     import tempfile
 
-    import openvino
-
+    openvino = import_openvino()
     model.set_rt_info(json.dumps({**header, "format_version": FORMAT_VERSION}, sort_keys=True, default=str), [HEADER_KEY])
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.", dir=out.parent) as scratch:
