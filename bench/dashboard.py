@@ -110,7 +110,7 @@ def bench_dashboard(smoke: bool) -> dict:
         for model in models.values():
             model.preprocess = eval_transform(32, Normalization((0.5,) * 3, (0.25,) * 3))
     else:
-        models = {name if name == "teacher" else f"{name} compact": core.load_model(REPO / path)
+        models = {name if name == "teacher" else f"{name} compact": core.load_model(REPO / path, runtime="torch")
                   for name, path in SHIPPED_RESNET50.items()}
         models["pearson compact, ONNX Runtime"] = core.load_model(REPO / SHIPPED_RESNET50["pearson"], runtime="onnx")
     live = {image: time_upload(data, models, face_crop=True, repeats=upload_repeats, warmup=upload_warmup, threads=None)

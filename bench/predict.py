@@ -28,7 +28,7 @@ def bench_predict(smoke: bool) -> dict:
     images, batches = (16, (1, 8)) if smoke else (256, BATCHES)
     checkpoint = REPO / SHIPPED_RESNET50["pearson"]
     ood = load_ood(checkpoint)
-    runtimes = {"torch": core.load_model(checkpoint)}
+    runtimes = {"torch": core.load_model(checkpoint, runtime="torch")}
     if not smoke:
         runtimes["onnx"] = core.load_model(checkpoint, runtime="onnx")
     rows = []

@@ -256,7 +256,7 @@ def bench_pearson_scale(smoke: bool) -> dict:
         teacher, size = build_model("resnet-tiny").eval(), 32
         images, labels = torch.randn(8, 3, size, size), (torch.arange(8) % 2).float()
     else:
-        teacher = core.load_model(SHIPPED_DIR / "teacher-resnet50-synthetic-faceswap.safetensors")
+        teacher = core.load_model(SHIPPED_DIR / "teacher-resnet50-synthetic-faceswap.safetensors", runtime="torch")
         size = teacher.header["image_size"]
         samples = resolve_dataset("synthetic:faceswap").split("train")[:32]
         batch = collate_skipping([ImageDataset(samples, teacher.preprocess)[i] for i in range(len(samples))])

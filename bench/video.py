@@ -34,7 +34,7 @@ def bench_video(smoke: bool) -> dict:
     frames, repeats = (8, 1) if smoke else (32, 3)
     checkpoint = SHIPPED_RESNET50["pearson"]
     clip = sample_clip(FAKE, cache_dir() / "videos", config=clip_config)
-    model = core.load_model(REPO / checkpoint)
+    model = core.load_model(REPO / checkpoint, runtime="torch")
     options = VideoOptions(sampling=SamplingOptions(num_frames=frames))
     stages, walls = [], []
     with tempfile.TemporaryDirectory(prefix="core-bench-video-") as scratch:
