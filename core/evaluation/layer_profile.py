@@ -232,16 +232,19 @@ def _group(layers: list[dict], key: str, total_ms: float, order: tuple[str, ...]
 def profile_figure(profiles: dict[str, dict], title: str = ""):
     """Time per stage beside MACs per stage, one bar per profiled network (plotly): where the MACs went and where the
     time went are seldom the same place."""
+    import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=2, subplot_titles=("measured time per stage (ms)", "MACs per stage (M)"))
-    for name, profile in profiles.items():
+    palette = px.colors.qualitative.Plotly
+    for index, (name, profile) in enumerate(profiles.items()):
         stages = [stage for stage in STAGES if stage in profile["by_stage"]]
-        figure.add_trace(go.Bar(x=stages, y=[profile["by_stage"][s]["ms"] for s in stages], name=name,
+        color = palette[index % len(palette)]  # one colour per network in both panels
+        figure.add_trace(go.Bar(x=stages, y=[profile["by_stage"][s]["ms"] for s in stages], name=name, marker_color=color,
                                 legendgroup=name, hovertemplate="%{x}: %{y:.2f} ms<extra>" + name + "</extra>"), 1, 1)
         figure.add_trace(go.Bar(x=stages[:-1], y=[profile["by_stage"][s]["macs"] / 1e6 for s in stages[:-1]], name=name,
-                                legendgroup=name, showlegend=False,
+                                marker_color=color, legendgroup=name, showlegend=False,
                                 hovertemplate="%{x}: %{y:.1f} M MACs<extra>" + name + "</extra>"), 1, 2)
     figure.update_layout(barmode="group", height=380, margin={"t": 60, "b": 30}, title=title or None)
     return figure
