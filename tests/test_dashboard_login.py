@@ -77,6 +77,8 @@ def test_anonymous_sees_only_the_login(dashboard, browser):
     page = browser.new_context().new_page()
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_text("This dashboard needs a login").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Log in").wait_for(timeout=60_000)  # drawn just after the text
+    page.wait_for_timeout(1000)  # and nothing else comes after it
     assert page.get_by_role("button", name="Log in").count() == 1
     assert page.get_by_text("Train", exact=True).count() == 0 and page.get_by_text("Runs & checkpoints").count() == 0
     page.context.close()
