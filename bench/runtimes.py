@@ -28,13 +28,12 @@ SAME_RUNTIME_TARGET = 5.0  # issue 31: fp32, student vs the same runtime's teach
 
 def _at_size(checkpoint: Path, size: int, folder: Path) -> Path:
     """``checkpoint`` re-saved with ``image_size`` = ``size`` (what a graph export is compiled for)."""
-    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.checkpoint import save_checkpoint
     from core.models.loading import load_model
 
-    _, header = load_checkpoint(checkpoint)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint)  # read once: the network and its header
     out = folder / f"{checkpoint.stem}-{size}px.safetensors"
-    save_checkpoint(out, model, {**header, "image_size": size})
+    save_checkpoint(out, model, {**model.header, "image_size": size})
     return out
 
 

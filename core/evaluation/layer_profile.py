@@ -88,7 +88,7 @@ class _Recorder:
 
 def _describe(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Shapes, MACs and bytes moved (activations in and out, weights: fp32) of one call."""
-    weights = [p for p in module.parameters(recurse=False)]
+    weights = list(module.parameters(recurse=False))
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         macs = y.numel() * (module.in_channels // module.groups) * kh * kw
@@ -99,8 +99,7 @@ def _describe(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     elif isinstance(module, nn.MaxPool2d | nn.AdaptiveAvgPool2d | nn.ReLU):
         macs, kind = 0, "pool" if not isinstance(module, nn.ReLU) else "relu"
     else:  # a residual block: its own parts are hooked; its bytes are the add's (identity and branch in, stream out)
-        macs, kind, weights = 0, "block", []
-        return {"kind": kind, "in": list(x.shape), "out": list(y.shape), "macs": 0, "bytes": _bytes(y) * 3}
+        return {"kind": "block", "in": list(x.shape), "out": list(y.shape), "macs": 0, "bytes": _bytes(y) * 3}
     return {"kind": kind, "in": list(x.shape), "out": list(y.shape), "macs": int(macs),
             "bytes": _bytes(x, y) + _bytes(*weights)}
 
