@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from core.options import Declaration, declarations, option
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS_FILE = CONFIG_DIR / "presets.yaml"
@@ -19,43 +21,69 @@ PRESETS_ENV = "CORE_PRESETS"  # more preset files (os.pathsep-separated), merged
 PROTOCOLS_FILE = CONFIG_DIR / "protocols.yaml"  # what the papers publish (reproduce, report's published rows)
 
 
+OPTIMIZERS = ("adam", "adamw", "adamax", "sgd")  # adamax: the Pearson authors' code
+SCHEDULERS = ("cosine", "warmup-cosine", "step", "none")
+AUGMENTATIONS = ("paper", "light", "none")  # core.data.images.train_transform
+NONFINITE_MODES = ("stop", "skip")
+EARLY_STOPPING_METRICS = ("accuracy", "loss")  # the validation metric the patience watches
+FOLLOW_SIDES = ("code", "paper")  # where the paper's text and its authors' code disagree, which one a run follows
+
+
 @dataclass
 class TrainConfig:
-    method: str = "teacher"
-    data: str = "synthetic"
-    data_root: str | None = None
-    arch: str = "resnet50"
-    pretrained: str | None = None  # None, "imagenet" or a local weights file
-    trainable: str = "all"  # "all", or "layer4" (only layer4 and the head, the paper's fine-tune)
-    image_size: int = 64
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # cosine | warmup-cosine | step | none
-    step_size: int = 10  # step scheduler: epochs per 10x decay
-    warmup_epochs: int = 0  # warmup-cosine: epochs of linear warm-up before the cosine
-    early_stopping_patience: int | None = None  # stop after this many epochs without a better validation metric
-    early_stopping_metric: str = "accuracy"  # what the patience watches: validation accuracy or loss (best.* stays accuracy's)
-    augment: str = "paper"  # paper | light | none (core.data.images.train_transform)
-    max_train_samples: int | None = None  # an evenly spread subset, for quick runs
-    max_eval_samples: int | None = None
-    num_workers: int = -1  # -1 = automatic
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # NHWC weights and batches in training (CUDA and CPU: faster on both)
-    log_every: int = 5  # steps between progress records in metrics.jsonl
-    nonfinite: str = "stop"  # a NaN/Inf loss: stop (keep the last good checkpoint) | skip (no update for that step)
-    nonfinite_max_skips: int = 20  # skip: this many non-finite steps in a row still stop the run
-    runs_dir: str | None = None  # default: $CORE_RUNS_DIR or <repo>/runs
-    teacher: str | None = None  # teacher checkpoint, for students
-    init_checkpoint: str | None = None  # fine-tuning: the student checkpoint to start from
-    preset: str | None = None
-    follow: str = "code"  # a dataset preset: where the paper's text and its authors' code disagree, follow the code or the paper
-    method_options: dict = field(default_factory=dict)  # method-specific hyperparameters
+    """One run's settings, each declared once (:func:`core.options.option`): its flag on ``train``, ``finetune`` and
+    ``transfer``, its sidebar widget (those with a label), its check and its row in the docs' table of settings come
+    from here. ``internal`` settings are set by a command's own arguments (``--method``, ``--preset``, a fine-tune's
+    checkpoint) or by the method's options, never by a generic flag."""
+
+    method: str = option("teacher", "the method (python -m core train --method)", internal=True)
+    data: str = option("synthetic", "synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
+    data_root: str | None = option(None, "root folder of a registered dataset")
+    arch: str = option("resnet50", "architecture (default resnet50; python -m core models)")
+    pretrained: str | None = option(None, "'imagenet', a local weights file, or 'none'")
+    trainable: str = option("all", "what is trained: all, or layer4 (only layer4 and the head: the paper's fine-tune; "
+                                   "transfer's default)", choices=("all", "layer4"))
+    image_size: int = option(64, "input size in pixels", low=16)
+    epochs: int = option(10, "epochs", label="Epochs", low=1)
+    batch_size: int = option(32, "images per step (per process under torchrun)", label="Batch size", low=1)
+    optimizer: str = option("adam", "the optimizer (adamax: the Pearson authors' code)", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "learning rate", label="Learning rate", low=0, low_open=True)
+    weight_decay: float = option(1e-4, "weight decay (AdamW's decoupled; L2 for the others)", low=0)
+    momentum: float = option(0.9, "SGD momentum", low=0)
+    scheduler: str = option("cosine", "lr schedule, stepped per epoch", choices=SCHEDULERS)
+    step_size: int = option(10, "step scheduler: epochs per 10x decay", low=1)
+    warmup_epochs: int = option(0, "warmup-cosine: epochs of linear warm-up before the cosine", low=0)
+    early_stopping_patience: int | None = option(
+        None, "early stopping: epochs without a better validation accuracy, or loss (the patience metric); default off",
+        low=1, flag="patience")
+    early_stopping_metric: str = option(
+        "accuracy", "what early stopping watches (the best checkpoint stays the best accuracy's)",
+        choices=EARLY_STOPPING_METRICS, flag="patience-metric")
+    augment: str = option("paper", "paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter",
+                          choices=AUGMENTATIONS)
+    max_train_samples: int | None = option(None, "an evenly spread subset of the training images, for quick runs",
+                                           label="Max training images (a quick look)", low=1)
+    max_eval_samples: int | None = option(None, "an evenly spread subset of the validation and test images", low=1)
+    num_workers: int = option(-1, "DataLoader workers (-1: automatic)", low=-1)
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "cuda, cuda:1, mps, cpu or auto ($CORE_DEVICE, else the first GPU, else the CPU)")
+    amp: bool = option(True, "mixed precision (CUDA only)")
+    channels_last: bool = option(True, "NHWC weights and batches in training (faster on CUDA and on the CPU)")
+    log_every: int = option(5, "steps between progress records in metrics.jsonl", low=1)
+    nonfinite: str = option("stop", "a NaN/Inf loss: stop the run, keeping the last good checkpoint, or skip that "
+                                    "step's update (too many such steps in a row still stop it)",
+                            choices=NONFINITE_MODES)
+    nonfinite_max_skips: int = option(20, "skip: this many non-finite steps in a row still stop the run", low=0)
+    runs_dir: str | None = option(None, "where run directories go ($CORE_RUNS_DIR, else runs/)")
+    teacher: str | None = option(None, "teacher checkpoint or run (students: default a shipped teacher of the same "
+                                        "data; finetune: the student's own teacher)")
+    init_checkpoint: str | None = option(None, "the network a run starts from (a fine-tune's student, the network "
+                                               "to prune)", internal=True)
+    preset: str | None = option(None, "the named preset the run started from (--preset)", internal=True)
+    follow: str = option("code", "a dataset preset (rvf10k, 140k, ...): where the paper's text and its authors' code "
+                                 "disagree, follow the code (it produced the published numbers) or the paper's equations",
+                         choices=FOLLOW_SIDES)
+    method_options: dict = option({}, "the method's options (core.methods.options)", internal=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,27 +96,34 @@ class TrainConfig:
         return cls(**values)
 
 
-OPTIMIZERS = ("adam", "adamw", "adamax", "sgd")  # adamax: the Pearson authors' code
-SCHEDULERS = ("cosine", "warmup-cosine", "step", "none")
-# the smallest value each numeric setting takes (None, where a field allows it, means "not set")
-LOWEST = {"epochs": 1, "batch_size": 1, "image_size": 16, "step_size": 1, "warmup_epochs": 0, "weight_decay": 0,
-          "momentum": 0, "early_stopping_patience": 1, "max_train_samples": 1, "max_eval_samples": 1, "log_every": 1,
-          "nonfinite_max_skips": 0}
+def training_settings() -> tuple[Declaration, ...]:
+    """Every TrainConfig setting as declared (read at call time: a setting added to the class appears everywhere)."""
+    return declarations(TrainConfig)
 
 
 def check_domains(config: TrainConfig) -> None:
-    """Every setting inside its domain, checked before anything is written (``--epochs 0`` is refused, not run)."""
-    for name, lowest in LOWEST.items():
-        value = getattr(config, name)
-        if value is None and name in ("early_stopping_patience", "max_train_samples", "max_eval_samples"):
+    """Every setting inside its domain, checked before anything is written (``--epochs 0`` is refused, not run): a
+    ValueError naming the setting's flag and its domain."""
+    check_settings({s.name: getattr(config, s.name) for s in training_settings() if not s.internal})
+
+
+def check_settings(values: dict, where: str = "") -> None:
+    """``values`` (TrainConfig keys: a preset's block, a config file) each inside its declared domain; a ValueError
+    naming the setting (after ``where``), its domain and the value. ``method_options`` are the method's to check."""
+    declared = {s.name: s for s in training_settings()}
+    unknown = set(values) - set(declared)
+    if unknown:
+        raise ValueError(f"{where}unknown keys {sorted(unknown)} (TrainConfig fields: {sorted(declared)})")
+    for name, value in values.items():
+        setting = declared[name]
+        if setting.internal:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= lowest:
-            raise ValueError(f"{name.replace('_', '-')} must be a number >= {lowest}, got {value!r}")
-    if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {config.lr!r}")
-    for name, choices in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("follow", FOLLOW_SIDES)):
-        if getattr(config, name) not in choices:
-            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose from {', '.join(choices)}")
+        try:
+            setting.check(value)
+        except ValueError:
+            domain = setting.domain()
+            domain = f"a number {domain}" if setting.kind in (int, float) and not setting.choices else domain
+            raise ValueError(f"{where}{setting.flag} must be {domain}, got {value!r}") from None
 
 
 def load_presets() -> dict[str, dict]:
@@ -126,7 +161,6 @@ def _merge(values: dict, layer: dict) -> None:
 
 
 SOURCES = ("published", "author-code", "ours")  # a dataset preset's declared layers, in merge order
-FOLLOW_SIDES = ("code", "paper")  # where the paper's text and its authors' code disagree, which one a run follows
 NOTES = {"published": "refs", "author-code": "refs", "ours": "reasons"}  # where each layer says why
 
 

@@ -16,7 +16,7 @@ from common import all_checkpoints, checkpoint_label, dataset_summary, listing
 from core import launcher
 from core.access import refused
 from core.access import relative_to_root as relative_to_roots
-from core.config import load_presets
+from core.config import load_presets, training_settings
 from core.data.datasets import DATASETS
 from core.data.synthetic import SOURCES
 from core.methods import METHODS, trainable_methods
@@ -90,9 +90,15 @@ def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None
 def option_widgets(method: str) -> list[str]:
     """A widget per option the method declares with a label (core.methods.options); empty = the preset's value."""
     options_class = METHODS[method].options_class
+    return declared_widgets([o for o in options_class.declarations() if o.used_by(method)] if options_class else [])
+
+
+def declared_widgets(declarations) -> list[str]:
+    """A widget per declared setting with a label (:mod:`core.options`: a method's options, the training settings),
+    its range and help from the declaration; the flags of those set (empty number = the preset's value)."""
     arguments = []
-    for option in options_class.declarations() if options_class else ():
-        if option.label is None or not option.used_by(method):
+    for option in declarations:
+        if option.label is None:
             continue
         key = f"launch_{option.flag}"
         if option.switch:
@@ -104,8 +110,8 @@ def option_widgets(method: str) -> list[str]:
         else:
             low, high = (None if bound is None else option.kind(bound) for bound in (option.low, option.high))
             number = st.number_input(option.label, low, high, value=None, key=key, help=option.help,
-                                     format="%.4f" if option.kind is float else "%d", step=None if option.kind is float else 1)
-            if number is not None:
+                                     format="%.6f" if option.kind is float else "%d", step=None if option.kind is float else 1)
+            if number is not None and not (option.low_open and number == option.low):  # 0 for lr > 0: not given
                 arguments += [f"--{option.flag}", str(option.kind(number))]
     return arguments
 
@@ -142,16 +148,7 @@ def launch_form() -> None:
                           help="\n".join(f"**{k}**: {v.get('description', '')}" for k, v in presets.items()))
     arguments += ["--preset", preset]
     with st.expander("Hyperparameters (empty = the preset's)"):
-        for flag, label, kind in (("epochs", "Epochs", int), ("batch-size", "Batch size", int)):
-            value = st.number_input(label, min_value=1, value=None, step=1, key=f"launch_{flag}")
-            if value is not None:
-                arguments += [f"--{flag}", str(kind(value))]
-        lr = st.number_input("Learning rate", min_value=0.0, value=None, format="%.6f", key="launch_lr")
-        if lr:
-            arguments += ["--lr", str(lr)]
-        samples = st.number_input("Max training images (a quick look)", min_value=8, value=None, step=8, key="launch_max")
-        if samples is not None:
-            arguments += ["--max-train-samples", str(int(samples))]
+        arguments += declared_widgets(training_settings())
     if METHODS[method].needs_teacher:
         default = f"default ({METHODS[method].teacher_kind})"
         dual = method == "two-in-one"  # it distils a dual-branch teacher, and only that

@@ -197,11 +197,30 @@ def render_placeholder(kind: str, arguments: str, results: Results) -> str:
     return format_value(value, scale, spec, where)
 
 
+SETTINGS_TABLE = "{{ settings-table }}"  # the training settings, from their one declaration (core.config.TrainConfig)
+
+
+def settings_table() -> str:
+    """The Markdown table of every training setting a flag sets: flag, default, domain, help, sidebar label."""
+    from core.config import training_settings
+
+    rows = ["| flag | default | values | what it sets | sidebar |", "|---|---|---|---|---|"]
+    for setting in training_settings():
+        if setting.internal:
+            continue
+        default = "not set" if setting.default is None else f"`{setting.default}`"
+        rows.append(f"| `--{setting.flag}` | {default} | {setting.domain()} | {setting.help.replace('|', '/')} | "
+                    f"{setting.label or ''} |")
+    return "\n".join(rows)
+
+
 def render(text: str, results: Results | None = None) -> str:
-    """``text`` with every placeholder outside code replaced by its value."""
+    """``text`` with every placeholder outside code replaced by its value (``{{ settings-table }}``: the table)."""
     results = results if results is not None else Results()
 
     def substitute(prose: str) -> str:
+        if SETTINGS_TABLE in prose:
+            prose = prose.replace(SETTINGS_TABLE, settings_table())
         return PLACEHOLDER.sub(lambda m: render_placeholder(m[1], m[2], results), prose)
 
     pieces, position = [], 0

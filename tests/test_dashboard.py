@@ -85,7 +85,7 @@ def _set_tiny_launch(app: AppTest) -> AppTest:
     app.sidebar.selectbox(key="launch_source").set_value("all sources")
     app.sidebar.number_input(key="launch_epochs").set_value(2)
     app.sidebar.number_input(key="launch_batch-size").set_value(16)
-    app.sidebar.number_input(key="launch_max").set_value(32)
+    app.sidebar.number_input(key="launch_max-train-samples").set_value(32)
     return app.run()
 
 

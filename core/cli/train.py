@@ -8,26 +8,28 @@ from pathlib import Path
 
 from core.checkpoint import compact_cost, read_header
 from core.cli.common import _boolean, _emit, log
-from core.config import FOLLOW_SIDES, OPTIMIZERS
+from core.config import training_settings
 from core.methods import get_method
 
 
-def option_flags(parser: argparse.ArgumentParser, options_class, title: str | None = None) -> None:
-    """The declared options of ``options_class`` as flags (core.methods.options); a flag already on the parser
+def option_flags(parser: argparse.ArgumentParser, declarations, title: str | None = None) -> None:
+    """Declared settings (:mod:`core.options`: a method's options, the training configuration's) as flags, every
+    default None (not given: the preset's, the config file's or the declared default); a flag already on the parser
     (an option two methods share) keeps its first declaration."""
     taken = {action.dest for action in parser._actions}
     group = parser.add_argument_group(title) if title else parser
-    for option in options_class.declarations():
+    for option in declarations:
         if option.internal or option.name in taken:
             continue
-        text = option.help + ("" if option.switch or "default" in option.help else f" (default {option.default})")
+        shown = option.switch or option.default is None or "default" in option.help
+        text = option.help + ("" if shown else f" (default {option.default})")
         if option.switch:
             group.add_argument("--" + option.flag, dest=option.name, action="store_const", const=not option.default,
                                default=None, help=text)
         elif option.choices:
             group.add_argument("--" + option.flag, dest=option.name, choices=option.choices, help=text)
         else:
-            group.add_argument("--" + option.flag, dest=option.name, help=text,
+            group.add_argument("--" + option.flag, dest=option.name, help=text, metavar=option.flag.upper().replace("-", "_"),
                                type=_boolean if option.kind is bool else option.kind)
         taken.add(option.name)
 
@@ -40,7 +42,7 @@ def method_flags(parser: argparse.ArgumentParser) -> None:
                  if method.options_class is not None and method.trainable}
     for options_class in dict.fromkeys(trainable.values()):  # each class once, in registry order
         names = [name for name, cls in trainable.items() if issubclass(cls, options_class)]
-        option_flags(parser, options_class, f"{', '.join(names)} options")
+        option_flags(parser, options_class.declarations(), f"{', '.join(names)} options")
 
 
 def _declared_options(args: argparse.Namespace) -> dict:
@@ -55,19 +57,8 @@ def _declared_options(args: argparse.Namespace) -> dict:
 def _train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
     from core.config import build_config
 
-    options = _declared_options(args)
-    values = dict(
-        preset=args.preset, config_file=args.config, data=args.data, data_root=args.data_root,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        image_size=args.image_size, seed=args.seed, device=args.device, runs_dir=args.runs_dir, num_workers=args.num_workers,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        log_every=args.log_every, augment=args.augment, method_options=options or None,
-        scheduler=getattr(args, "scheduler", None), warmup_epochs=getattr(args, "warmup_epochs", None),
-        early_stopping_patience=getattr(args, "patience", None),
-        nonfinite=getattr(args, "nonfinite", None), follow=getattr(args, "follow", None),
-        early_stopping_metric=getattr(args, "early_stopping_metric", None),
-    )
-    values.update(fixed)
+    values = {setting.name: getattr(args, setting.name, None) for setting in training_settings() if not setting.internal}
+    values.update(preset=args.preset, config_file=args.config, method_options=_declared_options(args) or None, **fixed)
     return build_config(student_method=student_method, **values)
 
 
@@ -116,8 +107,7 @@ def train_configs(args: argparse.Namespace) -> list:
     check_presets()  # an unknown key in any preset is an error before anything runs (once, not per seed)
 
     def config_of(seed: int):
-        config = _train_config(args, method=args.method, arch=args.arch, pretrained=args.pretrained,
-                               trainable=args.trainable, teacher=args.teacher, seed=seed)
+        config = _train_config(args, method=args.method, seed=seed)
         if get_method(args.method).starts_from:  # the network to prune, or the student to start from
             config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
         return config
@@ -307,8 +297,7 @@ def transfer_configs(args: argparse.Namespace, source: dict) -> list:
         raise ValueError("give --lr (a grid of one) or --lr-grid, not both")
     trained = source.get("config") or {}
     config = _train_config(args, method="transfer", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
-                           image_size=args.image_size or source["image_size"], trainable=args.trainable,
-                           weight_decay=args.weight_decay, augment=args.augment or trained.get("augment"),
+                           image_size=args.image_size or source["image_size"], augment=args.augment or trained.get("augment"),
                            seed=args.seed if args.seed is not None else trained.get("seed"))
     explicit = _explicit_keys(args)
     for key, setting in TRANSFER_SETTINGS.items():
@@ -333,46 +322,14 @@ def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
     from core.methods import METHODS
 
-    def training_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="synthetic, synthetic:<source>, a registered name, or a folder/CSV path")
-        p.add_argument("--data-root", help="root folder of a registered dataset")
+    def training_flags(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
         p.add_argument("--preset", help="named preset from configs/presets.yaml (quick, full, paper, rvf10k, 140k, ...)")
         p.add_argument("--config", help="YAML file of TrainConfig keys")
-        p.add_argument("--epochs", type=int)
-        p.add_argument("--batch-size", type=int, help="images per step (per process under torchrun)")
-        p.add_argument("--lr", type=float)
-        p.add_argument("--optimizer", choices=OPTIMIZERS)
-        p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-        p.add_argument("--image-size", type=int)
-        p.add_argument("--seed", type=int)
-        p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: automatic)")
-        p.add_argument("--num-workers", type=int, help="DataLoader workers (default: automatic)")
-        p.add_argument("--max-train-samples", type=int)
-        p.add_argument("--max-eval-samples", type=int)
-        p.add_argument("--augment", choices=["paper", "light", "none"],
-                       help="paper: flip, rotation, crop, colour jitter, affine; light: flip, crop, jitter")
-        p.add_argument("--log-every", type=int, help="steps between progress records in metrics.jsonl (default 5)")
-        p.add_argument("--scheduler", choices=["cosine", "warmup-cosine", "step", "none"], help="lr schedule, stepped per epoch")
-        p.add_argument("--warmup-epochs", type=int, help="warmup-cosine: epochs of linear warm-up (default 0)")
-        p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy, or loss "
-                                                    "(--patience-metric; default off)")
-        p.add_argument("--patience-metric", dest="early_stopping_metric", choices=["accuracy", "loss"],
-                       help="what early stopping watches (default accuracy; the best checkpoint stays the best accuracy's)")
-        p.add_argument("--nonfinite", choices=["stop", "skip"],
-                       help="a NaN/Inf loss: stop the run, keeping the last good checkpoint (default), or skip that step's "
-                            "update (20 such steps in a row still stop it)")
-        p.add_argument("--runs-dir", help="where run directories go (default runs/)")
-        p.add_argument("--follow", choices=FOLLOW_SIDES,
-                       help="a dataset preset (rvf10k, 140k, ...): where the paper's text and its authors' code disagree, "
-                            "follow the code (default: it produced the published numbers) or the paper's equations")
+        option_flags(p, [s for s in training_settings() if s.name not in leave_out], "training settings (TrainConfig)")
 
     train = command(commands, "train", cmd_train, "train a teacher or a student; writes a run directory")
     train.add_argument("--method", choices=sorted(METHODS), default="teacher")
     training_flags(train)
-    train.add_argument("--arch", help="architecture (default resnet50)")
-    train.add_argument("--pretrained", help="'imagenet', a local weights file, or 'none'")
-    train.add_argument("--trainable", choices=["all", "layer4"])
-    train.add_argument("--teacher", help="teacher checkpoint or run (students; default: a shipped teacher of the same data)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or cancelled run from its last checkpoint")
     train.add_argument("--seeds", help="comma-separated seeds: one run per seed, in sequence, or as jobs with --executor "
                                        "(e.g. 0,1,2)")
@@ -391,22 +348,18 @@ def add_parsers(commands, command) -> None:
     finetune = command(commands, "finetune", cmd_finetune,
                        "fine-tune the compact network of a student checkpoint (default lr 4e-5, BCE)")
     finetune.add_argument("checkpoint", help="student checkpoint or run directory (masked or compact)")
-    training_flags(finetune)
-    finetune.add_argument("--teacher", help="teacher to distil from (default: the student's own teacher)")
-    option_flags(finetune, METHODS["finetune"].options_class)
+    training_flags(finetune, leave_out=("arch", "pretrained", "trainable"))  # the student's own
+    option_flags(finetune, METHODS["finetune"].options_class.declarations())
 
     transfer = command(commands, "transfer", cmd_transfer,
                        "cross-dataset transfer (the Pearson paper's Table 8): retrain the last block and head of a "
                        "teacher or student on another dataset, in the source's normalisation, once per lr of a grid; "
                        "the run of best validation accuracy is kept")
     transfer.add_argument("checkpoint", help="the source: a teacher or student checkpoint or run directory")
-    training_flags(transfer)
+    training_flags(transfer, leave_out=("arch", "pretrained", "teacher"))  # the source's network; no teacher
     transfer.add_argument("--lr-grid", metavar="LR,LR,...",
                           help="one run per learning rate, the best target validation accuracy kept (default "
                                "1e-5,1e-4,1e-3; --lr X: a grid of one)")
-    transfer.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4, the authors' code)")
-    transfer.add_argument("--trainable", choices=["all", "layer4"],
-                          help="what is retrained: layer4 (the last block and the head, the default) or all")
-    option_flags(transfer, METHODS["transfer"].options_class)
+    option_flags(transfer, METHODS["transfer"].options_class.declarations())
     executor_flags(transfer)
 

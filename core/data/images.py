@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from core.config import AUGMENTATIONS
 from core.data.datasets import Sample
 from core.io import atomic_write_text
 
@@ -225,9 +226,6 @@ def eval_transform(image_size: int, normalization: Normalization) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(normalization.mean), list(normalization.std)),
     ])
-
-
-AUGMENTATIONS = ("paper", "light", "none")
 
 
 def train_transform(image_size: int, normalization: Normalization, augment: str = "paper") -> v2.Compose:

@@ -58,19 +58,14 @@ def compared_in(protocol: str) -> list[str]:
 
 
 def check_presets(presets: dict | None = None) -> None:
-    """Every preset against the declarations: ``train`` keys are TrainConfig fields, each ``methods.<name>`` block
-    names a registered method and holds TrainConfig fields, its ``method_options`` that method's declared options
-    (their domains checked) and its ``finetune`` block a fine-tune's. An unknown key is a ValueError naming it."""
-    import dataclasses
-
-    from core.config import load_presets, preset_layers
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    """Every preset against the declarations: ``train`` keys are TrainConfig settings in their domains, each
+    ``methods.<name>`` block names a registered method and holds TrainConfig settings, its ``method_options`` that
+    method's declared options (their domains checked) and its ``finetune`` block a fine-tune's. An unknown key or a
+    value outside its domain is a ValueError naming it."""
+    from core.config import check_settings, load_presets, preset_layers
 
     def check_block(where: str, method: str, block: dict) -> None:
-        unknown = set(block) - fields - {"method_options", "finetune"}
-        if unknown:
-            raise ValueError(f"preset {where}: unknown keys {sorted(unknown)} (TrainConfig fields: {sorted(fields)})")
+        check_settings({k: v for k, v in block.items() if k not in ("method_options", "finetune")}, f"preset {where}: ")
         options_class = get_method(method).options_class
         if block.get("method_options"):
             if options_class is None:
@@ -81,9 +76,7 @@ def check_presets(presets: dict | None = None) -> None:
 
     for name, preset in (load_presets() if presets is None else presets).items():
         for layer in preset_layers(preset):
-            unknown = set(layer.get("train", {})) - fields
-            if unknown:
-                raise ValueError(f"preset {name}: unknown train keys {sorted(unknown)}")
+            check_settings(layer.get("train", {}), f"preset {name}.train: ")
             for method, block in (layer.get("methods") or {}).items():
                 try:
                     get_method(method)

@@ -47,7 +47,6 @@ from core.checkpoint import (
 from core.config import OPTIMIZERS, TrainConfig, check_domains
 from core.data.datasets import DatasetSplits, Sample, resolve_dataset, subsample
 from core.data.images import (
-    AUGMENTATIONS,
     ImageDataset,
     add_reasons,
     collate_skipping,
@@ -82,8 +81,6 @@ class Cancelled(Exception):
     """Raised inside the loop when the run receives SIGTERM (the dashboard's Cancel)."""
 
 
-NONFINITE_MODES = ("stop", "skip")
-EARLY_STOPPING_METRICS = ("accuracy", "loss")  # the validation metric the patience watches (TrainConfig.early_stopping_metric)
 NO_STEP = 2**62  # the device-side marker's "no non-finite loss since the last check"
 
 
@@ -214,16 +211,6 @@ def _check_config(config: TrainConfig, method: Method) -> DatasetSplits:
     check_domains(config)
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
-    if config.augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {config.augment!r}")
-    if config.nonfinite not in NONFINITE_MODES or config.nonfinite_max_skips < 0:
-        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES} (and nonfinite_max_skips >= 0), "
-                         f"got {config.nonfinite!r}, {config.nonfinite_max_skips}")
-    if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
-        raise ValueError(f"early stopping patience is a number of epochs >= 1, got {config.early_stopping_patience}")
-    if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
-        raise ValueError(f"early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}, "
-                         f"got {config.early_stopping_metric!r}")
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val"):  # a test split is optional: without one the run ends without a test
         dataset.split(split)
