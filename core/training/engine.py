@@ -385,252 +385,307 @@ def _record_end(run: Run, status: str, message: str, **extra) -> None:
 
 def _train(run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits, resuming: bool, progress: bool,
            context: distributed.Context, device: torch.device) -> TrainResult:
-    main = context.is_main
-    if main:
-        run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
-        run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device}); "
-                + "; ".join(dataset.describe(split) for split in ("train", "val", "test"))
-                + "".join(f"; left out: {count} {reason}" for reason, count in dataset.dropped_reasons.items()))
+    """The loop, top to bottom: set up (data, model, optimiser, the resume point), then each epoch's steps, then
+    (rank 0) its validation and checkpoints, then the test of the best checkpoint. Under torchrun every rank trains;
+    rank 0 alone validates, writes and tests, and the others wait for it (:mod:`core.training.distributed`)."""
+    loop = _Loop(run, config, method, dataset, resuming, progress, context, device)
+    for epoch in range(loop.start_epoch, config.epochs if loop.stopped_early is None else loop.start_epoch):
+        trained = loop.train_epoch(epoch)
+        if context.is_main:
+            loop.validate_and_checkpoint(epoch, trained)
+        distributed.barrier(context)  # the other ranks wait for rank 0's checkpoints
+        if _stop_early(config, loop.stale_epochs if context.is_main else None, context):
+            loop.stop_early(epoch)
+            break
+    if not context.is_main:  # rank 0 tests the best checkpoint and shares the result
+        return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
+    test_record = loop.final_test()
+    distributed.broadcast(test_record, context)
+    return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, loop.stopped_early)
 
-    # --- data ------------------------------------------------------------------
-    train_samples = subsample(dataset.split("train"), config.max_train_samples)
-    val_samples = subsample(dataset.split("val"), config.max_eval_samples)
-    test_samples = subsample(dataset.splits["test"], config.max_eval_samples)
-    normalization = method.normalization(config)  # a transfer keeps its source's; else the train split's own
-    if normalization is None:
-        if main:  # rank 0 computes (and caches) the statistics; the others then read the cache
-            dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
-        distributed.barrier(context)
-        normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), progress)
-    train_set = ImageDataset(train_samples, train_transform(config.image_size, normalization, config.augment))
-    evaluation = eval_transform(config.image_size, normalization)
-    workers = _num_workers(config, device)
 
-    # --- model and optimiser -----------------------------------------------------
-    torch.manual_seed(config.seed)
-    model = method.build(config)
-    cost = profile_model(method.deployable(model), config.image_size)
-    model = model.to(device)
-    use_amp = config.amp and device.type == "cuda"
-    if config.channels_last:  # CUDA and CPU alike: 1.1x (ResNet-50) to 1.8x (EfficientNet, CNN-5) a CPU step
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, method.parameter_groups(model, config))
-    scheduler = make_scheduler(config, optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_accuracy, best_val_loss = 0, -1.0, math.inf
-    stale_epochs, stopped_early = 0, None  # epochs since the watched validation metric last improved (early stopping)
-    nonfinite_in_a_row = 0
+@dataclass
+class _EpochTrained:
+    """What one epoch's steps leave for its record: images seen, the loss and each loss term summed (on the device),
+    the seconds it took, and whether the DDP replicas still agree."""
 
-    if resuming and main:
-        removed = run.remove_temporaries()  # a kill mid-write leaves its temporary behind
-        if removed:
-            run.log(f"removed {len(removed)} unfinished temporary file(s) of the killed process")
-    if resuming and (run.dir / TRAINER_STATE).is_file():
+    seen: int
+    loss_sum: torch.Tensor
+    loss_count: int
+    term_sums: dict[str, torch.Tensor]
+    seconds: float
+    in_sync: bool
+
+
+class _Loop:
+    """One run's training state, built in the order a run needs it (data, statistics, model, optimiser, resume), and
+    the loop's phases: :meth:`train_epoch`, :meth:`validate_and_checkpoint`, :meth:`final_test`."""
+
+    def __init__(self, run: Run, config: TrainConfig, method: Method, dataset: DatasetSplits, resuming: bool,
+                 progress: bool, context: distributed.Context, device: torch.device) -> None:
+        self.run, self.config, self.method, self.dataset = run, config, method, dataset
+        self.progress, self.context, self.device, self.main = progress, context, device, context.is_main
+        if self.main:
+            run.write_environment(str(device) + (f" x {context.world_size} processes" if context.enabled else ""))
+            run.log(f"{'resuming' if resuming else 'starting'} {config.method} on {config.data} ({device}); "
+                    + "; ".join(dataset.describe(split) for split in ("train", "val", "test"))
+                    + "".join(f"; left out: {count} {reason}" for reason, count in dataset.dropped_reasons.items()))
+        self._data()
+        self._model()
+        self.start_epoch, self.best_accuracy, self.best_val_loss = 0, -1.0, math.inf
+        self.stale_epochs, self.stopped_early = 0, None  # epochs since the watched validation metric last improved
+        nonfinite_in_a_row = self._resume(resuming)
+        self.history = []  # the per-epoch records every checkpoint header carries (the Training curves page reads them)
+        if self.main:
+            run.truncate_metrics(from_epoch=self.start_epoch)
+            self.history = [history_entry(record) for record in run.metrics("epoch")]
+        # DDP broadcasts rank 0's weights here, so every rank starts (and stays) identical
+        self.trained = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if context.enabled else self.model
+        self.header = {
+            "method": config.method, "model": method.model_spec(config, self.model), "image_size": config.image_size,
+            "normalization": {"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
+            "dataset": dataset.name, "data_root": config.data_root, "params": self.cost["params"],
+            "macs": self.cost["macs"], "config": config.to_dict(),
+        }
+        self.shard = DistributedSampler(self.train_set, context.world_size, context.rank, shuffle=True,
+                                        seed=config.seed) if context.enabled else None
+        self.steps_per_epoch = -(-len(self.train_set) // (config.batch_size * context.world_size))
+        self.skipped_total, self.skipped_reasons = 0, {}
+        self.guard = NonFiniteGuard(config, device, context, nonfinite_in_a_row)
+        self.events = EventLog(run.dir, self.steps_per_epoch, purge_epoch=self.start_epoch) if self.main else None
+
+    def _data(self) -> None:
+        """The splits (each subsampled as the config says), the normalisation and the transforms."""
+        config, dataset = self.config, self.dataset
+        self.train_samples = subsample(dataset.split("train"), config.max_train_samples)
+        self.val_samples = subsample(dataset.split("val"), config.max_eval_samples)
+        self.test_samples = subsample(dataset.splits["test"], config.max_eval_samples)
+        normalization = self.method.normalization(config)  # a transfer keeps its source's; else the train split's own
+        if normalization is None:
+            if self.main:  # rank 0 computes (and caches) the statistics; the others then read the cache
+                dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), self.progress)
+            distributed.barrier(self.context)
+            normalization = dataset_statistics(dataset.split("train"), config.image_size, cache_dir(), self.progress)
+        self.normalization = normalization
+        self.train_set = ImageDataset(self.train_samples, train_transform(config.image_size, normalization, config.augment))
+        self.evaluation = eval_transform(config.image_size, normalization)
+        self.workers = _num_workers(config, self.device)
+
+    def _model(self) -> None:
+        """The method's model (seeded), its cost, and the optimiser, schedule and gradient scaler."""
+        config, device = self.config, self.device
+        torch.manual_seed(config.seed)
+        model = self.method.build(config)
+        self.cost = profile_model(self.method.deployable(model), config.image_size)
+        model = model.to(device)
+        self.use_amp = config.amp and device.type == "cuda"
+        if config.channels_last:  # NHWC: faster on CUDA and on the CPU alike (bench train-step)
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = make_optimizer(config, self.method.parameter_groups(model, config))
+        self.scheduler = make_scheduler(config, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def _resume(self, resuming: bool) -> int:
+        """Continue from the trainer state of a killed run (weights, optimiser, schedule, the loop's counters);
+        returns the non-finite steps in a row it had seen."""
+        run = self.run
+        if resuming and self.main:
+            removed = run.remove_temporaries()  # a kill mid-write leaves its temporary behind
+            if removed:
+                run.log(f"removed {len(removed)} unfinished temporary file(s) of the killed process")
+        if not (resuming and (run.dir / TRAINER_STATE).is_file()):
+            return 0
         trainer = load_trainer_state(run.dir / TRAINER_STATE)
-        load_state_into(model, trainer["model"], str(run.dir / TRAINER_STATE))
-        optimizer.load_state_dict(trainer["optimizer"])
-        scheduler.load_state_dict(trainer["scheduler"])
-        scaler.load_state_dict(trainer["scaler"])
-        start_epoch, best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
-        best_val_loss = float(trainer.get("best_val_loss", math.inf))
-        stale_epochs = int(trainer.get("stale_epochs", 0))
-        nonfinite_in_a_row = int(trainer.get("nonfinite_in_a_row", 0))
-        if main:
-            run.log(f"resumed after epoch {start_epoch}")
-        if start_epoch and _stop_early(config, stale_epochs, context):
-            stopped_early = start_epoch  # killed between the last checkpoint and the stop: go straight to the test
-    history = []  # the per-epoch records every checkpoint header carries (the Training curves page reads them)
-    if main:
-        run.truncate_metrics(from_epoch=start_epoch)
-        history = [history_entry(record) for record in run.metrics("epoch")]
-    # DDP broadcasts rank 0's weights here, so every rank starts (and stays) identical
-    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if context.enabled else model
+        load_state_into(self.model, trainer["model"], str(run.dir / TRAINER_STATE))
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.scheduler.load_state_dict(trainer["scheduler"])
+        self.scaler.load_state_dict(trainer["scaler"])
+        self.start_epoch, self.best_accuracy = int(trainer["epoch"]), float(trainer["best_accuracy"])
+        self.best_val_loss = float(trainer.get("best_val_loss", math.inf))
+        self.stale_epochs = int(trainer.get("stale_epochs", 0))
+        if self.main:
+            run.log(f"resumed after epoch {self.start_epoch}")
+        if self.start_epoch and _stop_early(self.config, self.stale_epochs, self.context):
+            self.stopped_early = self.start_epoch  # killed between the last checkpoint and the stop: straight to the test
+        return int(trainer.get("nonfinite_in_a_row", 0))
 
-    header = {
-        "method": config.method,
-        "model": method.model_spec(config, model),
-        "image_size": config.image_size,
-        "normalization": {"mean": list(normalization.mean), "std": list(normalization.std)},
-        "dataset": dataset.name,
-        "data_root": config.data_root,
-        "params": cost["params"],
-        "macs": cost["macs"],
-        "config": config.to_dict(),
-    }
-    shard = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=config.seed) \
-        if context.enabled else None
-    steps_per_epoch = -(-len(train_set) // (config.batch_size * context.world_size))
-    skipped_total, skipped_reasons = 0, {}
-    guard = NonFiniteGuard(config, device, context, nonfinite_in_a_row)
-    events = EventLog(run.dir, steps_per_epoch, purge_epoch=start_epoch) if main else None  # TensorBoard, rank 0
-
-    def log(record: dict) -> None:
+    def log(self, record: dict) -> None:
         """A metrics record into metrics.jsonl (its one home) and into the TensorBoard events."""
-        run.append_metrics(record)
-        if events is not None:
-            events.record(record)
+        self.run.append_metrics(record)
+        if self.events is not None:
+            self.events.record(record)
 
-    # --- epochs --------------------------------------------------------------------
-    for epoch in range(start_epoch, config.epochs if stopped_early is None else start_epoch):
+    def train_epoch(self, epoch: int) -> _EpochTrained:
+        """One epoch's steps (every rank), reseeded from ``(seed, epoch)``; then the non-finite check and the
+        schedule's step."""
+        config, device, guard = self.config, self.device, self.guard
         generator = seed_epoch(config.seed, epoch)
         guard.skipped = 0
-        method.on_epoch_start(model, epoch, config)
-        if shard is not None:
-            shard.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=shard is None, sampler=shard,
-                            generator=generator, num_workers=workers, collate_fn=collate_skipping, worker_init_fn=_seed_worker,
-                            drop_last=False, pin_memory=device.type == "cuda")
-        model.train()
+        self.method.on_epoch_start(self.model, epoch, config)
+        if self.shard is not None:
+            self.shard.set_epoch(epoch)
+        loader = DataLoader(self.train_set, batch_size=config.batch_size, shuffle=self.shard is None, sampler=self.shard,
+                            generator=generator, num_workers=self.workers, collate_fn=collate_skipping,
+                            worker_init_fn=_seed_worker, drop_last=False, pin_memory=device.type == "cuda")
+        self.model.train()
         started, seen, loss_sum, loss_count = time.perf_counter(), 0, torch.zeros((), device=device), 0
         term_sums: dict[str, torch.Tensor] = {}  # each loss term summed over the epoch, on the device (no sync per step)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not self.progress, leave=False)
         for step, batch in enumerate(bar):
-            skipped_total += batch["skipped"]
-            add_reasons(skipped_reasons, batch["skipped_reasons"])
+            self.skipped_total += batch["skipped"]
+            add_reasons(self.skipped_reasons, batch["skipped_reasons"])
             if batch["images"] is None:
                 continue
-            images = batch["images"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss, terms = method.loss(trained, images, labels)
-            if guard.skip_step(loss, epoch, step + 1):
+            loss, terms, labels = self._step(batch, epoch, step)
+            if loss is None:
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            pause_point("step")
-            seen += len(labels) * context.world_size
+            seen += len(labels) * self.context.world_size
             loss_sum += loss.detach() * len(labels)
             for name, value in terms.items():
                 term_sums[name] = term_sums.get(name, 0) + torch.as_tensor(value).detach().float() * len(labels)
             loss_count += len(labels)
-            log_step = (step + 1) % config.log_every == 0 or step + 1 == steps_per_epoch
+            log_step = (step + 1) % config.log_every == 0 or step + 1 == self.steps_per_epoch
             if log_step:
                 guard.check(epoch)  # before the loss is logged; every rank takes part
-            if main and log_step:
-                record = {
-                    "type": "step", "epoch": epoch, "step": step + 1, "steps": steps_per_epoch,
-                    "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": seen / (time.perf_counter() - started),
-                }
-                log(record)
+            if self.main and log_step:
+                record = {"type": "step", "epoch": epoch, "step": step + 1, "steps": self.steps_per_epoch,
+                          "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
+                          "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / (time.perf_counter() - started)}
+                self.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
         guard.check(epoch)  # before validation and checkpoints: weights a non-finite loss touched are never saved
-        scheduler.step()
-        train_seconds = time.perf_counter() - started
-        in_sync = distributed.replicas_identical(model, context)  # a collective: every rank takes part
-        if not main:  # rank 0 validates and checkpoints; the others wait for it
-            distributed.barrier(context)
-            if _stop_early(config, None, context):
-                break
-            continue
+        self.scheduler.step()
+        seconds = time.perf_counter() - started
+        in_sync = distributed.replicas_identical(self.model, self.context)  # a collective: every rank takes part
+        return _EpochTrained(seen, loss_sum, loss_count, term_sums, seconds, in_sync)
 
-        deployable = method.deployable(model)
-        val = predict(deployable, val_samples, evaluation, config.batch_size * 2, device, workers, progress,
-                      method.predict_logits, desc="validate")
+    def _step(self, batch: dict, epoch: int, step: int) -> tuple[torch.Tensor | None, dict, torch.Tensor]:
+        """One optimiser step on ``batch``: ``(loss, terms, labels)``, the loss None when the step was skipped."""
+        images = batch["images"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss, terms = self.method.loss(self.trained, images, labels)
+        if self.guard.skip_step(loss, epoch, step + 1):
+            return None, terms, labels
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        pause_point("step")
+        return loss, terms, labels
+
+    def validate_and_checkpoint(self, epoch: int, trained: _EpochTrained) -> None:
+        """Rank 0: validate, record the epoch, and write last (and best) and the trainer state, in that order."""
+        config, method, run = self.config, self.method, self.run
+        deployable = method.deployable(self.model)
+        val = predict(deployable, self.val_samples, self.evaluation, config.batch_size * 2, self.device, self.workers,
+                      self.progress, method.predict_logits, desc="validate")
         val_metrics = classification_metrics(val.labels, val.probabilities)
         pause_point("validation")
-        epoch_record = {
-            "type": "epoch", "epoch": epoch, "epochs": config.epochs,
-            "train_loss": float(loss_sum) / max(loss_count, 1),
-            **{f"train_{name}": float(total) / max(loss_count, 1) for name, total in term_sums.items()
-               if name not in ("loss", "seconds")},
-            "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
-            "train_seconds": round(train_seconds, 2), "images_per_s": seen / max(train_seconds, 1e-9),
-            "skipped": skipped_total + val.skipped,
-            "skipped_reasons": add_reasons(dict(skipped_reasons), val.skipped_reasons),
-            **({"nonfinite_skipped": guard.skipped} if config.nonfinite == "skip" else {}),
-        }
-        if context.enabled:
-            epoch_record["replicas_identical"] = in_sync
-            if not in_sync:
-                run.log("warning: DDP replicas diverged (parameters differ between ranks)")
-        summary = method.epoch_summary(model)
+        epoch_record = self._epoch_record(epoch, trained, val, val_metrics)
+        summary = method.epoch_summary(self.model)
         epoch_record.update(summary)
-        header.update(method.header_extras(model, config, summary))
-        history.append(history_entry(epoch_record))
-        header["history"] = history
-        events.keep_probabilities(method.keep_probability_by_stage(model), epoch)
-        improved = val_metrics["accuracy"] > best_accuracy  # the best checkpoint is the best validation accuracy's
+        self.header.update(method.header_extras(self.model, config, summary))
+        self.history.append(history_entry(epoch_record))
+        self.header["history"] = self.history
+        self.events.keep_probabilities(method.keep_probability_by_stage(self.model), epoch)
+        improved = val_metrics["accuracy"] > self.best_accuracy  # the best checkpoint is the best validation accuracy's
         if improved:
-            best_accuracy = val_metrics["accuracy"]
-        watched_improved = improved if config.early_stopping_metric == "accuracy" else val.loss < best_val_loss
-        best_val_loss = min(best_val_loss, val.loss)
-        stale_epochs = 0 if watched_improved else stale_epochs + 1
+            self.best_accuracy = val_metrics["accuracy"]
+        watched_improved = improved if config.early_stopping_metric == "accuracy" else val.loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val.loss)
+        self.stale_epochs = 0 if watched_improved else self.stale_epochs + 1
         epoch_metrics = {"epoch": epoch + 1, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"]}
         # The trainer state holds the weights too: one atomic file, written last, is the consistent resume
         # point, so a kill anywhere before it repeats this epoch (its metrics records are dropped on resume).
-        log(epoch_record)
-        save_checkpoint(run.last_checkpoint, deployable, {**header, "metrics": epoch_metrics})
+        self.log(epoch_record)
+        save_checkpoint(run.last_checkpoint, deployable, {**self.header, "metrics": epoch_metrics})
         if improved:
-            save_checkpoint(run.best_checkpoint, deployable, {**header, "metrics": epoch_metrics})
+            save_checkpoint(run.best_checkpoint, deployable, {**self.header, "metrics": epoch_metrics})
         save_trainer_state(run.dir / TRAINER_STATE, {
-            "epoch": epoch + 1, "best_accuracy": best_accuracy, "best_val_loss": best_val_loss, "stale_epochs": stale_epochs,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "nonfinite_in_a_row": guard.consecutive,
+            "epoch": epoch + 1, "best_accuracy": self.best_accuracy, "best_val_loss": self.best_val_loss,
+            "stale_epochs": self.stale_epochs, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "nonfinite_in_a_row": self.guard.consecutive,
         })
         run.log(f"epoch {epoch + 1}/{config.epochs}: train loss {epoch_record['train_loss']:.4f}, "
                 f"val acc {val_metrics['accuracy']:.4f}, val auc {val_metrics['auc']:.4f}, "
                 f"{epoch_record['images_per_s']:.1f} img/s")
-        if progress:
+        if self.progress:
             pruned = f" active filters {summary['active_fraction']:.3f}" if "active_fraction" in summary else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {epoch_record['train_loss']:.4f} "
                        f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['auc']:.4f}{pruned}", file=sys.stderr)
-        distributed.barrier(context)
-        if _stop_early(config, stale_epochs, context):
-            stopped_early = epoch + 1
-            run.log(f"early stopping after epoch {epoch + 1}: no better validation {config.early_stopping_metric} for "
-                    f"{stale_epochs} epochs")
-            break
 
-    if not main:  # rank 0 tests the best checkpoint and shares the result
-        return TrainResult(run.dir, run.best_checkpoint, "finished", distributed.broadcast(None, context))
+    def _epoch_record(self, epoch: int, trained: _EpochTrained, val, val_metrics: dict) -> dict:
+        """The epoch's metrics record: the training loss and terms, validation, throughput, what was skipped."""
+        count = max(trained.loss_count, 1)
+        record = {
+            "type": "epoch", "epoch": epoch, "epochs": self.config.epochs,
+            "train_loss": float(trained.loss_sum) / count,
+            **{f"train_{name}": float(total) / count for name, total in trained.term_sums.items()
+               if name not in ("loss", "seconds")},
+            "val_loss": val.loss, "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
+            "train_seconds": round(trained.seconds, 2), "images_per_s": trained.seen / max(trained.seconds, 1e-9),
+            "skipped": self.skipped_total + val.skipped,
+            "skipped_reasons": add_reasons(dict(self.skipped_reasons), val.skipped_reasons),
+            **({"nonfinite_skipped": self.guard.skipped} if self.config.nonfinite == "skip" else {}),
+        }
+        if self.context.enabled:
+            record["replicas_identical"] = trained.in_sync
+            if not trained.in_sync:
+                self.run.log("warning: DDP replicas diverged (parameters differ between ranks)")
+        return record
 
-    # --- the best checkpoint: its out-of-distribution model, then its test ---------------
-    state, best_header = load_checkpoint(run.best_checkpoint)
-    deployable = method.deployable(model)
-    load_state_into(deployable, state, str(run.best_checkpoint))
-    ood = _fit_ood(run, method, deployable, train_samples, val_samples, test_samples, evaluation, device, progress)
-    ood_header, ood_tensors = ({}, None) if ood is None else ({"ood": ood.record()}, ood.tensors())
-    if not test_samples:  # the data declares no test split: nothing to test on, and the run says so
-        test_record = {"type": "test", "split": "test", "n": 0, "skipped": 0, "skipped_reasons": {},
-                       "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
-        log(test_record)
-        events.close()
-        run.log(f"no test: {dataset.describe('test')}")
-        save_checkpoint(run.best_checkpoint, deployable, {**best_header, **ood_header, "history": history}, extra=ood_tensors)
-        distributed.broadcast(test_record, context)
-        return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
-    test = predict(deployable, test_samples, evaluation, config.batch_size * 2, device, workers, progress,
-                   method.predict_logits, desc="test")
-    test_metrics = classification_metrics(test.labels, test.probabilities)
-    test_record = {
-        "type": "test", "split": "test", "skipped": test.skipped, "skipped_reasons": test.skipped_reasons,
-        "images": dataset.describe("test"),
-        **{k: v for k, v in test_metrics.items() if k != "confusion"},
-        "confusion": test_metrics["confusion"],
-        "per_source": per_source_accuracy(test_samples, test),
-        **({"stopped_early": stopped_early} if stopped_early else {}),
-    }
-    final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"], "test_auc": test_metrics["auc"],
-                     "test_eer": test_metrics["eer"]}
-    if ood is not None:
-        test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
-    log(test_record)
-    events.final_images(test.labels, test.probabilities, best_header.get("pruning"))
-    events.close()
-    save_checkpoint(run.best_checkpoint, deployable, {**best_header, "metrics": final_metrics, **ood_header, "history": history},
-                    extra=ood_tensors)
-    _report(run, dataset, test_samples, test)
-    run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
-    distributed.broadcast(test_record, context)
-    return TrainResult(run.dir, run.best_checkpoint, "finished", test_record, stopped_early)
+    def stop_early(self, epoch: int) -> None:
+        self.stopped_early = epoch + 1
+        if self.main:
+            self.run.log(f"early stopping after epoch {epoch + 1}: no better validation {self.config.early_stopping_metric} "
+                         f"for {self.stale_epochs} epochs")
+
+    def final_test(self) -> dict:
+        """Rank 0: the best checkpoint's out-of-distribution model, then its test; the checkpoint rewritten with
+        both, the run's report written. Returns the test record."""
+        run, config, dataset = self.run, self.config, self.dataset
+        state, best_header = load_checkpoint(run.best_checkpoint)
+        deployable = self.method.deployable(self.model)
+        load_state_into(deployable, state, str(run.best_checkpoint))
+        ood = _fit_ood(run, self.method, deployable, self.train_samples, self.val_samples, self.test_samples,
+                       self.evaluation, self.device, self.progress)
+        ood_header, ood_tensors = ({}, None) if ood is None else ({"ood": ood.record()}, ood.tensors())
+        if not self.test_samples:  # the data declares no test split: nothing to test on, and the run says so
+            test_record = {"type": "test", "split": "test", "n": 0, "skipped": 0, "skipped_reasons": {},
+                           "accuracy": None, "auc": None, "eer": None, "note": dataset.describe("test")}
+            self.log(test_record)
+            self.events.close()
+            run.log(f"no test: {dataset.describe('test')}")
+            save_checkpoint(run.best_checkpoint, deployable, {**best_header, **ood_header, "history": self.history},
+                            extra=ood_tensors)
+            return test_record
+        test = predict(deployable, self.test_samples, self.evaluation, config.batch_size * 2, self.device, self.workers,
+                       self.progress, self.method.predict_logits, desc="test")
+        test_metrics = classification_metrics(test.labels, test.probabilities)
+        test_record = {
+            "type": "test", "split": "test", "skipped": test.skipped, "skipped_reasons": test.skipped_reasons,
+            "images": dataset.describe("test"), **{k: v for k, v in test_metrics.items() if k != "confusion"},
+            "confusion": test_metrics["confusion"], "per_source": per_source_accuracy(self.test_samples, test),
+            **({"stopped_early": self.stopped_early} if self.stopped_early else {}),
+        }
+        final_metrics = {**best_header["metrics"], "test_accuracy": test_metrics["accuracy"],
+                         "test_auc": test_metrics["auc"], "test_eer": test_metrics["eer"]}
+        if ood is not None:
+            test_record["ood_test_in_distribution"] = ood.info.get("test_in_distribution")
+        self.log(test_record)
+        self.events.final_images(test.labels, test.probabilities, best_header.get("pruning"))
+        self.events.close()
+        save_checkpoint(run.best_checkpoint, deployable,
+                        {**best_header, "metrics": final_metrics, **ood_header, "history": self.history}, extra=ood_tensors)
+        _report(run, dataset, self.test_samples, test)
+        run.log(f"test accuracy {test_metrics['accuracy']:.4f}, auc {test_metrics['auc']:.4f}")
+        return test_record
 
 
 def _fit_ood(run: Run, method: Method, deployable: torch.nn.Module, train_samples: list[Sample], val_samples: list[Sample],
