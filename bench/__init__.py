@@ -88,7 +88,7 @@ def target(value: float, goal: float, higher_is_better: bool = True) -> dict:
     return {"value": round(value, 4), "target": goal, "met": value >= goal if higher_is_better else value <= goal}
 
 
-def _timings(measured: dict[str, dict]) -> tuple[dict, dict]:
+def timings(measured: dict[str, dict]) -> tuple[dict, dict]:
     """(raw seconds, median milliseconds) per contender, JSON-ready."""
     raw = {name: [round(s, 6) for s in timing["raw_s"]] for name, timing in measured.items()}
     medians = {name: round(1000 * timing["median_s"], 4) for name, timing in measured.items()}

@@ -7,7 +7,7 @@ import statistics
 import time
 
 from bench import REPO, SHIPPED_RESNET50, register_benchmark, target
-from bench.inference import _students
+from bench.inference import shipped_students
 
 PAGE_TARGET_S = 2.0  # every page, rendered again once its models and data are cached
 
@@ -103,7 +103,7 @@ def bench_dashboard(smoke: bool) -> dict:
     pages, repeats, upload_repeats, upload_warmup = (("overview",), 1, 2, 1) if smoke else (DASHBOARD_PAGES, 3, 30, 3)
     renders = _render_pages(pages, repeats)
     if smoke:
-        teacher, students = _students(smoke=True)
+        teacher, students = shipped_students(smoke=True)
         models = {"teacher": teacher, **{f"{method} compact": compact for method, (_, compact, _) in students.items()}}
         from core.data.images import Normalization, eval_transform
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bench import register_benchmark, target
-from bench.training import _step_contenders, time_steps
+from bench.training import step_contenders, time_steps
 
 
 def _reencode(samples: list, folder: Path, side: int, suffix: str) -> list:
@@ -89,7 +89,7 @@ def bench_data(smoke: bool) -> dict:
                 for num_workers in workers:
                     contenders[f"loader: {source}, {augment}, workers {num_workers}"] = (
                         lambda s=samples, a=augment, w=num_workers: read_all(s, a, w))
-        steps = _step_contenders(size, batch, device, smoke, methods=("teacher", "pearson"))
+        steps = step_contenders(size, batch, device, smoke, methods=("teacher", "pearson"))
         contenders["step: teacher"], contenders["step: pearson"] = steps["teacher"], steps["pearson"]
 
         def fed_teacher() -> None:

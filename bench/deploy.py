@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from bench import SHIPPED_RESNET50, _timings, register_benchmark, target
+from bench import SHIPPED_RESNET50, register_benchmark, target, timings
 
 
 @register_benchmark("sparse", "unstructured (lottery-ticket) sparsity: dense network vs masked ticket vs zero-filled export, CPU")
@@ -35,7 +35,7 @@ def bench_sparse(smoke: bool) -> dict:
         contenders = {"dense": dense, "ticket (masked)": ticket.eval(), "ticket (zeros)": ticket.sparse_network()}
         for size in sizes:
             key = f"{arch}@{size}"
-            raw[key], medians[key] = _timings(measure_latency(contenders, size, batch=1, repeats=repeats))
+            raw[key], medians[key] = timings(measure_latency(contenders, size, batch=1, repeats=repeats))
             ratios[key] = {"dense / zeros": medians[key]["dense"] / medians[key]["ticket (zeros)"],
                            "dense / masked": medians[key]["dense"] / medians[key]["ticket (masked)"],
                            "nonzero params": ticket.counts()["surviving_params"], "dense params": ticket.counts()["dense_params"]}
@@ -51,7 +51,7 @@ INT8_SIZE_TARGET = 0.30  # int8 file size as a fraction of the fp32 ONNX
 ONNX_PARITY_TARGET = 1e-4  # max |logit difference| of the fp32 ONNX from PyTorch
 
 
-def _smoke_checkpoint(folder: Path) -> Path:
+def smoke_checkpoint(folder: Path) -> Path:
     """An untrained ``resnet-tiny`` at 32 px that names ``synthetic:faceswap`` as its data (seeded: same bytes each time)."""
     from core.checkpoint import save_checkpoint
     from core.models import build_model
@@ -78,7 +78,7 @@ def bench_onnx(smoke: bool) -> dict:
 
     calibration, repeats = (16, 5) if smoke else (300, 30)
     with tempfile.TemporaryDirectory(prefix="core-bench-onnx-") as scratch:
-        checkpoints = {"tiny": _smoke_checkpoint(Path(scratch))} if smoke else SHIPPED_RESNET50
+        checkpoints = {"tiny": smoke_checkpoint(Path(scratch))} if smoke else SHIPPED_RESNET50
         compared = compare_runtimes(checkpoints, calibration_images=calibration, repeats=repeats, progress=not smoke)
     rows = compared["rows"]
     by = {(row["checkpoint"], row["runtime"]): row for row in rows}

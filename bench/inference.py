@@ -14,13 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark, target
+from bench import REPO, SHIPPED_RESNET50, register_benchmark, target, timings
 from bench.runtimes import runtime_matrix
 from core.models.resnet import fold_batch_norms
 
 SKIP_ONNX_ENV = "CORE_BENCH_SKIP_ONNX"  # set to 1: the inference bench leaves out ONNX Runtime (its export and int8 calibration)
-
-# --- inference: teacher vs masked vs compact students, PyTorch eager and ONNX Runtime ---------------
 
 INFERENCE_SIZE = 256  # px: the published input size, not the shipped checkpoints' 64 (timing does not depend on the weights)
 COMPACT_SPEEDUP_TARGET = 4.0  # compact Pearson vs the ResNet-50 teacher, batch 1, fp32, CPU, PyTorch eager
@@ -64,7 +62,7 @@ def _masked_student(compact: nn.Module, kept: list[list[int]]) -> nn.Module:
     return masked.eval()
 
 
-def _students(smoke: bool) -> tuple[nn.Module, dict[str, tuple[nn.Module, nn.Module, dict]]]:
+def shipped_students(smoke: bool) -> tuple[nn.Module, dict[str, tuple[nn.Module, nn.Module, dict]]]:
     """``(teacher, {method: (masked, compact, header)})``: the shipped ResNet-50s, or tiny untrained ones (smoke)."""
     import core
     from core.models import build_model
@@ -123,7 +121,7 @@ def bench_inference(smoke: bool) -> dict:
     size = 32 if smoke else INFERENCE_SIZE
     batches = {1: (3, 1) if smoke else (30, 3), 32: (2, 0) if smoke else (5, 1)}  # batch -> (repeats, warm-up rounds)
     with_onnx = os.environ.get(SKIP_ONNX_ENV, "0") in ("", "0")
-    teacher, students = _students(smoke)
+    teacher, students = shipped_students(smoke)
     models: dict[str, nn.Module] = {"teacher": teacher, "teacher (channels_last)": _ChannelsLast(teacher),
                                     "teacher (channels_last, BN folded)": _ChannelsLast(fold_batch_norms(teacher))}
     macs = {"teacher": profile_model(teacher, size)["macs"]}
@@ -145,7 +143,7 @@ def bench_inference(smoke: bool) -> dict:
         raw, medians = {}, {}
         for batch, (repeats, warmup) in batches.items():
             measured = measure_latency(models, size, batch=batch, repeats=repeats, warmup=warmup)
-            raw[f"b{batch}"], medians[f"b{batch}"] = _timings(measured)
+            raw[f"b{batch}"], medians[f"b{batch}"] = timings(measured)
         # the ONNX Runtime student of the serving comparison is the fp32 export made above (one export, not two)
         serving = _serving(teacher, students["pearson"][1], students["pearson"][2], size,
                            Path(scratch) / "pearson" / "fp32.onnx" if with_onnx else None, smoke)
@@ -233,7 +231,7 @@ def _serving(teacher: nn.Module, compact: nn.Module, header: dict, size: int, on
             contenders["ONNX Runtime student"] = load_onnx(onnx_path, threads=threads)
         with torch.inference_mode():
             measured = measure_latency(contenders, size, batch=1, repeats=repeats, warmup=warmup, threads=threads)
-        raw[key], medians[key] = _timings(measured)
+        raw[key], medians[key] = timings(measured)
         m = medians[key]
         ratios[key] = {"served student vs served teacher": m["served teacher"] / m["served student"],
                        "served student vs eager teacher": m["eager teacher"] / m["served student"],

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark, target
-from bench.runtimes import _at_size
+from bench import REPO, SHIPPED_RESNET50, register_benchmark, target, timings
+from bench.runtimes import at_size
 
 RUNS = {  # name -> (method, residual mask, extra flags of the search)
     "kdfs-block": ("kdfs", "block", ()),
@@ -83,8 +83,8 @@ def _latency(students: dict[str, Path], teacher: Path, size: int, repeats: int, 
     from core.deploy.runtimes import ParityError, RuntimeUnavailable, available_runtimes, load_runtime
     from core.evaluation.latency import measure_latency
 
-    checkpoints = {"teacher": _at_size(teacher, size, scratch)}
-    checkpoints.update({name: _at_size(path, size, scratch) for name, path in students.items()})
+    checkpoints = {"teacher": at_size(teacher, size, scratch)}
+    checkpoints.update({name: at_size(path, size, scratch) for name, path in students.items()})
     available = available_runtimes()
     forms, refused = {}, {}
     for runtime in (r for r in FP32_RUNTIMES if available[r] is None):
@@ -93,7 +93,7 @@ def _latency(students: dict[str, Path], teacher: Path, size: int, repeats: int, 
                 forms[f"{name} · {runtime}"] = load_runtime(path, runtime)
             except (RuntimeUnavailable, ParityError, ValueError, RuntimeError) as error:
                 refused[f"{name} · {runtime}"] = f"{type(error).__name__}: {error}"[:300]
-    raw, medians = _timings(measure_latency(forms, size, batch=1, repeats=repeats, warmup=2, settle=1))
+    raw, medians = timings(measure_latency(forms, size, batch=1, repeats=repeats, warmup=2, settle=1))
     speedups = {}
     for label, ms in medians.items():
         name, runtime = label.split(" · ")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark, target
+from bench import REPO, SHIPPED_RESNET50, register_benchmark, target, timings
 
 SIZES = (256, 64)
 BATCHES = {1: (15, 2), 32: (3, 1)}  # batch -> (repeats, warm-up rounds)
@@ -26,7 +26,7 @@ BEST_VS_TORCH_TEACHER_TARGET = 5.5  # issue 31: the best runtime's student vs th
 SAME_RUNTIME_TARGET = 5.0  # issue 31: fp32, student vs the same runtime's teacher
 
 
-def _at_size(checkpoint: Path, size: int, folder: Path) -> Path:
+def at_size(checkpoint: Path, size: int, folder: Path) -> Path:
     """``checkpoint`` re-saved with ``image_size`` = ``size`` (what a graph export is compiled for)."""
     from core.checkpoint import save_checkpoint
     from core.models.loading import load_model
@@ -69,7 +69,7 @@ def runtime_matrix(smoke: bool, runtimes: tuple[str, ...] | None = None, progres
     raw, medians, refused, parity, ratios, macs = {}, {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="core-bench-runtimes-") as scratch:
         for size in sizes:
-            checkpoints = {name: _at_size(path, size, Path(scratch)) for name, path in shipped.items()}
+            checkpoints = {name: at_size(path, size, Path(scratch)) for name, path in shipped.items()}
             macs[f"{size}px"] = {name: profile_model(load_model(path), size)["macs"] for name, path in checkpoints.items()}
             for threads in thread_counts:
                 headline = size == sizes[0] and threads == default_threads
@@ -86,8 +86,8 @@ def runtime_matrix(smoke: bool, runtimes: tuple[str, ...] | None = None, progres
                     timed = forms if batch == 1 else {k: v for k, v in forms.items() if "round-to" not in k}
                     measured = measure_latency(timed, size, batch=batch, repeats=repeats, warmup=warmup, threads=threads,
                                                settle=1)
-                    raw[key], medians[key] = _timings(measured)
-                    ratios[key] = _ratios(medians[key], macs[f"{size}px"], runtimes)
+                    raw[key], medians[key] = timings(measured)
+                    ratios[key] = runtime_ratios(medians[key], macs[f"{size}px"], runtimes)
     headline = ratios[f"{sizes[0]}px b1 {default_threads} threads"]
     best = max(headline.values(), key=lambda r: r["vs PyTorch served teacher"]) if headline else None
     targets = {}
@@ -105,7 +105,7 @@ def runtime_matrix(smoke: bool, runtimes: tuple[str, ...] | None = None, progres
             "best_at_256px_b1": best, "targets": targets}
 
 
-def _ratios(medians: dict, macs: dict, runtimes: tuple[str, ...]) -> dict:
+def runtime_ratios(medians: dict, macs: dict, runtimes: tuple[str, ...]) -> dict:
     """Per runtime (and rounding) of the student: vs the same runtime's teacher, vs the PyTorch served teacher, and
     the share of the MACs ratio those are."""
     macs_ratio = macs["teacher"] / macs["pearson"]

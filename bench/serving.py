@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bench import REPO, SHIPPED_RESNET50, _timings, register_benchmark
+from bench import REPO, SHIPPED_RESNET50, register_benchmark, timings
 
 PROFILE_SIZES = (64, 256)
 FIGURE = REPO / "docs" / "img" / "serving-profile.png"
@@ -48,7 +48,7 @@ def bench_serving_profile(smoke: bool) -> dict:
     raw, medians, ratios, profiles, analysis = {}, {}, {}, {}, {}
     for size in sizes:
         key = f"{size}px"
-        raw[key], medians[key] = _timings(measure_latency(models, size, batch=1, repeats=repeats))
+        raw[key], medians[key] = timings(measure_latency(models, size, batch=1, repeats=repeats))
         profiles[key] = {name: layer_profile(model, size, repeats=repeats) for name, model in models.items()}
         teacher = profiles[key]["teacher"]
         ratios[key], analysis[key] = {}, {}

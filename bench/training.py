@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bench import REPO, SHIPPED_RESNET50, register_benchmark, target
-from bench.deploy import _smoke_checkpoint
+from bench.deploy import smoke_checkpoint
 
 PEARSON_OVERHEAD_TARGET = 0.03  # Pearson step / KDFS step - 1 (published: about +12%)
 
@@ -17,7 +17,7 @@ PEARSON_OVERHEAD_TARGET = 0.03  # Pearson step / KDFS step - 1 (published: about
 KDFS_VS_TEACHER_TARGET = 1.5  # KDFS step / plain teacher training step
 
 
-def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool,
+def step_contenders(image_size: int, batch: int, device: torch.device, smoke: bool,
                      methods: tuple[str, ...] = ("teacher", "kdfs", "pearson"), preset: str = "full") -> dict:
     """``name -> step()`` closures: plain teacher training, a KDFS student step and a Pearson student step.
 
@@ -36,7 +36,7 @@ def _step_contenders(image_size: int, batch: int, device: torch.device, smoke: b
     if smoke:  # an untrained tiny teacher checkpoint stands in for the shipped ResNet-50
         import tempfile
 
-        teacher_path = str(_smoke_checkpoint(Path(tempfile.mkdtemp(prefix="core-bench-step-"))))
+        teacher_path = str(smoke_checkpoint(Path(tempfile.mkdtemp(prefix="core-bench-step-"))))
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device)
     labels = torch.randint(0, 2, (batch,), generator=generator).float().to(device)
@@ -133,7 +133,7 @@ def _train_step(device: torch.device, image_size: int, batch: int, smoke: bool, 
     every = 2 if smoke else SCORE_EVERY
     warmup = 1 if smoke else 3
     refreshed = f"pearson@{every}"
-    steps = _step_contenders(image_size, batch, device, smoke, methods=("teacher", "kdfs", "pearson", refreshed))
+    steps = step_contenders(image_size, batch, device, smoke, methods=("teacher", "kdfs", "pearson", refreshed))
     timings = time_steps(steps, repeats, warmup=warmup, device=device)
     refresh = _refresh_ms(steps[refreshed].model.student, device, repeats=2 if smoke else 5)
     medians = {name: statistics.median(values) for name, values in timings.items()}
@@ -200,7 +200,7 @@ def bench_protocol_gpu(smoke: bool) -> dict:
                 "summary": "protocol-gpu: skipped (no GPU)"}
     device = torch.device("cuda")
     size, batch, repeats = (32, 8, 2) if smoke else (256, 128, 10)
-    steps = _step_contenders(size, batch, device, smoke, preset="140k")
+    steps = step_contenders(size, batch, device, smoke, preset="140k")
     timings = time_steps(steps, repeats, warmup=1 if smoke else 3, device=device)
     images = {name: batch / statistics.median(values) for name, values in timings.items()}
     del steps
@@ -210,7 +210,7 @@ def bench_protocol_gpu(smoke: bool) -> dict:
         while trial <= (32 if smoke else 2048):
             torch.cuda.empty_cache()
             try:
-                step = _step_contenders(size, trial, device, smoke, methods=(name,), preset="140k")[name]
+                step = step_contenders(size, trial, device, smoke, methods=(name,), preset="140k")[name]
                 step()
                 torch.cuda.synchronize()
                 fits, trial = trial, trial * 2
@@ -309,7 +309,7 @@ def bench_gpu(smoke: bool) -> dict:
                 "summary": "gpu: skipped (no GPU)"}
     device = torch.device("cuda")
     size, batch, repeats = (32, 8, 3) if smoke else (256, 64, 20)
-    steps = _step_contenders(size, batch, device, smoke)
+    steps = step_contenders(size, batch, device, smoke)
     timings = time_steps(steps, repeats, warmup=2 if smoke else 5, device=device)
     images = {name: batch / statistics.median(values) for name, values in timings.items()}
     ratios = {f"{method} / teacher img/s": images[method] / images["teacher"] for method in ("kdfs", "pearson")}

@@ -177,7 +177,7 @@ def sourced_layers(preset: dict) -> list[tuple[str, dict]]:
     return [("ours", preset)]
 
 
-def _note(layer: dict, source: str, path: str) -> str:
+def layer_note(layer: dict, source: str, path: str) -> str:
     """The reference (or reason) a layer gives for ``path``: its entry with the longest key-path prefix of it."""
     notes = layer.get(NOTES[source]) or {}
     parts = path.split(".")
@@ -217,7 +217,7 @@ def resolve_preset(preset_name: str, method: str, student_method: str | None = N
                     values["method_options"] = {**values.get("method_options", {}), name.split(".", 1)[1]: item}
                 else:
                     values[name] = item
-                sources[name] = {"source": source, "ref": _note(layer, source, where),
+                sources[name] = {"source": source, "ref": layer_note(layer, source, where),
                                  **({"departs_from": sources[name]["ref"]} if departs else {})}
 
     for source, layer in layers:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.io import REPO, atomic_write_json, resolve_user_path
-from core.runs import LAUNCHED_BY, Run, _pid_alive, list_runs
+from core.runs import LAUNCHED_BY, Run, list_runs, pid_alive
 
 LAUNCHES, QUEUE = ".launches", ".queue"
 QUEUE_LOCK, DISPATCHER_LOCK, DISPATCHER_LOG = "queue.lock", "dispatcher.lock", "dispatcher.log"
@@ -239,7 +239,7 @@ def activities(runs_dir: str | os.PathLike) -> list[Activity]:
             gpus = tuple(int(index) for index in info.get("gpus", ()))
         except (OSError, ValueError, KeyError, TypeError):  # a damaged marker is not a launch
             continue
-        if not _pid_alive(pid) or _is_zombie(pid):
+        if not pid_alive(pid) or _is_zombie(pid):
             marker.unlink(missing_ok=True)
             found.pop(pid, None)
             continue

@@ -53,7 +53,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "data"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:  # kill(0 or -1, 0) would ask about a whole process group, not one process
         return False
     try:
@@ -209,7 +209,7 @@ class Run:
             if not isinstance(status, dict) or status.get("status") not in STATUSES:
                 raise ValueError(f"no status among {', '.join(STATUSES)}")
             if status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname():
-                if not _pid_alive(int(status.get("pid", -1))):
+                if not pid_alive(int(status.get("pid", -1))):
                     status["status"] = "interrupted"
         except (OSError, ValueError, TypeError, AttributeError) as error:
             return {"status": "damaged", "error": f"status.json: {type(error).__name__}: {error}"}

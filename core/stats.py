@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,14 @@ def mcnemar(table: ArrayLike, exact: bool | None = None) -> tuple[float, float]:
         return float(k), float(min(1.0, p))
     statistic = (abs(b - c) - 1) ** 2 / n
     return float(statistic), float(sps.chi2.sf(statistic, 1))
+
+
+def mcnemar_paired(correct_a: Mapping[str, bool], correct_b: Mapping[str, bool], exact: bool | None = None) -> dict[str, Any]:
+    """McNemar's test of two detectors paired sample by sample: per-sample correctness keyed by sample (an image path),
+    on the samples both were scored on, in key order (:func:`mcnemar_report`); ``unpaired`` counts the rest."""
+    common = sorted(correct_a.keys() & correct_b.keys())
+    result = mcnemar_report([correct_a[k] for k in common], [correct_b[k] for k in common], exact)
+    return {**result, "unpaired": len(correct_a.keys() ^ correct_b.keys())}
 
 
 def mcnemar_report(correct_a: ArrayLike, correct_b: ArrayLike, exact: bool | None = None) -> dict[str, Any]:

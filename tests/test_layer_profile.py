@@ -116,11 +116,11 @@ def test_pruning_page_latency_view_profiles_the_students_and_their_teacher(tiny_
 
 
 def test_runtime_ratios_divide_the_contenders_they_name():
-    from bench.runtimes import _ratios
+    from bench.runtimes import runtime_ratios
 
     medians = {"teacher · torch": 100.0, "teacher · onnx": 60.0, "pearson · torch": 25.0, "pearson · onnx": 20.0,
                "pearson · onnx · round-to 8": 16.0}
-    ratios = _ratios(medians, {"teacher": 700, "pearson": 100}, ("torch", "onnx"))
+    ratios = runtime_ratios(medians, {"teacher": 700, "pearson": 100}, ("torch", "onnx"))
     assert set(ratios) == {"torch", "onnx", "onnx · round-to 8"}
     assert ratios["onnx"]["vs same-runtime teacher"] == 3.0 and ratios["onnx"]["vs PyTorch served teacher"] == 5.0
     assert ratios["onnx · round-to 8"]["vs same-runtime teacher"] == 3.75 and ratios["onnx · round-to 8"]["round_to"] == 8

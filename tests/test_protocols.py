@@ -246,7 +246,7 @@ def test_presets_declare_each_value_once_with_its_source():
     """In every layered preset: `ours` sets no key path that `published` or `author-code` sets (our choices never hide
     the paper's or its code's), every published and author-code value has a reference and every one of ours a reason;
     an author-code value at a published key is a departure, listed in docs/reproducing-papers.md."""
-    from core.config import _note, sourced_layers
+    from core.config import layer_note, sourced_layers
 
     def leaves(block: dict, path: str) -> dict[str, object]:
         found = {}
@@ -267,7 +267,7 @@ def test_presets_declare_each_value_once_with_its_source():
         assert not set(paths["ours"]) & (set(paths["published"]) | set(paths["author-code"])), name
         for source, found in paths.items():
             for path in found:
-                assert _note(layers[source], source, path), f"{name}: {source} {path} says nothing of where it comes from"
+                assert layer_note(layers[source], source, path), f"{name}: {source} {path} says nothing of where it comes from"
         departures |= {path.rsplit(".", 1)[-1] for path in set(paths["author-code"]) & set(paths["published"])}
     assert {"kd_scale", "feature_stages", "feature_decoders", "correlation_normalization"} <= departures
     documented = (REPO / "docs" / "reproducing-papers.md").read_text()

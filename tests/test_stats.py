@@ -285,3 +285,15 @@ def test_one_constant_group_is_an_ordinary_test():
 def test_ttest_bad_input_raises(a, b, kwargs):
     with pytest.raises(ValueError):
         ttest(a, b, **kwargs)
+
+
+def test_mcnemar_paired_pairs_by_sample_whatever_the_order():
+    """The one pairing (report, report --mcnemar, the Evaluation page): by key, on the shared samples only."""
+    from core.stats import mcnemar_paired, mcnemar_report
+
+    a = {"x": True, "y": False, "z": True, "w": False, "only_a": True}
+    b = {"w": True, "z": True, "y": True, "x": False, "only_b": False}  # another order, another unshared sample
+    paired = mcnemar_paired(a, b)
+    expected = mcnemar_report([False, True, False, True], [True, False, True, True])  # keys w, x, y, z
+    assert {k: v for k, v in paired.items() if k != "unpaired"} == expected
+    assert paired["unpaired"] == 2 and paired["n"] == 4 and paired["table"] == [[1, 1], [2, 0]]

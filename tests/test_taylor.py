@@ -316,10 +316,10 @@ def test_a_teacher_fine_tune_starts_from_every_weight_of_the_dense_run(pruning_s
 def test_report_counts_taylor_reductions_against_the_dense_network(pruning_steps):
     from types import SimpleNamespace
 
-    from core.evaluation.report import collect, main_table
+    from core.evaluation.report import collect_entries, main_table
 
     _, (_, second) = pruning_steps
-    (entry,) = collect([second.run_dir])
+    (entry,) = collect_entries([second.run_dir])
     entry.evaluations[entry.trained_on] = SimpleNamespace(metrics=lambda: {"accuracy": 0.5})
     (row,) = main_table([entry], "test").to_dict("records")
     record = entry.header["structured_pruning"]

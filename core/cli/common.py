@@ -17,25 +17,25 @@ EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
 
-def _emit(args: argparse.Namespace, result: dict, human: str) -> None:
+def emit(args: argparse.Namespace, result: dict, human: str) -> None:
     """Print the human summary to stderr and, with --json, one JSON object to stdout."""
     print(human, file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps(_finite(result), default=str))
+        print(json.dumps(finite(result), default=str))
 
 
-def _finite(value):
+def finite(value):
     """JSON has no NaN: report undefined metrics as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
-def _probability(text: str) -> float:
+def probability(text: str) -> float:
     """A threshold on P(fake): a number in [0, 1], refused at the boundary otherwise."""
     try:
         value = float(text)
@@ -46,7 +46,7 @@ def _probability(text: str) -> float:
     return value
 
 
-def _boolean(text: str) -> bool:
+def boolean(text: str) -> bool:
     value = text.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from core.cli.common import _emit, log
+from core.cli.common import emit, log
 from core.data.benchmarks import LAYOUTS
 from core.data.datasets import COMPRESSIONS
 from core.data.datasets import VIDEO_LAYOUTS as DATASET_LAYOUTS
@@ -26,7 +26,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     sources = manifest["config"]["sources"]
     counts = split_totals(manifest)
     verb = "kept" if existing else "wrote"
-    _emit(args, {"root": str(out), "sources": sources, "counts": manifest["counts"],
+    emit(args, {"root": str(out), "sources": sources, "counts": manifest["counts"],
                  "images": manifest["images"], "seconds": manifest["seconds"], "generated": existing is None},
           f"{verb} {manifest['images']} images ({len(sources)} sources: {counts}) in {out} ({manifest['seconds']} s to generate)")
 
@@ -34,7 +34,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 def cmd_data_list(args: argparse.Namespace) -> None:
     from core.data.datasets import DATASETS, describe_datasets
 
-    _emit(args, {"datasets": sorted(DATASETS)}, describe_datasets())
+    emit(args, {"datasets": sorted(DATASETS)}, describe_datasets())
 
 
 def cmd_data_info(args: argparse.Namespace) -> None:
@@ -46,7 +46,7 @@ def cmd_data_info(args: argparse.Namespace) -> None:
     described = {split: dataset.describe(split) for split in counts}
     dropped = [f"  left out: {count} {reason} (e.g. {', '.join(dataset.dropped_examples[reason])})"
                for reason, count in dataset.dropped_reasons.items()]
-    _emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources,
+    emit(args, {"name": dataset.name, "root": str(dataset.root), "counts": counts, "sources": sources,
                  "provenance": dataset.provenance, "images": described, "dropped_rows": dataset.dropped_rows,
                  "dropped_reasons": dataset.dropped_reasons, "dropped_examples": dataset.dropped_examples},
           f"{dataset.name} at {dataset.root}: {counts}\n" + "\n".join(f"  {line}" for line in described.values())
@@ -90,10 +90,10 @@ def cmd_data_check(args: argparse.Namespace) -> None:
                  + (", ".join(f"{k}: {v}" for k, v in duplicates["per_split_pair"].items()) or "none") + ")")
     lines += [f"    {pair['splits'][0]} {pair['a']}  ~  {pair['splits'][1]} {pair['b']}  (distance {pair['distance']})"
               for pair in report["duplicates_across_splits"][:10]]
-    _emit(args, report, "\n".join(lines))
+    emit(args, report, "\n".join(lines))
 
 
-def _face_options(args: argparse.Namespace, crop_scale: float):
+def face_options(args: argparse.Namespace, crop_scale: float):
     from core.data.video import FaceOptions
 
     return FaceOptions(detector=args.detector, score_threshold=args.face_threshold, scale_factor=args.scale_factor,
@@ -110,12 +110,12 @@ def cmd_data_frames(args: argparse.Namespace) -> None:
     for item in index.skipped:
         log.warning("left out: %s (%s)", item.path, item.reason)
     summary = extract_items(index.items(), args.out, source=index.record(), frames_per_video=args.frames_per_video,
-                            balance=not args.no_balance, size=args.size, faces=_face_options(args, args.crop_scale or 1.3),
+                            balance=not args.no_balance, size=args.size, faces=face_options(args, args.crop_scale or 1.3),
                             random_frames=args.random_frames, seed=args.seed, workers=args.workers,
                             progress=not args.quiet)
     summary = {**summary, "layout": index.layout, "videos": len(index.entries), "split_provenance": index.provenance,
                "left_out": [{"path": item.path, "reason": item.reason} for item in index.skipped]}
-    _emit(args, summary, f"{index.layout}: wrote {summary['crops']} face crops of {summary['videos']} videos to {summary['out']} "
+    emit(args, summary, f"{index.layout}: wrote {summary['crops']} face crops of {summary['videos']} videos to {summary['out']} "
                          f"(per split {summary['crops_per_split']}, per label {summary['crops_per_label']}; "
                          f"{summary['frames_without_face']} sampled frames had no face; {len(index.skipped)} named videos "
                          f"left out); split: {', '.join(f'{k} {v}' for k, v in index.provenance.items())}; "
@@ -131,7 +131,7 @@ def cmd_data_videos(args: argparse.Namespace) -> None:
     config = ClipConfig(seconds=args.seconds, fps=args.fps, width=int(width), height=int(height), seed=args.seed)
     samples = resolve_dataset(f"synthetic:{args.source}").split(args.split)
     records = write_video_dataset(args.out, samples, args.per_label, config, suffix=args.suffix, progress=not args.quiet)
-    _emit(args, {"out": args.out, "videos": records}, f"wrote {len(records)} synthetic {args.source} clips "
+    emit(args, {"out": args.out, "videos": records}, f"wrote {len(records)} synthetic {args.source} clips "
                                                       f"({config.frames} frames at {config.fps:g} fps, {args.frame_size}) to {args.out}")
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.cli.common import _emit
+from core.cli.common import emit
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -25,7 +25,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     speed = (f"; {speed['speedup']:.2f}x PyTorch eager at batch 1 ({speed['export_ms']:.2f} vs {speed['torch_ms']:.2f} ms, "
              f"{speed['threads']} threads)" if speed else "")
     precision = f"; OpenVINO inference precision {result['inference_precision']}" if fmt == "openvino" else ""
-    _emit(args, result, f"wrote {result['path']} ({result['kind']}, {result['params'] / 1e6:.2f} M params, "
+    emit(args, result, f"wrote {result['path']} ({result['kind']}, {result['params'] / 1e6:.2f} M params, "
                         f"{result['macs'] / 1e6:,.1f} M MACs at {result['image_size']} px); "
                         f"max |logit difference| vs the source: {result['max_abs_diff']:.2e}{int8}{precision}{speed}")
 
@@ -45,7 +45,7 @@ def cmd_runtimes(args: argparse.Namespace) -> None:
                      f"batch 1, {record['threads']} threads")
         lines += [f"  {c['runtime']:<9} round-to {c['round_to']:<3} {c['median_ms']:8.2f} ms (p10 {c['p10_ms']:.2f}, "
                   f"p90 {c['p90_ms']:.2f}), max |logit difference| {c['max_abs_diff']:.1e}" for c in record["candidates"]]
-    _emit(args, result, "\n".join(lines))
+    emit(args, result, "\n".join(lines))
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -90,7 +90,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         extra["macs_reduction"] = 1 - cost["macs"] / extra["teacher_macs"]
         human = (f" (compact student: {extra['params_reduction']:.1%} fewer params, {extra['macs_reduction']:.1%} fewer MACs "
                  f"than its {header['model']['arch']} teacher; {sum(extra['active_filters'])} of {sum(channels)} block filters kept)")
-    _emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6, **extra},
+    emit(args, {"model": what, **cost, "params_m": cost["params"] / 1e6, "macs_m": cost["macs"] / 1e6, **extra},
           f"{what} at {image_size}x{image_size}: {cost['params'] / 1e6:.2f} M params, {cost['macs'] / 1e6:,.1f} M MACs{human}")
 
 
@@ -103,7 +103,7 @@ def _emit_exported_profile(args: argparse.Namespace, header: dict, image_size: i
     result = {"model": what, "params": header["params"], "macs": header["macs"], "image_size": image_size,
               "params_m": header["params"] / 1e6, "macs_m": header["macs"] / 1e6, "kind": header["model"]["type"],
               "precision": deploy["precision"], "counted_from": "export header", "source": deploy.get("source")}
-    _emit(args, result, f"{what} at {image_size}x{image_size}: {result['params_m']:.2f} M params, {result['macs_m']:,.1f} M MACs "
+    emit(args, result, f"{what} at {image_size}x{image_size}: {result['params_m']:.2f} M params, {result['macs_m']:,.1f} M MACs "
                         f"(ONNX {deploy['precision']}: the counts of the network it was exported from, {deploy.get('source')})")
 
 
@@ -126,7 +126,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     result, path = run_benchmark(args.name, smoke=args.smoke, out=args.out)
-    _emit(args, {**result, "path": str(path)}, f"{result['summary']} [{path}, {result['seconds']} s]")
+    emit(args, {**result, "path": str(path)}, f"{result['summary']} [{path}, {result['seconds']} s]")
 
 
 def add_parsers(commands, command) -> None:

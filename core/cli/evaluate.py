@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from core.cli.common import _emit, _probability
+from core.cli.common import emit, probability
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -24,7 +24,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     video = (f", video AUC {video['auc']:.4f}, EER {video['eer']:.4f}, AP {video['ap']:.4f} on {video['videos']} videos "
              f"({video['aggregate']} of the frames)") if video else ""
     reasons = ", ".join(f"{count} {reason}" for reason, count in metrics["skipped_reasons"].items())
-    _emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
+    emit(args, result, f"{evaluation.dataset}/{args.split}: accuracy {metrics['accuracy']:.4f}, AUC {metrics['auc']:.4f}, "
                         f"EER {metrics['eer']:.4f}, AP {metrics['ap']:.4f} on {metrics['n']} images "
                         f"({metrics['skipped']} skipped{': ' + reasons if reasons else ''}"
                         f"{', cached predictions' if evaluation.cached else ''}){video}; {evaluation.images}")
@@ -55,7 +55,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         result["mcnemar"] = pair
         human.insert(0, _mcnemar_text(pair))
         human.append(f"wrote the mcnemar_pair table to {out}")
-    _emit(args, result, "\n".join(human))
+    emit(args, result, "\n".join(human))
 
 
 def _mcnemar_text(pair: dict) -> str:
@@ -84,7 +84,7 @@ def add_parsers(commands, command) -> None:
     evaluate.add_argument("--data-root")
     evaluate.add_argument("--split", default="test", choices=list(SPLIT_CHOICES),
                           help="the split as the data declares it (default test); all: every image")
-    evaluate.add_argument("--threshold", type=_probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
+    evaluate.add_argument("--threshold", type=probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=0)
     evaluate.add_argument("--device")

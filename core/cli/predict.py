@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.common import _emit, _probability, answered_by, runtime_flag
+from core.cli.common import answered_by, emit, probability, runtime_flag
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -35,7 +35,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     no_face = sum(p["face"] is None for p in predictions) if not args.no_crop else 0
     ood_note = (f"; {unreliable} unlike the training data (verdict unreliable)" if ood is not None
                 else "; no out-of-distribution model for this checkpoint (`python -m core ood fit` makes one)")
-    _emit(args, result, f"{len(predictions)} images: {fake} fake, {len(predictions) - fake} real{ood_note}"
+    emit(args, result, f"{len(predictions)} images: {fake} fake, {len(predictions) - fake} real{ood_note}"
                         + f"; answered by {result['runtime_description']}"
                         + (f"; {no_face} without a face (centre square judged)" if no_face else "")
                         + (f"; {len(result['skipped'])} skipped" if result["skipped"] else "")
@@ -48,7 +48,7 @@ def cmd_ood_fit(args: argparse.Namespace) -> None:
 
     result = fit_checkpoint(args.checkpoint, args.data, args.data_root, progress=not args.quiet)
     share = result.get("test_in_distribution")
-    _emit(args, result, f"wrote {result['sidecar']} ({result['sidecar_bytes'] / 1e3:.0f} kB): fitted on {result['n_fit']} "
+    emit(args, result, f"wrote {result['sidecar']} ({result['sidecar_bytes'] / 1e3:.0f} kB): fitted on {result['n_fit']} "
                         f"training images, calibrated on {result['n_calibration']} validation images"
                         + (f"; {share:.1%} of {result['n_test']} test images in distribution" if share is not None else ""))
 
@@ -63,7 +63,7 @@ def add_parsers(commands, command) -> None:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (taken recursively)")
     predict.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
     predict.add_argument("--no-crop", action="store_true", help="judge the whole image (default: the largest face)")
-    predict.add_argument("--threshold", type=_probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
+    predict.add_argument("--threshold", type=probability, default=0.5, help="P(fake) above it means fake (default 0.5)")
     predict.add_argument("--out", help="CSV file with one row per image (the JSON prediction fields)")
     predict.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     runtime_flag(predict)

@@ -120,7 +120,7 @@ class Plan:
 
 
 @dataclass
-class Context:
+class PlanContext:
     """What every protocol's planner is given."""
 
     dataset: str
@@ -135,6 +135,7 @@ class Context:
     extra: dict[str, list[str]]
     follow: str = "code"  # where the paper's text and its authors' code disagree (the dataset presets' layers)
     transfer: list[DatasetSpec] = field(default_factory=list)  # pearson-paper: Table 8's transfer targets
+    reference: str | None = None  # the dataset whose published row the runs are compared with (its preset: pearson)
 
     def common(self, command: str, method: str) -> list[str]:
         flags = ["--data", self.dataset, "--runs-dir", str(self.runs_dir)]
@@ -154,7 +155,7 @@ class Context:
 # --- the protocols ------------------------------------------------------------------------
 
 
-def _teacher_stage(ctx: Context, arch: str, train_command: list[str], key: str = "teacher") -> Stage:
+def _teacher_stage(ctx: PlanContext, arch: str, train_command: list[str], key: str = "teacher") -> Stage:
     """A given teacher, the shipped one (mini), or a training stage."""
     from core.methods.distillation import default_teacher
 
@@ -166,7 +167,7 @@ def _teacher_stage(ctx: Context, arch: str, train_command: list[str], key: str =
     return Stage("teacher", "teacher", 0, key, train_command + ctx.common("train", "teacher"), label=arch)
 
 
-def _scaled(ctx: Context, preset: str, method: str, student_method: str | None = None) -> list[str]:
+def _scaled(ctx: PlanContext, preset: str, method: str, student_method: str | None = None) -> list[str]:
     """The flags that shrink a stage to the ``mini`` scale (none at ``full``)."""
     if ctx.scale == "full":
         return []
@@ -177,17 +178,17 @@ def _scaled(ctx: Context, preset: str, method: str, student_method: str | None =
     return flags
 
 
-def _transfer_scaled(ctx: Context) -> list[str]:
+def _transfer_scaled(ctx: PlanContext) -> list[str]:
     """The flags that shrink a transfer stage to the ``mini`` scale (none at ``full``)."""
     from core.methods.transfer import TRANSFER_SETTINGS
 
     return [] if ctx.scale == "full" else ["--epochs", str(mini_epochs(TRANSFER_SETTINGS["epochs"].value))]
 
 
-def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+def plan_pearson_paper(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """Teacher; per seed: the KDFS, Pearson and PDD searches (and any method compared in this protocol), each
     fine-tuned where the paper fine-tuned it."""
-    preset = reference
+    preset = ctx.reference
     teacher_preset = preset if ctx.scale == "full" else "full"
     stages = [_teacher_stage(ctx, "resnet50", ["train", "--method", "teacher", "--preset", teacher_preset]
                              + (["--image-size", str(MINI_IMAGE_SIZE)] if ctx.scale == "mini" else []))]
@@ -229,7 +230,7 @@ def plan_pearson_paper(ctx: Context, reference: str) -> tuple[list[Stage], list[
     return stages, notes
 
 
-def plan_lottery_tickets(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+def plan_lottery_tickets(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """Per architecture and seed: a dense run, IMP rounds of 20% to 80% sparsity, and one-shot to 80%."""
     preset = "full" if ctx.scale == "full" else "quick"
     archs = ["mesonet", "cnn5", "resnet18"] if ctx.scale == "full" else ["mesonet"]
@@ -248,7 +249,7 @@ NTU_FINETUNE_FLAGS = {"epochs": "--epochs", "optimizer": "--optimizer", "lr": "-
 NTU_FINETUNE_SHARED = ("weight_decay", "early_stopping_metric")
 
 
-def plan_ntu_taylor(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+def plan_ntu_taylor(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """The NTU report's protocol: the dense B0 and Lite0, the B0 fine-tuned into the teacher, then Taylor + KD of the
     Lite0, iterative (the preset's steps) and one-shot.
 
@@ -303,7 +304,7 @@ def _ntu_finetune_flags() -> list[str]:
     return [part for key, flag in NTU_FINETUNE_FLAGS.items() for part in (flag, str(getattr(finetune, key)))]
 
 
-def _ntu_notes(ctx: Context, quick) -> list[str]:
+def _ntu_notes(ctx: PlanContext, quick) -> list[str]:
     dense, finetune = build_config(preset="ntu", method="teacher"), build_config(preset="ntu", method="taylor")
     options = finetune.method_options
     tuned = (f"{finetune.epochs} epochs, {finetune.optimizer} lr {finetune.lr:g}, weight decay {finetune.weight_decay:g}, "
@@ -330,7 +331,7 @@ def _ntu_notes(ctx: Context, quick) -> list[str]:
     return notes
 
 
-def plan_two_in_one(ctx: Context, reference: str) -> tuple[list[Stage], list[str]]:
+def plan_two_in_one(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """The dual-branch teacher (given or trained), then a ResNet-18 student per ablation mode."""
     preset = "full" if ctx.scale == "full" else "quick"
     stages = [_teacher_stage(ctx, "dual_resnet18", ["train", "--method", "teacher", "--arch", "dual_resnet18",
@@ -461,12 +462,12 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
     if follow not in FOLLOW_SIDES:
         raise ValueError(f"--follow must be one of {', '.join(FOLLOW_SIDES)}, got {follow!r}")
     default_seeds = PAPER_SEEDS.get(protocol, DEFAULT_SEEDS["full"]) if scale == "full" else DEFAULT_SEEDS[scale]
-    ctx = Context(dataset, data_root, scale, seeds or default_seeds, methods, teacher,
+    ctx = PlanContext(dataset, data_root, scale, seeds or default_seeds, methods, teacher,
                   Path(runs_dir) if runs_dir else default_protocol_runs_dir(protocol, dataset, scale), extra or {},
-                  follow, transfer_specs)
+                  follow, transfer_specs, ref)
     if protocol == "pearson-paper" and ref not in load_presets():
         raise ValueError(f"no preset for the reference dataset {ref!r}")
-    stages, notes = PLANNERS[protocol](ctx, ref)
+    stages, notes = PLANNERS[protocol](ctx)
     if ref is not None and ref != dataset and ref != "any":
         notes.append(f"published numbers: the paper's {ref} row (no published row for {dataset})")
     notes += dataset_notes(protocol, dataset, data_root, cross_specs)
@@ -500,7 +501,7 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
     command = [_placeholder(a) for a in stage.command]
     args = _parse(command)
     if stage.command[0] == "transfer":
-        from core.cli.train import _explicit_keys, transfer_configs
+        from core.cli.train import explicit_keys, transfer_configs
         from core.methods.transfer import settings_record
 
         source = stages[stage.command[1].strip("{}")]
@@ -508,7 +509,7 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
                   "image_size": source.config["image_size"], "config": {"data": source.config["data"],
                                                                         "seed": source.seed}}
         configs = transfer_configs(args, header)
-        explicit = _explicit_keys(args)
+        explicit = explicit_keys(args)
         grid = [config.lr for config in configs]
         return ({**_shown(configs[0]), "lr": grid},
                 {**settings_record(configs[0], explicit, grid, bool({"lr", "lr_grid"} & explicit)),
@@ -574,7 +575,7 @@ INHERITED = ("arch", "image_size", "init_checkpoint")  # a fine-tune's, from the
 def _sourced(config, args, student_method: str | None = None, given: str | None = None) -> dict:
     """:func:`_shown` with each value as ``{value, source, ref}``: ``published`` (the paper: its table, equation or
     passage), ``author-code`` (the authors' released code: repository, file, commit) or ``ours`` (the reason)."""
-    from core.cli.train import _declared_options
+    from core.cli.train import declared_options
     from core.config import resolve_preset
 
     shown = _shown(config)
@@ -584,7 +585,7 @@ def _sourced(config, args, student_method: str | None = None, given: str | None 
     flag_of = {key: FLAG_OF.get(key, ("--" + key.replace("_", "-"), key)) for key in shown}
     flags = {} if args is None else {key: flag for key, (flag, dest) in flag_of.items()
                                      if getattr(args, dest, None) is not None}
-    options_given = {} if args is None else _declared_options(args)
+    options_given = {} if args is None else declared_options(args)
 
     def source_of(key: str, option: bool = False) -> dict:
         name = f"method_options.{key}" if option else key

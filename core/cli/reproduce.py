@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.common import _emit
+from core.cli.common import emit
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -24,7 +24,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             lines.append(f"  {stage.stage:8} {stage.method:10} seed {stage.seed}: "
                          + (" ".join(record["command"]) if record["command"] else f"given {stage.given}"))
         lines += [f"  note: {note}" for note in plan.notes]
-        _emit(args, plan.record(), "\n".join(lines))
+        emit(args, plan.record(), "\n".join(lines))
         return
     result = protocols.run(plan, out=args.out, progress=not args.quiet, latency=args.latency, executor=executor)
     lines = [f"{args.protocol} on {args.dataset} ({args.scale}, published row: {plan.reference}) in {result['seconds']} s; "
@@ -40,7 +40,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                       + (f", FLOPs ↓ {published['flops_reduction']}%, params ↓ {published['params_reduction']}%"
                          if "flops_reduction" in published else ""))
         lines.append(shown)
-    _emit(args, result, "\n".join(lines))
+    emit(args, result, "\n".join(lines))
 
 
 def add_parsers(commands, command) -> None:

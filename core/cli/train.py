@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from core.checkpoint import compact_cost, read_header
-from core.cli.common import _boolean, _emit, log
+from core.cli.common import boolean, emit, log
 from core.config import training_settings
 from core.methods import get_method
 
@@ -30,7 +30,7 @@ def option_flags(parser: argparse.ArgumentParser, declarations, title: str | Non
             group.add_argument("--" + option.flag, dest=option.name, choices=option.choices, help=text)
         else:
             group.add_argument("--" + option.flag, dest=option.name, help=text, metavar=option.flag.upper().replace("-", "_"),
-                               type=_boolean if option.kind is bool else option.kind)
+                               type=boolean if option.kind is bool else option.kind)
         taken.add(option.name)
 
 
@@ -45,7 +45,7 @@ def method_flags(parser: argparse.ArgumentParser) -> None:
         option_flags(parser, options_class.declarations(), f"{', '.join(names)} options")
 
 
-def _declared_options(args: argparse.Namespace) -> dict:
+def declared_options(args: argparse.Namespace) -> dict:
     """The method options given on the command line: every declared option whose flag was used."""
     from core.methods import METHODS
 
@@ -54,11 +54,11 @@ def _declared_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
 
 
-def _train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
+def train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
     from core.config import build_config
 
     values = {setting.name: getattr(args, setting.name, None) for setting in training_settings() if not setting.internal}
-    values.update(preset=args.preset, config_file=args.config, method_options=_declared_options(args) or None, **fixed)
+    values.update(preset=args.preset, config_file=args.config, method_options=declared_options(args) or None, **fixed)
     return build_config(student_method=student_method, **values)
 
 
@@ -81,7 +81,7 @@ def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -
     if runs:
         extra["runs"] = runs
         human += f"; {len(runs)} runs: python -m core report {' '.join(runs)}"
-    _emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
+    emit(args, {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "status": result.status,
                  "test_accuracy": test["accuracy"], "test_auc": test["auc"], "already_finished": result.already_finished,
                  **extra}, human)
 
@@ -107,7 +107,7 @@ def train_configs(args: argparse.Namespace) -> list:
     check_presets()  # an unknown key in any preset is an error before anything runs (once, not per seed)
 
     def config_of(seed: int):
-        config = _train_config(args, method=args.method, seed=seed)
+        config = train_config(args, method=args.method, seed=seed)
         if get_method(args.method).starts_from:  # the network to prune, or the student to start from
             config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
         return config
@@ -223,7 +223,7 @@ def finetune_config(args: argparse.Namespace, source: dict):
     if args.preset is not None and args.lr is None and not published_finetune(args.preset, student_method):
         raise ValueError(f"preset {args.preset!r} has no fine-tune for {student_method} students (the paper does not "
                          "fine-tune them on that dataset): pass --lr (and --epochs), or another preset")
-    config = _train_config(args, method="finetune", student_method=student_method, init_checkpoint=str(args.checkpoint),
+    config = train_config(args, method="finetune", student_method=student_method, init_checkpoint=str(args.checkpoint),
                            arch=source["model"]["arch"], teacher=args.teacher,
                            data=args.data or source.get("config", {}).get("data"),
                            data_root=args.data_root or source.get("data_root"),
@@ -251,13 +251,13 @@ def cmd_transfer(args: argparse.Namespace) -> None:
              "test_accuracy": result.test.get("accuracy"), "kept": index == kept}
             for index, (job, result, header) in enumerate(zip(jobs, results, headers, strict=True))]
     transfer = headers[kept]["transfer"]
-    settings = settings_record(jobs[0].config, _explicit_keys(args), [run["lr"] for run in runs],
-                               grid_given=bool({"lr", "lr_grid"} & _explicit_keys(args)))
+    settings = settings_record(jobs[0].config, explicit_keys(args), [run["lr"] for run in runs],
+                               grid_given=bool({"lr", "lr_grid"} & explicit_keys(args)))
     tried = ", ".join(f"{run['lr']:g} (val acc {run['val_accuracy']:.4f})" for run in runs)
     human = (f"transfer of {transfer['source']} ({transfer['source_dataset']}) to {transfer['target']} in the source's "
              f"normalisation: lr {tried}; kept lr {runs[kept]['lr']:g}: {runs[kept]['run_dir']} (test accuracy "
              f"{runs[kept]['test_accuracy']:.4f})")
-    _emit(args, {"run_dir": runs[kept]["run_dir"], "checkpoint": runs[kept]["checkpoint"], "status": results[kept].status,
+    emit(args, {"run_dir": runs[kept]["run_dir"], "checkpoint": runs[kept]["checkpoint"], "status": results[kept].status,
                  "test_accuracy": runs[kept]["test_accuracy"], "test_auc": results[kept].test.get("auc"),
                  "kept": runs[kept], "runs": runs, "source": transfer["source"],
                  "source_dataset": transfer["source_dataset"], "target": transfer["target"],
@@ -296,10 +296,10 @@ def transfer_configs(args: argparse.Namespace, source: dict) -> list:
     if args.lr is not None and args.lr_grid:
         raise ValueError("give --lr (a grid of one) or --lr-grid, not both")
     trained = source.get("config") or {}
-    config = _train_config(args, method="transfer", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
+    config = train_config(args, method="transfer", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
                            image_size=args.image_size or source["image_size"], augment=args.augment or trained.get("augment"),
                            seed=args.seed if args.seed is not None else trained.get("seed"))
-    explicit = _explicit_keys(args)
+    explicit = explicit_keys(args)
     for key, setting in TRANSFER_SETTINGS.items():
         if key not in explicit:
             setattr(config, key, setting.value)
@@ -308,7 +308,7 @@ def transfer_configs(args: argparse.Namespace, source: dict) -> list:
     return [dataclasses.replace(config, lr=rate) for rate in rates]
 
 
-def _explicit_keys(args: argparse.Namespace) -> set[str]:
+def explicit_keys(args: argparse.Namespace) -> set[str]:
     """The TrainConfig keys a command line sets itself: by a flag, or in its ``--config`` file."""
     import yaml
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.common import _emit, _probability, answered_by, runtime_flag
-from core.cli.data import _face_options, face_flags
+from core.cli.common import answered_by, emit, probability, runtime_flag
+from core.cli.data import face_flags, face_options
 
 
 def cmd_video(args: argparse.Namespace) -> None:
@@ -23,12 +23,12 @@ def cmd_video(args: argparse.Namespace) -> None:
     options = VideoOptions(
         sampling=SamplingOptions(strategy=args.strategy, num_frames=args.num_frames, stride=args.stride, random=args.random,
                                  seed=args.seed),
-        faces=_face_options(args, crop_scale), aggregate=args.aggregate, threshold=args.threshold)
+        faces=face_options(args, crop_scale), aggregate=args.aggregate, threshold=args.threshold)
     result = analyse_video(args.input, model, options, out=args.out, progress=not args.quiet, ood=load_ood(args.checkpoint))
     result = {**result, **answered_by(model, args.runtime)}
     timing = result["timing"]
     written = f"; wrote {result['output']['path']} ({result['output']['codec']})" if "output" in result else ""
-    _emit(args, result, f"{result['verdict']}; {result['faces_total']} faces in {result['sampled']} sampled frames "
+    emit(args, result, f"{result['verdict']}; {result['faces_total']} faces in {result['sampled']} sampled frames "
                         f"({len(result['frames_without_face'])} without a face); "
                         + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timing.items()) + written
                         + f"; answered by {result['runtime_description']}")
@@ -48,7 +48,7 @@ def add_parsers(commands, command) -> None:
     video.add_argument("--random", action="store_true", help="fixed_num_frames: random frames (seeded) instead of evenly spread")
     video.add_argument("--seed", type=int, default=0)
     video.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean", help="per-video score from the faces'")
-    video.add_argument("--threshold", type=_probability, default=0.5, help="video score above it means fake (default 0.5)")
+    video.add_argument("--threshold", type=probability, default=0.5, help="video score above it means fake (default 0.5)")
     video.add_argument("--crop-scale", type=float, help="crop side / face side (default: that of the checkpoint's training data: "
                                                         "1.3 for `data frames` crops, 1.8 for the embedded benchmark)")
     runtime_flag(video)

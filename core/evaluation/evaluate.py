@@ -104,6 +104,19 @@ def roc_curve(labels: np.ndarray, probabilities: np.ndarray, points: int = 200) 
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(skm.roc_auc_score(labels, probabilities))}
 
 
+def roc_figure(curves: dict[str, dict], title: str | None = "ROC curves"):
+    """The ROC figure (plotly; the report's and the dashboard's): each named curve of :func:`roc_curve` with its AUC
+    in the legend, and chance."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for name, roc in curves.items():
+        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{name} (AUC {roc['auc']:.3f})"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
+    figure.update_layout(title=title, xaxis_title="false-positive rate", yaxis_title="true-positive rate")
+    return figure
+
+
 VIDEO_AGGREGATES = {"mean": np.mean, "median": np.median, "max": np.max}
 
 

@@ -53,9 +53,10 @@ from core.evaluation.cross_dataset import (
     parse_dataset_specs,
     published_benchmarks,
 )
-from core.evaluation.evaluate import Evaluation
+from core.evaluation.evaluate import Evaluation, roc_figure
 from core.io import atomic_write_text
 from core.runs import Run
+from core.stats import mcnemar_paired
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Entry:
         return self.method, self.trained_on, repr(sorted((k, repr(v)) for k, v in config.items())), self.runtime
 
 
-def collect(paths: list[str | os.PathLike]) -> list[Entry]:
+def collect_entries(paths: list[str | os.PathLike]) -> list[Entry]:
     entries = []
     names: set[str] = set()
     for raw in paths:
@@ -278,16 +279,12 @@ def cross_dataset_video_table(entries: list[Entry], specs: Sequence[DatasetSpec]
 
 
 def mcnemar_table(entries: list[Entry]) -> pd.DataFrame:
-    from core.stats import mcnemar_report
-
     rows = []
     for a, b in itertools.combinations(entries, 2):
         if a.trained_on != b.trained_on:
             continue
         data = a.trained_on
-        correct_a, correct_b = a.evaluations[data].correct(), b.evaluations[data].correct()
-        common = sorted(correct_a.keys() & correct_b.keys())
-        result = mcnemar_report([correct_a[k] for k in common], [correct_b[k] for k in common])
+        result = mcnemar_paired(a.evaluations[data].correct(), b.evaluations[data].correct())
         table = result["table"]
         rows.append({
             "A": a.name, "B": b.name, "tested on": data, "n": result["n"],
@@ -381,7 +378,6 @@ def mcnemar_pair(checkpoint_a: str | os.PathLike, checkpoint_b: str | os.PathLik
     Both must have scored the same images; otherwise (a cache entry or a decoder that left some out for one of
     them) a ValueError says how many differ."""
     from core.evaluation.evaluate import evaluate
-    from core.stats import mcnemar_report
 
     paths = [resolve_checkpoint(checkpoint_a), resolve_checkpoint(checkpoint_b)]  # a missing one fails before any work
     specs = parse_dataset_specs([data], data_root)
@@ -394,8 +390,7 @@ def mcnemar_pair(checkpoint_a: str | os.PathLike, checkpoint_b: str | os.PathLik
         raise ValueError(f"the two checkpoints were scored on different images of {spec.text}/{split}: "
                          f"{len(correct_a.keys() - correct_b.keys())} only by A, {len(correct_b.keys() - correct_a.keys())} "
                          "only by B; McNemar pairs the same samples (evaluate both with --no-cache to rescore them)")
-    images = sorted(correct_a)
-    result = mcnemar_report([correct_a[k] for k in images], [correct_b[k] for k in images])
+    result = mcnemar_paired(correct_a, correct_b)
     headers = [read_header(path) for path in paths]
     return {"a": str(checkpoint_a), "b": str(checkpoint_b), "checkpoint_a": str(paths[0]), "checkpoint_b": str(paths[1]),
             "a_trained_on": Entry("a", paths[0], headers[0]).trained_on,
@@ -472,7 +467,7 @@ def ablation_table(entries: list[Entry]) -> pd.DataFrame:
     return _table(rows)
 
 
-def deployment_table(entries: list[Entry], repeats: int = 20, progress: bool = True) -> pd.DataFrame:
+def deployment_table(entries: list[Entry], repeats: int = 20) -> pd.DataFrame:
     """Size on disk (fp32 safetensors of the deployable network; an ONNX export: its file), params, MACs,
     CPU latency at batch 1 and 32."""
     from safetensors.torch import save
@@ -523,21 +518,6 @@ def save_figure(figure, out: Path, name: str, png: bool = True) -> list[str]:
 
         logging.getLogger(__name__).warning("PNG skipped for %s (%s: %s)", name, type(error).__name__, error)
     return written
-
-
-def roc_figure(entries: list[Entry], data_of):
-    import plotly.graph_objects as go
-
-    figure = go.Figure()
-    for entry in entries:
-        data = data_of(entry)
-        roc = entry.evaluations[data].roc()
-        figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines",
-                                    name=f"{entry.name} on {data} (AUC {roc['auc']:.3f})"))
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
-    figure.update_layout(title="ROC curves", xaxis_title="false-positive rate", yaxis_title="true-positive rate",
-                         width=800, height=600)
-    return figure
 
 
 def active_filters_figure(entries: list[Entry]):
@@ -606,7 +586,7 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike,
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = collect(paths)
+    entries = collect_entries(paths)
     if not entries:
         raise ValueError("report needs at least one run directory or checkpoint")
     specs = report_specs(entries, datasets, data_root)
@@ -631,7 +611,7 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike,
     if transfer is not None:
         tables["transfer"] = transfer
     if latency:
-        tables["deployment"] = deployment_table(entries, progress=progress)
+        tables["deployment"] = deployment_table(entries)
     published = published_benchmarks()
     captions = {"cross_dataset_video": f"Frame- and video-level (a video's score: the mean of its frames' P(fake)). "
                                        f"Rows marked {PUBLISHED_LABEL}: {published['source']}; frame-level AUC only, "
@@ -642,7 +622,8 @@ def build_report(paths: list[str | os.PathLike], out: str | os.PathLike,
     for name, table in tables.items():
         caption = f"\n{captions[name]}\n" if name in captions else ""
         sections.append(f"## {name.replace('_', ' ')}\n\n{write_table(table, out, name)}\n{caption}")
-    figures = save_figure(roc_figure(entries, lambda e: e.trained_on), out, "roc", png) if figures_wanted else []
+    figures = save_figure(roc_figure({f"{e.name} on {e.trained_on}": e.evaluations[e.trained_on].roc() for e in entries})
+                          .update_layout(width=800, height=600), out, "roc", png) if figures_wanted else []
     bars = active_filters_figure(entries) if figures_wanted else None
     if bars is not None:
         figures += save_figure(bars, out, "active_filters", png)

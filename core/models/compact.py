@@ -130,9 +130,9 @@ class CompactResNet(nn.Module):
                 **({"residual_mask": self.residual_mask} if self.residual_mask != "block" else {})}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # channels_last in eval: oneDNN's own layout, and CPU max-pooling is vectorised only in it (NCHW: ~15x slower at
-        # 256 px). Exports stay NCHW: ONNX Runtime picks its own layout, and the NCHW scatter exports as a ScatterND that
-        # runs ~1.8x faster there than the channels_last one (Expand + ScatterElements).
+        # channels_last in eval: oneDNN's own layout, and CPU max-pooling is vectorised only in it. Exports stay NCHW:
+        # ONNX Runtime picks its own layout, and the NCHW scatter exports as one ScatterND, which runs faster there than
+        # the channels_last one's Expand + ScatterElements (bench serving-profile, bench runtimes).
         if not self.training and not torch.compiler.is_exporting():
             images = images.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))

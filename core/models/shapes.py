@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-PRUNABLE_KINDS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
-
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
     """The width of every conv, BN and linear layer, by module name (JSON-ready)."""

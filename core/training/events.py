@@ -13,7 +13,8 @@ every run as it trains:
 - ``pruning/keep_probability/<stage>`` per epoch for masked students: a histogram of every filter's keep probability
   in each stage (``layer1`` ... ``layer4``);
 - ``test/*`` once, at the end (x = the last epoch): accuracy, AUC, EER, and the share of test images in distribution;
-  and two images: ``test/roc`` (the test ROC curve) and, for pruned students, ``pruning/active_filters`` (the
+  the precision-recall curve ``test/pr`` (TensorBoard draws it; the ROC figure is the report's and the dashboard's,
+  :func:`core.evaluation.evaluate.roc_figure`) and, for pruned students, the image ``pruning/active_filters`` (the
   per-layer share of filters the best checkpoint keeps).
 
 Only rank 0 writes. On resume the writer purges what comes after the resume point, so an epoch that a killed run
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 EVENTS_DIR = "events"
 _SKIP = {"type", "epoch", "epochs", "step", "steps", "time", "skipped", "nonfinite_skipped", "replicas_identical"}
@@ -72,10 +75,11 @@ class EventLog:
             self.writer.add_histogram(f"pruning/keep_probability/{stage}", values, (epoch + 1) * self.steps_per_epoch)
 
     def final_images(self, labels, probabilities, pruning: dict | None) -> None:
-        """The test ROC curve and (pruned students) the per-layer active-filter bars, as images at the last step."""
+        """The test precision-recall curve (TensorBoard's own curve; the ROC figure is the run report's and the
+        dashboard's) and, for pruned students, the per-layer active-filter bars as an image, at the last step."""
         step = self.last_epoch * self.steps_per_epoch
         if len(set(labels.tolist())) == 2:
-            self.writer.add_figure("test/roc", roc_figure(labels, probabilities), step)
+            self.writer.add_pr_curve("test/pr", np.asarray(labels), np.asarray(probabilities), step)
         if pruning and {"layers", "channels", "active_filters"} <= set(pruning):
             self.writer.add_figure("pruning/active_filters", active_filters_figure(pruning), step)
         self.writer.flush()
@@ -92,23 +96,6 @@ def _epoch_tag(key: str) -> str:
     if key.startswith("train_"):  # the epoch's mean of a loss term (train_bce, train_kd, ...)
         return f"train/epoch_{key.removeprefix('train_')}"
     return f"pruning/{key}"
-
-
-def roc_figure(labels, probabilities):
-    """Matplotlib figure of one ROC curve with its AUC (TensorBoard renders figures as images)."""
-    from matplotlib.figure import Figure
-
-    from core.evaluation.evaluate import roc_curve
-
-    roc = roc_curve(labels, probabilities)
-    figure = Figure(figsize=(4.5, 4.5), dpi=100)
-    axes = figure.subplots()
-    axes.plot(roc["fpr"], roc["tpr"], label=f"AUC {roc['auc']:.3f}")
-    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.set(xlabel="false-positive rate", ylabel="true-positive rate", title="Test ROC", xlim=(0, 1), ylim=(0, 1.01))
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    return figure
 
 
 def active_filters_figure(pruning: dict):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from access_ui import can, guarded_spec
 from common import checkpoint_label, pick_checkpoints
 from core.data.synthetic import SOURCES
-from core.stats import mcnemar_report
+from core.evaluation.evaluate import roc_figure
+from core.stats import mcnemar_paired
 
 st.title("Evaluation")
 choices, picked = pick_checkpoints("evaluation_pick")
@@ -61,13 +61,8 @@ def _at_threshold(result: dict) -> dict:
 
 
 st.subheader("ROC curves")
-roc = go.Figure()
-for name, result in results.items():
-    roc.add_trace(go.Scatter(x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines",
-                             name=f"{name} (AUC {result['roc']['auc']:.3f})"))
-roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
-roc.update_layout(xaxis_title="false-positive rate", yaxis_title="true-positive rate", height=450, margin={"t": 20})
-st.plotly_chart(roc, width="stretch")
+roc = roc_figure({name: result["roc"] for name, result in results.items()}, title=None)
+st.plotly_chart(roc.update_layout(height=450, margin={"t": 20}), width="stretch")
 
 metrics = {name: _at_threshold(result) for name, result in results.items()}
 st.dataframe(pd.DataFrame([{"checkpoint": n, **{k: m[k] for k in ("n", "accuracy", "precision", "recall", "f1", "auc", "eer",
@@ -155,8 +150,7 @@ if len(picked) >= 2:
         result = results[name]
         hits[name] = dict(zip(result["paths"], (result["probabilities"] > threshold).astype(int) == result["labels"],
                               strict=True))
-    common = sorted(hits[a].keys() & hits[b].keys())
-    report = mcnemar_report([hits[a][k] for k in common], [hits[b][k] for k in common])
+    report = mcnemar_paired(hits[a], hits[b])
     table = report["table"]
     st.dataframe(pd.DataFrame(table, index=["A correct", "A wrong"], columns=["B correct", "B wrong"]), width="stretch")
     st.write(f"{report['method']}: statistic {report['statistic']:.3f}, p = {report['p_value']:.4g} — "

@@ -27,7 +27,7 @@ _table("Runs", "runs", "No training runs in runs/ yet. Launch one from the sideb
 
 st.subheader("Embedded synthetic benchmark")
 if read_manifest(default_root()) is None:
-    # first launch: generate it here, with a progress bar (about 30 s on 2 cores)
+    # first launch: generate it here, with a progress bar
     bar = st.progress(0.0, text="Generating the embedded benchmark (first launch)...")
     ensure_benchmark(progress=False, on_progress=lambda done, total: bar.progress(done / total, text=f"{done:,}/{total:,} images"))
     bar.empty()
