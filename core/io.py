@@ -12,18 +12,22 @@ an exact point (mid-epoch, mid-checkpoint-write, during validation) to kill it t
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]  # the repository: relative paths typed by a person start here, as runs do
 FILE_MODE = 0o644
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporaries: ".<name>.<random>.tmp" next to the target
 PAUSE_AT, PAUSE_FILE = "CORE_TEST_PAUSE_AT", "CORE_TEST_PAUSE_FILE"
+T = TypeVar("T")
 # what reading a damaged cache entry can raise (np.load of a cut .npz: BadZipFile or EOFError); such entries are recomputed
 DAMAGED_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 _pauses_seen: dict[str, int] = {}
@@ -150,6 +154,79 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def cache_dir() -> Path:
     """Where computed artefacts (dataset statistics, predictions) live: ``$CORE_CACHE_DIR`` or ``<repo>/cache``."""
     return Path(os.environ.get("CORE_CACHE_DIR") or REPO / "cache")
+
+
+@dataclass(frozen=True)
+class DiskCache:
+    """One on-disk cache; every cache of the library is one of these (the dataset statistics, predictions,
+    embeddings, image hashes, serving exports and deploy exports).
+
+    An entry's file is named by a content key: what the value depends on (a checkpoint's SHA-256, a sample list's
+    digest, settings), hashed together with the cache's ``version``, so a new version misses every older entry. A
+    missing or damaged entry reads as a miss (:data:`DAMAGED_CACHE_ERRORS`) and is recomputed and replaced; every
+    write is atomic (:func:`atomic_write`). Entries live in ``<root>/<name>/`` (root: :func:`cache_dir` at call time).
+    """
+
+    name: str
+    version: int
+    suffix: str  # ".npz", ".json", ".onnx", ...
+    root: Path | None = None
+
+    def path(self, key: dict | str, prefix: str = "") -> Path:
+        """The entry's file: ``[prefix-]<32 hex digits of the key>.suffix`` (``prefix``: a name a person can read)."""
+        text = json.dumps({"version": self.version, "key": key}, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        return (self.root or cache_dir()) / self.name / f"{prefix + '-' if prefix else ''}{digest}{self.suffix}"
+
+    def read(self, path: Path, load: Callable[[Path], T]) -> T | None:
+        """``load(path)``, or None when the entry is missing or damaged."""
+        if not path.is_file():
+            return None
+        try:
+            return load(path)
+        except DAMAGED_CACHE_ERRORS + (TypeError,):
+            return None  # a damaged entry is recomputed and replaced
+
+    def write(self, path: Path, save: Callable[[str], None]) -> Path:
+        """``save(temporary)`` then an atomic rename onto ``path``."""
+        atomic_write(path, save)
+        return path
+
+    def get(self, key: dict | str, compute: Callable[[], T], load: Callable[[Path], T], save: Callable[[str, T], None],
+            use: bool = True) -> T:
+        """The cached value of ``key``, else ``compute()`` (stored unless ``use`` is False, which also skips the read)."""
+        path = self.path(key)
+        if use:
+            cached = self.read(path, load)
+            if cached is not None:
+                return cached
+        value = compute()
+        if use:
+            self.write(path, lambda tmp: save(tmp, value))
+        return value
+
+
+def load_npz(path: Path) -> dict:
+    """Every array of an ``.npz`` cache entry, read into memory."""
+    import numpy as np
+
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def save_npz(tmp: str, arrays: dict) -> None:
+    import numpy as np
+
+    with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
+        np.savez(handle, **arrays)
+
+
+def load_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def save_json(tmp: str, value) -> None:
+    write_bytes_to(tmp, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def data_dir() -> Path:

@@ -54,3 +54,45 @@ def test_the_entry_point_only_dispatches():
     docstring = ast.get_docstring(tree, clean=False)
     logic = [ast.unparse(node) for node in tree.body[1 if docstring else 0:] if not isinstance(node, ast.Import | ast.ImportFrom)]
     assert logic == ["if __name__ == '__main__':\n    sys.exit(main())"]
+
+
+def _functions(folder: Path):
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield path.relative_to(REPO), node
+
+
+def test_no_function_in_core_is_over_80_lines():
+    long = [(str(path), node.name, node.end_lineno - node.lineno + 1) for path, node in _functions(REPO / "core")
+            if node.end_lineno - node.lineno + 1 > 80]
+    assert long == []
+
+
+def test_the_training_loop_reads_in_one_short_function():
+    (loop,) = [node for path, node in _functions(REPO / "core" / "training") if node.name == "_train"
+               and str(path) == "core/training/engine.py"]
+    assert loop.end_lineno - loop.lineno + 1 <= 60
+
+
+def test_no_private_name_is_imported_across_modules():
+    """``from x import _y`` hides a dependency on something its module calls its own."""
+    found = []
+    for path in [*(REPO / "core").rglob("*.py"), *(REPO / "dashboard").rglob("*.py"), *(REPO / "bench").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("core", "bench"):
+                found += [(str(path.relative_to(REPO)), alias.name) for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert found == []
+
+
+def test_every_cache_goes_through_the_one_helper():
+    """core.io.DiskCache is the one home of a cache's key, read, recompute and atomic write: no module of core builds
+    a path under cache_dir() itself (it may hand cache_dir() on, as a root)."""
+    spelled = sorted(str(path.relative_to(REPO)) for path in (REPO / "core").rglob("*.py")
+                     if re.search(r"cache_dir\(\)\s*/", path.read_text()) and path.name != "io.py")
+    assert spelled == ["core/cli/data.py"]  # `data check`'s hash-cache folder, handed to core.data.check.HashCache
+    users = sorted(str(path.relative_to(REPO)) for path in (REPO / "core").rglob("*.py")
+                   if re.search(r"DiskCache\(", path.read_text()) and path.name != "io.py")
+    assert users == ["core/data/check.py", "core/data/images.py", "core/deploy/runtimes.py", "core/deploy/serving.py",
+                     "core/deploy/variants.py", "core/evaluation/evaluate.py", "core/evaluation/inspect.py"]

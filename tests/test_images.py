@@ -96,7 +96,7 @@ def test_dataset_statistics_match_numpy_and_are_cached(tmp_path):
     stacked = np.stack(arrays).astype(np.float64) / 255
     np.testing.assert_allclose(stats.mean, stacked.mean(axis=(0, 1, 2)), atol=1e-5)
     np.testing.assert_allclose(stats.std, stacked.std(axis=(0, 1, 2)), atol=1e-5)
-    assert len(list((tmp_path / "cache").glob("stats-*.json"))) == 1
+    assert len(list((tmp_path / "cache").glob("statistics/*.json"))) == 1
     assert dataset_statistics(samples, 16, tmp_path / "cache", progress=False) == stats
 
 

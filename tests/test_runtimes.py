@@ -275,16 +275,17 @@ def test_a_chosen_runtime_that_cannot_load_falls_back_to_pytorch_and_says_so(stu
 
 
 def test_a_read_only_folder_keeps_the_record_in_the_cache(student, monkeypatch):
-    from core.io import WriteError, cache_dir
+    import dataclasses
 
-    real = runtimes.atomic_write_json
+    from core.io import DiskCache, WriteError, cache_dir
 
-    def refuse_beside(path, data):
-        if Path(path).parent == student.parent:
-            raise WriteError(30, f"cannot write {path}: read-only file system")
-        real(path, data)
+    class RefuseBeside(DiskCache):
+        def write(self, path, save):
+            if Path(path).parent == student.parent:
+                raise WriteError(30, f"cannot write {path}: read-only file system")
+            return super().write(path, save)
 
-    monkeypatch.setattr(runtimes, "atomic_write_json", refuse_beside)
+    monkeypatch.setattr(runtimes, "RECORD_CACHE", RefuseBeside(**dataclasses.asdict(runtimes.RECORD_CACHE)))
     record = auto_selection(student, progress=False, remeasure=True)
     assert Path(record["path"]).parent == cache_dir() / "serving" and Path(record["path"]).is_file()
     student.with_name("student.serving.json").unlink(missing_ok=True)

@@ -24,8 +24,6 @@ Hashes (and decode failures) are cached per file, keyed by (path, size, mtime), 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections import Counter
@@ -36,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.data.datasets import LABEL_NAMES, SPLITS, DatasetSplits
+from core.io import DiskCache, load_json, save_json
 
 HASH_SIZE = 16  # phash's DCT side: 16x16 = 256 bits
 DUPLICATE_THRESHOLD = 24  # bits of 256 (see the module docstring for the measurement)
@@ -43,6 +42,7 @@ MINORITY_SHARE = 0.2  # a split whose smaller class is under 20% of it is flagge
 MAX_LISTED_PAIRS = 1000  # the report lists at most this many pairs (it always counts them all)
 EXAMPLES = 3
 SAVE_EVERY = 5000  # new hashes between cache writes, so a killed check keeps most of its work
+HASH_CACHE_VERSION = 1
 
 
 def hash_file(path: str) -> tuple[str | None, int, int, str | None]:
@@ -63,16 +63,15 @@ def _hash_chunk(paths: list[str]) -> list[tuple[str | None, int, int, str | None
 
 
 class HashCache:
-    """Per-file hashes keyed by (path, size, mtime_ns), one JSON file per dataset root."""
+    """Per-file hashes keyed by (path, size, mtime_ns), one JSON entry per dataset root (a :class:`core.io.DiskCache`
+    entry, updated as hashing goes and saved every :data:`SAVE_EVERY` files)."""
 
     def __init__(self, folder: Path, root: Path):
-        self.path = folder / f"{hashlib.sha1(str(root).encode()).hexdigest()[:16]}.json"
-        self.entries: dict[str, list] = {}
-        try:
-            loaded = json.loads(self.path.read_text())
-            self.entries = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            pass  # no cache yet, or a damaged one: it is rebuilt
+        cache = DiskCache(folder.name, HASH_CACHE_VERSION, ".json", root=folder.parent)
+        self.path = cache.path({"root": str(root), "hash_size": HASH_SIZE})
+        self.save = lambda: cache.write(self.path, lambda tmp: save_json(tmp, self.entries))
+        loaded = cache.read(self.path, load_json)
+        self.entries: dict[str, list] = loaded if isinstance(loaded, dict) else {}  # none yet, or damaged: rebuilt
 
     @staticmethod
     def stamp(path: str) -> list[int] | None:
@@ -89,11 +88,6 @@ class HashCache:
     def put(self, path: str, stamp: list[int] | None, result) -> None:
         if stamp is not None:
             self.entries[path] = [*stamp, *result]
-
-    def save(self) -> None:
-        from core.io import atomic_write_text
-
-        atomic_write_text(self.path, json.dumps(self.entries))
 
 
 def _hashes(paths: list[str], cache: HashCache | None, workers: int, progress: bool,

@@ -9,7 +9,6 @@ evaluation never crash on one bad file and always report how many they skipped.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from core.config import AUGMENTATIONS
 from core.data.datasets import Sample
-from core.io import atomic_write_text
+from core.io import DiskCache, load_json, save_json
 
 # PIL's decompression-bomb guard, enforced as an error rather than a warning.
 MAX_IMAGE_PIXELS = 89_478_485
@@ -157,6 +156,7 @@ def add_reasons(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------
 # Normalisation statistics (computed once per dataset and cached, as in the paper).
+STATS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -187,15 +187,22 @@ def dataset_statistics(
     """Per-channel mean/std of the resized training images, cached on disk by content key."""
     step = max(1, -(-len(samples) // STATS_IMAGES))  # ceil: at most STATS_IMAGES images
     subset = list(samples)[::step]
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"stats-{_stats_key(subset, image_size)}.json"
-        if cache_file.exists():
-            try:
-                cached = json.loads(cache_file.read_text())
-                return Normalization(tuple(cached["mean"]), tuple(cached["std"]))
-            except (ValueError, KeyError, TypeError):
-                pass  # a damaged cache entry is recomputed
+    cache = DiskCache("statistics", STATS_VERSION, ".json", root=None if cache_dir is None else Path(cache_dir))
+
+    def compute() -> dict:
+        stats = _statistics(subset, image_size, progress)
+        return {"mean": stats.mean, "std": stats.std, "images": len(subset)}
+
+    def load(path: Path) -> dict:  # a damaged entry (not a mapping of two 3-vectors) raises here: a miss
+        stored = load_json(path)
+        return {"mean": [float(v) for v in stored["mean"]][:3], "std": [float(v) for v in stored["std"]][:3]}
+
+    stored = cache.get(_stats_key(subset, image_size), compute, load, save_json, use=cache_dir is not None)
+    return Normalization(tuple(stored["mean"]), tuple(stored["std"]))
+
+
+def _statistics(subset: Sequence[Sample], image_size: int, progress: bool) -> Normalization:
+    """Per-channel mean and std over the resized pixels of ``subset`` (unreadable images left out)."""
     resize = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True)])
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
@@ -212,10 +219,7 @@ def dataset_statistics(
         raise ImageLoadError("no readable image to compute the dataset mean/std from")
     mean = total / pixels
     std = (total_sq / pixels - mean * mean).clamp_min(1e-12).sqrt()
-    stats = Normalization(tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std))
-    if cache_file is not None:
-        atomic_write_text(cache_file, json.dumps({"mean": stats.mean, "std": stats.std, "images": len(subset)}))
-    return stats
+    return Normalization(tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std))
 
 
 def eval_transform(image_size: int, normalization: Normalization) -> v2.Compose:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import is_graph, is_onnx, read_header, resolve_checkpoint
-from core.io import WriteError, atomic_write_json, cache_dir
+from core.io import DiskCache, WriteError, load_json, save_json
 
 RUNTIME_NAMES = ("torch", "torch-compile", "onnx", "onnx-int8", "openvino", "openvino-int8")
 AUTO = "auto"
@@ -63,6 +63,7 @@ MIN_REPEATS, MAX_REPEATS = 5, 200  # timed rounds, whatever the budget says
 SETTLE = 1  # untimed passes before each timed one: another runtime's thread pool ran just before (measure_latency)
 RECORD_VERSION = 1
 RECORD_SUFFIX = ".serving.json"
+RECORD_CACHE = DiskCache("serving", RECORD_VERSION, RECORD_SUFFIX)  # auto's records when beside the checkpoint is read-only
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -384,7 +385,7 @@ def record_paths(checkpoint: str | os.PathLike) -> list[Path]:
 
     path = resolve_checkpoint(checkpoint)
     stem = path.name.removesuffix(path.suffix)
-    return [path.with_name(stem + RECORD_SUFFIX), cache_dir() / "serving" / f"{stem}-{file_digest(path)[:16]}{RECORD_SUFFIX}"]
+    return [path.with_name(stem + RECORD_SUFFIX), RECORD_CACHE.path({"checkpoint": file_digest(path)}, prefix=stem)]
 
 
 def auto_selection(checkpoint: str | os.PathLike, progress: bool = True, remeasure: bool = False) -> dict:
@@ -392,23 +393,18 @@ def auto_selection(checkpoint: str | os.PathLike, progress: bool = True, remeasu
     else a new measurement (:func:`measure_runtimes`), written beside the checkpoint (or into the cache folder when
     that one is read-only). ``record["chosen"]`` is ``{runtime, round_to, median_ms}``; ``record["reused"]`` says
     whether it was read from disk."""
-    import json
-
     path = resolve_checkpoint(checkpoint)
     key = record_key(path)
     places = record_paths(path)
     if not remeasure:
         for place in places:
-            try:
-                record = json.loads(place.read_text())
-            except (OSError, ValueError):
-                continue
+            record = RECORD_CACHE.read(place, load_json)
             if isinstance(record, dict) and record.get("key") == key and record.get("chosen"):
                 return {**record, "reused": True, "path": str(place)}
     record = {"key": key, **measure_runtimes(path, progress=progress)}
     for place in places:
         try:
-            atomic_write_json(place, record)
+            RECORD_CACHE.write(place, lambda tmp: save_json(tmp, record))  # noqa: B023 - called at once
         except WriteError:
             continue
         return {**record, "reused": False, "path": str(place)}

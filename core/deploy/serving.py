@@ -20,9 +20,10 @@ from torch import nn
 
 from core.checkpoint import has_ood_calibration, is_onnx, read_header, resolve_checkpoint
 from core.deploy.onnx import OnnxModel, deployed_header, load_onnx, write_onnx
-from core.io import cache_dir
+from core.io import DiskCache
 
 PRECISIONS = ("fp32", "int8")
+SERVING_CACHE = DiskCache("serving", 1, ".onnx")  # the serving exports, one per (checkpoint, rounding, precision)
 
 
 def deployable(model: nn.Module, round_to: int = 1) -> tuple[nn.Module, dict]:
@@ -52,9 +53,11 @@ def serving_path(checkpoint: str | os.PathLike, round_to: int = 1, precision: st
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = resolve_checkpoint(checkpoint)
-    name = (f"{path.name.removesuffix(path.suffix)}-{file_digest(path)[:16]}" + (f"-round{round_to}" if round_to > 1 else "")
-            + ("-ood" if has_ood_calibration(path, read_header(path)) else "") + ("-int8" if precision == "int8" else ""))
-    return cache_dir() / "serving" / f"{name}.onnx"
+    statistics = has_ood_calibration(path, read_header(path))
+    name = (path.name.removesuffix(path.suffix) + (f"-round{round_to}" if round_to > 1 else "")
+            + ("-ood" if statistics else "") + ("-int8" if precision == "int8" else ""))
+    return SERVING_CACHE.path({"checkpoint": file_digest(path), "round_to": round_to, "statistics": statistics,
+                               "precision": precision}, prefix=name)
 
 
 def serving_export(checkpoint: str | os.PathLike, round_to: int = 1, precision: str = "fp32", progress: bool = False) -> Path:

@@ -9,15 +9,14 @@ file size, CPU latency (every model round-robin in one process) and test metrics
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from core.checkpoint import resolve_checkpoint
 from core.deploy.quantize import CALIBRATION_IMAGES
-from core.io import atomic_write_json, cache_dir
+from core.io import DiskCache, load_json, save_json
 
-CACHE_VERSION = 1
+DEPLOY_CACHE = DiskCache("deploy", 2, ".onnx")  # compare_runtimes' exports, each with its export record (.json)
 # runtime label -> export format (None: the checkpoint itself, run by PyTorch)
 RUNTIMES: dict[str, str | None] = {"PyTorch fp32": None, "ONNX fp32": "onnx", "ONNX int8": "onnx-int8"}
 DEPLOYED_RUNTIMES = [label for label, fmt in RUNTIMES.items() if fmt]
@@ -37,21 +36,19 @@ def deployed(checkpoint: str | os.PathLike, fmt: str, calibration_images: int = 
         raise ValueError(f"deployed versions are onnx or onnx-int8, not {fmt!r}")
     source = resolve_checkpoint(checkpoint)
     digest = file_digest(source)
-    name = "fp32.onnx" if fmt == "onnx" else f"int8-calibrated-{calibration_images}.onnx"
-    out = cache_dir() / "deploy" / f"v{CACHE_VERSION}-{digest[:32]}" / name
+    name = "fp32" if fmt == "onnx" else f"int8-calibrated-{calibration_images}"
+    out = DEPLOY_CACHE.path({"checkpoint": digest, "format": fmt, "calibration_images": calibration_images}, prefix=name)
     record = out.with_suffix(".json")
-    if out.is_file() and record.is_file():
-        try:
-            return {**json.loads(record.read_text()), "path": str(out)}
-        except ValueError:
-            pass  # a damaged record: export again
+    cached = DEPLOY_CACHE.read(record, load_json) if out.is_file() else None
+    if isinstance(cached, dict):
+        return {**cached, "path": str(out)}
     if fmt == "onnx":
         result = export(source, fmt, out, progress=progress)
     else:  # quantise the cached fp32 export
         fp32 = deployed(source, "onnx", progress=progress)["path"]
         result = export(source, fmt, out, calibration_images=calibration_images, progress=progress, fp32_onnx=fp32)
     result = {**result, "source": str(source), "source_sha256": digest}
-    atomic_write_json(record, result)
+    DEPLOY_CACHE.write(record, lambda tmp: save_json(tmp, result))
     return result
 
 

@@ -11,7 +11,6 @@ cross-dataset generalisation.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from core.checkpoint import resolve_checkpoint
 from core.data.datasets import Sample, resolve_dataset
 from core.data.files import Skipped, reason_counts
 from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
-from core.io import DAMAGED_CACHE_ERRORS, atomic_write, atomic_write_json, cache_dir
+from core.io import DiskCache, atomic_write_json, load_npz, save_npz
 
 CACHE_VERSION = 2  # 2: skipped files counted per reason
 _HASHES: dict[tuple, str] = {}
@@ -143,11 +142,18 @@ def video_level(samples: list[Sample], predictions: Predictions, aggregate: str 
             **{key: metrics[key] for key in ("auc", "eer", "ap", "accuracy")}}
 
 
+PREDICTIONS_CACHE = DiskCache("predictions", CACHE_VERSION, ".npz")
+
+
 def _cache_entry(path: Path, samples: list[Sample], split: str) -> Path:
-    key = hashlib.sha256(json.dumps({
-        "version": CACHE_VERSION, "checkpoint": file_digest(path), "samples": samples_digest(samples), "split": split,
-    }, sort_keys=True).encode()).hexdigest()[:32]
-    return cache_dir() / "predictions" / f"{key}.npz"
+    return PREDICTIONS_CACHE.path({"checkpoint": file_digest(path), "samples": samples_digest(samples), "split": split})
+
+
+def _stored_predictions(entry: Path) -> Predictions:
+    stored = load_npz(entry)
+    reasons = dict(zip(stored["reason_names"].tolist(), stored["reason_counts"].tolist(), strict=True))
+    return Predictions(stored["probabilities"], stored["labels"], stored["indices"], int(stored["skipped"]),
+                       float(stored["loss"]), reasons)
 
 
 def store_predictions(checkpoint: str | os.PathLike, samples: list[Sample], split: str, predictions: Predictions,
@@ -155,15 +161,11 @@ def store_predictions(checkpoint: str | os.PathLike, samples: list[Sample], spli
     """Put predictions computed elsewhere (the engine's final test) into the cache."""
     path = resolve_checkpoint(checkpoint)
     entry = _cache_entry(path, samples, split)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            reasons = predictions.skipped_reasons
-            np.savez(handle, probabilities=predictions.probabilities, labels=predictions.labels,
-                     indices=predictions.indices, skipped=predictions.skipped, loss=predictions.loss,
-                     reason_names=np.array(list(reasons), dtype=str), reason_counts=np.array(list(reasons.values()), dtype=int))
-
-    atomic_write(entry, write)
+    reasons = predictions.skipped_reasons
+    PREDICTIONS_CACHE.write(entry, lambda tmp: save_npz(tmp, {
+        "probabilities": predictions.probabilities, "labels": predictions.labels, "indices": predictions.indices,
+        "skipped": predictions.skipped, "loss": predictions.loss, "reason_names": np.array(list(reasons), dtype=str),
+        "reason_counts": np.array(list(reasons.values()), dtype=int)}))
     atomic_write_json(entry.with_suffix(".json"), {"checkpoint": str(path), "data": dataset, "split": split, "n": len(samples)})
 
 
@@ -175,16 +177,10 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     dataset = resolve_dataset(data, data_root)
     samples = dataset.split(split)
     entry = _cache_entry(path, samples, split)
-    if use_cache and entry.is_file():
-        try:
-            with np.load(entry) as stored:
-                reasons = dict(zip(stored["reason_names"].tolist(), stored["reason_counts"].tolist(), strict=True))
-                predictions = Predictions(stored["probabilities"], stored["labels"], stored["indices"],
-                                          int(stored["skipped"]), float(stored["loss"]), reasons)
-            return Evaluation(str(checkpoint), dataset.name, split, samples, predictions, cached=True,
-                              images=dataset.describe(split), left_out=dataset.skipped_in(split))
-        except DAMAGED_CACHE_ERRORS:
-            pass  # a damaged cache entry is recomputed and replaced
+    cached = PREDICTIONS_CACHE.read(entry, _stored_predictions) if use_cache else None
+    if cached is not None:
+        return Evaluation(str(checkpoint), dataset.name, split, samples, cached, cached=True,
+                          images=dataset.describe(split), left_out=dataset.skipped_in(split))
     from core.models.loading import load_model
 
     model = load_model(path, device=device)

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from core.data.datasets import Sample
 from core.data.images import ImageDataset, collate_skipping
-from core.io import DAMAGED_CACHE_ERRORS, atomic_write, cache_dir
+from core.io import DiskCache, load_npz, save_npz
 from core.models.masked import MaskedResNet, block_convs
 from core.pruning.correlation import pearson_correlation, redundancy_scores
 
-EMBEDDING_VERSION = 1
+EMBEDDING_VERSION = 2  # 2: keyed through core.io.DiskCache
+EMBEDDINGS_CACHE = DiskCache("embeddings", EMBEDDING_VERSION, ".npz")
 
 
 def layer_index(model: nn.Module, layer: str) -> int:
@@ -289,22 +290,16 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
     from core.models.loading import load_model
 
     path = resolve_checkpoint(checkpoint)
-    key = f"v{EMBEDDING_VERSION}-{file_digest(path)[:24]}-{samples_digest(samples)[:24]}-{seed}" + (f"-{branch}" if branch else "")
-    cache_file = cache_dir() / "embeddings" / f"{key}.npz"
-    if use_cache and cache_file.is_file():
-        try:
-            with np.load(cache_file) as stored:
-                return _embedding_result(stored["xy"], stored["indices"], samples, float(stored["knn"]))
-        except DAMAGED_CACHE_ERRORS:
-            pass  # a damaged cache entry is recomputed
-    model = load_model(path)
-    features, indices = penultimate_features(model, samples, progress=progress, on_batch=on_batch, branch=branch)
-    labels = np.asarray([samples[i].label for i in indices])
-    xy = umap_embedding(features, seed)
-    knn = knn_accuracy(features, labels)
-    if use_cache:
-        atomic_write(cache_file, lambda tmp: _save_npz(tmp, xy=xy, indices=indices, knn=knn))
-    return _embedding_result(xy, indices, samples, knn)
+    key = {"checkpoint": file_digest(path), "samples": samples_digest(samples), "seed": seed, "branch": branch}
+
+    def compute() -> dict:
+        features, indices = penultimate_features(load_model(path), samples, progress=progress, on_batch=on_batch,
+                                                 branch=branch)
+        labels = np.asarray([samples[i].label for i in indices])
+        return {"xy": umap_embedding(features, seed), "indices": indices, "knn": knn_accuracy(features, labels)}
+
+    stored = EMBEDDINGS_CACHE.get(key, compute, load_npz, save_npz, use=use_cache)
+    return _embedding_result(stored["xy"], stored["indices"], samples, float(stored["knn"]))
 
 
 def _embedding_result(xy: np.ndarray, indices: np.ndarray, samples: list[Sample], knn: float) -> dict:
@@ -313,6 +308,3 @@ def _embedding_result(xy: np.ndarray, indices: np.ndarray, samples: list[Sample]
             "paths": [Path(s.path).name for s in chosen], "knn_accuracy": knn}
 
 
-def _save_npz(path: str, **arrays) -> None:
-    with open(path, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
-        np.savez(handle, **arrays)

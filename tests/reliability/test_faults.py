@@ -337,7 +337,7 @@ def test_half_written_files_are_never_read_as_valid(tiny_benchmark, tmp_path):
     # a damaged dataset-statistics cache entry is recomputed, not used
     samples = resolve_dataset("synthetic").split("train")
     stats = dataset_statistics(samples, 32, tmp_path / "cache", progress=False)
-    (entry,) = (tmp_path / "cache").glob("stats-*.json")
+    (entry,) = (tmp_path / "cache").glob("statistics/*.json")
     entry.write_text('{"mean": [0.1, 0.2')
     assert dataset_statistics(samples, 32, tmp_path / "cache", progress=False) == stats
     # a damaged status.json reads "damaged", with the reason; a stray temporary of a killed write is never listed
