@@ -45,37 +45,64 @@ def _cli(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _finished(folder: Path, finetune: bool) -> dict | None:
+    """A finished run in ``folder`` (the fine-tune, or the search), as the CLI's JSON gives it; a rerun of the bench
+    reuses it instead of training again."""
+    from core.runs import Run
+
+    for run_dir in sorted(folder.glob("*/status.json"), reverse=True):
+        run = Run.open(run_dir.parent)
+        status = run.status()
+        if status.get("status") != "finished" or (run.config().get("method") == "finetune") != finetune:
+            continue
+        test = status.get("test", {})
+        return {"run_dir": str(run.dir), "checkpoint": str(run.best_checkpoint), "test_accuracy": test.get("accuracy"),
+                "test_auc": test.get("auc")}
+    return None
+
+
 def _train(name: str, smoke: bool, runs: Path) -> tuple[dict, list[str]]:
+    """The search and its fine-tune (each reused when a finished one is in ``runs/<name>``)."""
     method, mask, extra = RUNS[name]
     if smoke:
         common = ["--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--batch-size", "8",
                   "--num-workers", "0", "--max-train-samples", "32", "--max-eval-samples", "24", "--epochs", "1"]
-        teacher = _cli("train", "--method", "teacher", *common, "--runs-dir", str(runs / "teacher"))["checkpoint"] \
-            if not (runs / "teacher.txt").exists() else (runs / "teacher.txt").read_text()
-        (runs / "teacher.txt").write_text(teacher)
-        search_args = ["train", "--method", method, "--teacher", teacher, *common, "--residual-mask", mask, *extra]
+        teacher = _finished(runs / "teacher", False) or _cli("train", "--method", "teacher", *common, "--runs-dir",
+                                                              str(runs / "teacher"))
+        search_args = ["train", "--method", method, "--teacher", teacher["checkpoint"], *common, "--residual-mask", mask,
+                       *extra]
         finetune_args = ["finetune", "<search>", "--epochs", "1", "--lr", "0.01", "--max-train-samples", "32",
                          "--max-eval-samples", "24", "--batch-size", "8", "--num-workers", "0"]
     else:
         search_args = ["train", "--method", method, "--data", "synthetic:faceswap", "--preset", "full",
                        "--epochs", str(SEARCH_EPOCHS), "--residual-mask", mask, *extra]
         finetune_args = ["finetune", "<search>", "--preset", "full", "--epochs", str(FINETUNE_EPOCHS)]
-    search = _cli(*search_args, "--runs-dir", str(runs / name))
+    search = _finished(runs / name, False) or _cli(*search_args, "--runs-dir", str(runs / name))
     last = str(Path(search["run_dir"]) / "last.safetensors")
-    finetuned = _cli(*[last if arg == "<search>" else arg for arg in finetune_args], "--runs-dir", str(runs / name))
+    finetuned = _finished(runs / name, True) or _cli(*[last if arg == "<search>" else arg for arg in finetune_args],
+                                                     "--runs-dir", str(runs / name))
     commands = ["python -m core " + " ".join(search_args), "python -m core " + " ".join(finetune_args)]
     return {"search": search, "finetuned": finetuned}, commands
 
 
-def _record(result: dict, compact: Path) -> dict:
+def _record(result: dict, compact: Path, teacher_macs: dict) -> dict:
+    """A run's test numbers and its compact network's cost (64 px, as trained, and 256 px, the published size)."""
     from core import load_model
+    from core.evaluation.layer_profile import layer_profile
     from core.pruning.flops import profile_model
 
     model = load_model(compact, serve=False)
-    cost = {f"macs_{size}": profile_model(model, size)["macs"] for size in (64, 256)}
+    cost = profile_model(model, 64)
+    macs_256 = profile_model(model, 256)["macs"]
+    by_category = layer_profile(load_model(compact, runtime="torch"), 256, repeats=1, warmup=0)["by_category"]
     return {"run": Path(result["run_dir"]).name, "test_accuracy": result["test_accuracy"], "test_auc": result["test_auc"],
-            "params": sum(p.numel() for p in model.parameters()), **cost,
-            "macs_reduction": result.get("macs_reduction")}
+            "params": cost["params"], "macs": cost["macs"], "macs_reduction": 1 - cost["macs"] / teacher_macs["64"],
+            "macs_256": macs_256, "macs_reduction_256": 1 - macs_256 / teacher_macs["256"],
+            "stem_and_downsample_share_256": (by_category["stem"]["macs"] + by_category["downsample"]["macs"]) / macs_256}
 
 
 def _latency(students: dict[str, Path], teacher: Path, size: int, repeats: int, scratch: Path) -> dict:
@@ -106,40 +133,41 @@ def _latency(students: dict[str, Path], teacher: Path, size: int, repeats: int, 
 @register_benchmark("residual-mask", "per-block masks vs the stage-shared residual mask (KDFS, Pearson): accuracy, "
                                      "MACs and the served speed-up in every exact fp32 runtime, CPU")
 def bench_residual_mask(smoke: bool) -> dict:
+    from core import load_model
     from core.checkpoint import read_header
+    from core.pruning.flops import profile_model
 
     names = ("kdfs-block", "kdfs-stage") if smoke else tuple(RUNS)
     runs = KEEP.with_name(KEEP.name + "-smoke") if smoke else KEEP
-    shutil.rmtree(runs, ignore_errors=True)
-    runs.mkdir(parents=True)
-    teacher = REPO / SHIPPED_RESNET50["teacher"]
+    runs.mkdir(parents=True, exist_ok=True)
     records, commands = {}, {}
     for name in names:
-        print(f"residual-mask: training {name}", flush=True)
+        print(f"residual-mask: {name}", flush=True)
         result, commands[name] = _train(name, smoke, runs)
-        compact = runs / f"{name}.safetensors"
-        _cli("export", result["finetuned"]["checkpoint"], "--format", "safetensors", "--out", str(compact))
-        records[name] = {"method": RUNS[name][0], "residual_mask": RUNS[name][1], "search": _record(result["search"], compact),
-                         "finetuned": _record(result["finetuned"], compact), "compact": str(compact.relative_to(REPO)),
-                         "commands": commands[name]}
-        records[name]["search"].pop("params"), records[name]["search"].pop("macs_64"), records[name]["search"].pop("macs_256")
-    if smoke:
-        teacher = Path((runs / "teacher.txt").read_text())
+        if not records:  # the teacher they distil: the shipped one (the default), the smoke's own tiny one
+            teacher = Path(read_header(result["search"]["checkpoint"])["config"]["teacher"]) if smoke \
+                else REPO / SHIPPED_RESNET50["teacher"]
+            teacher_net = load_model(teacher, serve=False)
+            teacher_macs = {str(size): profile_model(teacher_net, size)["macs"] for size in (64, 256)}
+        records[name] = {"method": RUNS[name][0], "residual_mask": RUNS[name][1], "commands": commands[name]}
+        for part in ("search", "finetuned"):
+            compact = runs / f"{name}-{part}.safetensors"
+            _cli("export", result[part]["checkpoint"], "--format", "safetensors", "--out", str(compact))
+            records[name][part] = _record(result[part], compact, teacher_macs)
+        records[name]["compact"] = _shown(runs / f"{name}-finetuned.safetensors")
     header = read_header(teacher)
     size = 32 if smoke else 256
     scratch = runs / "sized"
+    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
-    latency = _latency({name: REPO / record["compact"] for name, record in records.items()}, teacher, size,
+    latency = _latency({name: runs / f"{name}-finetuned.safetensors" for name in records}, teacher, size,
                        3 if smoke else 15, scratch)
-    from core import load_model
-    from core.pruning.flops import profile_model
-
-    teacher_macs = profile_model(load_model(teacher, serve=False), size)["macs"]
+    teacher_macs_timed = profile_model(teacher_net, size)["macs"]
     teacher_accuracy = header.get("metrics", {}).get("test_accuracy")
     targets, rows = {}, {}
     for name, record in records.items():
         student = record["finetuned"]
-        macs_ratio = teacher_macs / student[f"macs_{256 if not smoke else 64}"] if not smoke else None
+        macs_ratio = teacher_macs_timed / student["macs_256"] if not smoke else None
         speedups = latency["speedup_vs_same_runtime_teacher"].get(name, {})
         rows[name] = {"test_accuracy": student["test_accuracy"], "test_auc": student["test_auc"], "macs_ratio_256":
                       round(macs_ratio, 3) if macs_ratio else None, "served_speedup_same_runtime": speedups,
@@ -163,10 +191,13 @@ def bench_residual_mask(smoke: bool) -> dict:
                     f"{', '.join(all_three) or 'none'}")
     return {"config": {"data": "synthetic:faceswap (embedded benchmark, 64 px; 1,680 train / 240 val / 480 test)"
                        if not smoke else "synthetic, resnet-tiny, 32 px, 32 training images (smoke)",
-                       "teacher": str(teacher.relative_to(REPO)) if teacher.is_relative_to(REPO) else str(teacher),
+                       "teacher": _shown(teacher),
+                       "reuse": f"a rerun reuses the finished runs in {_shown(runs)}/ (git-ignored)",
                        "preset": f"full, search cut to {SEARCH_EPOCHS} epochs, fine-tune to {FINETUNE_EPOCHS}",
                        "seed": 0, "timed": f"{size} px, batch 1, {torch.get_num_threads()} threads, fp32, round-robin",
                        "note": "one seed each, 480 test images: about 1.5 points of accuracy is noise"},
-            "teacher": {"test_accuracy": teacher_accuracy, f"macs_{size}": teacher_macs},
+            "teacher": {"test_accuracy": teacher_accuracy, "test_auc": header.get("metrics", {}).get("test_auc"),
+                        "params": sum(p.numel() for p in teacher_net.parameters()), "macs": teacher_macs["64"],
+                        "macs_256": teacher_macs["256"]},
             "runs": records, "ratios": rows, "latency": latency, "targets": targets,
             "stage_targets_all_met_by": all_three, "summary": summary}

@@ -316,3 +316,38 @@ def test_predict_smoke_reports_throughput_per_batch(tmp_path):
     faces = [r for r in rows if r["face_crop"]]
     best = max(faces, key=lambda r: r["images_per_s"])
     assert written["ratios"] == {"batch speed-up (model, torch, faces)": best["model_images_per_s"] / faces[0]["model_images_per_s"]}
+
+
+def test_int8_smoke_scores_each_int8_form_beside_fp32(tmp_path):
+    """Each int8 runtime scored on the same test images as the fp32 model; its drops are fp32 minus int8."""
+    written = _run("int8", tmp_path)
+    rows = written["metrics"]["pearson"]
+    assert set(rows) == {"torch", "onnx-int8", "openvino-int8"} - set(k.split(" · ")[1] for k in written["refused"])
+    assert rows["torch"]["precision"] == "fp32" and rows["torch"]["n"] == written["config"]["images"]
+    for runtime in set(rows) - {"torch"}:
+        assert rows[runtime]["precision"] == "int8" and rows[runtime]["n"] == rows["torch"]["n"]
+        assert rows[runtime]["accuracy_drop"] == pytest.approx(rows["torch"]["accuracy"] - rows[runtime]["accuracy"],
+                                                               abs=1e-4)
+
+
+@pytest.mark.slow
+def test_residual_mask_smoke_trains_exports_and_times_both_masks(tmp_path, monkeypatch):
+    """Block and stage students trained and fine-tuned, their compact networks' costs, and each timed beside the
+    teacher: a rerun reuses the finished runs."""
+    import bench.residual_mask as residual_mask
+
+    monkeypatch.setattr(residual_mask, "KEEP", tmp_path / "runs" / "bench-residual-mask")
+    written = _run("residual-mask", tmp_path / "out")
+    block, stage = written["runs"]["kdfs-block"], written["runs"]["kdfs-stage"]
+    assert stage["residual_mask"] == "stage" and block["residual_mask"] == "block"
+    assert stage["finetuned"]["macs_256"] < block["finetuned"]["macs_256"]  # the narrow stream costs less
+    for name in ("kdfs-block", "kdfs-stage"):
+        latency = written["latency"]
+        _medians_of_raw(latency["median_ms"], latency["raw_s"], repeats=3)
+        for runtime, speedup in latency["speedup_vs_same_runtime_teacher"][name].items():
+            assert speedup == pytest.approx(latency["median_ms"][f"teacher · {runtime}"]
+                                            / latency["median_ms"][f"{name} · {runtime}"], rel=1e-3)
+    runs = sorted(p.name for p in (tmp_path / "runs" / "bench-residual-mask-smoke" / "kdfs-stage").iterdir())
+    again = _run("residual-mask", tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "runs" / "bench-residual-mask-smoke" / "kdfs-stage").iterdir()) == runs
+    assert again["runs"]["kdfs-stage"]["finetuned"]["run"] == stage["finetuned"]["run"]
