@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from core.io import atomic_write_json
+from core.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -33,12 +34,13 @@ class Benchmark:
     run: Callable[[bool], dict]  # run(smoke) -> {"config", "raw", "medians", "ratios", "targets", "summary", ...}
 
 
-BENCHMARKS: dict[str, Benchmark] = {}
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 
 
 def register_benchmark(name: str, description: str):
+    """``@register_benchmark(name, description)`` on ``run(smoke) -> dict``."""
     def decorate(run: Callable[[bool], dict]) -> Callable[[bool], dict]:
-        BENCHMARKS[name] = Benchmark(name, description, run)
+        BENCHMARKS.register(name, Benchmark(name, description, run))
         return run
 
     return decorate
@@ -71,10 +73,9 @@ def machine() -> dict:
 
 def run_benchmark(name: str, smoke: bool = False, out: str | os.PathLike | None = None) -> tuple[dict, Path]:
     """Run benchmark ``name`` and write its JSON; returns (result, path)."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+    benchmark = BENCHMARKS.lookup(name)
     started = time.perf_counter()
-    result = BENCHMARKS[name].run(smoke)
+    result = benchmark.run(smoke)
     result = {"benchmark": name, "smoke": smoke, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
               "seconds": round(time.perf_counter() - started, 1), **result}
     folder = Path(out) if out else RESULTS_DIR / ("smoke" if smoke else "")

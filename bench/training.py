@@ -248,7 +248,7 @@ def bench_pearson_scale(smoke: bool) -> dict:
     from core.methods.distillation import Distiller, StudentOptions
     from core.methods.pearson import correlation_loss, normalization_factor
     from core.models.masked import KEEP, MaskedResNet
-    from core.models.resnet import build_model
+    from core.models.registry import build_model
     from core.pruning.flops import MaskedCost, profile_model
 
     torch.manual_seed(0)

@@ -28,6 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from core.io import atomic_write, write_bytes_to
+from core.registry import Registry
 
 FORMAT_VERSION = 1
 HEADER_KEY = "core"
@@ -245,11 +246,11 @@ def read_ir_header(path: str | os.PathLike) -> dict:
 
 # suffix -> runner(path) -> module: formats that hold a graph, not PyTorch weights, and the layer that runs them
 # (core.deploy.onnx registers ".onnx" on import; core.load_model imports it)
-RUNNERS: dict[str, Callable[[Path], nn.Module]] = {}
+RUNNERS: Registry[Callable[[Path], nn.Module]] = Registry("graph-format runner")
 
 
 def register_runner(suffix: str, runner: Callable[[Path], nn.Module]) -> None:
-    RUNNERS[suffix.lower()] = runner
+    RUNNERS.register(suffix.lower(), runner)
 
 
 def runner_for(path: Path) -> Callable[[Path], nn.Module] | None:

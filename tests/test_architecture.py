@@ -96,3 +96,40 @@ def test_every_cache_goes_through_the_one_helper():
                    if re.search(r"DiskCache\(", path.read_text()) and path.name != "io.py")
     assert users == ["core/data/check.py", "core/data/images.py", "core/deploy/runtimes.py", "core/deploy/serving.py",
                      "core/deploy/variants.py", "core/evaluation/evaluate.py", "core/evaluation/inspect.py"]
+
+
+def test_every_registry_is_one_style():
+    """Every name -> object registry is a core.registry.Registry (register, lookup), the model registry its own
+    module."""
+    import bench
+    import core.checkpoint
+    import core.data.datasets
+    import core.models
+    import core.models.dual
+    import core.models.registry
+    from core.registry import Registry
+
+    registries = {"architectures": core.models.registry.ARCHITECTURES, "weights": core.models.registry.IMAGENET_WEIGHTS,
+                  "heads": core.models.registry.HEAD_PREFIX, "derived": core.models.registry.DERIVED_FROM,
+                  "model types": core.models.MODEL_TYPES, "dual": core.models.dual.DUAL_ARCHITECTURES,
+                  "datasets": core.data.datasets.DATASETS, "methods": METHODS, "runners": core.checkpoint.RUNNERS,
+                  "benchmarks": bench.BENCHMARKS}
+    assert all(isinstance(registry, Registry) for registry in registries.values())
+    assert {"resnet50", "efficientnet_lite0", "mesonet", "dual_resnet18"} <= set(core.models.registry.ARCHITECTURES)
+    assert "ARCHITECTURES" not in vars(__import__("core.models.resnet", fromlist=["x"]))
+
+
+def test_a_registry_registers_by_decorator_or_value_and_names_its_choices_on_a_miss():
+    import pytest
+
+    from core.registry import Registry
+
+    shapes = Registry("shape")
+
+    @shapes.register("square")
+    def square():
+        return 4
+
+    assert shapes.register("triangle", 3) == 3 and shapes.lookup("square") is square and list(shapes) == ["square", "triangle"]
+    with pytest.raises(ValueError, match="^unknown shape 'circle'; choose from square, triangle$"):
+        shapes.lookup("circle")

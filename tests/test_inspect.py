@@ -8,7 +8,7 @@ import torch
 
 from core.evaluation import inspect
 from core.models.masked import MaskedResNet
-from core.models.resnet import build_model
+from core.models.registry import build_model
 from core.pruning.surgery import compact_from_masked, filter_record
 
 

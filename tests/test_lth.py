@@ -8,7 +8,7 @@ import torch
 import core
 from core.config import build_config
 from core.methods.lth import imp_schedule
-from core.models.resnet import build_model
+from core.models.registry import build_model
 from core.models.ticket import Ticket, prunable_names
 from core.pruning.magnitude import magnitude_masks
 from core.training.drivers import iterative_magnitude_pruning

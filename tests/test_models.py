@@ -9,7 +9,8 @@ import torch
 from torchvision import models as tv
 
 from core.models import build_model
-from core.models.resnet import IMAGENET_WEIGHTS, set_trainable
+from core.models.registry import IMAGENET_WEIGHTS
+from core.models.resnet import set_trainable
 from core.training.distributed import default_device
 
 

@@ -8,7 +8,7 @@ import torch
 import core
 from core.config import build_config
 from core.models.masked import ApproxSignMask, MaskedResNet, SignSampler, approx_sign01, masked_layers
-from core.models.resnet import build_model
+from core.models.registry import build_model
 from core.pruning.flops import profile_model
 from core.training.engine import train
 

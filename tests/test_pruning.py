@@ -275,7 +275,8 @@ def test_mask_folded_into_the_batch_norm_equals_batch_norm_then_mask(momentum):
 
 
 def test_teacher_with_batch_norms_folded_gives_the_same_logits_and_features():
-    from core.models.resnet import build_model, fold_batch_norms, forward_features
+    from core.models.registry import build_model
+    from core.models.resnet import fold_batch_norms, forward_features
 
     torch.manual_seed(0)
     teacher = build_model("resnet-tiny")

@@ -16,7 +16,8 @@ from core.methods.distillation import Distiller, StudentOptions, kd_loss, recons
 from core.methods.kdfs import MacsPenalty
 from core.methods.pearson import CorrelationPenalty, correlation_loss, layer_scores, shape_groups
 from core.models.masked import MaskedResNet
-from core.models.resnet import build_model, forward_features
+from core.models.registry import build_model
+from core.models.resnet import forward_features
 from core.pruning.flops import MaskedCost, profile_model
 from core.pruning.surgery import compact_from_masked
 

@@ -27,7 +27,7 @@ import core
 from core.cli import main
 from core.models.compact import CompactResNet
 from core.models.masked import MaskedResNet, block_convs, mask_wiring, masked_batch_norm
-from core.models.resnet import build_model
+from core.models.registry import build_model
 from core.pruning.flops import MaskedCost, profile_model
 from core.pruning.surgery import compact_from_masked, pad_compact, round_masks
 

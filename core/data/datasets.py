@@ -53,6 +53,7 @@ from core.data.files import (
     walk_images,
     why_not_read,
 )
+from core.registry import Registry
 
 SPLITS = ("train", "val", "test")
 ALL = "all"  # every image of the dataset, whatever its split (``evaluate --split all``)
@@ -752,7 +753,7 @@ def _load_deepfake330k(root: Path) -> DatasetSplits:
     return load_image_folder(_tree_root(root), name="deepfake330k")
 
 
-DATASETS: dict[str, DatasetPreset] = {
+DATASETS: Registry[DatasetPreset] = Registry("dataset", {
     preset.name: preset
     for preset in (
         DatasetPreset(
@@ -843,7 +844,7 @@ DATASETS: dict[str, DatasetPreset] = {
             variants="the index name, e.g. Celeb-DF-v2",
         ),
     )
-}
+})
 
 
 # ------------------------------------------------------------ video benchmarks' face crops

@@ -185,7 +185,7 @@ def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
     A lottery ticket keeps *weights* (its masks); a channel-pruned network (``pruned-net``,
     Taylor) keeps *channels*: each conv's output width against the dense architecture's.
     """
-    from core.models.resnet import build_model
+    from core.models.registry import build_model
     from core.models.ticket import Ticket
 
     if isinstance(model, Ticket):

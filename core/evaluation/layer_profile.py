@@ -28,7 +28,7 @@ STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head", "overhead")
 
 def _unpruned_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     """``name -> (out, in)`` channels of every conv of the architecture ``model`` was cut from."""
-    from core.models.resnet import build_model
+    from core.models.registry import build_model
 
     arch = getattr(model, "arch", None) or (getattr(model, "header", None) or {}).get("model", {}).get("arch")
     if arch is None:

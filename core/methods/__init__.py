@@ -20,8 +20,9 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.methods.base import Method
+from core.registry import Registry
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method")  # in rank order (Method.rank), then by name
 METHOD_PATH_ENV = "CORE_METHOD_PATH"
 
 
@@ -29,7 +30,7 @@ def register_method(method: type[Method]) -> type[Method]:
     """Class decorator: ``@register_method class MyMethod(Method): name = "mine" ...``."""
     if not method.name:
         raise ValueError(f"{method.__name__} has no name")
-    METHODS[method.name] = method
+    METHODS.register(method.name, method)
     ordered = sorted(METHODS.values(), key=lambda m: (m.rank, m.name))
     METHODS.clear()
     METHODS.update((m.name, m) for m in ordered)
@@ -37,9 +38,7 @@ def register_method(method: type[Method]) -> type[Method]:
 
 
 def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'; available: {sorted(METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def create_method(config: TrainConfig) -> Method:

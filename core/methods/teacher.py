@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from core.config import TrainConfig
 from core.methods import register_method
 from core.methods.base import Method
-from core.models.resnet import build_model, set_trainable
+from core.models.registry import build_model
+from core.models.resnet import set_trainable
 
 log = logging.getLogger(__name__)
 

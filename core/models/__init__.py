@@ -8,8 +8,10 @@ from torch import nn
 
 import core.models.dual  # noqa: F401  (registers dual_resnet18, dual_resnet_tiny)
 import core.models.efficientnet  # noqa: F401  (registers efficientnet_b0, efficientnet_lite0)
+import core.models.resnet  # noqa: F401  (registers resnet18, resnet34, resnet50, resnet-tiny)
 import core.models.small  # noqa: F401  (registers mesonet, cnn5)
-from core.models.resnet import ARCHITECTURES, build_model
+from core.models.registry import ARCHITECTURES, build_model
+from core.registry import Registry
 
 
 def _masked(spec: dict) -> nn.Module:
@@ -37,13 +39,13 @@ def _pruned(spec: dict) -> nn.Module:
 
 
 # spec["type"] -> builder(spec): every model kind a checkpoint can hold.
-MODEL_TYPES: dict[str, Callable[[dict], nn.Module]] = {
+MODEL_TYPES: Registry[Callable[[dict], nn.Module]] = Registry("model type", {
     "resnet": lambda spec: build_model(spec["arch"]),
     "masked-resnet": _masked,
     "compact-resnet": _compact,
     "ticket": _ticket,
     "pruned-net": _pruned,
-}
+})
 
 # spec["type"] -> what the network is, in the listings' words. "resnet" is a historical tag: it names every dense
 # network of the architecture registry (ResNets, EfficientNets, the dual-stream ResNet, MesoNet), as in the shipped files.
@@ -63,10 +65,7 @@ def model_kind(spec: dict) -> str:
 
 def build_from_spec(spec: dict) -> nn.Module:
     """Rebuild the (untrained) module described by a checkpoint's ``model`` spec."""
-    kind = spec.get("type")
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {kind!r} in checkpoint; this version knows {sorted(MODEL_TYPES)}")
-    return MODEL_TYPES[kind](spec)
+    return MODEL_TYPES.lookup(spec.get("type"))(spec)
 
 
 __all__ = ["ARCHITECTURES", "MODEL_KINDS", "MODEL_TYPES", "build_from_spec", "build_model", "model_kind"]

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.models.masked import MaskWiring, block_convs, mask_wiring
-from core.models.resnet import build_model
+from core.models.registry import build_model
 
 
 class CompactBlock(nn.Module):

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from core.data.frequency import FrequencyTransform
-from core.models.resnet import build_model, register_architecture
+from core.models.registry import build_model, register_architecture
+from core.registry import Registry
 
 BRANCHES = ("spatial", "frequency")
-DUAL_ARCHITECTURES: dict[str, str] = {}  # dual architecture -> the architecture of each branch
+DUAL_ARCHITECTURES: Registry[str] = Registry("dual-branch architecture")  # name -> the architecture of each branch
 
 
 class DualBranchNet(nn.Module):
@@ -61,7 +62,7 @@ def is_dual(arch: str | None) -> bool:
 
 
 def _register_dual(name: str, backbone: str) -> None:
-    DUAL_ARCHITECTURES[name] = backbone
+    DUAL_ARCHITECTURES.register(name, backbone)
     register_architecture(name)(lambda: DualBranchNet(backbone))
 
 

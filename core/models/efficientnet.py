@@ -22,11 +22,12 @@ from torch import nn
 from torchvision import models as tv
 from torchvision.ops.misc import SqueezeExcitation
 
-from core.models.resnet import DERIVED_FROM, HEAD_PREFIX, IMAGENET_WEIGHTS, register_architecture
+from core.models.registry import DERIVED_FROM, HEAD_PREFIX, IMAGENET_WEIGHTS, register_architecture
 
-IMAGENET_WEIGHTS["efficientnet_b0"] = tv.EfficientNet_B0_Weights.IMAGENET1K_V1
-DERIVED_FROM["efficientnet_lite0"] = "efficientnet_b0"
-HEAD_PREFIX.update({"efficientnet_b0": "classifier.", "efficientnet_lite0": "classifier."})
+IMAGENET_WEIGHTS.register("efficientnet_b0", tv.EfficientNet_B0_Weights.IMAGENET1K_V1)
+DERIVED_FROM.register("efficientnet_lite0", "efficientnet_b0")
+HEAD_PREFIX.register("efficientnet_b0", "classifier.")
+HEAD_PREFIX.register("efficientnet_lite0", "classifier.")
 
 
 @register_architecture("efficientnet_b0")

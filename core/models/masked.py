@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.models.resnet import build_model
+from core.models.registry import build_model
 
 DROP, KEEP = 0, 1
 # "block": a mask per conv of every block (the KDFS and Pearson papers'); "stage": the last convs of a stage share

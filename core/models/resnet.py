@@ -1,40 +1,15 @@
-"""ResNet backbones with a single-logit head (logit > 0 means *fake*).
-
-The registry maps an architecture name to a builder, so configs, the CLI and the
-checkpoint header all name models the same way.
-"""
+"""ResNet backbones with a single-logit head (logit > 0 means *fake*), registered in the architecture registry
+(:mod:`core.models.registry`), and what the toolkit reads of a ResNet: its stages, features, folded BatchNorms."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tv
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
-
-# torchvision's ImageNet weights for each architecture (downloaded when online; other families add theirs)
-IMAGENET_WEIGHTS = {
-    "resnet18": tv.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": tv.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": tv.ResNet50_Weights.IMAGENET1K_V1,
-}
-# the parameter prefix of an architecture's classifier head, which ImageNet weights (1000 classes) never fill
-HEAD_PREFIX: dict[str, str] = {}
-# architectures derived from another by removing modules (EfficientNet-Lite0 from B0): they start from the
-# other's ImageNet weights and keep the tensors they still have
-DERIVED_FROM: dict[str, str] = {}
-
-
-def register_architecture(name: str):
-    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ARCHITECTURES[name] = builder
-        return builder
-
-    return decorate
+from core.models.registry import register_architecture
 
 
 @register_architecture("resnet18")
@@ -56,61 +31,6 @@ def resnet50() -> nn.Module:
 def resnet_tiny() -> nn.Module:
     """A one-block-per-stage ResNet for tests and smoke runs (not a paper model)."""
     return tv.ResNet(tv.resnet.BasicBlock, [1, 1, 1, 1], num_classes=1)
-
-
-def build_model(arch: str, pretrained: str | None = None) -> nn.Module:
-    """Build ``arch`` with one output; ``pretrained`` is None, "imagenet" or a weights file.
-
-    ImageNet weights load everything but the 1000-class head, which stays freshly
-    initialised for the single logit. A derived architecture (Lite0) drops the tensors
-    of the modules it removed (squeeze-excitation).
-    """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture '{arch}'; choose from {sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[arch]()
-    if pretrained:
-        state = load_pretrained_state(arch, pretrained)
-        head = HEAD_PREFIX.get(arch, "fc.")
-        own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
-        state = {k: v for k, v in state.items() if not k.startswith(head) and (arch not in DERIVED_FROM or k in own)}
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        wrong_shape = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong_shape:
-            raise ValueError(f"pretrained weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                             f"wrong shape {wrong_shape[:3]}")
-        model.load_state_dict(state, strict=False)
-    return model
-
-
-def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights from torchvision's cache/download, or a local ``.pth``/``.safetensors`` file."""
-    if pretrained != "imagenet":
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file not found: {path}")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                return load_file(str(path))
-            state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never runs pickled code
-        except Exception as error:  # noqa: BLE001 - unpickling refusals, zip and safetensors errors: one clear line
-            raise ValueError(f"{path}: not a readable weights file ({type(error).__name__}); pass a .pth/.pt state dict "
-                             "or a .safetensors file (pickled code is refused)") from None
-        return state.get("state_dict", state) if isinstance(state, dict) else state
-    source = DERIVED_FROM.get(arch, arch)
-    if source not in IMAGENET_WEIGHTS:
-        raise ValueError(f"no ImageNet weights for '{arch}'; available for {sorted(IMAGENET_WEIGHTS | DERIVED_FROM)}")
-    weights = IMAGENET_WEIGHTS[source]
-    try:
-        return weights.get_state_dict(progress=False)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise RuntimeError(
-            f"cannot fetch torchvision ImageNet weights for {arch} ({type(error).__name__}): offline? "
-            f"Download {weights.url} elsewhere and pass it with --pretrained PATH, or put it in {cache}, "
-            "or train from scratch with --pretrained none."
-        ) from None
 
 
 def stages(model: nn.Module) -> list[nn.Module]:

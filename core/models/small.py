@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from core.models.resnet import register_architecture
+from core.models.registry import register_architecture
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int, pool: nn.Module) -> list[nn.Module]:

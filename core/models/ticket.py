@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from core.models.resnet import build_model
+from core.models.registry import build_model
 
 
 def prunable_names(net: nn.Module) -> list[str]:

@@ -57,7 +57,7 @@ from core.data.images import (
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
 from core.io import WriteError, cache_dir, pause_point
 from core.methods import Method, create_method
-from core.models.resnet import ARCHITECTURES
+from core.models.registry import ARCHITECTURES
 from core.pruning.flops import profile_model
 from core.runs import Run, RunBusy, default_runs_dir, find_run, history_entry
 from core.training import distributed
@@ -209,8 +209,7 @@ def _raise_cancelled(signum, frame):
 def _check_config(config: TrainConfig, method: Method) -> DatasetSplits:
     """Fail on bad input before any work (and, for new runs, before a run directory exists)."""
     check_domains(config)
-    if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture '{config.arch}'; choose from {sorted(ARCHITECTURES)}")
+    ARCHITECTURES.lookup(config.arch)  # an unknown one is refused, with the choices
     dataset = resolve_dataset(config.data, config.data_root)
     for split in ("train", "val"):  # a test split is optional: without one the run ends without a test
         dataset.split(split)

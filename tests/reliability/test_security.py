@@ -81,7 +81,7 @@ def test_loaders_refuse_a_pickle_that_runs_code(planted, name):
             load(planted[name])
     with pytest.raises(CheckpointError, match="unreadable trainer state"):
         load_trainer_state(planted[name])
-    from core.models.resnet import load_pretrained_state
+    from core.models.registry import load_pretrained_state
 
     with pytest.raises(ValueError, match="not a readable weights file"):
         load_pretrained_state("resnet-tiny", str(planted[name]))
