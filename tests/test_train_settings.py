@@ -42,7 +42,7 @@ def test_a_new_setting_reaches_the_flags_the_checks_the_table_and_the_sidebar(ne
     for command in ("train", "finetune", "transfer"):
         assert "--label-smoothing LABEL_SMOOTHING BCE targets pulled toward 0.5 by this much (default 0.0)" in _help(command)
     arguments = build_parser().parse_args(["train", "--data", "synthetic", "--label-smoothing", "0.1"])
-    from core.cli.train import train_configs
+    from core.training.requests import train_configs
 
     [config] = train_configs(arguments)
     assert isinstance(config, WithANewSetting) and config.label_smoothing == 0.1
@@ -86,7 +86,7 @@ def test_every_setting_is_declared_and_every_flag_sets_it():
              "follow": "paper"}
     assert set(given) == set(declared) - internal
     argv = ["train"] + [part for name, value in given.items() for part in (f"--{declared[name].flag}", str(value))]
-    from core.cli.train import train_configs
+    from core.training.requests import train_configs
 
     [config] = train_configs(build_parser().parse_args(argv))
     assert {name: getattr(config, name) for name in given} == given

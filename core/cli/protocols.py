@@ -501,8 +501,8 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
     command = [_placeholder(a) for a in stage.command]
     args = _parse(command)
     if stage.command[0] == "transfer":
-        from core.cli.train import explicit_keys, transfer_configs
         from core.methods.transfer import settings_record
+        from core.training.requests import explicit_keys, transfer_configs
 
         source = stages[stage.command[1].strip("{}")]
         header = {"method": source.method, "model": {"arch": source.config["arch"]},
@@ -522,14 +522,14 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
                   "data_root": source.get("data_root")}
         config = _finetune_config(args, header)
         return _shown(config), _sourced(config, args, student_method=stages[source_key].method)
-    from core.cli.train import train_configs
+    from core.training.requests import train_configs
 
     config = train_configs(args)[0]
     return _shown(config), _sourced(config, args)
 
 
 def _finetune_config(args, header: dict):
-    from core.cli.train import finetune_config
+    from core.training.requests import finetune_config
 
     return finetune_config(args, header)
 
@@ -575,8 +575,8 @@ INHERITED = ("arch", "image_size", "init_checkpoint")  # a fine-tune's, from the
 def _sourced(config, args, student_method: str | None = None, given: str | None = None) -> dict:
     """:func:`_shown` with each value as ``{value, source, ref}``: ``published`` (the paper: its table, equation or
     passage), ``author-code`` (the authors' released code: repository, file, commit) or ``ours`` (the reason)."""
-    from core.cli.train import declared_options
     from core.config import resolve_preset
+    from core.training.requests import declared_options
 
     shown = _shown(config)
     preset_sources: dict = {}
@@ -689,10 +689,10 @@ def _stage_jobs(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> l
     if command[0] == "finetune":
         return [TrainJob(_finetune_config(args, read_header(args.checkpoint)))]
     if command[0] == "transfer":
-        from core.cli.train import transfer_jobs
+        from core.training.requests import transfer_jobs
 
         return transfer_jobs(args)
-    from core.cli.train import train_jobs
+    from core.training.requests import train_jobs
 
     return train_jobs(args)
 
@@ -711,7 +711,7 @@ def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outc
 def _result_checkpoint(stage: Stage, results: list) -> Path:
     """A stage's result: its (last) run's best checkpoint; a transfer's, the run its grid keeps."""
     if stage.stage == "transfer":
-        from core.cli.train import kept_result
+        from core.training.requests import kept_result
 
         return Path(results[kept_result(results)].checkpoint)
     return Path(results[-1].checkpoint)

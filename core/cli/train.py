@@ -7,9 +7,15 @@ import os
 from pathlib import Path
 
 from core.checkpoint import compact_cost, read_header
-from core.cli.common import boolean, emit, log
+from core.cli.common import boolean, emit
 from core.config import training_settings
-from core.methods import get_method
+from core.training.requests import (
+    explicit_keys,
+    finetune_config,
+    kept_result,
+    train_jobs,
+    transfer_jobs,
+)
 
 
 def option_flags(parser: argparse.ArgumentParser, declarations, title: str | None = None) -> None:
@@ -43,23 +49,6 @@ def method_flags(parser: argparse.ArgumentParser) -> None:
     for options_class in dict.fromkeys(trainable.values()):  # each class once, in registry order
         names = [name for name, cls in trainable.items() if issubclass(cls, options_class)]
         option_flags(parser, options_class.declarations(), f"{', '.join(names)} options")
-
-
-def declared_options(args: argparse.Namespace) -> dict:
-    """The method options given on the command line: every declared option whose flag was used."""
-    from core.methods import METHODS
-
-    names = {option.name for method in METHODS.values() if method.options_class is not None
-             for option in method.options_class.declarations()}
-    return {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
-
-
-def train_config(args: argparse.Namespace, student_method: str | None = None, **fixed):
-    from core.config import build_config
-
-    values = {setting.name: getattr(args, setting.name, None) for setting in training_settings() if not setting.internal}
-    values.update(preset=args.preset, config_file=args.config, method_options=declared_options(args) or None, **fixed)
-    return build_config(student_method=student_method, **values)
 
 
 def _emit_run(args: argparse.Namespace, result, runs: list[str] | None = None) -> None:
@@ -99,23 +88,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     _emit_run(args, results[-1], [str(r.run_dir) for r in results] if len(results) > 1 else None)
 
 
-def train_configs(args: argparse.Namespace) -> list:
-    """The TrainConfigs a ``train`` command line asks for: one per (sweep value, seed)."""
-    from core.methods import check_presets
-    from core.training.drivers import grid
-
-    check_presets()  # an unknown key in any preset is an error before anything runs (once, not per seed)
-
-    def config_of(seed: int):
-        config = train_config(args, method=args.method, seed=seed)
-        if get_method(args.method).starts_from:  # the network to prune, or the student to start from
-            config.init_checkpoint = args.init_checkpoint or config.init_checkpoint
-        return config
-
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
-    return grid(config_of, seeds, args.sweep)
-
-
 def execute_train(args: argparse.Namespace, train_fn=None, jobs: list | None = None) -> list:
     """Run what a ``train`` command line asks for (or ``jobs``, those of another command): with ``--executor``, every
     job through the job engine (each run trained once: a rerun reuses finished runs and resumes killed ones); else in
@@ -130,39 +102,6 @@ def execute_train(args: argparse.Namespace, train_fn=None, jobs: list | None = N
         return [result for results in run_jobs(jobs, settings, progress=not args.quiet) for result in results]
     train_fn = train_fn or (lambda config: train(config, progress=not args.quiet))
     return [result for job in jobs for result in job.run(train_fn)]
-
-
-def train_jobs(args: argparse.Namespace) -> list:
-    """The jobs of a ``train`` command line (:class:`core.training.executors.TrainJob`): one per config, a chain of
-    runs (IMP rounds, Taylor steps) for a method with a driver."""
-    from core.training.drivers import named_chain
-    from core.training.executors import TrainJob
-
-    driver = get_method(args.method).driver
-    jobs = []
-    for config in train_configs(args):
-        if driver == "imp" and args.ticket:  # one run of a given ticket (a transfer), not a chain
-            jobs.append(TrainJob(_ticket_config(args, config)))
-        elif driver is not None:
-            if driver == "imp" and getattr(args, "executor", None):  # a rerun must find the same chain's rounds
-                config = named_chain(config)
-            jobs.append(TrainJob(config, driver, one_shot=args.one_shot))
-        else:
-            jobs.append(TrainJob(config))
-    return jobs
-
-
-def _ticket_config(args: argparse.Namespace, config):
-    """The config of one run of a given ticket on --data (mask kept, weights rewound): ``--ticket``."""
-    from core.checkpoint import resolve_checkpoint
-
-    ticket = read_header(resolve_checkpoint(args.ticket))
-    if "lth" not in ticket:
-        raise ValueError(f"{args.ticket} is not an lth run (train one with --method lth)")
-    config.init_checkpoint = str(args.ticket)
-    config.arch = ticket["model"]["arch"]
-    config.method_options.setdefault("sparsity", ticket["lth"]["sparsity"])
-    return config
 
 
 def executor_flags(parser: argparse.ArgumentParser) -> None:
@@ -207,38 +146,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _emit_run(args, train(config, progress=not args.quiet))
 
 
-def finetune_config(args: argparse.Namespace, source: dict):
-    """The TrainConfig of ``finetune CKPT``, given the student's checkpoint header ``source``.
-
-    With ``--preset``, that preset's fine-tune for this kind of student (a dataset preset refuses a
-    student the paper did not fine-tune there, unless ``--lr`` says how); without one, the published
-    fine-tune of this kind of student (the ``paper`` preset's), for whatever the flags leave open.
-    """
-    from core.config import finetune_defaults, published_finetune
-    from core.methods import check_presets
-
-    check_presets()
-
-    student_method = source.get("student_method") or source.get("method")
-    if args.preset is not None and args.lr is None and not published_finetune(args.preset, student_method):
-        raise ValueError(f"preset {args.preset!r} has no fine-tune for {student_method} students (the paper does not "
-                         "fine-tune them on that dataset): pass --lr (and --epochs), or another preset")
-    config = train_config(args, method="finetune", student_method=student_method, init_checkpoint=str(args.checkpoint),
-                           arch=source["model"]["arch"], teacher=args.teacher,
-                           data=args.data or source.get("config", {}).get("data"),
-                           data_root=args.data_root or source.get("data_root"),
-                           image_size=args.image_size or source["image_size"])
-    if args.preset is None:
-        defaults = finetune_defaults(student_method)
-        log.info("%s student: the published fine-tune %s, where the flags say nothing", student_method, defaults)
-        for key, value in defaults.items():
-            if key == "method_options":
-                config.method_options = {**value, **config.method_options}
-            elif getattr(args, key, None) is None:
-                setattr(config, key, value)
-    return config
-
-
 def cmd_transfer(args: argparse.Namespace) -> None:
     from core.methods.transfer import settings_record
 
@@ -262,60 +169,6 @@ def cmd_transfer(args: argparse.Namespace) -> None:
                  "kept": runs[kept], "runs": runs, "source": transfer["source"],
                  "source_dataset": transfer["source_dataset"], "target": transfer["target"],
                  "normalization": {**headers[kept]["normalization"], "from": "source"}, "settings": settings}, human)
-
-
-def kept_result(results: list) -> int:
-    """Which of a transfer's runs (:class:`core.training.engine.TrainResult`, one per lr) is kept: the best target
-    validation accuracy, as its best checkpoint records it (:func:`core.methods.transfer.kept_run`)."""
-    from core.methods.transfer import kept_run
-
-    return kept_run([read_header(result.checkpoint) for result in results])
-
-
-def transfer_jobs(args: argparse.Namespace) -> list:
-    """The jobs of a ``transfer`` command line (:class:`core.training.executors.TrainJob`): one run per lr of the grid,
-    so a job engine runs them at once; :func:`core.methods.transfer.kept_run` picks the one kept."""
-    from core.checkpoint import resolve_checkpoint
-    from core.training.executors import TrainJob
-
-    source = read_header(resolve_checkpoint(args.checkpoint))
-    return [TrainJob(config) for config in transfer_configs(args, source)]
-
-
-def transfer_configs(args: argparse.Namespace, source: dict) -> list:
-    """The TrainConfigs of ``transfer CKPT --data TARGET``, one per lr of the grid, given the source checkpoint's
-    header: the published transfer (:data:`core.methods.transfer.TRANSFER_SETTINGS`) wherever neither a flag nor
-    ``--config`` sets a value; the source's image size, augmentation and seed unless flags say otherwise."""
-    import dataclasses
-
-    from core.methods.transfer import LR_GRID, TRANSFER_SETTINGS, parse_lr_grid
-
-    if args.preset is not None:
-        raise ValueError("transfer has no preset: its settings are the paper's transfer (python -m core transfer --help); "
-                         "change them with flags or --config")
-    if args.lr is not None and args.lr_grid:
-        raise ValueError("give --lr (a grid of one) or --lr-grid, not both")
-    trained = source.get("config") or {}
-    config = train_config(args, method="transfer", init_checkpoint=str(args.checkpoint), arch=source["model"]["arch"],
-                           image_size=args.image_size or source["image_size"], augment=args.augment or trained.get("augment"),
-                           seed=args.seed if args.seed is not None else trained.get("seed"))
-    explicit = explicit_keys(args)
-    for key, setting in TRANSFER_SETTINGS.items():
-        if key not in explicit:
-            setattr(config, key, setting.value)
-    # --lr-grid; else an lr the command line gives (--lr, --config: a grid of one); else the default grid
-    rates = parse_lr_grid(args.lr_grid) if args.lr_grid else [config.lr] if "lr" in explicit else list(LR_GRID.value)
-    return [dataclasses.replace(config, lr=rate) for rate in rates]
-
-
-def explicit_keys(args: argparse.Namespace) -> set[str]:
-    """The TrainConfig keys a command line sets itself: by a flag, or in its ``--config`` file."""
-    import yaml
-
-    given = {key for key, value in vars(args).items() if value is not None}
-    if args.config and Path(args.config).is_file():
-        given |= set(yaml.safe_load(Path(args.config).read_text()) or {})
-    return given
 
 
 def add_parsers(commands, command) -> None:

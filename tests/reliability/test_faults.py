@@ -118,7 +118,7 @@ def test_nonfinite_skip_still_stops_after_too_many_in_a_row(tiny_benchmark, tmp_
 
 def test_nonfinite_option_is_checked(tiny_benchmark, tmp_path):
     from core.cli import build_parser
-    from core.cli.train import train_config
+    from core.training.requests import train_config
 
     args = build_parser().parse_args(["train", "--data", "synthetic", "--nonfinite", "skip"])
     assert train_config(args).nonfinite == "skip" and train_config(build_parser().parse_args(["train"])).nonfinite == "stop"
