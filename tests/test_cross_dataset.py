@@ -169,7 +169,7 @@ def _values(array) -> np.ndarray:
 def test_reproduce_cross_targets_reach_its_report_with_the_deepfakebench_table(frames_folders, tmp_path):
     """`reproduce two-in-one --dataset ffpp --data-root DIR --cross celebdf=DIR,DIR`: the report over the protocol's
     runs (here one given teacher) tests them on the cross targets too, beside DeepfakeBench's published rows."""
-    from core.cli import protocols
+    from core.training import protocols
 
     ffpp, celebdf, dfdc = frames_folders["ffpp"], frames_folders["celebdf"], frames_folders["dfdc"]
     teacher = tmp_path / "teacher.safetensors"

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import protocols
 from core.io import PAUSE_AT, PAUSE_FILE
 from core.runs import Run
-from core.training import engine, executors
+from core.training import engine, executors, protocols
 from core.training.executors import ExecutorSettings, TrainJob, slurm_executor, slurm_minutes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,11 +212,11 @@ def test_reproduce_with_a_local_executor_runs_its_waves_as_jobs(tiny_benchmark, 
     teacher = train(build_config(method="teacher", data="synthetic", arch="resnet-tiny", image_size=32, epochs=1,
                                  batch_size=8, num_workers=0, max_train_samples=16, max_eval_samples=16,
                                  runs_dir=str(tmp_path / "teacher")), progress=False).run_dir
-    small = ["--image-size", "32", "--batch-size", "8", "--max-train-samples", "16", "--max-eval-samples", "16",
-             "--num-workers", "0", "--epochs", "1"]
+    small = {"image_size": 32, "batch_size": 8, "max_train_samples": 16, "max_eval_samples": 16, "num_workers": 0,
+             "epochs": 1}
     runs_dir = tmp_path / "runs"
     plan = protocols.plan("pearson-paper", "synthetic", scale="full", seeds=[0], methods=["kdfs"], teacher=str(teacher),
-                          runs_dir=runs_dir, extra={"train": small, "train:kdfs": ["--arch", "resnet-tiny"]})
+                          runs_dir=runs_dir, extra={"train": small, "train:kdfs": {"arch": "resnet-tiny"}})
     result = protocols.run(plan, out=tmp_path / "report", progress=False,
                            executor=ExecutorSettings("local", runs_dir / ".submitit"))
     (search,) = [r for r in result["runs"] if r["stage"] == "search"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.cli import protocols
 from core.config import CONFIG_DIR, build_config, load_presets, published_finetune
+from core.training import protocols
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -283,11 +283,10 @@ def test_a_protocol_runs_once_resumes_and_reports_published_beside_measured(tiny
     and a run interrupted mid-protocol that is resumed, not restarted."""
     from core.runs import Run
 
-    small = ["--batch-size", "8", "--max-train-samples", "24", "--max-eval-samples", "12", "--num-workers", "0",
-             "--epochs", "1"]
-    extra = {"train": ["--image-size", "32", *small], "finetune": small, "transfer": [*small, "--lr-grid", "1e-3"],
-             "train:teacher": ["--arch", "resnet-tiny", "--pretrained", "none", "--trainable", "all"],
-             "train:kdfs": ["--arch", "resnet-tiny"]}  # PDD keeps its ResNet-18 student
+    small = {"batch_size": 8, "max_train_samples": 24, "max_eval_samples": 12, "num_workers": 0, "epochs": 1}
+    extra = {"train": {"image_size": 32, **small}, "finetune": small, "transfer": {**small, "lr_grid": "1e-3"},
+             "train:teacher": {"arch": "resnet-tiny", "pretrained": "none", "trainable": "all"},
+             "train:kdfs": {"arch": "resnet-tiny"}}  # PDD keeps its ResNet-18 student
     runs_dir = tmp_path / "runs"
     plan = protocols.plan("pearson-paper", "synthetic", scale="full", seeds=[0], methods=["kdfs", "pdd"],
                           runs_dir=runs_dir, extra=extra, transfer="synthetic:gan")

@@ -265,7 +265,7 @@ def test_ntu_protocol_at_full_scale_runs_the_reports_settings_on_lite0_and_b0():
     """``reproduce ntu-taylor --scale full``: the dense B0 and Lite0 with the report's dense training, the B0
     fine-tuned into the teacher, then the Taylor steps (20 epochs each) at 224 px, batch 32; every stage's resolved
     config names the network it runs."""
-    from core.cli import protocols
+    from core.training import protocols
 
     plan = protocols.plan("ntu-taylor", "synthetic:faceswap", scale="full", seeds=[0])
     assert [[s.key for s in wave] for wave in protocols.waves(plan.stages)] == [

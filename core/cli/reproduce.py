@@ -1,4 +1,4 @@
-"""``reproduce``: a paper's protocol, published beside measured (the driver: :mod:`core.cli.protocols`)."""
+"""``reproduce``: a paper's protocol, published beside measured (the driver: :mod:`core.training.protocols`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from core.cli.common import emit
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from core.cli import protocols
     from core.cli.train import executor_settings
+    from core.training import protocols
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -45,8 +45,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 def add_parsers(commands, command) -> None:
     """This group's subcommands on the ``python -m core`` parser."""
-    from core.cli.protocols import PLANNERS, SCALES
     from core.cli.train import executor_flags
+    from core.training.protocols import PLANNERS, SCALES
 
     reproduce = command(commands, "reproduce", cmd_reproduce,
                         "run a paper's whole protocol (teacher, every method per seed, fine-tunes where the paper had "

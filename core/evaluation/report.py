@@ -174,7 +174,7 @@ def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
 def published_table(rows: list[dict]) -> pd.DataFrame:
     """Measured beside published (``reproduce``): accuracy (mean ± std over seeds), params, reductions, deltas.
 
-    ``rows`` as :func:`core.cli.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
+    ``rows`` as :func:`core.training.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
     counts, reductions as fractions; ``published`` in the paper's units (%, millions).
     """
     from core.stats import ttest

@@ -149,3 +149,70 @@ def explicit_keys(request) -> set[str]:
     if request.config and Path(request.config).is_file():
         given |= set(yaml.safe_load(Path(request.config).read_text()) or {})
     return given
+
+
+# --------------------------------------------------------------------------- a request as data, and its command line
+
+VERBS = ("train", "finetune", "transfer")
+# what a request holds beyond the training settings and the methods' options: the commands' own arguments
+ARGUMENTS = {"method": "--method", "preset": "--preset", "config": "--config", "seeds": "--seeds", "sweep": "--sweep",
+             "one_shot": "--one-shot", "ticket": "--ticket", "init_checkpoint": "--init-checkpoint",
+             "lr_grid": "--lr-grid", "quiet": "--quiet"}
+SWITCHES = ("one_shot", "quiet")  # value-less flags, given when true
+SOURCE = "checkpoint"  # finetune's and transfer's positional argument: the checkpoint they start from
+
+
+def _declarations() -> dict:
+    """Every setting and method option by name, as declared (core.options)."""
+    found = {s.name: s for s in training_settings() if not s.internal}
+    for method in METHODS.values():
+        for option in method.options_class.declarations() if method.options_class else ():
+            if not option.internal:
+                found.setdefault(option.name, option)
+    return found
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a request's value ``name`` (a setting, a method option or a command's argument)."""
+    if name in ARGUMENTS:
+        return ARGUMENTS[name]
+    declared = _declarations().get(name)
+    if declared is None:
+        raise ValueError(f"{name!r} is neither a training setting, a method option nor an argument of "
+                         f"{'/'.join(VERBS)}")
+    return "--" + declared.flag
+
+
+def command_line(verb: str, values: dict) -> list[str]:
+    """The arguments of ``python -m core`` that ask for the request ``values`` of ``verb`` (rendered from the values,
+    in their order; the source checkpoint first): what a person would type to run it by hand."""
+    if verb not in VERBS:
+        raise ValueError(f"a request is one of {', '.join(VERBS)}, not {verb!r}")
+    argv = [verb] + ([str(values[SOURCE])] if SOURCE in values else [])
+    declared = _declarations()
+    for name, value in values.items():
+        if name == SOURCE or value is None:
+            continue
+        option = declared.get(name)
+        if name in SWITCHES or (option is not None and option.switch):
+            default = False if name in SWITCHES else option.default
+            argv += [flag_of(name)] if value != default else []
+        else:
+            argv += [flag_of(name), str(value)]
+    return argv
+
+
+def request_of(verb: str, values: dict):
+    """The request object the functions above read (what the CLI's parser gives for the same command line): every
+    setting, option and argument, None where ``values`` does not give it (false for a switch)."""
+    from types import SimpleNamespace
+
+    names = {**dict.fromkeys(_declarations()), **dict.fromkeys(ARGUMENTS), SOURCE: None, "executor": None}
+    request = SimpleNamespace(**names, command=verb)
+    for name in SWITCHES:
+        setattr(request, name, False)
+    for name, value in values.items():
+        if name not in names:
+            flag_of(name)  # the error naming what it is not
+        setattr(request, name, value)
+    return request

@@ -43,16 +43,45 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from core.checkpoint import compact_cost
-from core.config import FOLLOW_SIDES, build_config, load_presets, load_protocols, published_finetune
-from core.data.datasets import VIDEO_LAYOUTS
+from tqdm.auto import tqdm
+
+from core.checkpoint import compact_cost, read_header, resolve_checkpoint
+from core.config import (
+    FOLLOW_SIDES,
+    TrainConfig,
+    build_config,
+    load_presets,
+    load_protocols,
+    published_finetune,
+    resolve_preset,
+)
+from core.data.datasets import DATASETS, VIDEO_LAYOUTS, frames_layout
+from core.data.synthetic import SOURCES
 from core.evaluation.cross_dataset import DatasetSpec, check_dataset_specs, parse_dataset_specs, published_benchmarks
-from core.methods import compared_in
-
-if TYPE_CHECKING:
-    from core.training.executors import ExecutorSettings
+from core.evaluation.evaluate import evaluate
+from core.evaluation.report import build_report, published_table, write_table
+from core.io import atomic_write_text
+from core.methods import compared_in, create_method
+from core.methods.distillation import default_teacher
+from core.methods.transfer import TRANSFER_SETTINGS, settings_record
+from core.runs import default_runs_dir
+from core.stats import mean_std
+from core.training.engine import train_once
+from core.training.executors import ExecutorSettings, TrainJob, run_jobs
+from core.training.requests import (
+    command_line,
+    declared_options,
+    explicit_keys,
+    finetune_config,
+    flag_of,
+    kept_result,
+    request_of,
+    train_configs,
+    train_jobs,
+    transfer_configs,
+    transfer_jobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +105,39 @@ def mini_epochs(epochs: int) -> int:
 
 @dataclass
 class Stage:
-    """One command line of a protocol. ``{KEY}`` in ``command`` is the checkpoint of stage ``KEY``."""
+    """One stage of a protocol: a ``train``/``finetune``/``transfer`` request (its values by name; ``{KEY}`` in a value
+    is the checkpoint of stage ``KEY``), or a given checkpoint. The command line it prints is rendered from the values
+    (:func:`core.training.requests.command_line`), never parsed back."""
 
-    stage: str  # teacher | search | finetune
+    stage: str  # teacher | dense | search | finetune | transfer
     method: str
     seed: int
     key: str  # e.g. "search/kdfs/0"
-    command: list[str] | None  # arguments of `python -m core`; None: a given checkpoint
+    verb: str | None  # train | finetune | transfer; None: a given checkpoint
+    values: dict = field(default_factory=dict)  # the request: settings, method options, the command's arguments
     given: str | None = None  # the teacher's checkpoint, when it is given rather than trained
     label: str = ""  # what tells stages of one method apart (an architecture, a mode)
     config: dict = field(default_factory=dict)  # the resolved values the plan shows
     sources: dict = field(default_factory=dict)  # the same, each as {value, source, ref}
 
+    @property
+    def command(self) -> list[str] | None:
+        """The arguments of ``python -m core`` that run this stage by hand (None: a given checkpoint)."""
+        return None if self.verb is None else command_line(self.verb, self.values)
+
+    @property
+    def needs(self) -> list[str]:
+        """The stages whose checkpoints this one starts from or distils (the ``{KEY}`` placeholders of its values)."""
+        return [key for value in self.values.values() for key in re.findall(r"\{([^}]+)\}", str(value))]
+
     def record(self) -> dict:
-        shown = None if self.command is None else ["python", "-m", "core", *map(_placeholder, self.command)]
+        shown = None if self.verb is None else ["python", "-m", "core", *map(_placeholder, self.command)]
         return {"stage": self.stage, "method": self.method, "seed": self.seed, "label": self.label or None,
                 "command": shown, "given": self.given, "config": self.sources or self.config}
 
 
 def _placeholder(argument: str) -> str:
-    """``{search/kdfs/0}`` -> ``<search/kdfs/0 run>`` for the printed plan."""
+    """``{search/kdfs/0}`` -> ``<search/kdfs/0 checkpoint>`` for the printed plan."""
     return re.sub(r"\{([^}]+)\}", r"<\1 checkpoint>", argument)
 
 
@@ -130,18 +172,19 @@ class PlanContext:
     methods: list[str] | None
     teacher: str | None
     runs_dir: Path
-    # flags appended to commands: "train" / "finetune" to every such command, "train:<method>" to that method's
-    # (tests shrink the runs with them)
-    extra: dict[str, list[str]]
+    # values added to requests: "train" / "finetune" / "transfer" to every such request, "train:<method>" to that
+    # method's (tests shrink the runs with them), e.g. {"train": {"epochs": 1}}
+    extra: dict[str, dict]
     follow: str = "code"  # where the paper's text and its authors' code disagree (the dataset presets' layers)
     transfer: list[DatasetSpec] = field(default_factory=list)  # pearson-paper: Table 8's transfer targets
     reference: str | None = None  # the dataset whose published row the runs are compared with (its preset: pearson)
 
-    def common(self, command: str, method: str) -> list[str]:
-        flags = ["--data", self.dataset, "--runs-dir", str(self.runs_dir)]
+    def common(self, verb: str, method: str) -> dict:
+        """What every request of ``verb`` gets: the data, where the runs go, and the ``extra`` values."""
+        values = {"data": self.dataset, "runs_dir": str(self.runs_dir)}
         if self.data_root:
-            flags += ["--data-root", self.data_root]
-        return flags + list(self.extra.get(command, [])) + list(self.extra.get(f"{command}:{method}", []))
+            values["data_root"] = self.data_root
+        return {**values, **self.extra.get(verb, {}), **self.extra.get(f"{verb}:{method}", {})}
 
     def wanted(self, methods: list[str]) -> list[str]:
         if self.methods is None:
@@ -155,34 +198,31 @@ class PlanContext:
 # --- the protocols ------------------------------------------------------------------------
 
 
-def _teacher_stage(ctx: PlanContext, arch: str, train_command: list[str], key: str = "teacher") -> Stage:
-    """A given teacher, the shipped one (mini), or a training stage."""
-    from core.methods.distillation import default_teacher
+def _teacher_stage(ctx: PlanContext, arch: str, request: dict, key: str = "teacher") -> Stage:
+    """A given teacher, the shipped one (mini), or a training stage (``request``: its train values)."""
 
     given = ctx.teacher if key == "teacher" else None
     if given is None and ctx.scale == "mini":
         given = default_teacher(ctx.dataset, arch)
     if given is not None:
         return Stage("teacher", "teacher", 0, key, None, given=str(given), label=arch)
-    return Stage("teacher", "teacher", 0, key, train_command + ctx.common("train", "teacher"), label=arch)
+    return Stage("teacher", "teacher", 0, key, "train", {**request, **ctx.common("train", "teacher")}, label=arch)
 
 
-def _scaled(ctx: PlanContext, preset: str, method: str, student_method: str | None = None) -> list[str]:
-    """The flags that shrink a stage to the ``mini`` scale (none at ``full``)."""
+def _scaled(ctx: PlanContext, preset: str, method: str, student_method: str | None = None) -> dict:
+    """The values that shrink a stage to the ``mini`` scale (none at ``full``)."""
     if ctx.scale == "full":
-        return []
+        return {}
     config = build_config(preset=preset, method=method, student_method=student_method, follow=ctx.follow)
-    flags = ["--epochs", str(mini_epochs(config.epochs)), "--image-size", str(MINI_IMAGE_SIZE)]
+    values = {"epochs": mini_epochs(config.epochs), "image_size": MINI_IMAGE_SIZE}
     if config.scheduler == "warmup-cosine":  # the warm-up keeps its share of the run
-        flags += ["--warmup-epochs", str(config.warmup_epochs * mini_epochs(config.epochs) // config.epochs)]
-    return flags
+        values["warmup_epochs"] = config.warmup_epochs * mini_epochs(config.epochs) // config.epochs
+    return values
 
 
-def _transfer_scaled(ctx: PlanContext) -> list[str]:
-    """The flags that shrink a transfer stage to the ``mini`` scale (none at ``full``)."""
-    from core.methods.transfer import TRANSFER_SETTINGS
-
-    return [] if ctx.scale == "full" else ["--epochs", str(mini_epochs(TRANSFER_SETTINGS["epochs"].value))]
+def _transfer_scaled(ctx: PlanContext) -> dict:
+    """The values that shrink a transfer stage to the ``mini`` scale (none at ``full``)."""
+    return {} if ctx.scale == "full" else {"epochs": mini_epochs(TRANSFER_SETTINGS["epochs"].value)}
 
 
 def plan_pearson_paper(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
@@ -190,8 +230,8 @@ def plan_pearson_paper(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     fine-tuned where the paper fine-tuned it."""
     preset = ctx.reference
     teacher_preset = preset if ctx.scale == "full" else "full"
-    stages = [_teacher_stage(ctx, "resnet50", ["train", "--method", "teacher", "--preset", teacher_preset]
-                             + (["--image-size", str(MINI_IMAGE_SIZE)] if ctx.scale == "mini" else []))]
+    stages = [_teacher_stage(ctx, "resnet50", {"method": "teacher", "preset": teacher_preset,
+                                               **({"image_size": MINI_IMAGE_SIZE} if ctx.scale == "mini" else {})})]
     notes = [f"hyperparameters: the {preset} preset (configs/presets.yaml); where the paper's text and its authors' "
              f"code disagree, the {'code' if ctx.follow == 'code' else 'paper'}'s side is followed (--follow "
              f"{ctx.follow}); every value says its source"]
@@ -199,22 +239,19 @@ def plan_pearson_paper(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     for seed in ctx.seeds:
         for method in compared:
             search = f"search/{method}/{seed}"
-            stages.append(Stage("search", method, seed, search,
-                                ["train", "--method", method, "--preset", preset, "--follow", ctx.follow,
-                                 "--teacher", "{teacher}", "--seed", str(seed), *_scaled(ctx, preset, method),
-                                 *ctx.common("train", method)]))
+            stages.append(Stage("search", method, seed, search, "train",
+                                {"method": method, "preset": preset, "follow": ctx.follow, "teacher": "{teacher}",
+                                 "seed": seed, **_scaled(ctx, preset, method), **ctx.common("train", method)}))
             if published_finetune(preset, method):
-                stages.append(Stage("finetune", method, seed, f"finetune/{method}/{seed}",
-                                    ["finetune", f"{{{search}}}", "--preset", preset, "--follow", ctx.follow,
-                                     "--seed", str(seed), *_scaled(ctx, preset, "finetune", method),
-                                     *ctx.common("finetune", method)]))
+                stages.append(Stage("finetune", method, seed, f"finetune/{method}/{seed}", "finetune",
+                                    {"checkpoint": f"{{{search}}}", "preset": preset, "follow": ctx.follow, "seed": seed,
+                                     **_scaled(ctx, preset, "finetune", method), **ctx.common("finetune", method)}))
             final = f"finetune/{method}/{seed}" if published_finetune(preset, method) else search
             for spec in ctx.transfer:  # Table 8: the compressed student fine-tuned on another dataset
-                stages.append(Stage("transfer", method, seed, f"transfer/{method}/{seed}/{spec.label}",
-                                    ["transfer", f"{{{final}}}", "--data", spec.name,
-                                     *(["--data-root", spec.root] if spec.root else []), "--seed", str(seed),
-                                     "--runs-dir", str(ctx.runs_dir), *_transfer_scaled(ctx),
-                                     *ctx.extra.get("transfer", [])], label=spec.label))
+                stages.append(Stage("transfer", method, seed, f"transfer/{method}/{seed}/{spec.label}", "transfer",
+                                    {"checkpoint": f"{{{final}}}", "data": spec.name, "data_root": spec.root,
+                                     "seed": seed, "runs_dir": str(ctx.runs_dir), **_transfer_scaled(ctx),
+                                     **ctx.extra.get("transfer", {})}, label=spec.label))
     if ctx.transfer:
         notes.append(f"transfer (Table 8): each final student's layer4 + FC retrained on {', '.join(s.text for s in ctx.transfer)} "
                      "in its source's normalisation (AdamW, lr x 0.1 every 5 epochs, the best lr of the grid by target "
@@ -234,19 +271,18 @@ def plan_lottery_tickets(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """Per architecture and seed: a dense run, IMP rounds of 20% to 80% sparsity, and one-shot to 80%."""
     preset = "full" if ctx.scale == "full" else "quick"
     archs = ["mesonet", "cnn5", "resnet18"] if ctx.scale == "full" else ["mesonet"]
-    stages = [Stage("search", "lth", seed, f"search/lth-{arch}/{seed}",
-                    ["train", "--method", "lth", "--arch", arch, "--preset", preset, "--one-shot",
-                     "--chain", f"{arch}-seed{seed}", "--seed", str(seed), *ctx.common("train", "lth")], label=arch)
+    stages = [Stage("search", "lth", seed, f"search/lth-{arch}/{seed}", "train",
+                    {"method": "lth", "arch": arch, "preset": preset, "one_shot": True, "chain": f"{arch}-seed{seed}",
+                     "seed": seed, **ctx.common("train", "lth")}, label=arch)
               for seed in ctx.seeds for arch in archs]
     return stages, [f"no published training settings: the embedded {preset} preset's (4-10 epochs per round)",
                     f"architectures: {', '.join(archs)}" + ("" if ctx.scale == "full" else " (mini: MesoNet only)")]
 
 
-# the report's fine-tune, which the B0 teacher's fine-tune takes from the ntu preset's taylor entry: the keys a train
-# command sets by flag, and those it cannot (no flag), which must then equal the dense runs' (the command's preset)
-NTU_FINETUNE_FLAGS = {"epochs": "--epochs", "optimizer": "--optimizer", "lr": "--lr", "scheduler": "--scheduler",
-                      "early_stopping_patience": "--patience"}
-NTU_FINETUNE_SHARED = ("weight_decay", "early_stopping_metric")
+# the report's fine-tune, which the B0 teacher's fine-tune takes from the ntu preset's taylor entry: the settings its
+# train request sets over the dense runs' preset (the others must already be the same in both)
+NTU_FINETUNE_KEYS = ("epochs", "optimizer", "lr", "scheduler", "early_stopping_patience", "weight_decay",
+                     "early_stopping_metric")
 
 
 def plan_ntu_taylor(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
@@ -260,48 +296,41 @@ def plan_ntu_taylor(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     full = ctx.scale == "full"
     dense_preset = "ntu" if full else "efficientnet"  # mini: the preset that trained the shipped B0 and Lite0
 
-    def dense_command(arch: str) -> list[str]:
-        return ["train", "--method", "teacher", "--arch", arch, "--preset", dense_preset,
-                *([] if full else ["--pretrained", "imagenet"])]
+    def dense_request(arch: str) -> dict:
+        return {"method": "teacher", "arch": arch, "preset": dense_preset, **({} if full else {"pretrained": "imagenet"})}
 
     trained_teacher = full and ctx.teacher is None
     if trained_teacher:
-        dense_b0 = Stage("dense", "teacher", 0, "dense/efficientnet_b0",
-                         dense_command("efficientnet_b0") + ctx.common("train", "teacher"), label="efficientnet_b0")
-        teacher = Stage("teacher", "teacher", 0, "teacher",
-                        ["train", "--method", "teacher", "--arch", "efficientnet_b0", "--preset", "ntu",
-                         "--init-checkpoint", f"{{{dense_b0.key}}}", "--pretrained", "none", *_ntu_finetune_flags(),
-                         *ctx.common("train", "teacher")],
-                        label="efficientnet_b0")
+        dense_b0 = Stage("dense", "teacher", 0, "dense/efficientnet_b0", "train",
+                         {**dense_request("efficientnet_b0"), **ctx.common("train", "teacher")}, label="efficientnet_b0")
+        teacher = Stage("teacher", "teacher", 0, "teacher", "train",
+                        {"method": "teacher", "arch": "efficientnet_b0", "preset": "ntu",
+                         "init_checkpoint": f"{{{dense_b0.key}}}", "pretrained": "none", **_ntu_finetune(),
+                         **ctx.common("train", "teacher")}, label="efficientnet_b0")
     else:
-        teacher = _teacher_stage(ctx, "efficientnet_b0", dense_command("efficientnet_b0"))
-    dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0", dense_command("efficientnet_lite0"),
+        teacher = _teacher_stage(ctx, "efficientnet_b0", dense_request("efficientnet_b0"))
+    dense = _teacher_stage(replace(ctx, teacher=None), "efficientnet_lite0", dense_request("efficientnet_lite0"),
                            key="dense")
     dense.stage = "dense"
     stages = [dense_b0, dense, teacher] if trained_teacher else [teacher, dense]
     quick = build_config(preset="quick", method="taylor")  # mini: the embedded quick budget of a Taylor step
-    budget = [] if full else ["--epochs", str(quick.epochs), "--max-train-samples", str(quick.max_train_samples),
-                              "--image-size", str(MINI_IMAGE_SIZE)]
+    budget = {} if full else {"epochs": quick.epochs, "max_train_samples": quick.max_train_samples,
+                              "image_size": MINI_IMAGE_SIZE}
     for seed in ctx.seeds:
         for one_shot in (False, True):
             name = "one-shot" if one_shot else "iterative"
-            stages.append(Stage("search", "taylor", seed, f"search/taylor-{name}/{seed}",
-                                ["train", "--method", "taylor", "--preset", "ntu", "--init-checkpoint", "{dense}",
-                                 "--teacher", "{teacher}", "--seed", str(seed), *(["--one-shot"] if one_shot else []),
-                                 *budget, *ctx.common("train", "taylor")],
-                                label=name))
+            stages.append(Stage("search", "taylor", seed, f"search/taylor-{name}/{seed}", "train",
+                                {"method": "taylor", "preset": "ntu", "init_checkpoint": "{dense}",
+                                 "teacher": "{teacher}", "seed": seed, "one_shot": one_shot, **budget,
+                                 **ctx.common("train", "taylor")}, label=name))
     return stages, _ntu_notes(ctx, quick)
 
 
-def _ntu_finetune_flags() -> list[str]:
-    """The B0 teacher's fine-tune: the report's fine-tune (the ``ntu`` preset's taylor entry) as flags over the dense
-    runs' settings; a setting without a flag must already be the same in both."""
+def _ntu_finetune() -> dict:
+    """The B0 teacher's fine-tune: the report's fine-tune (the ``ntu`` preset's taylor entry), as the values its train
+    request sets over the dense runs' settings (those that differ)."""
     dense, finetune = build_config(preset="ntu", method="teacher"), build_config(preset="ntu", method="taylor")
-    differing = [key for key in NTU_FINETUNE_SHARED if getattr(dense, key) != getattr(finetune, key)]
-    if differing:
-        raise ValueError(f"the ntu preset's fine-tune and dense runs differ in {differing}, which no train flag sets: "
-                         "the B0 fine-tune cannot take the fine-tune's")
-    return [part for key, flag in NTU_FINETUNE_FLAGS.items() for part in (flag, str(getattr(finetune, key)))]
+    return {key: getattr(finetune, key) for key in NTU_FINETUNE_KEYS if getattr(dense, key) != getattr(finetune, key)}
 
 
 def _ntu_notes(ctx: PlanContext, quick) -> list[str]:
@@ -334,13 +363,12 @@ def _ntu_notes(ctx: PlanContext, quick) -> list[str]:
 def plan_two_in_one(ctx: PlanContext) -> tuple[list[Stage], list[str]]:
     """The dual-branch teacher (given or trained), then a ResNet-18 student per ablation mode."""
     preset = "full" if ctx.scale == "full" else "quick"
-    stages = [_teacher_stage(ctx, "dual_resnet18", ["train", "--method", "teacher", "--arch", "dual_resnet18",
-                                                    "--preset", preset])]
+    stages = [_teacher_stage(ctx, "dual_resnet18", {"method": "teacher", "arch": "dual_resnet18", "preset": preset})]
     for seed in ctx.seeds:
         for mode in ("spatial", "naive", "two-in-one"):
-            stages.append(Stage("search", "two-in-one", seed, f"search/two-in-one-{mode}/{seed}",
-                                ["train", "--method", "two-in-one", "--preset", preset, "--teacher", "{teacher}",
-                                 "--mode", mode, "--seed", str(seed), *ctx.common("train", "two-in-one")], label=mode))
+            stages.append(Stage("search", "two-in-one", seed, f"search/two-in-one-{mode}/{seed}", "train",
+                                {"method": "two-in-one", "preset": preset, "teacher": "{teacher}", "mode": mode,
+                                 "seed": seed, **ctx.common("train", "two-in-one")}, label=mode))
     return stages, [f"no published training settings: the embedded {preset} preset's"]
 
 
@@ -352,7 +380,6 @@ PLANNERS = {"pearson-paper": plan_pearson_paper, "lottery-tickets": plan_lottery
 
 
 def default_protocol_runs_dir(protocol: str, dataset: str, scale: str) -> Path:
-    from core.runs import default_runs_dir
 
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-")
     return default_runs_dir() / "reproduce" / f"{protocol}-{slug}-{scale}"
@@ -362,13 +389,11 @@ def check_dataset(dataset: str) -> None:
     """Refuse, in one line, a dataset no stage could load: not registered (a video benchmark included, with a variant
     where it takes one), not the embedded benchmark or one of its sources, not an existing folder or CSV. Needs none
     of the data."""
-    from core.data.datasets import DATASETS
 
     named, _, source = dataset.partition(":")
     if named.lower() in DATASETS or dataset == "synthetic":
         return
     if named == "synthetic":
-        from core.data.synthetic import SOURCES
 
         if source in SOURCES:
             return
@@ -382,7 +407,6 @@ def check_dataset(dataset: str) -> None:
 def dataset_notes(protocol: str, dataset: str, data_root: str | None, cross: list[DatasetSpec]) -> list[str]:
     """What the plan says about its data: how the benchmark's adapter splits it (its own description), the frames
     folder it reads, and the cross-dataset targets (given, or the paper's and how to add them)."""
-    from core.data.datasets import DATASETS, frames_layout
 
     notes = []
     preset = DATASETS.get(dataset.partition(":")[0].lower())
@@ -477,61 +501,39 @@ def plan(protocol: str, dataset: str, data_root: str | None = None, seeds: list[
     return Plan(protocol, dataset, scale, ref, ctx.runs_dir, stages, notes, data_root, cross_specs, transfer_specs)
 
 
-def _parse(command: list[str]):
-    """A stage's ``train``/``finetune`` command line, parsed as the CLI parses it."""
-    import argparse
-
-    from core.cli import train
-    from core.cli.common import add_command
-
-    parser = argparse.ArgumentParser(prog="python -m core")
-    train.add_parsers(parser.add_subparsers(dest="command", required=True), add_command)
-    return parser.parse_args(command)
+def _request(stage: Stage, resolve) -> object:
+    """The stage's request (:func:`core.training.requests.request_of`), each ``{KEY}`` in its values replaced by
+    ``resolve(KEY)``."""
+    values = {name: re.sub(r"\{([^}]+)\}", lambda m: resolve(m.group(1)), value) if isinstance(value, str) else value
+              for name, value in stage.values.items()}
+    return request_of(stage.verb, values)
 
 
 def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
-    """The resolved config a stage's command builds (earlier stages' outputs as placeholders): its values, and the
+    """The resolved config a stage's request builds (earlier stages' outputs as placeholders): its values, and the
     same values each with its source (:func:`_sourced`)."""
-    if stage.command is None:
-        from core.checkpoint import read_header
-        from core.config import TrainConfig
-
+    if stage.verb is None:
         config = TrainConfig.from_dict(read_header(stage.given).get("config", {}))
         return _shown(config), _sourced(config, None, given=stage.given)
-    command = [_placeholder(a) for a in stage.command]
-    args = _parse(command)
-    if stage.command[0] == "transfer":
-        from core.methods.transfer import settings_record
-        from core.training.requests import explicit_keys, transfer_configs
-
-        source = stages[stage.command[1].strip("{}")]
+    request = _request(stage, lambda key: f"<{key} checkpoint>")
+    if stage.verb in ("transfer", "finetune"):
+        source = stages[stage.values["checkpoint"].strip("{}")]
         header = {"method": source.method, "model": {"arch": source.config["arch"]},
-                  "image_size": source.config["image_size"], "config": {"data": source.config["data"],
-                                                                        "seed": source.seed}}
-        configs = transfer_configs(args, header)
-        explicit = explicit_keys(args)
+                  "image_size": source.config["image_size"],
+                  "config": {"data": source.config["data"], "seed": source.seed}, "data_root": source.config.get("data_root")}
+    if stage.verb == "transfer":
+        configs = transfer_configs(request, header)
+        explicit = explicit_keys(request)
         grid = [config.lr for config in configs]
         return ({**_shown(configs[0]), "lr": grid},
                 {**settings_record(configs[0], explicit, grid, bool({"lr", "lr_grid"} & explicit)),
                  "method": "transfer", "method_options": {}})
-    if stage.command[0] == "finetune":
-        source_key = stage.command[1].strip("{}")
-        source = stages[source_key].config
-        header = {"method": stages[source_key].method, "model": {"arch": source["arch"]},
-                  "image_size": source["image_size"], "config": {"data": source["data"]},
-                  "data_root": source.get("data_root")}
-        config = _finetune_config(args, header)
-        return _shown(config), _sourced(config, args, student_method=stages[source_key].method)
-    from core.training.requests import train_configs
-
-    config = train_configs(args)[0]
-    return _shown(config), _sourced(config, args)
-
-
-def _finetune_config(args, header: dict):
-    from core.training.requests import finetune_config
-
-    return finetune_config(args, header)
+    if stage.verb == "finetune":
+        del header["config"]["seed"]
+        config = finetune_config(request, header)
+        return _shown(config), _sourced(config, request, student_method=source.method)
+    config = train_configs(request)[0]
+    return _shown(config), _sourced(config, request)
 
 
 def _in_effect(config) -> list[str]:
@@ -559,32 +561,25 @@ def _in_effect(config) -> list[str]:
 def _shown(config) -> dict:
     """The plan's view of a TrainConfig: the :data:`PLAN_KEYS` in effect, with the method options in effect (defaults
     included)."""
-    from core.methods import create_method
 
     values = config.to_dict()
     return {**{key: values[key] for key in _in_effect(config)}, "method": config.method,
             "method_options": create_method(config).options_in_effect()}
 
 
-# a config key's command-line flag (and argparse dest), where its name differs
-FLAG_OF = {"early_stopping_patience": ("--patience", "patience"),
-           "early_stopping_metric": ("--patience-metric", "early_stopping_metric")}
 INHERITED = ("arch", "image_size", "init_checkpoint")  # a fine-tune's, from the student it starts from
 
 
 def _sourced(config, args, student_method: str | None = None, given: str | None = None) -> dict:
     """:func:`_shown` with each value as ``{value, source, ref}``: ``published`` (the paper: its table, equation or
     passage), ``author-code`` (the authors' released code: repository, file, commit) or ``ours`` (the reason)."""
-    from core.config import resolve_preset
-    from core.training.requests import declared_options
 
     shown = _shown(config)
     preset_sources: dict = {}
     if config.preset is not None:
         preset_sources = resolve_preset(config.preset, config.method, student_method, config.follow)[1]
-    flag_of = {key: FLAG_OF.get(key, ("--" + key.replace("_", "-"), key)) for key in shown}
-    flags = {} if args is None else {key: flag for key, (flag, dest) in flag_of.items()
-                                     if getattr(args, dest, None) is not None}
+    flags = {} if args is None else {key: flag_of(key) for key in shown
+                                     if key not in ("method", "method_options") and getattr(args, key, None) is not None}
     options_given = {} if args is None else declared_options(args)
 
     def source_of(key: str, option: bool = False) -> dict:
@@ -636,7 +631,6 @@ def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, laten
     ``executor`` (:class:`core.training.executors.ExecutorSettings`): the stages run as jobs of a job engine, wave
     by wave (:func:`waves`), the stages of a wave at once; without it, one after another in this process.
     """
-    from tqdm.auto import tqdm
 
     check_dataset_specs(plan_.cross)  # a wrong --cross folder is refused before any training, not after it
     started = time.perf_counter()
@@ -665,43 +659,31 @@ def run(plan_: Plan, out: str | Path | None = None, progress: bool = True, laten
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _resolve(argument: str, outcomes: dict[str, Outcome]) -> str:
-    def checkpoint(match: re.Match) -> str:
-        outcome = outcomes[match.group(1)]
-        # a fine-tune starts from the search's last checkpoint (the authors' script); a teacher is its best
-        if outcome.run_dirs and outcome.stage.stage == "search":
-            return str(outcome.run_dirs[-1] / "last.safetensors")
-        return str(outcome.checkpoint)
-
-    return re.sub(r"\{([^}]+)\}", checkpoint, argument)
+def _checkpoint(key: str, outcomes: dict[str, Outcome]) -> str:
+    """The checkpoint a later stage reads from stage ``key``: a search's last (a fine-tune starts from it, as the
+    authors' script does), else its best."""
+    outcome = outcomes[key]
+    if outcome.run_dirs and outcome.stage.stage == "search":
+        return str(outcome.run_dirs[-1] / "last.safetensors")
+    return str(outcome.checkpoint)
 
 
 def _stage_jobs(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> list:
-    """A trained stage's jobs (:class:`core.training.executors.TrainJob`), its command's placeholders resolved."""
-    from core.checkpoint import read_header
-    from core.training.executors import TrainJob
-
-    command = [_resolve(a, outcomes) for a in stage.command]
-    if not progress:
-        command.append("--quiet")
-    args = _parse(command)
-    log.info("reproduce: %s", " ".join(["python -m core", *command]))
-    if command[0] == "finetune":
-        return [TrainJob(_finetune_config(args, read_header(args.checkpoint)))]
-    if command[0] == "transfer":
-        from core.training.requests import transfer_jobs
-
-        return transfer_jobs(args)
-    from core.training.requests import train_jobs
-
-    return train_jobs(args)
+    """A trained stage's jobs (:class:`core.training.executors.TrainJob`), its placeholders resolved."""
+    request = _request(stage, lambda key: _checkpoint(key, outcomes))
+    request.quiet = not progress
+    log.info("reproduce: %s", " ".join(["python -m core", *command_line(stage.verb, {
+        name: value for name, value in vars(request).items() if name in stage.values})]))
+    if stage.verb == "finetune":
+        return [TrainJob(finetune_config(request, read_header(request.checkpoint)))]
+    if stage.verb == "transfer":
+        return transfer_jobs(request)
+    return train_jobs(request)
 
 
 def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outcome:
-    from core.checkpoint import resolve_checkpoint
-    from core.training.engine import train_once
 
-    if stage.command is None:
+    if stage.verb is None:
         return Outcome(stage, [], resolve_checkpoint(stage.given))
     train_fn = lambda config: train_once(config, progress=progress)  # noqa: E731
     results = [result for job in _stage_jobs(stage, outcomes, progress) for result in job.run(train_fn)]
@@ -711,7 +693,6 @@ def _execute(stage: Stage, outcomes: dict[str, Outcome], progress: bool) -> Outc
 def _result_checkpoint(stage: Stage, results: list) -> Path:
     """A stage's result: its (last) run's best checkpoint; a transfer's, the run its grid keeps."""
     if stage.stage == "transfer":
-        from core.training.requests import kept_result
 
         return Path(results[kept_result(results)].checkpoint)
     return Path(results[-1].checkpoint)
@@ -722,8 +703,7 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
     (``{key}``: the teacher of a search, the search of a fine-tune). A stage names only earlier stages."""
     wave_of: dict[str, int] = {}
     for stage in stages:
-        needs = re.findall(r"\{([^}]+)\}", " ".join(stage.command or []))
-        wave_of[stage.key] = 1 + max((wave_of[key] for key in needs), default=-1)
+        wave_of[stage.key] = 1 + max((wave_of[key] for key in stage.needs), default=-1)
     grouped: list[list[Stage]] = [[] for _ in range(1 + max(wave_of.values(), default=-1))]
     for stage in stages:
         grouped[wave_of[stage.key]].append(stage)
@@ -733,13 +713,11 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
 def _execute_wave(wave: list[Stage], outcomes: dict[str, Outcome], executor: ExecutorSettings,
                   progress: bool = True) -> dict[str, Outcome]:
     """A wave's stages as jobs of the job engine, all at once (given teachers need none)."""
-    from core.checkpoint import resolve_checkpoint
-    from core.training.executors import run_jobs
 
-    trained = [stage for stage in wave if stage.command is not None]
+    trained = [stage for stage in wave if stage.verb is not None]
     jobs = {stage.key: _stage_jobs(stage, outcomes, progress=False) for stage in trained}
     results = iter(run_jobs([job for stage_jobs in jobs.values() for job in stage_jobs], executor, progress))
-    done = {stage.key: Outcome(stage, [], resolve_checkpoint(stage.given)) for stage in wave if stage.command is None}
+    done = {stage.key: Outcome(stage, [], resolve_checkpoint(stage.given)) for stage in wave if stage.verb is None}
     for stage in trained:
         runs = [result for _ in jobs[stage.key] for result in next(results)]
         done[stage.key] = Outcome(stage, [r.run_dir for r in runs], _result_checkpoint(stage, runs))
@@ -778,9 +756,6 @@ def cost_of(header: dict) -> dict:
 
 def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
     """One row per method (and label): measured test accuracy over seeds, cost, and the published numbers."""
-    from core.checkpoint import read_header
-    from core.evaluation.evaluate import evaluate
-    from core.stats import mean_std
 
     published = load_protocols()[plan_.protocol].get("published", {}).get(plan_.reference or "", {})
     rows = []
@@ -809,8 +784,6 @@ def measured_rows(plan_: Plan, outcomes: dict[str, Outcome]) -> list[dict]:
 def _report(plan_: Plan, outcomes: dict[str, Outcome], rows: list[dict], out: Path, latency: bool,
             progress: bool) -> dict:
     """``report`` over every run of the protocol, plus the published-beside-measured table."""
-    from core.evaluation.report import build_report, published_table, write_table
-    from core.io import atomic_write_text
 
     paths = []
     for outcome in outcomes.values():
