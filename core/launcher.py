@@ -30,13 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.io import REPO, atomic_write_json, resolve_user_path
 from core.runs import LAUNCHED_BY, Run, list_runs, pid_alive
+from core.training.gpus import assign_devices, gpu_count, visible_gpus
 
 LAUNCHES, QUEUE = ".launches", ".queue"
 QUEUE_LOCK, DISPATCHER_LOCK, DISPATCHER_LOG = "queue.lock", "dispatcher.lock", "dispatcher.log"
@@ -167,31 +168,6 @@ def dispatch(runs_dir: str | os.PathLike) -> list[tuple[str, int]]:
         if queued(runs_dir):
             _ensure_dispatcher(runs_dir)
     return started
-
-
-def assign_devices(request: str, device_count: int, busy: Collection[int]) -> tuple[int, ...] | None:
-    """The GPU indices the next launch gets, ``()`` for the CPU, or None: it waits.
-
-    ``busy``: the GPU indices held by runs this launcher started; on a CPU-only machine (``device_count``
-    0) the CPU is one slot, busy when ``busy`` is non-empty. ``request`` ``one`` takes the lowest free GPU,
-    ``all`` waits until every GPU is free and takes them all (one torchrun DDP job).
-    """
-    if device_count <= 0:
-        return None if busy else ()
-    if request == "all":
-        return None if any(0 <= index < device_count for index in busy) else tuple(range(device_count))
-    free = [index for index in range(device_count) if index not in busy]
-    return (free[0],) if free else None
-
-
-def gpu_count() -> int:
-    """GPUs a launch may use: ``torch.cuda.device_count()``, 0 when ``$CORE_DEVICE`` pins runs elsewhere (cpu, mps)."""
-    requested = os.environ.get("CORE_DEVICE", "")
-    if requested and not requested.startswith("cuda"):
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def train_command(arguments: list[str], runs_dir: str | os.PathLike, processes: int = 1) -> list[str]:
@@ -429,8 +405,9 @@ def _start(arguments: list[str], runs_dir: Path, devices: tuple[int, ...], envir
     command = train_command(arguments, runs_dir, len(devices))
     # the launch's own user or none: never the one of whoever started the dashboard or the dispatcher
     env = {**{k: v for k, v in os.environ.items() if k != LAUNCHED_BY}, **environment, "PYTHONUNBUFFERED": "1"}
-    if devices:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in devices)
+    if devices:  # slots index the usable GPUs: this process's own CUDA_VISIBLE_DEVICES entries, or the indices
+        usable = visible_gpus()
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(usable[index] if index < len(usable) else str(index) for index in devices)
     fd, log_path = tempfile.mkstemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".log", dir=launches)  # unique per launch
     log = os.fdopen(fd, "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

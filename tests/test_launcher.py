@@ -204,3 +204,23 @@ def test_a_run_records_who_launched_it_and_counts_while_it_runs(tmp_path, monkey
     monkeypatch.delenv(LAUNCHED_BY)
     run.write_environment("cpu")
     assert run.summary()["launched_by"] is None, "a run started by hand without it: nobody"
+
+
+def test_one_gpu_slot_policy_serves_the_launcher_and_the_local_job_engine(monkeypatch):
+    """core.training.gpus is the one policy: the usable GPUs (this process's CUDA_VISIBLE_DEVICES entries, none when
+    the runs are pinned to a device) and the next slot; the sidebar's queue and --executor local both use it."""
+    import torch
+
+    from core.training import executors, gpus
+
+    assert launcher.assign_devices is executors.assign_devices is gpus.assign_devices
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CORE_DEVICE", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+    assert gpus.visible_gpus() == ["3", "5", "6", "7"] and gpus.gpu_count() == 4
+    assert gpus.visible_gpus("cuda:1") == [] and gpus.visible_gpus("cpu") == []
+    monkeypatch.setenv("CORE_DEVICE", "cpu")
+    assert gpus.visible_gpus() == [] and launcher.gpu_count() == 0
+    monkeypatch.delenv("CORE_DEVICE")
+    monkeypatch.setattr(executors, "busy_gpus", lambda: {"5"})  # another process computes on GPU 5
+    assert executors.free_gpus() == ["3", "6", "7"]

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 from core.config import TrainConfig
 from core.training.drivers import DRIVERS
 from core.training.engine import Cancelled, TrainResult, finished_result, train_once
+from core.training.gpus import assign_devices, busy_gpus, visible_gpus
 
 log = logging.getLogger(__name__)
 
@@ -152,27 +152,29 @@ def run_jobs(jobs: list[TrainJob], settings: ExecutorSettings, progress: bool = 
 def _run_local(jobs: list[TrainJob], settings: ExecutorSettings, bar: tqdm) -> list:
     """One process per job, at most one per free GPU at a time (one at a time without a free GPU)."""
     executor = submitit.LocalExecutor(folder=settings.folder / "%j")
-    slots: list[str | None] = free_gpus(jobs[0].config.device) or [None]  # None: the job sees what this process sees
+    slots = free_gpus(jobs[0].config.device)  # none: each job sees what this process sees, one at a time
     submitted: list = [None] * len(jobs)
-    busy: dict[str | None, int] = {}  # slot -> index of the job running there
+    running: dict[int | None, int] = {}  # slot (None: the CPU) -> index of the job running there
     waiting = list(range(len(jobs)))
     try:
-        while waiting or busy:
-            for slot in [slot for slot in slots if slot not in busy][:len(waiting)]:
+        while waiting or running:
+            while waiting and (chosen := assign_devices("one", len(slots), set(running))) is not None:
+                slot = chosen[0] if chosen else None
                 index = waiting.pop(0)
-                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, setup=_job_setup(slot))
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN,
+                                           setup=_job_setup(None if slot is None else slots[slot]))
                 submitted[index] = executor.submit(jobs[index])
-                busy[slot] = index
+                running[slot] = index
                 log.info("job %d/%d (%s) started: %s%s", index + 1, len(jobs), jobs[index], submitted[index].paths.folder,
-                         "" if slot is None else f", GPU {slot}")
+                         "" if slot is None else f", GPU {slots[slot]}")
             time.sleep(POLL_SECONDS)
-            for slot, index in list(busy.items()):
+            for slot, index in list(running.items()):
                 if submitted[index].done():
-                    del busy[slot]
+                    del running[slot]
                     log.info("job %d/%d (%s) ended", index + 1, len(jobs), jobs[index])
                     bar.update()
     except BaseException:  # Ctrl-C: the local jobs stop too (their runs are recorded cancelled, and resume)
-        for index in busy.values():
+        for index in running.values():
             submitted[index].cancel(check=False)
         raise
     return submitted
@@ -212,33 +214,10 @@ def _job_setup(gpu: str | None) -> list[str]:
 
 
 def free_gpus(device: str | None = "auto") -> list[str]:
-    """The GPUs a local grid spreads its jobs over, as CUDA_VISIBLE_DEVICES entries: those this process may use, less
-    those another process computes on (by ``nvidia-smi``, where there is one); none when the runs' ``device`` (or
-    ``$CORE_DEVICE``) names one (cpu, mps, cuda:1): each job then sees what this process sees."""
-    import torch
-
-    requested = device if device not in (None, "auto") else os.environ.get("CORE_DEVICE") or "auto"
-    count = torch.cuda.device_count() if requested in ("auto", "cuda") else 0
-    if count == 0:
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    entries = [entry.strip() for entry in visible.split(",")][:count] if visible else [str(i) for i in range(count)]
-    busy = _busy_gpus()
-    return [entry for entry in entries if entry not in busy]
-
-
-def _busy_gpus() -> set[str]:
-    """Indices and UUIDs of the GPUs some process computes on; empty without nvidia-smi."""
-    def query(what: str) -> list[list[str]]:
-        output = subprocess.run(["nvidia-smi", f"--query-{what}", "--format=csv,noheader"], capture_output=True,
-                                text=True, timeout=30, check=True).stdout
-        return [[field.strip() for field in line.split(",")] for line in output.splitlines() if line.strip()]
-
-    try:
-        used = {row[0] for row in query("compute-apps=gpu_uuid")}
-        return {field for index, uuid in query("gpu=index,uuid") if uuid in used for field in (index, uuid)}
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return set()
+    """The GPUs a local grid spreads its jobs over (:mod:`core.training.gpus`): those this process may use, less those
+    another process computes on."""
+    busy = busy_gpus()
+    return [entry for entry in visible_gpus(device) if entry not in busy]
 
 
 def _reason(error: Exception) -> str:
