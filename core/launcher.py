@@ -38,6 +38,7 @@ from pathlib import Path
 from core.io import REPO, atomic_write_json, resolve_user_path
 from core.runs import LAUNCHED_BY, Run, list_runs, pid_alive
 from core.training.gpus import assign_devices, gpu_count, visible_gpus
+from core.training.requests import command_line
 
 LAUNCHES, QUEUE = ".launches", ".queue"
 QUEUE_LOCK, DISPATCHER_LOCK, DISPATCHER_LOG = "queue.lock", "dispatcher.lock", "dispatcher.log"
@@ -63,7 +64,8 @@ class QueuedLaunch:
     """A launch waiting for a slot: ``position`` 1 starts next."""
 
     id: str
-    arguments: list[str]
+    request: dict  # the train request, by name (core.training.requests)
+    arguments: list[str]  # its command line, rendered from it when it was queued
     created: float
     gpus: str
     position: int
@@ -72,7 +74,7 @@ class QueuedLaunch:
 
     def describe(self) -> str:
         """``<method> on <data>`` (and the GPU request where it matters), for a one-line listing."""
-        text = f"{_flag_value(self.arguments, '--method')} on {_flag_value(self.arguments, '--data')}"
+        text = f"{self.request.get('method', '?')} on {self.request.get('data', '?')}"
         return text + (f", {GPU_REQUESTS[self.gpus]}" if self.gpus == "all" else "")
 
 
@@ -89,9 +91,11 @@ class Launched:
         return self.pid is not None
 
 
-def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one", user: str | None = None,
+def launch(request: dict, runs_dir: str | os.PathLike, gpus: str = "one", user: str | None = None,
            max_per_user: int | None = None) -> Launched:
-    """Queue ``python -m core train <arguments>`` writing into ``runs_dir``, and start it now if a slot is free.
+    """Queue the train ``request`` (its values by name: ``{"method": "teacher", "data": "synthetic", "epochs": 2}``;
+    its command line rendered by :func:`core.training.requests.command_line`) writing into ``runs_dir``, and start it
+    now if a slot is free.
 
     ``gpus`` matters on a machine with GPUs: ``one`` (the next free GPU) or ``all`` (one ``torchrun`` DDP
     job over every GPU, once all are free). A launch that has to wait is started by the dispatcher.
@@ -104,6 +108,7 @@ def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one",
                                      or max_per_user < 1):
         raise ValueError(f"max_per_user must be a whole number >= 1 with a user, got {max_per_user!r} for {user!r}")
     runs_dir = Path(runs_dir)
+    arguments = command_line("train", request)[1:]  # an unknown name is refused here, before anything is queued
     launch_id = secrets.token_hex(4)
     # the process's settings travel with the entry: the dispatcher that starts it may have been started by another
     environment = {k: v for k, v in os.environ.items() if k.startswith(ENVIRONMENT_PREFIX) and k != LAUNCHED_BY}
@@ -114,7 +119,7 @@ def launch(arguments: list[str], runs_dir: str | os.PathLike, gpus: str = "one",
             raise ValueError(f"{user} already has {count} launch{'es' if count != 1 else ''} queued or running (at most "
                              f"{max_per_user} a user): wait for one to end, or cancel one")
         atomic_write_json(runs_dir / QUEUE / f"{time.time_ns():020d}-{launch_id}.json",
-                          {"id": launch_id, "arguments": list(arguments), "created": time.time(), "gpus": gpus,
+                          {"id": launch_id, "request": request, "arguments": arguments, "created": time.time(), "gpus": gpus,
                            "user": user or None, "env": environment})
         started = dict(_start_ready(runs_dir))
         position = next((entry.position for entry in queued(runs_dir) if entry.id == launch_id), None)
@@ -129,7 +134,8 @@ def queued(runs_dir: str | os.PathLike) -> list[QueuedLaunch]:
     for path in sorted((Path(runs_dir) / QUEUE).glob("*.json")):
         try:
             info = json.loads(path.read_text())
-            entries.append(QueuedLaunch(str(info["id"]), [str(a) for a in info["arguments"]], float(info["created"]),
+            entries.append(QueuedLaunch(str(info["id"]), dict(info.get("request") or {}), [str(a) for a in info["arguments"]],
+                                        float(info["created"]),
                                         str(info.get("gpus", "one")), len(entries) + 1, path,
                                         str(info["user"]) if info.get("user") else None))
         except (OSError, ValueError, KeyError, TypeError):  # a damaged entry (or one just started) is no launch
@@ -430,8 +436,6 @@ def _ensure_dispatcher(runs_dir: Path) -> None:
     log.close()
 
 
-def _flag_value(arguments: list[str], flag: str) -> str:
-    return arguments[arguments.index(flag) + 1] if flag in arguments[:-1] else "?"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from core.data.synthetic import SOURCES
 from core.methods import METHODS, trainable_methods
 from core.models.dual import is_dual
 from core.runs import default_runs_dir
+from core.training.requests import command_line
 
 
 def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
@@ -40,17 +41,17 @@ def dataset_choice(prefix: str) -> tuple[str, str | None] | None:
     return (str(path), None) if path else None
 
 
-def _dataset_arguments() -> list[str]:
+def _dataset_values() -> dict:
     choice = dataset_choice("launch")
     if choice is None:
-        return []
+        return {}
     spec, root = choice
     summary = dataset_summary(spec, root)
     if "error" in summary:  # nothing to launch: the button stays disabled
         st.error(f"Cannot train on it: {summary['error']}")
-        return []
+        return {}
     st.caption("  \n".join(summary["lines"]))  # the images the run will use, and why (declared, carved, 80/10/10)
-    return ["--data", spec, *(["--data-root", root] if root else [])]
+    return {"data": spec, **({"data_root": root} if root else {})}
 
 
 def relative_to_root(path) -> str:
@@ -87,75 +88,76 @@ def _checkpoint_choice(label: str, default: str, wanted, key: str) -> str | None
     return found.get(choice)
 
 
-def option_widgets(method: str) -> list[str]:
+def option_widgets(method: str) -> dict:
     """A widget per option the method declares with a label (core.methods.options); empty = the preset's value."""
     options_class = METHODS[method].options_class
     return declared_widgets([o for o in options_class.declarations() if o.used_by(method)] if options_class else [])
 
 
-def declared_widgets(declarations) -> list[str]:
+def declared_widgets(declarations) -> dict:
     """A widget per declared setting with a label (:mod:`core.options`: a method's options, the training settings),
-    its range and help from the declaration; the flags of those set (empty number = the preset's value)."""
-    arguments = []
+    its range and help from the declaration; the values of those set (empty number = the preset's value)."""
+    values = {}
     for option in declarations:
         if option.label is None:
             continue
         key = f"launch_{option.flag}"
         if option.switch:
-            arguments += [f"--{option.flag}"] if st.checkbox(option.label, key=key, help=option.help) else []
+            if st.checkbox(option.label, key=key, help=option.help):
+                values[option.name] = not option.default
         elif option.choices:
             value = st.selectbox(option.label, option.choices, index=option.choices.index(option.default), key=key,
                                  help=option.help)
-            arguments += [f"--{option.flag}", str(value)]
+            values[option.name] = value
         else:
             low, high = (None if bound is None else option.kind(bound) for bound in (option.low, option.high))
             number = st.number_input(option.label, low, high, value=None, key=key, help=option.help,
                                      format="%.6f" if option.kind is float else "%d", step=None if option.kind is float else 1)
             if number is not None and not (option.low_open and number == option.low):  # 0 for lr > 0: not given
-                arguments += [f"--{option.flag}", str(option.kind(number))]
-    return arguments
+                values[option.name] = option.kind(number)
+    return values
 
 
-def _method_arguments(method: str) -> list[str]:
+def _method_values(method: str) -> dict:
     """The method's own choices: architecture, its declared options, one-shot, the network to start from."""
     declared = METHODS[method]
-    arguments = []
+    values = {}
     if len(declared.architectures) > 1:
-        arguments += ["--arch", st.selectbox("Architecture", declared.architectures, key="launch_arch")]
-    arguments += option_widgets(method)
+        values["arch"] = st.selectbox("Architecture", declared.architectures, key="launch_arch")
+    values.update(option_widgets(method))
     if method == "taylor":
         start = _checkpoint_choice(
             "Network to prune", "default (shipped EfficientNet-Lite0 of this dataset)",
             lambda h: h.get("method") in ("teacher", "taylor") and h["model"].get("arch", "").startswith("efficientnet"),
             "launch_init")
-        arguments += ["--init-checkpoint", start] if start else []
+        values.update({"init_checkpoint": start} if start else {})
     if method == "two-in-one":
         start = _checkpoint_choice("Student to start from", "none (the architecture above, from scratch)",
                                    lambda h: h["model"].get("type") in ("compact-resnet", "masked-resnet"), "launch_student_init")
-        arguments += ["--init-checkpoint", start] if start else []
+        values.update({"init_checkpoint": start} if start else {})
     if declared.driver is not None and st.checkbox("One-shot (prune to the target in one step)", key="launch_one_shot"):
-        arguments.append("--one-shot")
-    return arguments
+        values["one_shot"] = True
+    return values
 
 
 def launch_form() -> None:
     trainable = trainable_methods()  # the registry as it is now (a method of $CORE_METHOD_PATH too)
     method = st.selectbox("Method", trainable, index=trainable.index("pearson") if "pearson" in trainable else 0,
                           key="launch_method", help="\n".join(f"**{m}**: {METHODS[m].description}" for m in trainable))
-    arguments = ["--method", method, *_dataset_arguments(), *_method_arguments(method)]
+    request = {"method": method, **_dataset_values(), **_method_values(method)}  # a train request, by name
     presets = load_presets()
     preset = st.selectbox("Preset", list(presets), index=list(presets).index("quick"), key="launch_preset",
                           help="\n".join(f"**{k}**: {v.get('description', '')}" for k, v in presets.items()))
-    arguments += ["--preset", preset]
+    request["preset"] = preset
     with st.expander("Hyperparameters (empty = the preset's)"):
-        arguments += declared_widgets(training_settings())
+        request.update(declared_widgets(training_settings()))
     if METHODS[method].needs_teacher:
         default = f"default ({METHODS[method].teacher_kind})"
         dual = method == "two-in-one"  # it distils a dual-branch teacher, and only that
         teacher = _checkpoint_choice("Teacher checkpoint", default,
                                      lambda h: h.get("method") == "teacher" and is_dual(h["model"].get("arch")) == dual,
                                      "launch_teacher")
-        arguments += ["--teacher", teacher] if teacher else []
+        request.update({"teacher": teacher} if teacher else {})
     runs_dir = default_runs_dir()
     gpus = "one"
     if launcher.gpu_count() >= 2:  # one run per free GPU, or one DDP job over all of them
@@ -163,13 +165,14 @@ def launch_form() -> None:
     if not can("launch"):
         st.info(f"Read-only: as a {visitor().role} you may explore runs and checkpoints, but not launch training. "
                 "Ask for the trainer role.")
-    if st.button("Launch", type="primary", disabled="--data" not in arguments or not can("launch"), key="launch_button"):
+    arguments = command_line("train", request)[1:]  # rendered from the request, for the record and the message
+    if st.button("Launch", type="primary", disabled="data" not in request or not can("launch"), key="launch_button"):
         command = f"python -m core train {' '.join(arguments)}"
         if not allowed("launch", command):  # on the server: a forged click of the disabled button stops here
             return
         who = visitor()
         try:
-            launched = launcher.launch(arguments, runs_dir, gpus=gpus, user=who.identity,
+            launched = launcher.launch(request, runs_dir, gpus=gpus, user=who.identity,
                                        max_per_user=policy().max_queued_per_user)
         except ValueError as error:  # the user's quota of queued and running runs
             record("launch", ["python", "-m", "core", "train", *arguments], refused(str(error)))

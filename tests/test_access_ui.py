@@ -15,6 +15,7 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from core import access, launcher
+from core.training.requests import command_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 
@@ -29,8 +30,8 @@ def launches(tiny_benchmark, tmp_path, monkeypatch) -> list:
     """Launches recorded instead of started; the runs folder (and its audit log) in tmp_path."""
     recorded = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
-                        recorded.append((arguments, user)) or launcher.Launched("x", 4242))
+    monkeypatch.setattr(launcher, "launch", lambda request, runs_dir, gpus="one", user=None, max_per_user=None:
+                        recorded.append((command_line("train", request)[1:], user)) or launcher.Launched("x", 4242))
     return recorded
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.training.requests import command_line
+
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "adding-a-method.md"
 
@@ -86,8 +88,8 @@ def test_the_sidebar_offers_the_new_method_with_its_declared_input(plugin, tiny_
     try:
         launched = []
         monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-        monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
-                            launched.append(arguments)
+        monkeypatch.setattr(launcher, "launch", lambda request, runs_dir, gpus="one", user=None, max_per_user=None:
+                            launched.append(command_line("train", request)[1:])
                             or launcher.Launched("x", 4242))
         app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
         assert "logit-decay" in app.sidebar.selectbox(key="launch_method").options

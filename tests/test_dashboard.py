@@ -12,6 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit_server import fill_tiny_launch, free_port, serve
 
+from core.training.requests import command_line
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("CORE_SCREENSHOTS", "/tmp/core-dashboard-screenshots"))
@@ -172,7 +174,7 @@ def test_sidebar_offers_the_gpu_choice_only_with_two_gpus(tiny_benchmark, tmp_pa
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(gpus)
+    monkeypatch.setattr(launcher, "launch", lambda request, runs_dir, gpus="one", user=None, max_per_user=None: launched.append(gpus)
                         or launcher.Launched("x", position=3))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     assert "launch_gpus" not in [radio.key for radio in app.sidebar.radio], "no GPU choice on this machine"
@@ -196,8 +198,8 @@ def test_sidebar_composes_each_methods_own_options(tiny_benchmark, tmp_path, mon
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(launcher, "launch",
-                        lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
-                        launched.append(arguments) or launcher.Launched("x", 4242))
+                        lambda request, runs_dir, gpus="one", user=None, max_per_user=None:
+                        launched.append(command_line("train", request)[1:]) or launcher.Launched("x", 4242))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120).run()
     app.sidebar.selectbox(key="launch_method").set_value(method).run()
     app.sidebar.radio(key="launch_data_kind").set_value("Embedded benchmark")

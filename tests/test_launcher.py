@@ -15,8 +15,8 @@ import pytest
 from core import launcher
 from core.runs import LAUNCHED_BY, Run, list_runs
 
-TINY = ["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--num-workers", "0"]
-QUICK = [*TINY, "--epochs", "1", "--max-train-samples", "16", "--max-eval-samples", "16", "--batch-size", "8"]
+TINY = {"method": "teacher", "data": "synthetic", "arch": "resnet-tiny", "image_size": 32, "num_workers": 0}
+QUICK = {**TINY, "epochs": 1, "max_train_samples": 16, "max_eval_samples": 16, "batch_size": 8}  # a train request
 
 
 def _wait(predicate, timeout: float = 180.0) -> None:
@@ -86,17 +86,22 @@ def test_on_gpus_a_launch_takes_a_free_gpu_or_all_of_them_under_torchrun(tmp_pat
 
 
 def test_a_busy_slot_queues_and_a_queued_launch_cancels_before_it_starts(tiny_benchmark, runs):
-    launched = launcher.launch([*TINY, "--epochs", "50", "--batch-size", "4", "--log-every", "1"], runs)
+    launched = launcher.launch({**TINY, "epochs": 50, "batch_size": 4, "log_every": 1}, runs)
     assert launched.started and launched.position is None
     (activity,) = launcher.activities(runs)
     assert activity.pid == launched.pid
-    waiting = launcher.launch([*QUICK, "--seed", "7"], runs)
+    waiting = launcher.launch({**QUICK, "seed": 7}, runs)
     assert not waiting.started and waiting.position == 1, "a second launch on the CPU waits, it is not refused"
     _wait(lambda: launcher.dispatcher_pid(runs))  # started by the launch, detached: it would start the entry
     assert launcher.stop_dispatcher(runs), "the dispatcher stops on request (the queue stays)"
     (entry,) = launcher.queued(runs)  # read again from the files, as a restarted dashboard would
     assert (entry.id, entry.position, entry.arguments[-1]) == (waiting.id, 1, "7") and entry.path.is_file()
-    assert json.loads(entry.path.read_text())["arguments"] == [*QUICK, "--seed", "7"]
+    stored = json.loads(entry.path.read_text())
+    assert stored["request"] == {**QUICK, "seed": 7} and entry.request == stored["request"]
+    assert stored["arguments"] == ["--method", "teacher", "--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32",
+                                   "--num-workers", "0", "--epochs", "1", "--max-train-samples", "16",
+                                   "--max-eval-samples", "16", "--batch-size", "8", "--seed", "7"]  # rendered from it
+    assert entry.describe() == "teacher on synthetic"
     assert launcher.cancel_queued(runs, waiting.id) and not launcher.queued(runs)
     assert not launcher.cancel_queued(runs, waiting.id), "already gone"
 
@@ -112,10 +117,10 @@ def test_a_busy_slot_queues_and_a_queued_launch_cancels_before_it_starts(tiny_be
 
 
 def test_three_quick_launches_run_one_after_another(tiny_benchmark, runs):
-    first = launcher.launch([*QUICK, "--seed", "1"], runs)
-    second = launcher.launch([*QUICK, "--seed", "2"], runs)
-    cancelled = launcher.launch([*QUICK, "--seed", "9"], runs)
-    third = launcher.launch([*QUICK, "--seed", "3"], runs)
+    first = launcher.launch({**QUICK, "seed": 1}, runs)
+    second = launcher.launch({**QUICK, "seed": 2}, runs)
+    cancelled = launcher.launch({**QUICK, "seed": 9}, runs)
+    third = launcher.launch({**QUICK, "seed": 3}, runs)
     assert first.started and [w.position for w in (second, cancelled, third)] == [1, 2, 3]
     assert launcher.cancel_queued(runs, cancelled.id)
     assert [e.id for e in launcher.queued(runs)] == [second.id, third.id]

@@ -30,7 +30,9 @@ def test_three_simultaneous_launches_never_share_a_run_directory(tiny_benchmark,
     runs = tmp_path / "runs"
     arguments = ["--method", "teacher", *TINY_TEACHER, "--epochs", "1", "--max-train-samples", "16", "--max-eval-samples", "12"]
     processes = [launch(["train", *arguments, "--seed", str(seed), "--runs-dir", str(runs)]) for seed in (1, 2)]
-    launcher.launch([*arguments, "--seed", "3"], runs)  # what the sidebar's Launch button does
+    launcher.launch({"method": "teacher", "data": "synthetic", "arch": "resnet-tiny", "image_size": 32, "batch_size": 8,
+                     "num_workers": 0, "log_every": 2, "epochs": 1, "max_train_samples": 16, "max_eval_samples": 12,
+                     "seed": 3}, runs)  # what the sidebar's Launch button does: the same run as the two above, seed 3
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]

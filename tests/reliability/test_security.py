@@ -237,8 +237,8 @@ def test_sidebar_refuses_a_bad_path_before_launching(tiny_benchmark, tmp_path, m
 
     launched = []
     monkeypatch.setenv("CORE_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(launcher, "launch", lambda arguments, runs_dir, gpus="one", user=None, max_per_user=None:
-                        launched.append(arguments) or launcher.Launched("x", 4242))
+    monkeypatch.setattr(launcher, "launch", lambda request, runs_dir, gpus="one", user=None, max_per_user=None:
+                        launched.append(request) or launcher.Launched("x", 4242))
     app = AppTest.from_file(str(REPO / "dashboard" / "Home.py"), default_timeout=120)
     app.secrets["access"] = {"data_roots": [str(tmp_path)]}  # the folders this dashboard may read
     app.run()
@@ -256,7 +256,7 @@ def test_sidebar_refuses_a_bad_path_before_launching(tiny_benchmark, tmp_path, m
     app.sidebar.text_input(key="launch_path").set_value(f"{tmp_path}/faces/../faces").run()
     assert not app.sidebar.error and not app.sidebar.button(key="launch_button").disabled
     app.sidebar.button(key="launch_button").click().run()
-    assert launched and launched[0][2:4] == ["--data", str(tmp_path / "faces")]
+    assert launched and launched[0]["data"] == str(tmp_path / "faces")
     app.sidebar.radio(key="launch_data_kind").set_value("Registered dataset").run()
     app.sidebar.text_input(key="launch_root").set_value(str(tmp_path / "missing-root")).run()
     assert "does not exist" in app.sidebar.error[0].value and app.sidebar.button(key="launch_button").disabled
@@ -276,8 +276,8 @@ def test_processes_start_from_argument_lists_never_a_shell(tmp_path, monkeypatch
 
     monkeypatch.setattr(launcher.subprocess, "Popen", lambda command, **kwargs: started.append((command, kwargs)) or FakeProcess())
     hostile = "/data/x; rm -rf ~ #"
-    launcher.launch(["--method", "teacher", "--data", hostile], tmp_path / "runs")
-    launcher.launch(["--method", "teacher", "--data", hostile], tmp_path / "runs")
+    launcher.launch({"method": "teacher", "data": hostile}, tmp_path / "runs")
+    launcher.launch({"method": "teacher", "data": hostile}, tmp_path / "runs")
     (command, kwargs), _ = started
     assert isinstance(command, list) and hostile in command and not kwargs.get("shell")
     logs = list((tmp_path / "runs" / ".launches").glob("*.log"))
