@@ -202,6 +202,9 @@ SETTINGS_TABLE = "{{ settings-table }}"  # the training settings, from their one
 
 def settings_table() -> str:
     """The Markdown table of every training setting a flag sets: flag, default, domain, help, sidebar label."""
+    repository = str(Path(__file__).resolve().parents[1])
+    if repository not in sys.path:  # run as a script, or as MkDocs' hook after it restored sys.path: core is beside us
+        sys.path.insert(0, repository)
     from core.config import training_settings
 
     rows = ["| flag | default | values | what it sets | sidebar |", "|---|---|---|---|---|"]
