@@ -5,6 +5,9 @@ The public Python API (see docs/interfaces.md):
 - :func:`load_model` rebuilds any checkpoint this project writes, in eval mode,
   with a single-logit output (logit > 0 means *fake*) and a ``preprocess``
   attribute: the exact transform (size, normalisation) the checkpoint expects.
+
+Its functions import the library inside their bodies on purpose: ``import core`` stays light (the CLI, the
+dashboard and the subprocesses of tests import it before they know what they need).
 """
 
 from __future__ import annotations

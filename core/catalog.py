@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.checkpoint import SHIPPED_DIR, CheckpointError, compact_cost, has_ood_calibration, is_sidecar, read_header
+from core.checkpoint import SHIPPED_DIR, CheckpointError, compact_cost, has_ood_calibration, is_sidecar, read_header, resolve_checkpoint
 from core.models import model_kind
 from core.runs import default_runs_dir, list_runs
 
@@ -75,7 +75,6 @@ SHIPPED_TICKETS = SHIPPED_DIR / "tickets"  # a shipped lottery-ticket chain: one
 def ticket_rows(runs_dir: Path | None = None, shipped: Path = SHIPPED_TICKETS) -> list[dict]:
     """One row per finished lottery-ticket run, and per shipped ticket checkpoint: chain, round, sparsity, surviving
     parameters, test metrics."""
-    from core.checkpoint import resolve_checkpoint
 
     sources = [(run.dir.name, run.dir, False) for run in list_runs(runs_dir or default_runs_dir())]
     sources += [(path.stem, path, True) for path in sorted(Path(shipped).glob("*.safetensors")) if not is_sidecar(path)]

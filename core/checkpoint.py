@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -211,7 +212,7 @@ def _check_version(path: Path, header) -> dict:
 
 def read_onnx_header(path: str | os.PathLike) -> dict:
     """The checkpoint header stored in an ONNX file's ``metadata_props``; CheckpointError when there is none."""
-    import onnx
+    import onnx  # optional runtime, imported on use
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -229,7 +230,6 @@ def read_onnx_header(path: str | os.PathLike) -> dict:
 
 def read_ir_header(path: str | os.PathLike) -> dict:
     """The checkpoint header in an OpenVINO IR's ``rt_info`` (``<core value="..."/>``), read as XML: no OpenVINO needed."""
-    import xml.etree.ElementTree as ElementTree
 
     try:
         entry = ElementTree.parse(path).getroot().find(f"rt_info/{HEADER_KEY}")
@@ -275,7 +275,6 @@ def read_header(path: str | os.PathLike) -> Header:
     if _is_torch_file(path):
         return _load_pt(path)[1]
     try:
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -314,7 +313,6 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], H
 def load_extra_tensors(path: str | os.PathLike, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` checkpoint that are not weights (see ``save_checkpoint(extra=)``): those whose
     names start with ``prefix``, or all of them. Other formats hold none."""
-    from safetensors import safe_open
 
     path = resolve_checkpoint(path)
     declared = tuple(read_header(path).get("extra_tensors") or ())

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]  # the repository: relative paths typed by a person start here, as runs do
 FILE_MODE = 0o644
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporaries: ".<name>.<random>.tmp" next to the target
@@ -208,14 +210,12 @@ class DiskCache:
 
 def load_npz(path: Path) -> dict:
     """Every array of an ``.npz`` cache entry, read into memory."""
-    import numpy as np
 
     with np.load(path) as stored:
         return {name: stored[name] for name in stored.files}
 
 
 def save_npz(tmp: str, arrays: dict) -> None:
-    import numpy as np
 
     with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
         np.savez(handle, **arrays)

@@ -32,6 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
+import torch
+import torchvision
+
 from core.checkpoint import BEST, LAST
 from core.io import TEMPORARY_SUFFIX, append_jsonl, append_text, atomic_write_json, atomic_write_text, read_jsonl
 
@@ -157,9 +161,6 @@ class Run:
         atomic_write_json(self.dir / "config.json", config)
 
     def write_environment(self, device: str) -> None:
-        import numpy
-        import torch
-        import torchvision
 
         atomic_write_json(self.dir / "env.json", {
             "python": sys.version.split()[0],

@@ -3,6 +3,9 @@
 Human logs and progress bars go to stderr. With ``--json`` the last line of
 stdout is exactly one JSON object. Bad input ends with a one-line ``error: ...``
 on stderr and exit status 2.
+
+The one place where imports stay inside functions on purpose: a command's library modules are imported when that
+command runs (``cmd_*``), so ``python -m core --help`` and every other command do not pay for them.
 """
 
 from __future__ import annotations

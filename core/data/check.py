@@ -31,9 +31,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from core.data.datasets import LABEL_NAMES, SPLITS, DatasetSplits
+from core.data.images import ImageLoadError, load_image
 from core.io import DiskCache, load_json, save_json
 
 HASH_SIZE = 16  # phash's DCT side: 16x16 = 256 bits
@@ -47,9 +49,8 @@ HASH_CACHE_VERSION = 1
 
 def hash_file(path: str) -> tuple[str | None, int, int, str | None]:
     """``(phash hex, width, height, skip reason)`` of one image file, decoded as training decodes it."""
-    import imagehash
+    import imagehash  # imported when `data check` hashes
 
-    from core.data.images import ImageLoadError, load_image
 
     try:
         image = load_image(path)
@@ -150,7 +151,6 @@ def near_duplicates(words: dict[str, np.ndarray], threshold: int = DUPLICATE_THR
     is ``(256 - a.b) / 2``: one float32 matrix product per block of ``budget`` distances (exact: the dot
     products are integers under 2**24), 4x faster on 2 cores than XOR + popcount of the words.
     """
-    import torch
 
     def signs(hashes: np.ndarray) -> torch.Tensor:  # [N, 4] uint64 -> [N, 256] of +-1
         return torch.from_numpy(1.0 - 2.0 * np.unpackbits(hashes.view(np.uint8), axis=1).astype(np.float32))

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -224,9 +227,8 @@ def _save(face: Image.Image, target: Path, size: int) -> None:
 
 def _one_thread() -> None:
     """Worker initialiser: one OpenCV (and torch) thread, so N workers on N cores do not oversubscribe them."""
-    import sys
 
-    import cv2
+    import cv2  # imported when a video or photo is decoded by OpenCV
 
     os.environ["OMP_NUM_THREADS"] = "1"
     cv2.setNumThreads(1)
@@ -373,8 +375,6 @@ def _run(jobs: list[tuple[int, ItemJob]], workers: int, finish: Callable[[int, t
         for position, job in jobs:
             finish(position, extract_item(job))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: a forked child can inherit OpenCV's thread pool mid-flight and hang
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),

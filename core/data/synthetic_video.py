@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from core.data.datasets import LABEL_NAMES, Sample
+from core.data.datasets import LABEL_NAMES, Sample, resolve_dataset
 from core.data.video import FaceOptions, VideoError, find_faces
 from core.io import atomic_write
 
@@ -171,7 +171,6 @@ def clip_preview(label: int, source: str = "faceswap", config: ClipConfig = Clip
 
 def _clip_face(label: int, source: str, config: ClipConfig, data_root: str | os.PathLike | None) -> Image.Image:
     """The first detectable benchmark test face of ``label``: the face a sample clip moves around."""
-    from core.data.datasets import resolve_dataset
 
     samples = [s for s in resolve_dataset(f"synthetic:{source}", data_root).split("test") if s.label == label]
     found = detectable(samples, 1, config)

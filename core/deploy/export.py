@@ -24,12 +24,21 @@ record as ``speed``).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.checkpoint import is_graph, is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt
+from core.checkpoint import is_graph, is_onnx, load_extra_tensors, read_header, resolve_checkpoint, save_checkpoint, save_pt, sidecar_path
+from core.deploy.onnx import deployed_header, load_onnx, set_header, write_onnx
+from core.deploy.openvino import FP32_HINT, load_openvino, openvino_version, set_ir_header, write_ir
+from core.deploy.quantize import CALIBRATION_IMAGES, int8_agreement, quantize_int8, training_data
+from core.deploy.runtimes import time_round_robin
+from core.deploy.serving import deployable
+from core.evaluation.evaluate import file_digest
+from core.evaluation.ood import load_ood, save_sidecar
+from core.models.loading import load_model, served
 from core.models.masked import MaskedResNet
 from core.pruning.flops import profile_model
 from core.pruning.surgery import round_masks
@@ -55,9 +64,6 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
     checkpoint) instead of exporting it again, and also reports the int8 and fp32 file sizes.
     ``openvino`` writes ``out`` (``.xml``) and its ``.bin``, and reports the compiled model's ``inference_precision``.
     """
-    from core.deploy.onnx import load_onnx
-    from core.deploy.serving import deployable
-    from core.models.loading import load_model
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
@@ -116,9 +122,7 @@ def export(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, batc
 
 def _export_openvino(compact: nn.Module, header: dict, source: Path, out: Path) -> nn.Module:
     """The fp32 ONNX graph (in a scratch folder) read by OpenVINO and saved as the IR ``out``, reloaded."""
-    import tempfile
 
-    from core.deploy.openvino import FP32_HINT, load_openvino, openvino_version, write_ir
 
     with tempfile.TemporaryDirectory(prefix="core-export-") as scratch:
         graph = Path(scratch) / "fp32.onnx"
@@ -134,10 +138,6 @@ def _export_openvino(compact: nn.Module, header: dict, source: Path, out: Path) 
 def _record_speed(source: Path, out: Path, exported: nn.Module, image_size: int) -> dict:
     """``exported`` against ``source`` served by PyTorch eager (BatchNorm folded, channels_last), round-robin at batch 1
     for about :data:`SPEED_SECONDS`; written into the export's ``deploy`` record as ``speed``."""
-    from core.deploy.onnx import set_header
-    from core.deploy.openvino import set_ir_header
-    from core.deploy.runtimes import time_round_robin
-    from core.models.loading import load_model, served
 
     timing = time_round_robin({"torch": served(load_model(source)), "export": exported}, image_size, SPEED_SECONDS)
     speed = {"batch": 1, "threads": torch.get_num_threads(), "repeats": timing["repeats"],
@@ -152,8 +152,6 @@ def _record_speed(source: Path, out: Path, exported: nn.Module, image_size: int)
 def _carry_ood(source: Path, out: Path, fmt: str) -> None:
     """A format that cannot hold the out-of-distribution model gets it as a sidecar beside the export (the compact
     network's stages compute the same statistics as the source's: the surgery keeps every stage's output)."""
-    from core.checkpoint import sidecar_path
-    from core.evaluation.ood import load_ood, save_sidecar
 
     if fmt == "safetensors":
         return
@@ -164,8 +162,6 @@ def _carry_ood(source: Path, out: Path, fmt: str) -> None:
 
 def _write_onnx(model: nn.Module, header: dict, source: Path, out: Path) -> None:
     """The fp32 ONNX checkpoint, its header saying where it came from."""
-    from core.deploy.onnx import deployed_header, write_onnx
-    from core.evaluation.evaluate import file_digest
 
     deploy = {"format": "onnx", "precision": "fp32", "source": str(source), "source_sha256": file_digest(source),
               "exporter": f"torch.onnx dynamo (torch {torch.__version__})"}
@@ -177,11 +173,7 @@ def _export_int8(source: nn.Module, compact: nn.Module, header: dict, path: Path
                  progress: bool, fp32_onnx: str | os.PathLike | None) -> dict:
     """fp32 ONNX (given, or written to a scratch folder), then int8 to ``out``, compared with the source on real
     training images (the int8 error depends on the inputs' distribution, which random images do not have)."""
-    import tempfile
 
-    from core.deploy.onnx import load_onnx
-    from core.deploy.quantize import CALIBRATION_IMAGES, int8_agreement, quantize_int8, training_data
-    from core.evaluation.evaluate import file_digest
 
     if data is None:
         data, data_root = training_data(header)

@@ -15,12 +15,16 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.checkpoint import FORMAT_VERSION, HEADER_KEY, read_header, register_runner
+from core.data.images import Normalization, eval_transform
+from core.evaluation.ood import FeatureTap
+from core.io import atomic_write
 
 INPUT, OUTPUT = "images", "logits"
 STATISTICS_PREFIX = "stats."  # extra outputs of a serving export: a stage's out-of-distribution statistics
@@ -110,10 +114,7 @@ def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.Pa
 
     ``statistics``: stage names whose out-of-distribution statistics (:mod:`core.evaluation.ood`) the graph also
     outputs, as ``stats.<stage>``, so that a served ONNX model scores its inputs in the same run."""
-    import warnings
 
-    from core.evaluation.ood import FeatureTap
-    from core.io import atomic_write
 
     quiet_exporter_logs()
     network = exportable(model.eval(), image_size)
@@ -154,9 +155,8 @@ def header_json(header: dict) -> str:
 
 def set_header(path: str | os.PathLike, header: dict) -> None:
     """Replace the ``core`` header of an ONNX file (other metadata kept), atomically."""
-    import onnx
+    import onnx  # optional runtime, imported on use
 
-    from core.io import atomic_write
 
     model = onnx.load(str(path))
     for entry in [p for p in model.metadata_props if p.key == HEADER_KEY]:
@@ -176,9 +176,8 @@ class OnnxModel(nn.Module):
     """
 
     def __init__(self, path: str | os.PathLike, header: dict, threads: int | None = None) -> None:
-        import onnxruntime
+        import onnxruntime  # optional runtime, imported on use
 
-        from core.data.images import Normalization, eval_transform
 
         super().__init__()
         options = onnxruntime.SessionOptions()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 from core.checkpoint import FORMAT_VERSION, HEADER_KEY, IR_SUFFIX, is_ir, read_header, register_runner
+from core.data.images import Normalization, eval_transform
+from core.deploy.onnx import OUTPUT, STATISTICS_PREFIX
 
 OPENVINO_PIN = "openvino==2026.4.1"  # requirements.txt
 DEVICE = "CPU"
@@ -49,7 +52,7 @@ def import_openvino():
     missing. (Where OpenVINO or its telemetry package was imported before, by other code, it is left as it is.)"""
     if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
         sys.modules["openvino_telemetry"] = None  # `import openvino_telemetry` now raises ImportError: OpenVINO's stub
-    import openvino
+    import openvino  # optional runtime, imported on use (core.deploy.openvino blocks its telemetry first)
 
     return openvino
 
@@ -109,8 +112,6 @@ class OpenVinoModel(nn.Module):
     """
 
     def __init__(self, path: str | os.PathLike, header: dict, threads: int | None = None) -> None:
-        from core.data.images import Normalization, eval_transform
-        from core.deploy.onnx import OUTPUT, STATISTICS_PREFIX
 
         super().__init__()
         core = openvino_core()
@@ -174,7 +175,6 @@ def set_ir_header(path: str | os.PathLike, header: dict) -> None:
 def _save_ir(model, header: dict, out: Path) -> None:
     """``model`` with ``header`` in its rt_info, saved as ``out`` and its ``.bin``: staged beside them, then each
     renamed over its target (the ``.bin`` first, so a reader of the new ``.xml`` finds its weights)."""
-    import tempfile
 
     openvino = import_openvino()
     model.set_rt_info(json.dumps({**header, "format_version": FORMAT_VERSION}, sort_keys=True, default=str), [HEADER_KEY])

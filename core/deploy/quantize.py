@@ -29,6 +29,7 @@ from core.checkpoint import read_onnx_header
 from core.data.datasets import Sample, resolve_dataset
 from core.data.images import ImageDataset, collate_skipping
 from core.deploy.onnx import INPUT, OnnxModel, quiet_exporter_logs, set_header
+from core.io import atomic_write
 
 CALIBRATION_IMAGES = 300  # the training images whose activation ranges set the int8 scales
 INT8_CHECK_IMAGES = 32  # real training images on which an int8 graph is compared with its source
@@ -67,7 +68,7 @@ def preprocessed_batches(samples: list[Sample], preprocess, batch_size: int = CA
 
 
 def _reader(batches: Iterator[torch.Tensor]):
-    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader  # optional runtime, imported on use
 
     class ImageReader(CalibrationDataReader):
         """Feeds the calibration batches to onnxruntime's calibrator, once."""
@@ -87,10 +88,9 @@ def quantize_int8(fp32: str | os.PathLike, out: str | os.PathLike, data: str | N
     The written file carries the fp32 header with ``deploy`` saying int8 and how it was calibrated.
     Returns ``{"bytes", "fp32_bytes", "size_ratio", "calibration"}``.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # optional runtime, imported on use
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # optional runtime, imported on use
 
-    from core.io import atomic_write
 
     quiet_exporter_logs()
     header = read_onnx_header(fp32)

@@ -27,16 +27,33 @@ machine (CPU model, its SIMD flags, cores, threads) and the runtimes' versions: 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import logging
 import os
+import platform
+import shutil
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from core.checkpoint import is_graph, is_onnx, read_header, resolve_checkpoint
+from core.deploy.onnx import WithStatistics, load_onnx
+from core.deploy.openvino import OpenVinoModel, OpenVinoUnavailable, load_openvino, openvino_core, openvino_version
+from core.deploy.serving import deployable, load_serving, serving_export
+from core.evaluation.evaluate import file_digest
+from core.evaluation.latency import measure_latency
+from core.evaluation.ood import FeatureTap, load_ood
 from core.io import DiskCache, WriteError, load_json, save_json
+from core.models import build_model
+from core.models.compact import CompactResNet
+from core.models.loading import load_model, served
+from core.models.masked import masked_layers
+from core.pruning.surgery import compact_of, rounded_counts
 
 RUNTIME_NAMES = ("torch", "torch-compile", "onnx", "onnx-int8", "openvino", "openvino-int8")
 AUTO = "auto"
@@ -99,14 +116,12 @@ def unavailable_reason(runtime: str) -> str | None:
 
 
 def _missing(*modules: str) -> str | None:
-    import importlib.util
 
     absent = [name for name in modules if importlib.util.find_spec(name) is None]
     return f"{', '.join(absent)} not installed (requirements.txt)" if absent else None
 
 
 def _openvino_missing() -> str | None:
-    from core.deploy.openvino import OpenVinoUnavailable, openvino_core
 
     try:
         openvino_core()
@@ -117,8 +132,6 @@ def _openvino_missing() -> str | None:
 
 def _compile_missing() -> str | None:
     """Why torch.compile's inductor cannot build CPU kernels here: it needs a C++ compiler and Python's headers."""
-    import shutil
-    import sysconfig
 
     compiler = os.environ.get("CXX") or next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
     if compiler is None or shutil.which(compiler) is None:
@@ -155,7 +168,6 @@ def load_runtime(checkpoint: str | os.PathLike, runtime: str, round_to: int = 1,
     ``inference_precision`` (the compiled model's ``INFERENCE_PRECISION_HINT``, always f32). Raises
     :class:`RuntimeUnavailable` when the runtime cannot run here (with the reason).
     """
-    from core.models.loading import load_model
 
     if runtime not in RUNTIME_NAMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIME_NAMES)}, got {runtime!r}")
@@ -175,12 +187,9 @@ def load_runtime(checkpoint: str | os.PathLike, runtime: str, round_to: int = 1,
         stages = _ood_stages(path) if runtime == "torch-compile" else None
         form = _torch_form(trained, round_to, runtime == "torch-compile", stages, threads, images)
     elif runtime in ("onnx", "onnx-int8"):
-        from core.deploy.serving import load_serving
 
         form = load_serving(path, threads, round_to, PRECISION[runtime])
     else:
-        from core.deploy.openvino import OpenVinoModel
-        from core.deploy.serving import serving_export
 
         export = serving_export(path, round_to, PRECISION[runtime])
         form = OpenVinoModel(export, read_header(export), threads).eval()
@@ -220,8 +229,6 @@ def _accept_int8(form: nn.Module) -> None:
 
 def _graph_form(path: Path, runtime: str, round_to: int, threads: int | None) -> nn.Module:
     """An exported ``.onnx`` / ``.xml`` file as it is: OpenVINO runs either, ONNX Runtime the ``.onnx``."""
-    from core.deploy.onnx import load_onnx
-    from core.deploy.openvino import load_openvino
 
     if round_to != 1:
         raise ValueError(f"{path.name} is an export: its widths are fixed (export the source checkpoint with --round-to)")
@@ -235,7 +242,6 @@ def _graph_form(path: Path, runtime: str, round_to: int, threads: int | None) ->
 
 
 def _ood_stages(path: Path) -> list[str] | None:
-    from core.evaluation.ood import load_ood
 
     ood = load_ood(path)
     return list(ood.stages) if ood is not None else None
@@ -245,8 +251,6 @@ def _torch_form(trained: nn.Module, round_to: int, compiled: bool, stages: list[
                 images: torch.Tensor) -> nn.Module:
     """PyTorch eager as :func:`core.models.loading.served` serves it (round_to 1: the checkpoint's network as it is;
     > 1: its padded deployable network), or that network through torch.compile."""
-    from core.deploy.serving import deployable
-    from core.models.loading import served
 
     network = served(deployable(trained, round_to)[0] if round_to > 1 else trained)
     if compiled:
@@ -268,10 +272,7 @@ class CompiledForm(nn.Module):
     after compilation would not run inside it."""
 
     def __init__(self, network: nn.Module, stages: list[str]) -> None:
-        import logging
 
-        from core.deploy.onnx import WithStatistics
-        from core.evaluation.ood import FeatureTap
 
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on a CPU box
         super().__init__()
@@ -346,7 +347,6 @@ def serve(checkpoint: str | os.PathLike, runtime: str | None = None, threads: in
 def machine_key() -> dict:
     """What a measurement depends on besides the checkpoint: the CPU (model, SIMD flags, cores), torch's threads, and
     the runtimes' versions (None: not installed; OpenVINO's: None when it does not import)."""
-    from core.deploy.openvino import openvino_version
 
     model, flags = "unknown", set()
     try:
@@ -357,7 +357,6 @@ def machine_key() -> dict:
             elif name.strip() == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
-        import platform
 
         model = platform.processor() or platform.machine()
 
@@ -373,7 +372,6 @@ def machine_key() -> dict:
 
 
 def record_key(path: Path) -> dict:
-    from core.evaluation.evaluate import file_digest
 
     return {"version": RECORD_VERSION, "checkpoint_sha256": file_digest(path), "machine": machine_key(),
             "candidates": list(AUTO_CANDIDATES), "roundings": list(ROUNDINGS)}
@@ -381,7 +379,6 @@ def record_key(path: Path) -> dict:
 
 def record_paths(checkpoint: str | os.PathLike) -> list[Path]:
     """Where auto's measurement of ``checkpoint`` is kept: beside it (``<stem>.serving.json``), else in the cache."""
-    from core.evaluation.evaluate import file_digest
 
     path = resolve_checkpoint(checkpoint)
     stem = path.name.removesuffix(path.suffix)
@@ -414,15 +411,10 @@ def auto_selection(checkpoint: str | os.PathLike, progress: bool = True, remeasu
 def distinct_roundings(checkpoint: str | os.PathLike) -> dict[int, int]:
     """``{round_to: the smaller round_to it equals}`` for the roundings of :data:`ROUNDINGS` that change nothing
     (every kept count already a multiple), and for all but 1 when the network has no kept-filter counts."""
-    from core.models.compact import CompactResNet
-    from core.models.loading import load_model
-    from core.pruning.surgery import compact_of, rounded_counts
 
     network, _ = compact_of(load_model(resolve_checkpoint(checkpoint)))
     if not isinstance(network, CompactResNet):
         return {r: 1 for r in ROUNDINGS if r > 1}
-    from core.models import build_model
-    from core.models.masked import masked_layers
 
     widths = [layer.channels for layer in masked_layers(build_model(network.arch))]
     seen: dict[tuple, int] = {}
@@ -445,7 +437,6 @@ def measure_runtimes(checkpoint: str | os.PathLike, runtimes: tuple[str, ...] = 
     Returns ``{candidates: [{runtime, round_to, precision, median_ms, p10_ms, p90_ms, max_abs_diff, statistics,
     build_s}], unavailable: {runtime: reason}, refused: [{runtime, round_to, reason}], same_widths, chosen,
     batch, image_size, threads, repeats, seconds, measured_at}``."""
-    from tqdm.auto import tqdm
 
     path = resolve_checkpoint(checkpoint)
     header = read_header(path)
@@ -493,7 +484,6 @@ def time_round_robin(forms: dict[str, nn.Module], image_size: int, seconds: floa
     """Every form timed at batch 1, round-robin in this process (:func:`core.evaluation.latency.measure_latency`, one
     settling pass before each timed one), for about ``seconds`` (at least :data:`MIN_REPEATS` rounds, at most
     :data:`MAX_REPEATS`): ``{median_ms, p10_ms, p90_ms: {name: ms}, repeats}``."""
-    from core.evaluation.latency import measure_latency
 
     timings = measure_latency(forms, image_size, batch=1, repeats=MIN_REPEATS, warmup=2, settle=SETTLE, seconds=seconds,
                               max_repeats=MAX_REPEATS)

@@ -14,13 +14,21 @@ recorded in its header (``deploy.check``). ONNX Runtime and OpenVINO both run th
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from core.checkpoint import has_ood_calibration, is_onnx, read_header, resolve_checkpoint
-from core.deploy.onnx import OnnxModel, deployed_header, load_onnx, write_onnx
+from core.checkpoint import has_ood_calibration, is_onnx, read_header, resolve_checkpoint, sidecar_path
+from core.deploy.onnx import OnnxModel, deployed_header, load_onnx, set_header, write_onnx
+from core.deploy.quantize import int8_agreement, quantize_int8, training_data
+from core.evaluation.evaluate import file_digest
+from core.evaluation.ood import load_ood, save_sidecar
 from core.io import DiskCache
+from core.models.compact import CompactResNet
+from core.models.loading import load_model
+from core.pruning.surgery import compact_of, pad_compact
 
 PRECISIONS = ("fp32", "int8")
 SERVING_CACHE = DiskCache("serving", 1, ".onnx")  # the serving exports, one per (checkpoint, rounding, precision)
@@ -30,8 +38,6 @@ def deployable(model: nn.Module, round_to: int = 1) -> tuple[nn.Module, dict]:
     """The network a served graph runs, and its header: ``compact_of(model)`` (a masked student's compact network, a
     ticket's plain one), with ``round_to`` > 1 every pruned layer padded with zero filters up to a multiple of it
     (:func:`core.pruning.surgery.pad_compact`: the same logits, exactly). It carries ``header`` and ``preprocess``."""
-    from core.models.compact import CompactResNet
-    from core.pruning.surgery import compact_of, pad_compact
 
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}")
@@ -48,7 +54,6 @@ def deployable(model: nn.Module, round_to: int = 1) -> tuple[nn.Module, dict]:
 
 def serving_path(checkpoint: str | os.PathLike, round_to: int = 1, precision: str = "fp32") -> Path:
     """Where the serving export of ``checkpoint`` is cached (its name, content hash, rounding, statistics, precision)."""
-    from core.evaluation.evaluate import file_digest
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -62,12 +67,7 @@ def serving_path(checkpoint: str | os.PathLike, round_to: int = 1, precision: st
 
 def serving_export(checkpoint: str | os.PathLike, round_to: int = 1, precision: str = "fp32", progress: bool = False) -> Path:
     """The cached ONNX export of ``checkpoint`` for serving (written on first use, atomically)."""
-    import torch
 
-    from core.checkpoint import sidecar_path
-    from core.evaluation.evaluate import file_digest
-    from core.evaluation.ood import load_ood, save_sidecar
-    from core.models.loading import load_model
 
     path = resolve_checkpoint(checkpoint)
     out = serving_path(path, round_to, precision)
@@ -91,13 +91,7 @@ def serving_export(checkpoint: str | os.PathLike, round_to: int = 1, precision: 
 def _quantized_export(source: Path, fp32: Path, out: Path, progress: bool) -> Path:
     """``fp32`` quantised to int8 (calibrated on the checkpoint's training split), its agreement with ``source`` on real
     training images in its header, then renamed to ``out``: a file there is always a checked one."""
-    import tempfile
 
-    from core.checkpoint import sidecar_path
-    from core.deploy.onnx import set_header
-    from core.deploy.quantize import int8_agreement, quantize_int8, training_data
-    from core.evaluation.ood import load_ood, save_sidecar
-    from core.models.loading import load_model
 
     header = read_header(fp32)
     data, data_root = training_data(header)

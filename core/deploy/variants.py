@@ -12,9 +12,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from safetensors.torch import save
+
 from core.checkpoint import resolve_checkpoint
-from core.deploy.quantize import CALIBRATION_IMAGES
+from core.deploy.export import export
+from core.deploy.quantize import CALIBRATION_IMAGES, training_data
+from core.evaluation.evaluate import evaluate, file_digest
+from core.evaluation.latency import measure_latency
 from core.io import DiskCache, load_json, save_json
+from core.models.loading import load_model
+from core.pruning.surgery import compact_of
 
 DEPLOY_CACHE = DiskCache("deploy", 2, ".onnx")  # compare_runtimes' exports, each with its export record (.json)
 # runtime label -> export format (None: the checkpoint itself, run by PyTorch)
@@ -29,8 +36,6 @@ def deployed(checkpoint: str | os.PathLike, fmt: str, calibration_images: int = 
     The record is :func:`core.deploy.export.export`'s result (``path``, ``bytes``,
     ``max_abs_diff``, ...) plus the source checkpoint and its SHA-256.
     """
-    from core.deploy.export import export
-    from core.evaluation.evaluate import file_digest
 
     if fmt not in ("onnx", "onnx-int8"):
         raise ValueError(f"deployed versions are onnx or onnx-int8, not {fmt!r}")
@@ -64,13 +69,7 @@ def compare_runtimes(checkpoints: dict[str, str | os.PathLike], data: str | None
     seconds. All models of one image size are timed round-robin in one process
     (:func:`core.evaluation.latency.measure_latency`), so their ratios survive a busy machine.
     """
-    from safetensors.torch import save
 
-    from core.deploy.quantize import training_data
-    from core.evaluation.evaluate import evaluate
-    from core.evaluation.latency import measure_latency
-    from core.models.loading import load_model
-    from core.pruning.surgery import compact_of
 
     rows, models = {}, {}
     for name, checkpoint in checkpoints.items():

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import load_protocols
+from core.data.datasets import DatasetError, resolve_dataset
 from core.evaluation.evaluate import Evaluation, evaluate
 
 PUBLISHED_ENTRY = "deepfakebench"  # configs/protocols.yaml: DeepfakeBench's frame-level AUC, trained on FF++ c23
@@ -86,7 +87,6 @@ def parse_dataset_specs(specs: str | Iterable[str], default_root: str | None = N
 
 def check_dataset_specs(specs: Sequence[DatasetSpec], split: str = "test") -> None:
     """Load each dataset once, so a wrong name, root or folder is refused before any evaluation, naming the spec."""
-    from core.data.datasets import DatasetError, resolve_dataset
 
     for spec in specs:
         try:

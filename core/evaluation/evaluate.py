@@ -24,6 +24,7 @@ from core.data.datasets import Sample, resolve_dataset
 from core.data.files import Skipped, reason_counts
 from core.evaluation.metrics import Predictions, classification_metrics, per_source_accuracy, predict
 from core.io import DiskCache, atomic_write_json, load_npz, save_npz
+from core.models.loading import load_model
 
 CACHE_VERSION = 2  # 2: skipped files counted per reason
 _HASHES: dict[tuple, str] = {}
@@ -106,7 +107,7 @@ def roc_curve(labels: np.ndarray, probabilities: np.ndarray, points: int = 200) 
 def roc_figure(curves: dict[str, dict], title: str | None = "ROC curves"):
     """The ROC figure (plotly; the report's and the dashboard's): each named curve of :func:`roc_curve` with its AUC
     in the legend, and chance."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # imported when a figure is drawn (slow to import)
 
     figure = go.Figure()
     for name, roc in curves.items():
@@ -181,7 +182,6 @@ def evaluate(checkpoint: str | os.PathLike, data: str, split: str = "test", data
     if cached is not None:
         return Evaluation(str(checkpoint), dataset.name, split, samples, cached, cached=True,
                           images=dataset.describe(split), left_out=dataset.skipped_in(split))
-    from core.models.loading import load_model
 
     model = load_model(path, device=device)
     predictions = predict(model, samples, model.preprocess, batch_size, device, num_workers, progress,

@@ -17,15 +17,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from core.checkpoint import resolve_checkpoint
 from core.data.datasets import Sample
 from core.data.images import ImageDataset, collate_skipping
+from core.evaluation.evaluate import file_digest, samples_digest
 from core.io import DiskCache, load_npz, save_npz
+from core.models.dual import BRANCHES, DualBranchNet, is_dual
+from core.models.loading import load_model
 from core.models.masked import MaskedResNet, block_convs
+from core.models.registry import build_model
+from core.models.ticket import Ticket
 from core.pruning.correlation import pearson_correlation, redundancy_scores
 
 EMBEDDING_VERSION = 2  # 2: keyed through core.io.DiskCache
@@ -185,8 +195,6 @@ def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
     A lottery ticket keeps *weights* (its masks); a channel-pruned network (``pruned-net``,
     Taylor) keeps *channels*: each conv's output width against the dense architecture's.
     """
-    from core.models.registry import build_model
-    from core.models.ticket import Ticket
 
     if isinstance(model, Ticket):
         masks = model.masks()
@@ -206,7 +214,6 @@ def kept_per_layer(model: nn.Module) -> tuple[list[str], list[float], str]:
 
 def feature_views(header: dict) -> list[str | None]:
     """The embeddings a checkpoint offers: its head's input (``None``), or, for a dual-branch teacher, each branch's."""
-    from core.models.dual import BRANCHES, is_dual
 
     return list(BRANCHES) if is_dual((header.get("model") or {}).get("arch")) else [None]
 
@@ -221,7 +228,6 @@ def penultimate_features(model: nn.Module, samples: list[Sample], batch_size: in
     """
     captured = {}
     if branch is not None:
-        from core.models.dual import BRANCHES, DualBranchNet
 
         if branch not in BRANCHES or not isinstance(model, DualBranchNet):
             raise ValueError(f"branch {branch!r}: only a dual-branch teacher has branches, {' and '.join(BRANCHES)}")
@@ -258,7 +264,7 @@ def spread_subset(samples: list[Sample], limit: int) -> list[Sample]:
 
 def umap_embedding(features: np.ndarray, seed: int = 0, neighbours: int = 15) -> np.ndarray:
     """A 2-D UMAP of standardised features (umap-learn is imported here: its numba compile takes ~10 s)."""
-    import umap
+    import umap  # imported on use (numba: slow to import)
 
     scaled = (features - features.mean(0)) / (features.std(0) + 1e-8)
     reducer = umap.UMAP(n_neighbors=min(neighbours, len(features) - 1), random_state=seed, n_jobs=1)
@@ -267,10 +273,6 @@ def umap_embedding(features: np.ndarray, seed: int = 0, neighbours: int = 15) ->
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int = 5, folds: int = 5) -> float:
     """Cross-validated k-NN label accuracy of the features: how well they separate real from fake."""
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     folds = max(2, min(folds, int(np.bincount(labels).min())))
     pipeline = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=neighbours))
@@ -285,9 +287,6 @@ def embedding(checkpoint: str | os.PathLike, samples: list[Sample], seed: int = 
     teacher, see :func:`feature_views`), like the prediction cache, so a restarted dashboard finds
     it again. Returns ``xy [n, 2]``, ``labels``, ``sources``, ``paths`` and ``knn_accuracy``.
     """
-    from core.checkpoint import resolve_checkpoint
-    from core.evaluation.evaluate import file_digest, samples_digest
-    from core.models.loading import load_model
 
     path = resolve_checkpoint(checkpoint)
     key = {"checkpoint": file_digest(path), "samples": samples_digest(samples), "seed": seed, "branch": branch}

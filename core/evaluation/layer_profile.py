@@ -22,13 +22,16 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from core.models.loading import load_model, served
+from core.models.registry import build_model
+from core.pruning.surgery import compact_of
+
 CATEGORIES = ("stem", "pruned convs", "full-width convs", "downsample", "add + relu", "head", "overhead")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head", "overhead")
 
 
 def _unpruned_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     """``name -> (out, in)`` channels of every conv of the architecture ``model`` was cut from."""
-    from core.models.registry import build_model
 
     arch = getattr(model, "arch", None) or (getattr(model, "header", None) or {}).get("model", {}).get("arch")
     if arch is None:
@@ -112,8 +115,6 @@ def served_deployable(path) -> nn.Module:
     """A checkpoint's deployable network as PyTorch serves it: a masked student's compact form (what ``export``
     writes), BN folded, channels_last (``core.models.loading.served``); any other checkpoint as ``load_model`` serves
     it. Keeps ``header`` (of the deployable form) and ``arch``."""
-    from core.models.loading import load_model, served
-    from core.pruning.surgery import compact_of
 
     compact, header = compact_of(load_model(path))
     compact.header = header
@@ -231,9 +232,9 @@ def _group(layers: list[dict], key: str, total_ms: float, order: tuple[str, ...]
 def profile_figure(profiles: dict[str, dict], title: str = ""):
     """Time per stage beside MACs per stage, one bar per profiled network (plotly): where the MACs went and where the
     time went are seldom the same place."""
-    import plotly.express as px
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.express as px  # imported when a figure is drawn (slow to import)
+    import plotly.graph_objects as go  # imported when a figure is drawn (slow to import)
+    from plotly.subplots import make_subplots  # imported when a figure is drawn (slow to import)
 
     figure = make_subplots(rows=1, cols=2, subplot_titles=("measured time per stage (ms)", "MACs per stage (M)"))
     palette = px.colors.qualitative.Plotly
@@ -251,7 +252,7 @@ def profile_figure(profiles: dict[str, dict], title: str = ""):
 
 def category_figure(profiles: dict[str, dict], title: str = ""):
     """Each network's pass split into what pruning shrank, what it left at full width, and the overhead (stacked, ms)."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # imported when a figure is drawn (slow to import)
 
     figure = go.Figure()
     names = list(profiles)

@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from core.checkpoint import sidecar_path
-from core.io import atomic_write
+from core.checkpoint import CheckpointError, load_extra_tensors, read_header, resolve_checkpoint, sidecar_path
+from core.data.datasets import resolve_dataset, subsample
+from core.data.images import ImageDataset, collate_skipping
+from core.io import atomic_write, write_bytes_to
+from core.models.loading import load_model
 
 DIMS = 16  # principal directions kept per stage
 QUANTILE = 0.95  # of validation images scored in distribution
@@ -228,10 +235,7 @@ def _default_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def collect(model: nn.Module, samples: list, transform, batch_size: int = 64, device: str = "cpu",
             forward: Forward = _default_forward, progress: bool = True, desc: str = "features") -> dict[str, torch.Tensor]:
     """Every stage's statistics of ``samples`` (loaded with ``transform``), on ``device``; unreadable files skipped."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
-    from core.data.images import ImageDataset, collate_skipping
 
     loader = DataLoader(ImageDataset(samples, transform), batch_size=batch_size, collate_fn=collate_skipping)
     parts: dict[str, list[torch.Tensor]] = {}
@@ -255,7 +259,6 @@ def collect(model: nn.Module, samples: list, transform, batch_size: int = 64, de
 def fit(model: nn.Module, train: list, val: list, transform, device: str = "cpu", forward: Forward = _default_forward,
         dims: int = DIMS, progress: bool = True) -> OODModel:
     """Fit on up to :data:`FIT_IMAGES` of ``train``, calibrate on up to :data:`CALIBRATION_IMAGES` of ``val``."""
-    from core.data.datasets import subsample
 
     if not train or not val:
         raise ValueError("the out-of-distribution model needs training images to fit and validation images to calibrate")
@@ -273,9 +276,7 @@ def fit(model: nn.Module, train: list, val: list, transform, device: str = "cpu"
 
 
 def save_sidecar(ood: OODModel, path: str | os.PathLike) -> None:
-    from safetensors.torch import save as safetensors_bytes
 
-    from core.io import write_bytes_to
 
     payload = safetensors_bytes(ood.tensors(), metadata={RECORD_KEY: json.dumps(ood.record())})
     atomic_write(path, lambda tmp: write_bytes_to(tmp, payload))
@@ -283,9 +284,7 @@ def save_sidecar(ood: OODModel, path: str | os.PathLike) -> None:
 
 def load_sidecar(path: str | os.PathLike) -> OODModel | None:
     """The sidecar at ``path``, or None when there is none (a damaged one is a CheckpointError)."""
-    from safetensors import SafetensorError, safe_open
 
-    from core.checkpoint import CheckpointError
 
     path = Path(path)
     if not path.is_file():
@@ -303,7 +302,6 @@ def load_ood(checkpoint: str | os.PathLike) -> OODModel | None:
     """The out-of-distribution model of a checkpoint: its own (header ``ood`` + tensors), else its sidecar, else None.
 
     An ONNX export's is its source checkpoint's sidecar, found beside the export under the export's own name."""
-    from core.checkpoint import load_extra_tensors, read_header, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     header = read_header(path)
@@ -317,9 +315,6 @@ def fit_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_
     """Fit, calibrate and write the sidecar of ``checkpoint`` from its own training data (or ``data``); one pass over
     up to :data:`FIT_IMAGES` training and :data:`CALIBRATION_IMAGES` validation images. Also reports the share of the
     test split (held out from both) scored in distribution."""
-    from core.checkpoint import resolve_checkpoint
-    from core.data.datasets import resolve_dataset, subsample
-    from core.models.loading import load_model
 
     path = resolve_checkpoint(checkpoint)
     model = load_model(path)

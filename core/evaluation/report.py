@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import save
 
 from core.checkpoint import compact_cost, is_onnx, read_header, resolve_checkpoint
 from core.evaluation.cross_dataset import (
@@ -53,10 +56,17 @@ from core.evaluation.cross_dataset import (
     parse_dataset_specs,
     published_benchmarks,
 )
-from core.evaluation.evaluate import Evaluation, roc_figure
-from core.io import atomic_write_text
+from core.evaluation.evaluate import Evaluation, evaluate, roc_figure
+from core.evaluation.latency import measure_latency
+from core.io import atomic_write, atomic_write_text
+from core.methods import METHODS
+from core.methods.transfer import kept_run
+from core.models import build_model
+from core.models.loading import load_model
+from core.pruning.flops import profile_model
+from core.pruning.surgery import compact_of
 from core.runs import Run
-from core.stats import mcnemar_paired
+from core.stats import mcnemar_paired, mean_std, ttest
 
 
 @dataclass
@@ -121,15 +131,11 @@ def _fmt(value, digits: int = 4) -> str:
 
 def baseline_method() -> str:
     """The method the others are tested against (``Method.baseline``: the papers' KDFS)."""
-    from core.methods import METHODS
 
     return next(name for name, method in METHODS.items() if method.baseline)
 
 
 def main_table(entries: list[Entry], split: str) -> pd.DataFrame:
-    from core.models import build_model
-    from core.pruning.flops import profile_model
-    from core.stats import mean_std, ttest
 
     groups: dict[tuple, list[Entry]] = {}
     for entry in entries:
@@ -177,7 +183,6 @@ def published_table(rows: list[dict]) -> pd.DataFrame:
     ``rows`` as :func:`core.training.protocols.measured_rows` gives them: ``accuracy`` in [0, 1], ``params``
     counts, reductions as fractions; ``published`` in the paper's units (%, millions).
     """
-    from core.stats import ttest
 
     def percent(mean: float, std: float | None) -> str:
         return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
@@ -324,8 +329,6 @@ def transfer_table(entries: list[Entry]) -> pd.DataFrame | None:
     A row is a source dataset and method; the kept runs of its grids average into a cell when they differ in the
     seed or the source checkpoint alone (the seeds of a protocol). Grids that differ in a setting too (the epochs, the
     normalisation of the BatchNorms, ...) get rows of their own, the differing settings in a ``settings`` column."""
-    from core.methods.transfer import kept_run
-    from core.stats import mean_std
 
     kept = []
     for grid in transfer_grids(entries):
@@ -377,7 +380,6 @@ def mcnemar_pair(checkpoint_a: str | os.PathLike, checkpoint_b: str | os.PathLik
 
     Both must have scored the same images; otherwise (a cache entry or a decoder that left some out for one of
     them) a ValueError says how many differ."""
-    from core.evaluation.evaluate import evaluate
 
     paths = [resolve_checkpoint(checkpoint_a), resolve_checkpoint(checkpoint_b)]  # a missing one fails before any work
     specs = parse_dataset_specs([data], data_root)
@@ -432,7 +434,6 @@ def training_time_table(entries: list[Entry]) -> pd.DataFrame:
         environment = entry.run.dir / "env.json"
         device = ""
         if environment.is_file():
-            import json
 
             device = json.loads(environment.read_text()).get("device", "")
         rows.append({"run": entry.name, "method": entry.method, "data": entry.trained_on, "epochs": len(epochs),
@@ -470,12 +471,7 @@ def ablation_table(entries: list[Entry]) -> pd.DataFrame:
 def deployment_table(entries: list[Entry], repeats: int = 20) -> pd.DataFrame:
     """Size on disk (fp32 safetensors of the deployable network; an ONNX export: its file), params, MACs,
     CPU latency at batch 1 and 32."""
-    from safetensors.torch import save
 
-    from core.evaluation.latency import measure_latency
-    from core.models.loading import load_model
-    from core.pruning.flops import profile_model
-    from core.pruning.surgery import compact_of
 
     models, rows = {}, {}
     for entry in entries:
@@ -509,19 +505,17 @@ def save_figure(figure, out: Path, name: str, png: bool = True) -> list[str]:
     if not png:
         return written
     try:
-        from core.io import atomic_write
 
         atomic_write(out / f"{name}.png", lambda tmp: Path(tmp).write_bytes(figure.to_image(format="png", scale=2)))
         written.append(f"{name}.png")
     except Exception as error:  # noqa: BLE001 - no kaleido or no browser: the HTML still stands
-        import logging
 
         logging.getLogger(__name__).warning("PNG skipped for %s (%s: %s)", name, type(error).__name__, error)
     return written
 
 
 def active_filters_figure(entries: list[Entry]):
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # imported when a figure is drawn (slow to import)
 
     figure = go.Figure()
     for entry in entries:

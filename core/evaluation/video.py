@@ -51,6 +51,7 @@ from core.data.video import (
     sample_frame_indices,
     smooth_tracks,
 )
+from core.evaluation.ood import UNRELIABLE, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,6 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 @torch.inference_mode()
 def _classify(model: nn.Module, crops: list, batch_size: int, ood=None) -> tuple[list[float], list[float] | None]:
     """``(P(fake) per crop, ood score per crop or None)``, in batches, one forward pass each."""
-    from core.evaluation.ood import Scorer
 
     scorer = Scorer(model, ood)
     probabilities, scores = [], []
@@ -154,7 +154,6 @@ def analyse_video(path: str | os.PathLike, model: nn.Module, options: VideoOptio
         "ood_score": None, "in_distribution": None,
     }
     if ood_scores:
-        from core.evaluation.ood import UNRELIABLE
 
         result["ood_score"] = round(statistics.median(ood_scores), 4)
         result["in_distribution"] = result["ood_score"] <= 1

@@ -18,7 +18,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from core.config import TrainConfig
+from core.config import TrainConfig, check_settings, load_presets, preset_layers
 from core.methods.base import Method
 from core.registry import Registry
 
@@ -61,7 +61,6 @@ def check_presets(presets: dict | None = None) -> None:
     ``methods.<name>`` block names a registered method and holds TrainConfig settings, its ``method_options`` that
     method's declared options (their domains checked) and its ``finetune`` block a fine-tune's. An unknown key or a
     value outside its domain is a ValueError naming it."""
-    from core.config import check_settings, load_presets, preset_layers
 
     def check_block(where: str, method: str, block: dict) -> None:
         check_settings({k: v for k, v in block.items() if k not in ("method_options", "finetune")}, f"preset {where}: ")

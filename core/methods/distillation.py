@@ -32,12 +32,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 from core.config import TrainConfig
 from core.methods.base import Method
 from core.methods.options import Options, option
+from core.models.loading import load_model
 from core.models.masked import RESIDUAL_MASKS, MaskedResNet
 from core.models.resnet import fold_batch_norms, forward_features, stages
-from core.pruning.flops import MaskedCost
+from core.pruning.flops import MaskedCost, profile_model
 from core.pruning.surgery import filter_record
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,6 @@ def reconstruction_loss(features: list[torch.Tensor], teacher_features: list[tor
 
 def default_teacher(data: str, arch: str = "resnet50") -> str | None:
     """A shipped dense network of ``arch`` (a teacher-method run) trained on exactly this dataset, if there is one."""
-    from core.checkpoint import SHIPPED_DIR, CheckpointError, read_header
 
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
@@ -165,7 +166,6 @@ def default_teacher(data: str, arch: str = "resnet50") -> str | None:
 
 
 def load_teacher(config: TrainConfig, same_arch: bool = True) -> nn.Module:
-    from core.models.loading import load_model
 
     path = config.teacher
     if path is None:
@@ -287,7 +287,6 @@ class MaskedStudentMethod(Method):
                              "use student_init scratch")
 
     def build(self, config: TrainConfig) -> Distiller:
-        from core.pruning.flops import profile_model
 
         options = self.options
         teacher = load_teacher(config, self.same_arch_teacher)

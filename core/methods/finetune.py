@@ -28,6 +28,9 @@ from core.methods import register_method
 from core.methods.base import Method
 from core.methods.distillation import kd_loss
 from core.methods.options import Options, option
+from core.models.loading import load_model
+from core.pruning.surgery import compact_of
+from core.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,6 @@ class FinetuneOptions(Options):
 
 
 def load_compact(path: str) -> tuple[nn.Module, dict]:
-    from core.models.loading import load_model
-    from core.pruning.surgery import compact_of
 
     model = load_model(path)
     if model.header["model"]["type"] not in ("masked-resnet", "compact-resnet"):
@@ -107,7 +108,6 @@ class FinetuneMethod(Method):
                 log.warning("the student's teacher %s is gone; fine-tuning without KD", header["teacher"])
 
     def build(self, config: TrainConfig) -> nn.Module:
-        from core.models.loading import load_model
 
         student, header = load_compact(config.init_checkpoint)
         if student.arch != config.arch:
@@ -140,7 +140,6 @@ HISTORY_KEYS = ("epoch", "temperature", "active_filters", "keep_probability", "a
 
 def mask_history(checkpoint: str) -> list[dict]:
     """The search run's per-epoch mask records, when the checkpoint lives in a run directory (for the dashboard)."""
-    from core.runs import Run
 
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else path.parent

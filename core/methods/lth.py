@@ -31,6 +31,7 @@ from core.config import TrainConfig
 from core.methods import register_method
 from core.methods.base import Method
 from core.methods.options import Options, option
+from core.models.loading import load_model
 from core.models.ticket import Ticket
 from core.pruning.magnitude import magnitude_masks
 
@@ -74,7 +75,6 @@ class LTHMethod(Method):
             raise ValueError("an lth run with sparsity > 0 prunes a previous run: give its checkpoint (init_checkpoint)")
 
     def build(self, config: TrainConfig) -> nn.Module:
-        from core.models.loading import load_model
 
         options = self.options
         ticket = Ticket(config.arch)

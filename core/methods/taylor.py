@@ -29,13 +29,23 @@ from itertools import islice
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
+from core.checkpoint import read_header
 from core.config import TrainConfig
+from core.data.datasets import resolve_dataset, subsample
+from core.data.images import ImageDataset, collate_skipping, dataset_statistics, eval_transform
+from core.io import cache_dir
 from core.methods import register_method
 from core.methods.base import Method
-from core.methods.distillation import kd_loss, load_teacher
+from core.methods.distillation import default_teacher, kd_loss, load_teacher
 from core.methods.finetune import Finetuned
 from core.methods.options import Options, option
+from core.models import build_model
+from core.models.loading import load_model
+from core.models.shapes import layer_shapes
+from core.pruning.flops import profile_model
+from core.pruning.structured import prunable_channels, taylor_prune
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +99,7 @@ class PrunedStudent(Finetuned):
 
 def importance_batches(config: TrainConfig, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` shuffled training batches, eval-transformed (no augmentation), seeded from ``config.seed``."""
-    from torch.utils.data import DataLoader
 
-    from core.data.datasets import resolve_dataset, subsample
-    from core.data.images import ImageDataset, collate_skipping, dataset_statistics, eval_transform
-    from core.io import cache_dir
 
     train_split = resolve_dataset(config.data, config.data_root).split("train")
     normalization = dataset_statistics(train_split, config.image_size, cache_dir(), False)
@@ -115,8 +121,6 @@ class TaylorMethod(Method):
     options_class = TaylorOptions
 
     def check(self, config: TrainConfig) -> None:
-        from core.checkpoint import read_header
-        from core.methods.distillation import default_teacher
 
         options = self.options
         # defaults: the shipped dense Lite0 and B0 teacher of this dataset, when there are
@@ -145,10 +149,6 @@ class TaylorMethod(Method):
                              f"none is shipped for {config.data}")
 
     def build(self, config: TrainConfig) -> PrunedStudent:
-        from core.models import build_model
-        from core.models.loading import load_model
-        from core.pruning.flops import profile_model
-        from core.pruning.structured import prunable_channels, taylor_prune
 
         options = self.options
         student = load_model(config.init_checkpoint)
@@ -175,7 +175,6 @@ class TaylorMethod(Method):
         return model.student
 
     def model_spec(self, config: TrainConfig, model: PrunedStudent) -> dict:
-        from core.models.shapes import layer_shapes
 
         return {"type": "pruned-net", "arch": config.arch, "shapes": layer_shapes(model.student)}
 

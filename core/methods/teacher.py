@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.checkpoint import load_checkpoint, load_state_into, read_header
 from core.config import TrainConfig
 from core.methods import register_method
 from core.methods.base import Method
@@ -33,7 +34,6 @@ class TeacherMethod(Method):
     def check(self, config: TrainConfig) -> None:
         if not config.init_checkpoint:
             return
-        from core.checkpoint import read_header
 
         spec = read_header(config.init_checkpoint)["model"]
         if spec.get("type") != "resnet" or spec.get("arch") != config.arch:
@@ -46,7 +46,6 @@ class TeacherMethod(Method):
     def build(self, config: TrainConfig) -> nn.Module:
         model = build_model(config.arch, config.pretrained)
         if config.init_checkpoint:
-            from core.checkpoint import load_checkpoint, load_state_into
 
             load_state_into(model, load_checkpoint(config.init_checkpoint)[0], str(config.init_checkpoint))
         set_trainable(model, config.trainable)

@@ -38,11 +38,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.checkpoint import read_header, resolve_checkpoint
 from core.config import TrainConfig
 from core.data.images import Normalization
 from core.methods import register_method
 from core.methods.base import Method
 from core.methods.options import Options, option
+from core.models.loading import load_model
+from core.models.resnet import set_trainable
+from core.pruning.surgery import compact_of
 
 AUTHORS = "github.com/sara24h/KDFS-Pearson-Corr"
 PAPER_TEXT = "the paper's text (Table 8: AdamW, lr x 0.1 every 5 epochs, best lr kept, source normalisation, last block + FC)"
@@ -132,8 +136,6 @@ def parse_lr_grid(text: str) -> list[float]:
 def load_source(path: str) -> tuple[nn.Module, dict]:
     """The deployable network of a source checkpoint (a masked student made compact) and its header; refused in one
     line unless it has a ``layer4`` and an ``fc`` to retrain (a ResNet teacher, a KDFS/Pearson/PDD student)."""
-    from core.models.loading import load_model
-    from core.pruning.surgery import compact_of
 
     model = load_model(path)
     kind = model.header.get("model", {}).get("type")
@@ -191,13 +193,11 @@ class TransferMethod(Method):
                              f"{config.arch}")
 
     def normalization(self, config: TrainConfig) -> Normalization:
-        from core.checkpoint import read_header, resolve_checkpoint
 
         stored = read_header(resolve_checkpoint(config.init_checkpoint))["normalization"]
         return Normalization(tuple(stored["mean"]), tuple(stored["std"]))
 
     def build(self, config: TrainConfig) -> nn.Module:
-        from core.models.resnet import set_trainable
 
         network, header = load_source(config.init_checkpoint)
         set_trainable(network, config.trainable)

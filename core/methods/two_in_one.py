@@ -62,14 +62,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.checkpoint import read_header
 from core.config import TrainConfig
 from core.methods import register_method
 from core.methods.base import Method
 from core.methods.distillation import default_teacher, kd_loss, load_teacher
 from core.methods.finetune import Finetuned
 from core.methods.options import Options, option
+from core.models import build_model
 from core.models.dual import BRANCHES, is_dual
+from core.models.loading import load_model
 from core.models.resnet import RESNET_PARTS, pooled_features
+from core.pruning.surgery import compact_of
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +190,6 @@ class TwoInOneStudent(Finetuned):
 
 def load_student(config: TrainConfig) -> tuple[nn.Module, dict, dict]:
     """``(student network, its model spec, the source header)``: a fresh ``config.arch``, or ``init_checkpoint``'s network."""
-    from core.models import build_model
-    from core.models.loading import load_model
-    from core.pruning.surgery import compact_of
 
     if not config.init_checkpoint:
         return build_model(config.arch), {"type": "resnet", "arch": config.arch}, {}
@@ -209,8 +210,6 @@ class TwoInOneMethod(Method):
     options_class = TwoInOneOptions
 
     def check(self, config: TrainConfig) -> None:
-        from core.checkpoint import read_header
-        from core.models import build_model
 
         options = self.options
         spec = read_header(config.init_checkpoint)["model"] if config.init_checkpoint else {"type": "resnet", "arch": config.arch}

@@ -10,30 +10,30 @@ import core.models.dual  # noqa: F401  (registers dual_resnet18, dual_resnet_tin
 import core.models.efficientnet  # noqa: F401  (registers efficientnet_b0, efficientnet_lite0)
 import core.models.resnet  # noqa: F401  (registers resnet18, resnet34, resnet50, resnet-tiny)
 import core.models.small  # noqa: F401  (registers mesonet, cnn5)
+from core.models.compact import CompactResNet
+from core.models.masked import MaskedResNet
 from core.models.registry import ARCHITECTURES, build_model
+from core.models.shapes import with_shapes
+from core.models.ticket import Ticket
 from core.registry import Registry
 
 
 def _masked(spec: dict) -> nn.Module:
-    from core.models.masked import MaskedResNet
 
     return MaskedResNet(spec["arch"], spec.get("sampler", "gumbel"), spec.get("residual_mask", "block"))
 
 
 def _compact(spec: dict) -> nn.Module:
-    from core.models.compact import CompactResNet
 
     return CompactResNet(spec["arch"], spec["active_filters"], spec.get("residual_mask", "block"))
 
 
 def _ticket(spec: dict) -> nn.Module:
-    from core.models.ticket import Ticket
 
     return Ticket(spec["arch"])
 
 
 def _pruned(spec: dict) -> nn.Module:
-    from core.models.shapes import with_shapes
 
     return with_shapes(build_model(spec["arch"]), spec["shapes"])
 

@@ -10,6 +10,7 @@ from torch import nn
 from core.checkpoint import CheckpointError, load_checkpoint, load_state_into, resolve_checkpoint, runner_for
 from core.data.images import Normalization, eval_transform
 from core.models import build_from_spec
+from core.models.resnet import fold_batch_norms
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
@@ -49,7 +50,6 @@ def served(model: nn.Module) -> nn.Module:
     weights, and inputs made channels_last on the way in (oneDNN's layout on CPU; max pooling is vectorised only in
     it). Gradients off. Other kinds (masked students, lottery tickets, ONNX) are returned as they are.
     Keeps ``header`` and ``preprocess``; ``model.served`` says which form it is."""
-    from core.models.resnet import fold_batch_norms
 
     header = getattr(model, "header", None) or {}
     if header.get("model", {}).get("type") not in SERVED_TYPES or next(model.parameters(), None) is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torchvision import models as tv
 
@@ -65,7 +66,6 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
         try:
             if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
 
                 return load_file(str(path))
             state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never runs pickled code

@@ -25,7 +25,7 @@ from torch import nn
 
 def prunable_channels(model: nn.Module, example_images: torch.Tensor) -> int:
     """The channels of every coupled group the pruner may remove, each group counted once (what a ``ratio`` refers to)."""
-    import torch_pruning as tp
+    import torch_pruning as tp  # imported when Taylor pruning runs
 
     graph = tp.DependencyGraph().build_dependency(model, example_images)
     groups = graph.get_all_groups(ignored_layers=[output_head(model)], root_module_types=[nn.Conv2d, nn.Linear])
@@ -52,7 +52,7 @@ def tie_broken_taylor_importance() -> Callable:
     first) without changing any other decision. A group whose channels all score 0
     divides 0 by 0 in the normalisation: those NaNs read as 0.
     """
-    import torch_pruning as tp
+    import torch_pruning as tp  # imported when Taylor pruning runs
 
     taylor, magnitude = tp.importance.TaylorImportance(), tp.importance.GroupMagnitudeImportance()
 
@@ -73,7 +73,7 @@ def taylor_prune(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
     ``global_pruning`` ranks all groups together (layers lose different fractions),
     otherwise each group loses ``ratio``; ``max_layer_ratio`` caps any one group's loss.
     """
-    import torch_pruning as tp
+    import torch_pruning as tp  # imported when Taylor pruning runs
 
     batches = list(batches)
     was_training = model.training

@@ -21,10 +21,13 @@ import json
 import uuid
 from collections.abc import Callable
 
+import yaml
+
 from core.config import TrainConfig
 from core.methods.lth import LTHOptions, imp_schedule
 from core.methods.taylor import TaylorMethod, TaylorOptions
 from core.runs import comparable_config
+from core.training.engine import train
 
 
 def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, progress: bool = True, train_fn=None) -> list:
@@ -33,7 +36,6 @@ def iterative_magnitude_pruning(config: TrainConfig, one_shot: bool = False, pro
     ``train_fn(config)`` trains one round (default: a new run; ``reproduce`` passes one that finds
     and resumes earlier runs of the same config, with a fixed ``chain`` name).
     """
-    from core.training.engine import train
 
     train_fn = train_fn or (lambda round_config: train(round_config, progress=progress))
     options = LTHOptions.from_config(config)
@@ -72,7 +74,6 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
     from its checkpoint by hand (``--init-checkpoint``, ``step``/``steps`` options), or
     ``reproduce`` does it all: its ``train_fn`` finds and resumes each step's run.
     """
-    from core.training.engine import train
 
     train_fn = train_fn or (lambda step_config: train(step_config, progress=progress))
     TaylorMethod(config).check(config)  # fills the default start and teacher once, for every step
@@ -88,7 +89,6 @@ def prune_iteratively(config: TrainConfig, steps: int | None = None, one_shot: b
 
 def parse_sweep(text: str) -> tuple[str, list]:
     """``KEY=V1,V2,...`` -> (key, typed values); KEY is a TrainConfig field or a method option."""
-    import yaml
 
     key, _, values = text.partition("=")
     parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]

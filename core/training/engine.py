@@ -19,6 +19,7 @@ the model is wrapped in DistributedDataParallel (:mod:`core.training.distributed
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -54,7 +55,10 @@ from core.data.images import (
     eval_transform,
     train_transform,
 )
+from core.evaluation import ood as ood_module
+from core.evaluation.evaluate import store_predictions
 from core.evaluation.metrics import classification_metrics, per_source_accuracy, predict
+from core.evaluation.report import build_report
 from core.io import WriteError, cache_dir, pause_point
 from core.methods import Method, create_method
 from core.models.registry import ARCHITECTURES
@@ -313,7 +317,6 @@ def finished_result(config: TrainConfig) -> TrainResult | None:
 
 def _earlier_run(config: TrainConfig) -> tuple[TrainConfig, Method, Run | None]:
     """``config`` completed and checked as ``train`` would, its method object, and the newest run of it (or None)."""
-    import copy
 
     completed = copy.deepcopy(config)
     method = create_method(completed)
@@ -692,7 +695,6 @@ def _fit_ood(run: Run, method: Method, deployable: torch.nn.Module, train_sample
     """The best checkpoint's out-of-distribution model (:mod:`core.evaluation.ood`): fitted on training images,
     calibrated on validation ones, and the share of test images it calls in distribution; None (logged) when the run
     has too few images for it."""
-    from core.evaluation import ood as ood_module
 
     forward = method.predict_logits
     try:
@@ -719,8 +721,6 @@ def _stop_early(config: TrainConfig, stale_epochs: int | None, context: distribu
 
 def _report(run: Run, dataset: DatasetSplits, test_samples: list[Sample], test) -> None:
     """Seed the prediction cache with the final test and write the run's own report (``<run>/report``)."""
-    from core.evaluation.evaluate import store_predictions
-    from core.evaluation.report import build_report
 
     try:
         if len(test_samples) == len(dataset.split("test")):

@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
 
 EVENTS_DIR = "events"
 _SKIP = {"type", "epoch", "epochs", "step", "steps", "time", "skipped", "nonfinite_skipped", "replicas_identical"}
@@ -38,7 +40,6 @@ class EventLog:
     """``record(metrics record)`` -> TensorBoard events under ``run_dir/events``; ``close()`` at the end."""
 
     def __init__(self, run_dir: str | os.PathLike, steps_per_epoch: int, purge_epoch: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
 
         self.steps_per_epoch = max(1, steps_per_epoch)
         purge = None if not purge_epoch else purge_epoch * self.steps_per_epoch
@@ -100,7 +101,7 @@ def _epoch_tag(key: str) -> str:
 
 def active_filters_figure(pruning: dict):
     """Matplotlib bars: the share of each layer's filters that the checkpoint keeps (header ``pruning`` record)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # imported when TensorBoard's image is drawn
 
     percent = [100 * a / c for a, c in zip(pruning["active_filters"], pruning["channels"], strict=True)]
     figure = Figure(figsize=(max(6.0, 0.18 * len(percent)), 3.5), dpi=100)
@@ -117,6 +118,5 @@ def _is_number(value) -> bool:
 
 
 def _tensor(values: list):
-    import torch
 
     return torch.tensor([float(v) for v in values])

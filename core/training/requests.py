@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -205,7 +206,6 @@ def command_line(verb: str, values: dict) -> list[str]:
 def request_of(verb: str, values: dict):
     """The request object the functions above read (what the CLI's parser gives for the same command line): every
     setting, option and argument, None where ``values`` does not give it (false for a switch)."""
-    from types import SimpleNamespace
 
     names = {**dict.fromkeys(_declarations()), **dict.fromkeys(ARGUMENTS), SOURCE: None, "executor": None}
     request = SimpleNamespace(**names, command=verb)
