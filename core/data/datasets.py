@@ -53,7 +53,6 @@ from core.data.files import (
     walk_images,
     why_not_read,
 )
-from core.data.synthetic import ensure_benchmark
 from core.registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -1033,7 +1032,7 @@ def load_deepfakebench(root: Path, name: str | None = None, compression: str = "
 
 
 def _load_synthetic(spec: str, data_root: str | Path | None) -> DatasetSplits:
-    # Imported here: listing real data should not load the renderer.
+    from core.data.synthetic import ensure_benchmark  # on use: listing real data does not load the renderer
 
     root = ensure_benchmark(Path(data_root) if data_root else None)
     dataset = load_image_folder(root, name="synthetic")
