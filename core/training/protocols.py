@@ -516,7 +516,7 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
         config = TrainConfig.from_dict(read_header(stage.given).get("config", {}))
         return _shown(config), _sourced(config, None, given=stage.given)
     request = _request(stage, lambda key: f"<{key} checkpoint>")
-    if stage.verb in ("transfer", "finetune"):
+    if stage.verb in ("transfer", "finetune"):  # the header the source stage's checkpoint will have, as far as it reads
         source = stages[stage.values["checkpoint"].strip("{}")]
         header = {"method": source.method, "model": {"arch": source.config["arch"]},
                   "image_size": source.config["image_size"],
@@ -529,7 +529,6 @@ def _stage_config(stage: Stage, stages: dict[str, Stage]) -> tuple[dict, dict]:
                 {**settings_record(configs[0], explicit, grid, bool({"lr", "lr_grid"} & explicit)),
                  "method": "transfer", "method_options": {}})
     if stage.verb == "finetune":
-        del header["config"]["seed"]
         config = finetune_config(request, header)
         return _shown(config), _sourced(config, request, student_method=source.method)
     config = train_configs(request)[0]

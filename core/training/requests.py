@@ -173,11 +173,12 @@ def _declarations() -> dict:
     return found
 
 
-def flag_of(name: str) -> str:
-    """The command-line flag of a request's value ``name`` (a setting, a method option or a command's argument)."""
+def flag_of(name: str, declared: dict | None = None) -> str:
+    """The command-line flag of a request's value ``name`` (a setting, a method option or a command's argument);
+    ``declared``: :func:`_declarations`, when the caller already has it."""
     if name in ARGUMENTS:
         return ARGUMENTS[name]
-    declared = _declarations().get(name)
+    declared = (declared if declared is not None else _declarations()).get(name)
     if declared is None:
         raise ValueError(f"{name!r} is neither a training setting, a method option nor an argument of "
                          f"{'/'.join(VERBS)}")
@@ -197,16 +198,15 @@ def command_line(verb: str, values: dict) -> list[str]:
         option = declared.get(name)
         if name in SWITCHES or (option is not None and option.switch):
             default = False if name in SWITCHES else option.default
-            argv += [flag_of(name)] if value != default else []
+            argv += [flag_of(name, declared)] if value != default else []
         else:
-            argv += [flag_of(name), str(value)]
+            argv += [flag_of(name, declared), str(value)]
     return argv
 
 
 def request_of(verb: str, values: dict):
     """The request object the functions above read (what the CLI's parser gives for the same command line): every
     setting, option and argument, None where ``values`` does not give it (false for a switch)."""
-
     names = {**dict.fromkeys(_declarations()), **dict.fromkeys(ARGUMENTS), SOURCE: None, "executor": None}
     request = SimpleNamespace(**names, command=verb)
     for name in SWITCHES:
