@@ -123,8 +123,10 @@ def test_stage_compact_is_exact(stage_student, pattern):
         compact = compact_from_masked(model)
     with torch.no_grad():
         expected = model(images)
-        torch.testing.assert_close(compact(images), expected, atol=1e-5, rtol=0)
-        torch.testing.assert_close(zeroed_reference(model)(images), expected, atol=1e-5, rtol=0)
+        # 1e-5 per unit of logit scale: float32 reassociation alone reaches 1.05e-5 on a logit of 1.9 (measured)
+        bound = 1e-5 * max(1.0, float(expected.abs().max()))
+        torch.testing.assert_close(compact(images), expected, atol=bound, rtol=0)
+        torch.testing.assert_close(zeroed_reference(model)(images), expected, atol=bound, rtol=0)
     # the stream is physically narrow: writers, readers and the head at the stage's kept width
     kept = [int(k.sum()) for k in model.sampler.split(model.sampler.eval_mask())]
     streams = {layer.name.split(".")[0]: count for layer, count in zip(model.layers, kept, strict=True) if layer.residual}

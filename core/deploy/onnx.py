@@ -25,6 +25,7 @@ from core.checkpoint import FORMAT_VERSION, HEADER_KEY, read_header, register_ru
 from core.data.images import Normalization, eval_transform
 from core.evaluation.ood import FeatureTap
 from core.io import atomic_write
+from core.models.split_stream import graph_form
 
 INPUT, OUTPUT = "images", "logits"
 STATISTICS_PREFIX = "stats."  # extra outputs of a serving export: a stage's out-of-distribution statistics
@@ -112,12 +113,15 @@ def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.Pa
                statistics: list[str] | None = None) -> None:
     """Export ``model`` (eval mode) with torch.onnx's dynamo exporter and ``header`` in its metadata, atomically.
 
+    The graph is ``model``'s :func:`core.models.split_stream.graph_form`: a per-block-masked compact student is
+    written with its residual streams split (the same logits, without a full-width scatter per block).
+
     ``statistics``: stage names whose out-of-distribution statistics (:mod:`core.evaluation.ood`) the graph also
     outputs, as ``stats.<stage>``, so that a served ONNX model scores its inputs in the same run."""
 
 
     quiet_exporter_logs()
-    network = exportable(model.eval(), image_size)
+    network = exportable(graph_form(model.eval()), image_size)
     if statistics:
         network = WithStatistics(network, statistics, FeatureTap).eval()
     example = torch.zeros(2, 3, image_size, image_size)

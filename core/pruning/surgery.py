@@ -164,15 +164,21 @@ def pad_compact(compact: CompactResNet, multiple: int) -> CompactResNet:
         source, target = compact.get_submodule(conv.conv), padded.get_submodule(conv.conv)
         bn, new_bn = compact.get_submodule(conv.bn), padded.get_submodule(conv.bn)
         kept, inputs = source.out_channels, source.in_channels
-        target.weight.zero_()
-        target.weight[:kept, :inputs] = source.weight
-        new_bn.weight.zero_(), new_bn.bias.zero_(), new_bn.running_mean.zero_(), new_bn.running_var.fill_(1.0)
-        new_bn.weight[:kept], new_bn.bias[:kept] = bn.weight, bn.bias
-        new_bn.running_mean[:kept], new_bn.running_var[:kept] = bn.running_mean, bn.running_var
-        if _scatters(wiring, conv):  # the zero channels add nothing wherever they land: on the first kept one
+        rows = torch.arange(kept)
+        if _scatters(wiring, conv):
             block, new_block = (model.get_submodule(conv.conv.rpartition(".")[0]) for model in (compact, padded))
-            index = block.residual_index
-            new_block.residual_index.copy_(torch.cat([index, index[:1].expand(len(new_block.residual_index) - kept)]))
+            index, total = block.residual_index, len(new_block.residual_index)
+            if total == new_block.residual_channels:  # padded to the stream's width: filter c writes channel c, so
+                rows = index  # the block adds without a scatter (CompactBlock's plain add reads the filters in order)
+                new_block.residual_index.copy_(torch.arange(total))
+            else:  # the zero filters add nothing wherever they land: on the first kept channel (no channel is added
+                # to the ones the stage's blocks write: core.models.split_stream)
+                new_block.residual_index.copy_(torch.cat([index, index[:1].expand(total - kept)]))
+        target.weight.zero_()
+        target.weight[rows, :inputs] = source.weight
+        new_bn.weight.zero_(), new_bn.bias.zero_(), new_bn.running_mean.zero_(), new_bn.running_var.fill_(1.0)
+        new_bn.weight[rows], new_bn.bias[rows] = bn.weight, bn.bias
+        new_bn.running_mean[rows], new_bn.running_var[rows] = bn.running_mean, bn.running_var
     if wiring.head is not None:
         padded.fc.weight.zero_()
         padded.fc.weight[:, :compact.fc.in_features] = compact.fc.weight
