@@ -196,6 +196,9 @@ def bench_inference(smoke: bool) -> dict:
         best = matrix["best_at_256px_b1"]
         summary += (f"; best runtime ({best['runtime']}, round-to {best['round_to']}): Pearson "
                     f"{best['vs PyTorch served teacher']:.2f}x the PyTorch served teacher")
+        pick = matrix["auto"]["256px"]
+        summary += (f"; as auto serves it ({pick['chosen']['runtime']}, round-to {pick['chosen']['round_to']}): "
+                    f"{pick['speedup']:.2f}x ({pick['range'][0]:.2f}-{pick['range'][1]:.2f}x)")
     return {"config": config, "raw_s": raw, "median_ms": medians, "macs": macs, "parity_max_abs_logit": parity,
             "ratios": ratios, "serving": serving, "runtimes": matrix, "targets": targets, "summary": summary}
 

@@ -236,6 +236,33 @@ def test_auto_measures_once_caches_beside_the_checkpoint_and_serves_the_fastest(
         assert (served(IMAGES) - _trained(student)(IMAGES)).abs().max() <= FP32_TOLERANCE
 
 
+def test_bench_times_auto_s_pick_beside_the_pytorch_teacher(student, monkeypatch):
+    """bench runtimes' acceptance row: the student as auto serves it (measured afresh), then timed beside the PyTorch
+    teacher alone in separate round-robin timings; the speed-up is the median of their ratios of medians."""
+    from bench import runtimes as bench_runtimes
+    from core.evaluation import latency
+
+    teacher = student.with_name("teacher.safetensors")
+    save_checkpoint(teacher, _plain(), {**read_header(student), "model": {"type": "resnet", "arch": "resnet-tiny"}})
+    calls = []
+    original = latency.measure_latency  # the bench imports it on use: the spy sees only the bench's own timings
+
+    def spy(models, *args, **kwargs):
+        calls.append(sorted(models))
+        return original(models, *args, **kwargs)
+
+    monkeypatch.setattr(latency, "measure_latency", spy)
+    result = bench_runtimes.auto_vs_teacher({"teacher": teacher, "pearson": student}, 32, segments=3, repeats=3)
+    record = auto_selection(student, progress=False)
+    assert record["reused"] and result["chosen"] == record["chosen"]
+    assert calls == [["pearson · auto", "teacher · torch"]] * 3, "auto's pick and the teacher alone, three times"
+    assert result["answered_by"].endswith("(auto: fastest measured here)")
+    ratios = [segment["teacher · torch"] / segment["pearson · auto"] for segment in result["segments"]]
+    assert [segment["speedup"] for segment in result["segments"]] == pytest.approx(ratios, abs=1e-3)
+    assert result["speedup"] == sorted(segment["speedup"] for segment in result["segments"])[1]
+    assert result["range"] == [min(s["speedup"] for s in result["segments"]), max(s["speedup"] for s in result["segments"])]
+
+
 def test_a_changed_key_measures_again(student, monkeypatch):
     auto_selection(student, progress=False)
     key = runtimes.machine_key()
