@@ -117,6 +117,7 @@ from bench import (  # noqa: E402, F401
     residual_mask,
     runtimes,
     serving,
+    split_stream,
     training,
     video,
 )

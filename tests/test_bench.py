@@ -351,3 +351,20 @@ def test_residual_mask_smoke_trains_exports_and_times_both_masks(tmp_path, monke
     again = _run("residual-mask", tmp_path / "again")
     assert sorted(p.name for p in (tmp_path / "runs" / "bench-residual-mask-smoke" / "kdfs-stage").iterdir()) == runs
     assert again["runs"]["kdfs-stage"]["finetuned"]["run"] == stage["finetuned"]["run"]
+
+
+def test_split_stream_smoke(tmp_path):
+    """bench split-stream: the scattering graph has a ScatterND per scattering block, the split one none and a Concat
+    per stage; both agree with the trained model; the speed-up is the ratio of the two medians."""
+    result = _run("split-stream", tmp_path)
+    operators = result["operators"]
+    assert operators["pearson · scatter"].get("ScatterND", 0) > 0 and "ScatterND" not in operators["pearson · split"]
+    assert operators["pearson · split"]["Concat"] == 4
+    assert all(difference <= 1e-3 for difference in result["parity_max_abs_logit"].values())
+    medians = result["median_ms"]["32px b1"]
+    for runtime in ("onnx", "openvino"):
+        row = result["results"]["32px b1"][f"pearson · {runtime}"]
+        assert (row["scatter_ms"], row["split_ms"]) == (medians[f"pearson · scatter · {runtime}"],
+                                                        medians[f"pearson · split · {runtime}"])
+        assert row["split speed-up over scatter"] == pytest.approx(row["scatter_ms"] / row["split_ms"], abs=1e-3)
+        assert row["split vs PyTorch teacher"] == pytest.approx(medians["teacher · torch"] / row["split_ms"], abs=1e-3)

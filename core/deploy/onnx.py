@@ -110,18 +110,19 @@ def deployed_header(header: dict) -> dict:
 
 
 def write_onnx(model: nn.Module, header: dict, image_size: int, out: str | os.PathLike,
-               statistics: list[str] | None = None) -> None:
+               statistics: list[str] | None = None, rewrite: bool = True) -> None:
     """Export ``model`` (eval mode) with torch.onnx's dynamo exporter and ``header`` in its metadata, atomically.
 
     The graph is ``model``'s :func:`core.models.split_stream.graph_form`: a per-block-masked compact student is
     written with its residual streams split (the same logits, without a full-width scatter per block).
+    ``rewrite=False`` writes ``model`` as it is (``bench split-stream`` times the two).
 
     ``statistics``: stage names whose out-of-distribution statistics (:mod:`core.evaluation.ood`) the graph also
     outputs, as ``stats.<stage>``, so that a served ONNX model scores its inputs in the same run."""
 
 
     quiet_exporter_logs()
-    network = exportable(graph_form(model.eval()), image_size)
+    network = exportable(graph_form(model.eval()) if rewrite else model.eval(), image_size)
     if statistics:
         network = WithStatistics(network, statistics, FeatureTap).eval()
     example = torch.zeros(2, 3, image_size, image_size)
