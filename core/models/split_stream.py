@@ -5,15 +5,16 @@ channels back into the full-width residual stream (:class:`core.models.compact.C
 to ONNX, each scatter is a ``ScatterND`` between two transposes, with layout reorders around it: in ONNX Runtime at
 256 px the shipped Pearson student spent more time there than in its pruned convs (``bench runtimes``).
 
-What. Within a stage, the channels that any of its blocks writes (*written*) are few: 3 of 256, 59 of 512, 65 of
-1024 and 121 of 2048 in the shipped Pearson student. Every other channel (*passed*) is written by the stage's
+What. Within a stage, the channels that any of its blocks writes (*written*) are few: 3 of 256, 51 of 512, 57 of
+1024 and 98 of 2048 in the shipped Pearson student. Every other channel (*passed*) is written by the stage's
 projection alone and then passes through the blocks unchanged: the stream is post-ReLU after the first block, so
 ``relu(x + 0)`` is ``x``. So a stage here
 
 - computes the passed channels once: the projection's rows for them, then ReLU (one fused conv in a graph);
 - carries only the written channels through the blocks: each block's first conv reads both parts (two convs whose
-  sum is the original conv), its last conv's output is added onto the written part through a gather over the
-  written part's own width (no full-width copy);
+  sum is the original conv), and its last conv writes the written part's positions directly (each filter placed at
+  the position it adds onto, zero filters at the others), so its output adds onto the written part as it is: no
+  scatter, no gather, an add that a graph runtime fuses into the conv;
 - concatenates ``[written, passed]`` once at its end. That order is a permutation of the stream's channels, which
   the next stage's first convs (or the head) absorb into their weights; the stage keeps it as ``channel_order``,
   through which its out-of-distribution statistics are reported in the channels' original order
@@ -23,7 +24,7 @@ A stage whose first block has no projection (BasicBlock ResNets' ``layer1``) spl
 gathers instead.
 
 Exact: the same arithmetic up to float reassociation (BatchNorm folded into the convs, the first conv's input sum
-taken in two parts): 1e-6 on the shipped students, checked whenever a served form is built
+taken in two parts; a zero filter adds an exact zero): 1e-6 on the shipped students, checked whenever a served form is built
 (:func:`core.deploy.runtimes.load_runtime`). Graph runtimes only (:func:`graph_form`, applied by
 :func:`core.deploy.onnx.write_onnx`): in PyTorch eager the split convs cost more than the scatter they replace (at
 256 px, batch 1, 2 threads: 22.1 against 19.2 ms for the shipped Pearson student), so PyTorch serves the
@@ -87,15 +88,10 @@ class SplitBlock(nn.Module):
             self.conv1_passed = _conv(block.conv1, weight[:, written:], None) if weight.shape[1] > written else None
         for index in range(2, self.depth + 1):
             conv = getattr(block, f"conv{index}")
-            setattr(self, f"conv{index}", _conv(conv, *_folded(conv, getattr(block, f"bn{index}"))))
-        self.register_buffer("gather", _gather(block, position, *self.last_conv_parameters()))
-        # the block's outputs are the written positions, in order: its output adds on as it is
-        self.direct = len(block.residual_index) == len(self.gather) and bool(torch.equal(self.gather,
-                                                                                         torch.arange(len(self.gather))))
-
-    def last_conv_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        last = getattr(self, f"conv{self.depth}")
-        return last.weight, last.bias
+            weight, bias = _folded(conv, getattr(block, f"bn{index}"))
+            if index == self.depth:  # the last conv writes the stage's written positions directly
+                weight, bias = _onto_written(block, position, weight, bias)
+            setattr(self, f"conv{index}", _conv(conv, weight, bias))
 
     def update(self, written: torch.Tensor, passed: torch.Tensor | None, source: torch.Tensor | None = None) -> torch.Tensor:
         """``written`` after this block: relu(written + what the block's last conv adds onto it). The block's first
@@ -108,26 +104,17 @@ class SplitBlock(nn.Module):
                 out = out + self.conv1_passed(passed)
         for index in range(2, self.depth + 1):
             out = getattr(self, f"conv{index}")(F.relu(out))
-        if not self.direct:
-            out = F.pad(out, (0, 0, 0, 0, 0, 1)).index_select(1, self.gather)
         return F.relu(written + out)
 
 
-def _gather(block: CompactBlock, position: dict[int, int], weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """For each written position, the index of ``block``'s last-conv output that adds onto it, or that output's width
-    (the zero channel appended) where it adds nothing. A channel written twice is one written once plus all-zero
-    filters (:func:`core.pruning.surgery.pad_compact` lands its zero filters on the first kept channel): the zero
-    ones are left out, anything else is refused."""
-    index = torch.full((len(position),), len(block.residual_index), dtype=torch.long)
-    seen: set[int] = set()
-    for output, channel in enumerate(block.residual_index.tolist()):
-        if channel in seen:
-            if weight[output].any() or (bias is not None and bias[output] != 0):
-                raise ValueError(f"a block adds two non-zero filters onto stream channel {channel}")
-            continue
-        seen.add(channel)
-        index[position[channel]] = output
-    return index
+def _onto_written(block: CompactBlock, position: dict[int, int], weight: torch.Tensor,
+                  bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block``'s last conv (folded ``weight``, ``bias``) as a conv onto the stage's written positions: output ``p``
+    is the sum of the filters ``block`` adds onto the channel at written position ``p`` (zero where it adds none, the
+    sum where several land on one channel, as the scatter adds them)."""
+    rows = torch.tensor([position[int(channel)] for channel in block.residual_index], dtype=torch.long)
+    onto_weight = torch.zeros(len(position), *weight.shape[1:], dtype=weight.dtype).index_add_(0, rows, weight)
+    return onto_weight, torch.zeros(len(position), dtype=bias.dtype).index_add_(0, rows, bias)
 
 
 class SplitStage(nn.Module):
