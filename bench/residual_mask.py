@@ -8,6 +8,11 @@ OpenVINO fp32): the speed-up over the same runtime's teacher, and as a share of 
 
 Targets (issue 31, the stage-shared mask): within 2 points of the teacher's test accuracy, >= 8x fewer MACs, and
 served >= 8x faster than the same runtime's teacher, all by one student.
+
+``residual-mask-mini`` is the same comparison at the papers' published settings on the mini budget, the commands
+``reproduce pearson-paper --scale mini`` runs for KDFS and Pearson (``--preset 140k --follow code``, 4 of the 80
+epochs, 64 px, the shipped teacher, no fine-tune: the paper fine-tunes neither on 140k), each with ``--residual-mask
+block`` and ``stage``; the searched students are measured and served.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ RUNS = {  # name -> (method, residual mask, extra flags of the search)
     "pearson-block": ("pearson", "block", ()),
     "pearson-stage": ("pearson", "stage", ()),
 }
+MINI_RUNS = {name: RUNS[name] for name in ("kdfs-block", "kdfs-stage", "pearson-block", "pearson-stage")}
 SEARCH_EPOCHS, FINETUNE_EPOCHS = 4, 3
 FP32_RUNTIMES = ("torch", "onnx", "openvino")
 ACCURACY_POINTS, MACS_RATIO, SPEEDUP = 0.02, 8.0, 8.0  # the stage mask's targets (issue 31)
 KEEP = REPO / "runs" / "bench-residual-mask"  # the trained runs and compact students, kept for a look (git-ignored)
+KEEP_MINI = REPO / "runs" / "bench-residual-mask-mini"
 
 
 def _cli(*args: str) -> dict:
@@ -65,9 +72,14 @@ def _finished(folder: Path, finetune: bool) -> dict | None:
     return None
 
 
-def _train(name: str, smoke: bool, runs: Path) -> tuple[dict, list[str]]:
-    """The search and its fine-tune (each reused when a finished one is in ``runs/<name>``)."""
+def _train(name: str, smoke: bool, runs: Path, mini: bool = False) -> tuple[dict, list[str]]:
+    """The search and its fine-tune (each reused when a finished one is in ``runs/<name>``); ``mini``: the search at
+    the published settings on the mini budget, served as it is (``result["finetuned"]`` is the search)."""
     method, mask, extra = RUNS[name]
+    if mini and not smoke:
+        args = mini_search(method, mask, runs / name)
+        search = _finished(runs / name, False) or _cli(*args)
+        return {"search": search, "finetuned": search}, ["python -m core " + " ".join(args)]
     if smoke:
         common = ["--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--batch-size", "8",
                   "--num-workers", "0", "--max-train-samples", "32", "--max-eval-samples", "24", "--epochs", "1"]
@@ -87,6 +99,22 @@ def _train(name: str, smoke: bool, runs: Path) -> tuple[dict, list[str]]:
                                                      "--runs-dir", str(runs / name))
     commands = ["python -m core " + " ".join(search_args), "python -m core " + " ".join(finetune_args)]
     return {"search": search, "finetuned": finetuned}, commands
+
+
+def mini_search(method: str, mask: str, runs_dir: Path) -> list[str]:
+    """The arguments of ``python -m core`` for ``reproduce pearson-paper --scale mini``'s search of ``method`` on the
+    embedded benchmark (seed 0, its teacher), with ``--residual-mask mask``: read from the protocol's plan, so the
+    two cannot drift apart."""
+    from core.training.protocols import plan
+    from core.training.requests import command_line
+
+    planned = plan("pearson-paper", "synthetic:faceswap", seeds=[0], methods=[method], scale="mini", runs_dir=runs_dir,
+                   extra={"train": {"residual_mask": mask}})
+    if any(stage.stage == "finetune" for stage in planned.stages):
+        raise RuntimeError("the mini protocol fine-tunes this method now: residual-mask-mini must serve the fine-tune")
+    teacher = next(stage.given for stage in planned.stages if stage.stage == "teacher")
+    search = next(stage for stage in planned.stages if stage.stage == "search")
+    return command_line("train", {**search.values, "teacher": teacher})
 
 
 def _record(result: dict, compact: Path, teacher_macs: dict) -> dict:
@@ -133,27 +161,42 @@ def _latency(students: dict[str, Path], teacher: Path, size: int, repeats: int, 
 @register_benchmark("residual-mask", "per-block masks vs the stage-shared residual mask (KDFS, Pearson): accuracy, "
                                      "MACs and the served speed-up in every exact fp32 runtime, CPU")
 def bench_residual_mask(smoke: bool) -> dict:
+    return _compare(smoke, mini=False)
+
+
+@register_benchmark("residual-mask-mini", "per-block masks vs the stage-shared residual mask at the published settings "
+                                          "(140k, mini budget: reproduce --scale mini's searches), CPU")
+def bench_residual_mask_mini(smoke: bool) -> dict:
+    return _compare(smoke, mini=True)
+
+
+def _compare(smoke: bool, mini: bool) -> dict:
     from core import load_model
     from core.checkpoint import read_header
     from core.pruning.flops import profile_model
 
-    names = ("kdfs-block", "kdfs-stage") if smoke else tuple(RUNS)
-    runs = KEEP.with_name(KEEP.name + "-smoke") if smoke else KEEP
+    bench = "residual-mask-mini" if mini else "residual-mask"
+    names = ("kdfs-block", "kdfs-stage") if smoke else tuple(MINI_RUNS if mini else RUNS)
+    keep = KEEP_MINI if mini else KEEP
+    runs = keep.with_name(keep.name + "-smoke") if smoke else keep
     runs.mkdir(parents=True, exist_ok=True)
     records, commands = {}, {}
     for name in names:
-        print(f"residual-mask: {name}", flush=True)
-        result, commands[name] = _train(name, smoke, runs)
+        print(f"{bench}: {name}", flush=True)
+        result, commands[name] = _train(name, smoke, runs, mini)
         if not records:  # the teacher they distil: the shipped one (the default), the smoke's own tiny one
             teacher = Path(read_header(result["search"]["checkpoint"])["config"]["teacher"]) if smoke \
                 else REPO / SHIPPED_RESNET50["teacher"]
             teacher_net = load_model(teacher, serve=False)
             teacher_macs = {str(size): profile_model(teacher_net, size)["macs"] for size in (64, 256)}
         records[name] = {"method": RUNS[name][0], "residual_mask": RUNS[name][1], "commands": commands[name]}
-        for part in ("search", "finetuned"):
+        for part in ("search",) if mini and not smoke else ("search", "finetuned"):
             compact = runs / f"{name}-{part}.safetensors"
             _cli("export", result[part]["checkpoint"], "--format", "safetensors", "--out", str(compact))
             records[name][part] = _record(result[part], compact, teacher_macs)
+        if mini and not smoke:  # served as searched
+            records[name]["finetuned"] = records[name]["search"]
+            shutil.copyfile(runs / f"{name}-search.safetensors", runs / f"{name}-finetuned.safetensors")
         records[name]["compact"] = _shown(runs / f"{name}-finetuned.safetensors")
     header = read_header(teacher)
     size = 32 if smoke else 256
@@ -180,7 +223,7 @@ def bench_residual_mask(smoke: bool) -> dict:
             targets[f"{name}: served vs the same runtime's teacher (best fp32 runtime), 256 px b1"] = target(best, SPEEDUP)
     all_three = [name for name in records if records[name]["residual_mask"] == "stage" and all(
         targets[key]["met"] for key in targets if key.startswith(f"{name}:"))]
-    summary = "residual-mask: " + "; ".join(
+    summary = f"{bench}: " + "; ".join(
         f"{name}: test acc {row['test_accuracy']:.3f}"
         + (f", {row['macs_ratio_256']:.2f}x fewer MACs" if row["macs_ratio_256"] else "")
         + (", served " + "/".join(f"{s:.2f}x ({r})" for r, s in row["served_speedup_same_runtime"].items())
@@ -193,7 +236,9 @@ def bench_residual_mask(smoke: bool) -> dict:
                        if not smoke else "synthetic, resnet-tiny, 32 px, 32 training images (smoke)",
                        "teacher": _shown(teacher),
                        "reuse": f"a rerun reuses the finished runs in {_shown(runs)}/ (git-ignored)",
-                       "preset": f"full, search cut to {SEARCH_EPOCHS} epochs, fine-tune to {FINETUNE_EPOCHS}",
+                       "preset": ("140k (published, --follow code) on the mini budget: reproduce pearson-paper --scale "
+                                  "mini's searches (see commands), the shipped teacher, no fine-tune") if mini else
+                                 f"full, search cut to {SEARCH_EPOCHS} epochs, fine-tune to {FINETUNE_EPOCHS}",
                        "seed": 0, "timed": f"{size} px, batch 1, {torch.get_num_threads()} threads, fp32, round-robin",
                        "note": "one seed each, 480 test images: about 1.5 points of accuracy is noise"},
             "teacher": {"test_accuracy": teacher_accuracy, "test_auc": header.get("metrics", {}).get("test_auc"),

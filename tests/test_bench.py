@@ -368,3 +368,21 @@ def test_split_stream_smoke(tmp_path):
                                                         medians[f"pearson · split · {runtime}"])
         assert row["split speed-up over scatter"] == pytest.approx(row["scatter_ms"] / row["split_ms"], abs=1e-3)
         assert row["split vs PyTorch teacher"] == pytest.approx(medians["teacher · torch"] / row["split_ms"], abs=1e-3)
+
+
+def test_residual_mask_mini_runs_the_mini_protocol_s_searches_with_each_mask(tmp_path):
+    """bench residual-mask-mini trains what `reproduce pearson-paper --scale mini` trains for KDFS and Pearson, plus
+    --residual-mask: the published 140k preset, the mini epochs and size, the shipped teacher."""
+    from bench.residual_mask import mini_search
+    from core.training.protocols import plan
+
+    for method in ("kdfs", "pearson"):
+        planned = plan("pearson-paper", "synthetic:faceswap", seeds=[0], methods=[method], scale="mini")
+        search = next(stage for stage in planned.stages if stage.stage == "search")
+        teacher = next(stage.given for stage in planned.stages if stage.stage == "teacher")
+        for mask in ("block", "stage"):
+            args = mini_search(method, mask, tmp_path / method)
+            expected = [teacher if a == "{teacher}" else str(tmp_path / method) if a == str(planned.runs_dir) else a
+                        for a in search.command]
+            assert args == [*expected, "--residual-mask", mask]
+            assert args[args.index("--preset") + 1] == "140k" and args[args.index("--epochs") + 1] == "4"
