@@ -130,3 +130,18 @@ def test_a_last_conv_padded_to_the_full_stream_adds_in_order():
     for name, index in full:
         block = getattr(padded, name)[index]
         assert block.residual_index.tolist() == list(range(block.residual_channels))
+
+
+def test_a_masked_student_s_stages_report_their_statistics_as_its_compact_network_s():
+    """A searched (masked) student runs its stages block by block; its stage taps still fire, with the maps the compact
+    network's stages give (the out-of-distribution model of a search checkpoint)."""
+    torch.manual_seed(0)
+    masked = MaskedResNet("resnet50").eval()
+    kept = torch.rand(masked.sampler.logits.shape[0]) < 0.5
+    masked.sampler.logits.data[:, 0], masked.sampler.logits.data[:, 1] = 0.0, torch.where(kept, 1.0, -1.0)
+    compact = compact_from_masked(masked).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    (expected, expected_statistics), (logits, statistics) = _statistics(compact, images), _statistics(masked, images)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    for stage in STAGES:
+        torch.testing.assert_close(statistics[stage], expected_statistics[stage], rtol=1e-4, atol=1e-4)

@@ -341,10 +341,15 @@ class MaskedResNet(nn.Module):
         features = []
         blocks = iter(zip(self._block_masks, self._downsample_masks, strict=True))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            stage_input = x
             for block in stage:
                 conv_masks, downsample_mask = next(blocks)
                 x = _masked_block(block, x, [masks[i] for i in conv_masks],
                                   None if downsample_mask is None else masks[downsample_mask])
+            # the stage ran block by block, not through its own call: its forward hooks get its output here (the
+            # out-of-distribution statistics of a searched student tap the stages, core.evaluation.ood.FeatureTap)
+            for hook in list(stage._forward_hooks.values()):
+                x = hook(stage, (stage_input,), x) or x
             features.append(x)
         logits = self.fc(torch.flatten(self.avgpool(x), 1)).reshape(-1)
         return logits, features, mask, keep_probability
