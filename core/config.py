@@ -6,6 +6,7 @@ Precedence, lowest first: the dataclass defaults, the preset
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -126,19 +127,34 @@ def check_settings(values: dict, where: str = "") -> None:
             raise ValueError(f"{where}{setting.flag} must be {domain}, got {value!r}") from None
 
 
+_PARSED: dict[tuple[str, int, int], object] = {}  # parsed YAML files by (path, modification time, size)
+
+
+def parsed_yaml(path: Path) -> object:
+    """``path`` parsed as YAML (safe loader; libyaml's where installed), a fresh copy per call. The parse is kept by
+    the file's path, modification time and size: a command reads the presets once per setting it resolves (a
+    ``reproduce`` plan: about 330 times, 45 s of pure-Python parsing on this machine), and an edited file is read
+    again."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return copy.deepcopy(_PARSED[key])  # a caller may change its copy; YAML anchors stay shared within it
+
+
 def load_presets() -> dict[str, dict]:
     """The named presets (keys starting with ``_`` only hold shared YAML anchors), with those of the files in
     ``$CORE_PRESETS`` merged over them key by key (a new method's entry in an existing preset, a new preset)."""
-    loaded = yaml.safe_load(PRESETS_FILE.read_text()) or {}
+    loaded = parsed_yaml(PRESETS_FILE) or {}
     for extra in filter(None, os.environ.get(PRESETS_ENV, "").split(os.pathsep)):
-        _merge_deep(loaded, yaml.safe_load(Path(extra).read_text()) or {})
+        _merge_deep(loaded, parsed_yaml(Path(extra)) or {})
     return {name: preset for name, preset in loaded.items() if not name.startswith("_")}
 
 
 def load_protocols() -> dict[str, dict]:
     """The papers' published numbers and claims, one entry per paper (``configs/protocols.yaml``; keys starting with
     ``_`` only hold shared YAML anchors)."""
-    loaded = yaml.safe_load(PROTOCOLS_FILE.read_text()) or {}
+    loaded = parsed_yaml(PROTOCOLS_FILE) or {}
     return {name: entry for name, entry in loaded.items() if not name.startswith("_")}
 
 

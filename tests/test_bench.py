@@ -353,6 +353,7 @@ def test_residual_mask_smoke_trains_exports_and_times_both_masks(tmp_path, monke
     assert again["runs"]["kdfs-stage"]["finetuned"]["run"] == stage["finetuned"]["run"]
 
 
+@pytest.mark.slow  # ~20 s; tests/test_split_stream.py checks the split graph's operators and logits, test_runtimes its runtimes
 def test_split_stream_smoke(tmp_path):
     """bench split-stream: the scattering graph has a ScatterND per scattering block, the split one none and a Concat
     per stage; both agree with the trained model; the speed-up is the ratio of the two medians."""

@@ -112,3 +112,31 @@ def test_finetune_and_transfer_leave_out_what_the_checkpoint_fixes():
     assert "--arch" not in _help("finetune") and "--trainable" not in _help("finetune")
     assert "--teacher" in _help("finetune") and "--teacher" not in _help("transfer")
     assert "--trainable" in _help("transfer") and "--weight-decay" in _help("transfer")
+
+
+def test_a_yaml_file_is_parsed_once_until_it_changes_and_each_caller_gets_its_own_copy(tmp_path, monkeypatch):
+    """core.config.parsed_yaml: the presets are read once per resolved setting (a reproduce plan: hundreds of times),
+    so the parse is kept by the file's modification time and size; an edited file is parsed again."""
+    import os
+
+    import yaml
+
+    from core import config
+
+    path = tmp_path / "presets.yaml"
+    path.write_text("_base: &base {lr: 0.1}\nquick: {<<: *base, epochs: 2}\n")
+    parses = []
+    real = yaml.load
+
+    def counting(text, Loader):  # noqa: N803 - yaml's own keyword
+        parses.append(text)
+        return real(text, Loader=Loader)
+
+    monkeypatch.setattr(config.yaml, "load", counting)
+    first = config.parsed_yaml(path)
+    first["quick"]["lr"] = 99.0  # a caller's change stays in its copy
+    second = config.parsed_yaml(path)
+    assert second == {"_base": {"lr": 0.1}, "quick": {"lr": 0.1, "epochs": 2}} and len(parses) == 1
+    path.write_text("quick: {lr: 0.2, epochs: 3}\n")
+    os.utime(path, ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    assert config.parsed_yaml(path) == {"quick": {"lr": 0.2, "epochs": 3}} and len(parses) == 2
