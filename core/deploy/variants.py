@@ -23,7 +23,9 @@ from core.io import DiskCache, load_json, save_json
 from core.models.loading import load_model
 from core.pruning.surgery import compact_of
 
-DEPLOY_CACHE = DiskCache("deploy", 4, ".onnx")  # version 4: split residual streams (core.models.split_stream); compare_runtimes' exports, each with its export record (.json)
+# compare_runtimes' exports, each with its export record (.json); version 4: split residual streams
+# (core.models.split_stream)
+DEPLOY_CACHE = DiskCache("deploy", 4, ".onnx")
 # runtime label -> export format (None: the checkpoint itself, run by PyTorch)
 RUNTIMES: dict[str, str | None] = {"PyTorch fp32": None, "ONNX fp32": "onnx", "ONNX int8": "onnx-int8"}
 DEPLOYED_RUNTIMES = [label for label, fmt in RUNTIMES.items() if fmt]
