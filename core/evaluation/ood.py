@@ -90,11 +90,10 @@ def stage_statistics(output: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, (square - mean * mean).clamp_min(0).sqrt()], dim=1)
 
 
-def in_original_order(statistics: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """:func:`stage_statistics` ``[N, 2C]`` of a map whose channel ``i`` is the original channel ``order[i]``, put
-    back in the original channels' order."""
-    inverse = torch.argsort(order)
-    return statistics.index_select(1, torch.cat([inverse, inverse + order.numel()]))
+def in_original_order(statistics: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """:func:`stage_statistics` ``[N, 2C]`` of a map whose channels are permuted, put back in the original channels'
+    order; ``inverse[c]``: where original channel ``c`` sits in the map."""
+    return statistics.index_select(1, torch.cat([inverse, inverse + inverse.numel()]))
 
 
 class FeatureTap:
@@ -120,9 +119,9 @@ class FeatureTap:
     def _hook(self, name: str, on_input: bool):
         def hook(module, args, output):
             statistics = stage_statistics((args[0] if on_input else output).detach())
-            order = None if on_input else getattr(module, "channel_order", None)
-            if order is not None:  # a stage that outputs its channels permuted (core.models.split_stream)
-                statistics = in_original_order(statistics, order)
+            inverse = None if on_input else getattr(module, "channel_inverse", None)
+            if inverse is not None:  # a stage that outputs its channels permuted (core.models.split_stream)
+                statistics = in_original_order(statistics, inverse)
             self.captured[name] = statistics
 
         return hook

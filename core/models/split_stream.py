@@ -17,8 +17,8 @@ projection alone and then passes through the blocks unchanged: the stream is pos
   scatter, no gather, an add that a graph runtime fuses into the conv;
 - concatenates ``[written, passed]`` once at its end. That order is a permutation of the stream's channels, which
   the next stage's first convs (or the head) absorb into their weights; the stage keeps it as ``channel_order``,
-  through which its out-of-distribution statistics are reported in the channels' original order
-  (:class:`core.evaluation.ood.FeatureTap`).
+  and its inverse as ``channel_inverse``, through which its out-of-distribution statistics are reported in the
+  channels' original order (:class:`core.evaluation.ood.FeatureTap`; a constant index, nothing computed per pass).
 
 A stage whose first block has no projection (BasicBlock ResNets' ``layer1``) splits its post-ReLU input with two
 gathers instead.
@@ -121,7 +121,7 @@ class SplitStage(nn.Module):
     """A stage of compact blocks with its stream split into written and passed channels (module docstring).
 
     ``input_order``: the original channel at each position of the stage's input. ``channel_order``: the same for its
-    output, ``[written, passed]``."""
+    output, ``[written, passed]``; ``channel_inverse``: the output position of each original channel."""
 
     def __init__(self, blocks: list[CompactBlock], input_order: torch.Tensor):
         super().__init__()
@@ -133,6 +133,8 @@ class SplitStage(nn.Module):
         order = torch.tensor(written + passed, dtype=torch.long)
         self.written, self.passed = len(written), len(passed)
         self.register_buffer("channel_order", order)
+        # where each original channel sits in the output: the stage's statistics are read back through it (FeatureTap)
+        self.register_buffer("channel_inverse", torch.argsort(order))
         position = {channel: index for index, channel in enumerate(written)}
 
         projection = blocks[0].downsample
