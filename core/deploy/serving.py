@@ -31,9 +31,9 @@ from core.models.loading import load_model
 from core.pruning.surgery import compact_of, pad_compact
 
 PRECISIONS = ("fp32", "int8")
-# the serving exports, one per (checkpoint, rounding, precision); version 3: graphs of block-masked students are written
+# the serving exports, one per (checkpoint, rounding, precision); version 4: graphs of block-masked students are written
 # with split residual streams (core.models.split_stream)
-SERVING_CACHE = DiskCache("serving", 3, ".onnx")
+SERVING_CACHE = DiskCache("serving", 4, ".onnx")
 
 
 def deployable(model: nn.Module, round_to: int = 1) -> tuple[nn.Module, dict]:
