@@ -74,12 +74,12 @@ def _finished(folder: Path, finetune: bool) -> dict | None:
 
 def _train(name: str, smoke: bool, runs: Path, mini: bool = False) -> tuple[dict, list[str]]:
     """The search and its fine-tune (each reused when a finished one is in ``runs/<name>``); ``mini``: the search at
-    the published settings on the mini budget, served as it is (``result["finetuned"]`` is the search)."""
+    the published settings on the mini budget alone, served as it is."""
     method, mask, extra = RUNS[name]
     if mini and not smoke:
         args = mini_search(method, mask, runs / name)
         search = _finished(runs / name, False) or _cli(*args)
-        return {"search": search, "finetuned": search}, ["python -m core " + " ".join(args)]
+        return {"search": search}, ["python -m core " + " ".join(args)]
     if smoke:
         common = ["--data", "synthetic", "--arch", "resnet-tiny", "--image-size", "32", "--batch-size", "8",
                   "--num-workers", "0", "--max-train-samples", "32", "--max-eval-samples", "24", "--epochs", "1"]
@@ -190,26 +190,24 @@ def _compare(smoke: bool, mini: bool) -> dict:
             teacher_net = load_model(teacher, serve=False)
             teacher_macs = {str(size): profile_model(teacher_net, size)["macs"] for size in (64, 256)}
         records[name] = {"method": RUNS[name][0], "residual_mask": RUNS[name][1], "commands": commands[name]}
-        for part in ("search",) if mini and not smoke else ("search", "finetuned"):
+        for part in result:
             compact = runs / f"{name}-{part}.safetensors"
             _cli("export", result[part]["checkpoint"], "--format", "safetensors", "--out", str(compact))
             records[name][part] = _record(result[part], compact, teacher_macs)
-        if mini and not smoke:  # served as searched
-            records[name]["finetuned"] = records[name]["search"]
-            shutil.copyfile(runs / f"{name}-search.safetensors", runs / f"{name}-finetuned.safetensors")
-        records[name]["compact"] = _shown(runs / f"{name}-finetuned.safetensors")
+        records[name]["served"] = served = "finetuned" if "finetuned" in result else "search"
+        records[name]["compact"] = _shown(runs / f"{name}-{served}.safetensors")
     header = read_header(teacher)
     size = 32 if smoke else 256
     scratch = runs / "sized"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
-    latency = _latency({name: runs / f"{name}-finetuned.safetensors" for name in records}, teacher, size,
-                       3 if smoke else 15, scratch)
+    served = {name: runs / f"{name}-{record['served']}.safetensors" for name, record in records.items()}
+    latency = _latency(served, teacher, size, 3 if smoke else 15, scratch)
     teacher_macs_timed = profile_model(teacher_net, size)["macs"]
     teacher_accuracy = header.get("metrics", {}).get("test_accuracy")
     targets, rows = {}, {}
     for name, record in records.items():
-        student = record["finetuned"]
+        student = record[record["served"]]
         macs_ratio = teacher_macs_timed / student["macs_256"] if not smoke else None
         speedups = latency["speedup_vs_same_runtime_teacher"].get(name, {})
         rows[name] = {"test_accuracy": student["test_accuracy"], "test_auc": student["test_auc"], "macs_ratio_256":
